@@ -1,0 +1,93 @@
+# Valerix: build, run and test everything from here.
+#   make          build the services and tools into build/
+#   make run      start Kafka, PostgreSQL and every service locally, in the foreground (Ctrl-C stops all)
+#   make up/down  the same in the background / stop it all; make wipe deletes the local data
+#   make test     unit tests (plain and under ASan+UBSan), integration tests against the real
+#                 broker and database, contract checks against schemas/
+#   make bench    throughput and latency figures
+# Missing system packages and the Kafka jars are installed by deploy/stack.sh deps, run first.
+
+CC      ?= gcc
+CFLAGS  ?= -O2 -g
+B       := build
+PKGS    := rdkafka libpq json-c libmicrohttpd
+# Recursively expanded on purpose: evaluated after deploy/stack.sh deps has installed pkg-config.
+PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS))
+PKG_LIBS   = $(shell pkg-config --libs $(PKGS)) -lpthread -lm
+CRIT_LIBS  = $(shell pkg-config --libs criterion)
+XCFLAGS := -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -MMD -MP -Icommon -DVX_SRC_DIR='"$(CURDIR)"'
+SAN     := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
+
+COMMON  := $(wildcard common/*.c)
+SERVICES := $(B)/inventory-svc
+TOOLS   := $(B)/vxadmin
+DEPS_STAMP := $(B)/.deps
+
+.PHONY: all deps run up down wipe status test unit unit-asan it contract bench clean
+all: $(SERVICES) $(TOOLS)
+
+$(DEPS_STAMP): deploy/stack.sh deploy/kafka/pom.xml
+	deploy/stack.sh deps
+	@mkdir -p $(B) && touch $@
+deps: $(DEPS_STAMP)
+
+# Objects: build/obj/<path>.o, and build/asan/<path>.o for the sanitizer build.
+$(B)/obj/%.o: %.c | $(DEPS_STAMP)
+	@mkdir -p $(dir $@)
+	$(CC) $(XCFLAGS) $(CFLAGS) $(PKG_CFLAGS) -c $< -o $@
+$(B)/asan/%.o: %.c | $(DEPS_STAMP)
+	@mkdir -p $(dir $@)
+	$(CC) $(XCFLAGS) -O1 -g $(SAN) $(PKG_CFLAGS) -c $< -o $@
+
+COMMON_OBJ := $(COMMON:%.c=$(B)/obj/%.o)
+COMMON_ASAN := $(COMMON:%.c=$(B)/asan/%.o)
+
+$(B)/inventory-svc: $(B)/obj/inventory-svc/main.o $(COMMON_OBJ)
+	$(CC) $(CFLAGS) -o $@ $^ $(PKG_LIBS)
+$(B)/vxadmin: $(B)/obj/tools/vxadmin.o $(COMMON_OBJ)
+	$(CC) $(CFLAGS) -o $@ $^ $(PKG_LIBS)
+
+# ---- tests -------------------------------------------------------------------------------------
+UNIT := $(wildcard tests/unit/*.c)
+$(B)/unit_tests: $(UNIT:%.c=$(B)/obj/%.o) $(COMMON_OBJ)
+	$(CC) $(CFLAGS) -o $@ $^ $(PKG_LIBS) $(CRIT_LIBS)
+$(B)/unit_tests_asan: $(UNIT:%.c=$(B)/asan/%.o) $(COMMON_ASAN)
+	$(CC) $(SAN) -o $@ $^ $(PKG_LIBS) $(CRIT_LIBS)
+$(B)/it_inventory: $(B)/obj/tests/it/harness.o $(B)/obj/tests/it/it_inventory.o
+	$(CC) $(CFLAGS) -o $@ $^ $(PKG_LIBS) $(CRIT_LIBS)
+
+unit: $(B)/unit_tests
+	$(B)/unit_tests
+unit-asan: $(B)/unit_tests_asan
+	ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 $(B)/unit_tests_asan
+
+# Integration tests start and stop real service processes against the real broker and database.
+it: all $(B)/it_inventory
+	deploy/stack.sh up
+	$(B)/it_inventory
+
+contract:
+	$$(tests/contract/setup.sh) tests/contract/validate.py schemas
+	$$(tests/contract/setup.sh) tests/contract/validate.py selftest
+	$$(tests/contract/setup.sh) tests/contract/validate.py readme README.md
+	$$(tests/contract/setup.sh) tests/contract/validate.py messages var/it/messages.jsonl
+
+test: unit unit-asan it contract
+
+# ---- running -----------------------------------------------------------------------------------
+run: all
+	deploy/stack.sh run
+up: all
+	deploy/stack.sh up
+	deploy/stack.sh services-up
+down:
+	deploy/stack.sh down
+wipe:
+	deploy/stack.sh wipe
+status:
+	deploy/stack.sh status
+
+clean:
+	rm -rf $(B)/obj $(B)/asan $(SERVICES) $(TOOLS) $(B)/unit_tests $(B)/unit_tests_asan $(B)/it_*
+
+-include $(shell find $(B) -name '*.d' 2>/dev/null)

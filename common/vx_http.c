@@ -1,0 +1,245 @@
+/* vx_http: HTTP plumbing over libmicrohttpd. See vx_http.h.
+ *
+ * A request moves READING -> (handler) -> ANSWERED or SUSPENDED -> (resume) -> ANSWERED. A reply
+ * only builds the response; the access callback queues it, in libmicrohttpd's own thread. */
+#include "vx_http.h"
+
+#include <arpa/inet.h>
+#include <microhttpd.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "vx_config.h"
+
+#define MAX_RESP_HEADERS 8
+
+enum req_state { READING, SUSPENDED, ANSWERED };
+
+struct vx_http_s {
+    struct MHD_Daemon *mhd;
+    vx_http_opts_t opts;
+};
+
+struct vx_http_req_s {
+    vx_http_t *srv;
+    struct MHD_Connection *conn;
+    const char *method, *path;
+    char *body;
+    size_t len, cap;
+    int too_large;
+    int parked; /* set by vx_http_suspend, only in the handler's thread */
+    enum req_state state;
+    struct MHD_Response *resp;
+    int status;
+    char *hdr_name[MAX_RESP_HEADERS], *hdr_value[MAX_RESP_HEADERS];
+    int nhdrs;
+};
+
+const char *vx_http_method(const vx_http_req_t *req) { return req->method; }
+const char *vx_http_path(const vx_http_req_t *req) { return req->path; }
+const char *vx_http_header(const vx_http_req_t *req, const char *name) {
+    return MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND, name);
+}
+const char *vx_http_arg(const vx_http_req_t *req, const char *name) {
+    return MHD_lookup_connection_value(req->conn, MHD_GET_ARGUMENT_KIND, name);
+}
+const char *vx_http_body(const vx_http_req_t *req, size_t *len) {
+    *len = req->len;
+    return req->body ? req->body : "";
+}
+
+int vx_http_segments(const vx_http_req_t *req, char *buf, size_t size, const char **seg, int max) {
+    int n = 0;
+    char *save = NULL, *tok;
+
+    snprintf(buf, size, "%s", req->path);
+    for (tok = strtok_r(buf, "/", &save); tok && n < max; tok = strtok_r(NULL, "/", &save)) seg[n++] = tok;
+    return tok ? max + 1 : n; /* more segments than max: no route will match */
+}
+
+void vx_http_add_header(vx_http_req_t *req, const char *name, const char *value) {
+    if (req->nhdrs == MAX_RESP_HEADERS) return;
+    req->hdr_name[req->nhdrs] = strdup(name);
+    req->hdr_value[req->nhdrs] = strdup(value);
+    req->nhdrs++;
+}
+
+void vx_http_reply(vx_http_req_t *req, int status, const char *content_type, const char *body, size_t len) {
+    struct MHD_Response *r = MHD_create_response_from_buffer(len, (void *)body, MHD_RESPMEM_MUST_COPY);
+    enum req_state prev = req->state;
+
+    if (content_type) MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, content_type);
+    for (int i = 0; i < req->nhdrs; i++) MHD_add_response_header(r, req->hdr_name[i], req->hdr_value[i]);
+    req->status = status;
+    req->resp = r;
+    req->state = ANSWERED;
+    if (prev == SUSPENDED) MHD_resume_connection(req->conn);
+}
+
+void vx_http_reply_json(vx_http_req_t *req, int status, json_object *obj) {
+    size_t len;
+    const char *s = json_object_to_json_string_length(obj, JSON_C_TO_STRING_PLAIN, &len);
+    vx_http_reply(req, status, "application/json", s, len);
+}
+
+void vx_http_problem(vx_http_req_t *req, int status, const char *title, const char *detail, json_object *extra) {
+    json_object *p = json_object_new_object();
+    char type[160];
+    size_t i, j = 0;
+
+    /* the type URI is derived from the title: "Invalid body" -> .../problems/invalid-body */
+    j = (size_t)snprintf(type, sizeof(type), "https://valerix.dev/problems/");
+    for (i = 0; title[i] && j + 1 < sizeof(type); i++)
+        type[j++] = title[i] == ' ' ? '-' : (title[i] >= 'A' && title[i] <= 'Z') ? (char)(title[i] + 32) : title[i];
+    type[j] = '\0';
+    json_object_object_add(p, "type", json_object_new_string(type));
+    json_object_object_add(p, "title", json_object_new_string(title));
+    json_object_object_add(p, "status", json_object_new_int(status));
+    if (detail) json_object_object_add(p, "detail", json_object_new_string(detail));
+    json_object_object_add(p, "instance", json_object_new_string(req->path));
+    if (extra) {
+        json_object_object_foreach(extra, k, v) json_object_object_add(p, k, json_object_get(v));
+        json_object_put(extra);
+    }
+    {
+        size_t len;
+        const char *s = json_object_to_json_string_length(p, JSON_C_TO_STRING_PLAIN, &len);
+        vx_http_reply(req, status, "application/problem+json", s, len);
+    }
+    json_object_put(p);
+}
+
+void vx_http_not_found(vx_http_req_t *req) {
+    vx_http_problem(req, 404, "Not found", "no such resource", NULL);
+}
+
+void vx_http_method_not_allowed(vx_http_req_t *req, const char *allow) {
+    char detail[128];
+    snprintf(detail, sizeof(detail), "%s is not allowed here; use %s", req->method, allow);
+    vx_http_add_header(req, "Allow", allow);
+    vx_http_problem(req, 405, "Method not allowed", detail, NULL);
+}
+
+void vx_http_suspend(vx_http_req_t *req) {
+    req->parked = 1;
+    req->state = SUSPENDED;
+    MHD_suspend_connection(req->conn);
+}
+
+static enum MHD_Result queue(vx_http_req_t *req) {
+    enum MHD_Result ret = MHD_queue_response(req->conn, (unsigned)req->status, req->resp);
+    MHD_destroy_response(req->resp);
+    req->resp = NULL;
+    return ret;
+}
+
+static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url, const char *method,
+                                  const char *version, const char *upload_data, size_t *upload_data_size,
+                                  void **con_cls) {
+    vx_http_t *srv = cls;
+    vx_http_req_t *req = *con_cls;
+    (void)version;
+
+    if (!req) { /* headers are in; the body (if any) comes in the next calls */
+        const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
+        if (!(req = calloc(1, sizeof(*req)))) return MHD_NO;
+        req->srv = srv;
+        req->conn = conn;
+        req->method = method;
+        req->path = url;
+        req->too_large = cl && strtoull(cl, NULL, 10) > srv->opts.body_cap;
+        *con_cls = req;
+        return MHD_YES;
+    }
+    if (*upload_data_size) {
+        size_t n = *upload_data_size;
+        *upload_data_size = 0;
+        if (req->too_large) return MHD_YES; /* drain and discard */
+        if (req->len + n > srv->opts.body_cap) {
+            req->too_large = 1;
+            free(req->body);
+            req->body = NULL;
+            req->len = 0;
+            return MHD_YES;
+        }
+        if (req->len + n + 1 > req->cap) {
+            size_t cap = req->cap ? req->cap : 1024;
+            char *b;
+            while (cap < req->len + n + 1) cap *= 2;
+            if (!(b = realloc(req->body, cap))) return MHD_NO;
+            req->body = b;
+            req->cap = cap;
+        }
+        memcpy(req->body + req->len, upload_data, n);
+        req->len += n;
+        req->body[req->len] = '\0';
+        return MHD_YES;
+    }
+    if (req->state == ANSWERED && req->resp) return queue(req); /* woken after vx_http_suspend */
+    if (req->too_large) {
+        char detail[96];
+        snprintf(detail, sizeof(detail), "the body is larger than %zu bytes", srv->opts.body_cap);
+        vx_http_problem(req, 413, "Payload too large", detail, NULL);
+        return queue(req);
+    }
+    srv->opts.handler(req, srv->opts.opaque);
+    if (req->parked) return MHD_YES; /* req belongs to another thread now, even if answered already */
+    if (req->state == ANSWERED && req->resp) return queue(req);
+    vx_http_problem(req, 500, "Internal error", "the handler gave no answer", NULL);
+    return queue(req);
+}
+
+static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls, enum MHD_RequestTerminationCode t) {
+    vx_http_req_t *req = *con_cls;
+    (void)cls;
+    (void)conn;
+    (void)t;
+    if (!req) return;
+    if (req->resp) MHD_destroy_response(req->resp);
+    for (int i = 0; i < req->nhdrs; i++) {
+        free(req->hdr_name[i]);
+        free(req->hdr_value[i]);
+    }
+    free(req->body);
+    free(req);
+    *con_cls = NULL;
+}
+
+vx_http_t *vx_http_start(const vx_http_opts_t *opts, char *errstr, size_t errstr_size) {
+    struct sockaddr_in sa;
+    char host[64];
+    int port;
+    vx_http_t *srv;
+    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME;
+
+    if (vx_cfg_addr(opts->addr, host, sizeof(host), &port, errstr, errstr_size)) return NULL;
+    memset(&sa, 0, sizeof(sa));
+    sa.sin_family = AF_INET;
+    sa.sin_port = htons((uint16_t)port);
+    if (inet_pton(AF_INET, host, &sa.sin_addr) != 1) {
+        snprintf(errstr, errstr_size, "address \"%s\": host must be an IPv4 address", opts->addr);
+        return NULL;
+    }
+    if (!(srv = calloc(1, sizeof(*srv)))) return NULL;
+    srv->opts = *opts;
+    srv->mhd = MHD_start_daemon(flags, (uint16_t)port, NULL, NULL, on_request, srv, MHD_OPTION_SOCK_ADDR, &sa,
+                                MHD_OPTION_NOTIFY_COMPLETED, on_completed, srv, MHD_OPTION_THREAD_POOL_SIZE,
+                                (unsigned)(opts->threads > 1 ? opts->threads : 0), MHD_OPTION_CONNECTION_TIMEOUT,
+                                (unsigned)60, MHD_OPTION_CONNECTION_LIMIT,
+                                opts->max_conns ? opts->max_conns : (unsigned)FD_SETSIZE - 4, MHD_OPTION_LISTENING_ADDRESS_REUSE,
+                                (unsigned)1, MHD_OPTION_END);
+    if (!srv->mhd) {
+        snprintf(errstr, errstr_size, "cannot listen on %s (in use?)", opts->addr);
+        free(srv);
+        return NULL;
+    }
+    return srv;
+}
+
+void vx_http_stop(vx_http_t *srv) {
+    if (!srv) return;
+    MHD_stop_daemon(srv->mhd);
+    free(srv);
+}

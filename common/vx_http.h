@@ -1,0 +1,57 @@
+/* vx_http: the HTTP server plumbing every service uses, over libmicrohttpd.
+ *
+ * A handler gets a whole request (the body is read up to a cap first; a larger one is answered
+ * 413 without calling the handler) and answers it with one vx_http_reply* call, either before it
+ * returns or later from any thread after vx_http_suspend, which parks the connection without a
+ * thread of its own. Errors use RFC 9457 problem+json. */
+#ifndef VX_HTTP_H
+#define VX_HTTP_H
+
+#include <json-c/json.h>
+#include <stddef.h>
+
+typedef struct vx_http_s vx_http_t;
+typedef struct vx_http_req_s vx_http_req_t;
+typedef void (*vx_http_fn)(vx_http_req_t *req, void *opaque);
+
+typedef struct {
+    const char *addr;       /* "host:port" */
+    int threads;            /* polling threads; 1 makes handlers run one at a time */
+    size_t body_cap;        /* largest accepted body, bytes */
+    unsigned max_conns;     /* open connections at most; 0: libmicrohttpd's default */
+    vx_http_fn handler;
+    void *opaque;
+} vx_http_opts_t;
+
+/* Starts listening. Returns the server or NULL with errstr. */
+vx_http_t *vx_http_start(const vx_http_opts_t *opts, char *errstr, size_t errstr_size);
+/* Stops accepting and waits for the polling threads. Suspended requests must be answered first. */
+void vx_http_stop(vx_http_t *srv);
+
+/* Request accessors; the strings are borrowed and live as long as the request. */
+const char *vx_http_method(const vx_http_req_t *req);
+const char *vx_http_path(const vx_http_req_t *req);
+const char *vx_http_header(const vx_http_req_t *req, const char *name);
+const char *vx_http_arg(const vx_http_req_t *req, const char *name);
+const char *vx_http_body(const vx_http_req_t *req, size_t *len);
+/* The path split on '/' into at most max segments (copied into buf); returns the segment count. */
+int vx_http_segments(const vx_http_req_t *req, char *buf, size_t size, const char **seg, int max);
+
+/* Adds a response header for the coming reply (copied). */
+void vx_http_add_header(vx_http_req_t *req, const char *name, const char *value);
+/* Answers the request; body is copied. Exactly one reply per request. */
+void vx_http_reply(vx_http_req_t *req, int status, const char *content_type, const char *body, size_t len);
+/* Answers with obj serialised (obj is borrowed). */
+void vx_http_reply_json(vx_http_req_t *req, int status, json_object *obj);
+/* Answers application/problem+json {type,title,status,detail,instance} plus the members of
+ * extra (taken: the caller's reference is released; may be NULL). */
+void vx_http_problem(vx_http_req_t *req, int status, const char *title, const char *detail, json_object *extra);
+/* 404 and 405 (with Allow) answered the same way by every service. */
+void vx_http_not_found(vx_http_req_t *req);
+void vx_http_method_not_allowed(vx_http_req_t *req, const char *allow);
+
+/* Parks the request: call it in the handler BEFORE handing req to another thread, then return.
+ * A later vx_http_reply* (from any thread) wakes the connection and sends the answer. */
+void vx_http_suspend(vx_http_req_t *req);
+
+#endif

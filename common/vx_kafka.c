@@ -1,0 +1,226 @@
+/* vx_kafka: librdkafka set-up. See vx_kafka.h. */
+#include "vx_kafka.h"
+
+#include <ctype.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+extern char **environ;
+
+int vx_kafka_prop_from_env(const char *env_name, vx_kafka_role_t role, char *prop, size_t prop_size) {
+    const char *eq = strchr(env_name, '='), *p;
+    size_t n, i;
+
+    if (strncmp(env_name, "KAFKA_", 6) != 0) return 0;
+    p = env_name + 6;
+    if (strncmp(p, "PRODUCER_", 9) == 0) {
+        if (role != VX_KAFKA_PRODUCER) return 0;
+        p += 9;
+    } else if (strncmp(p, "CONSUMER_", 9) == 0) {
+        if (role != VX_KAFKA_CONSUMER) return 0;
+        p += 9;
+    }
+    n = eq ? (size_t)(eq - p) : strlen(p);
+    if (n == 0 || n >= prop_size) return 0;
+    for (i = 0; i < n; i++) prop[i] = p[i] == '_' ? '.' : (char)tolower((unsigned char)p[i]);
+    prop[n] = '\0';
+    return 1;
+}
+
+static int conf_set(rd_kafka_conf_t *conf, const char *k, const char *v, char *errstr, size_t errstr_size) {
+    return rd_kafka_conf_set(conf, k, v, errstr, errstr_size) == RD_KAFKA_CONF_OK ? 0 : -1;
+}
+
+rd_kafka_conf_t *vx_kafka_conf_new(vx_kafka_role_t role, char *errstr, size_t errstr_size) {
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    char prop[256];
+
+    if (conf_set(conf, "bootstrap.servers", VX_KAFKA_DEFAULT_BOOTSTRAP, errstr, errstr_size) ||
+        conf_set(conf, "client.id", "valerix", errstr, errstr_size))
+        goto err;
+    if (role == VX_KAFKA_PRODUCER &&
+        (conf_set(conf, "enable.idempotence", "true", errstr, errstr_size) ||
+         conf_set(conf, "acks", "all", errstr, errstr_size) ||
+         conf_set(conf, "linger.ms", "2", errstr, errstr_size) ||
+         conf_set(conf, "message.timeout.ms", "0", errstr, errstr_size) || /* retry until delivered */
+         conf_set(conf, "queue.buffering.max.messages", "1000000", errstr, errstr_size)))
+        goto err;
+    if (role == VX_KAFKA_CONSUMER &&
+        (conf_set(conf, "enable.auto.offset.store", "false", errstr, errstr_size) ||
+         conf_set(conf, "enable.auto.commit", "true", errstr, errstr_size) ||
+         conf_set(conf, "auto.commit.interval.ms", "1000", errstr, errstr_size) ||
+         conf_set(conf, "auto.offset.reset", "earliest", errstr, errstr_size) ||
+         conf_set(conf, "enable.partition.eof", "false", errstr, errstr_size) ||
+         conf_set(conf, "fetch.wait.max.ms", "10", errstr, errstr_size)))
+        goto err;
+
+    for (char **e = environ; *e; e++) {
+        const char *eq = strchr(*e, '=');
+        if (!eq || !vx_kafka_prop_from_env(*e, role, prop, sizeof(prop))) continue;
+        if (conf_set(conf, prop, eq + 1, errstr, errstr_size)) {
+            char why[256];
+            snprintf(why, sizeof(why), "%s", errstr);
+            snprintf(errstr, errstr_size, "%.*s: %s", (int)(eq - *e), *e, why);
+            goto err;
+        }
+    }
+    return conf;
+err:
+    rd_kafka_conf_destroy(conf);
+    return NULL;
+}
+
+rd_kafka_t *vx_kafka_producer_new(void (*dr_cb)(rd_kafka_t *, const rd_kafka_message_t *, void *), void *opaque,
+                                  char *errstr, size_t errstr_size) {
+    rd_kafka_conf_t *conf = vx_kafka_conf_new(VX_KAFKA_PRODUCER, errstr, errstr_size);
+    rd_kafka_t *rk;
+
+    if (!conf) return NULL;
+    if (dr_cb) rd_kafka_conf_set_dr_msg_cb(conf, dr_cb);
+    rd_kafka_conf_set_opaque(conf, opaque);
+    rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, errstr_size);
+    if (!rk) rd_kafka_conf_destroy(conf); /* rd_kafka_new takes the conf only on success */
+    return rk;
+}
+
+rd_kafka_t *vx_kafka_consumer_new(const char *group_id, const char *const *topics, int n, char *errstr,
+                                  size_t errstr_size) {
+    rd_kafka_conf_t *conf = vx_kafka_conf_new(VX_KAFKA_CONSUMER, errstr, errstr_size);
+    rd_kafka_topic_partition_list_t *subs = NULL;
+    rd_kafka_resp_err_t err;
+    rd_kafka_t *rk;
+
+    if (!conf) return NULL;
+    if (conf_set(conf, "group.id", group_id, errstr, errstr_size)) {
+        rd_kafka_conf_destroy(conf);
+        return NULL;
+    }
+    rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, errstr_size);
+    if (!rk) {
+        rd_kafka_conf_destroy(conf);
+        return NULL;
+    }
+    rd_kafka_poll_set_consumer(rk);
+    subs = rd_kafka_topic_partition_list_new(n);
+    for (int i = 0; i < n; i++) rd_kafka_topic_partition_list_add(subs, topics[i], RD_KAFKA_PARTITION_UA);
+    err = rd_kafka_subscribe(rk, subs);
+    rd_kafka_topic_partition_list_destroy(subs);
+    if (err) {
+        snprintf(errstr, errstr_size, "subscribe: %s", rd_kafka_err2str(err));
+        rd_kafka_destroy(rk);
+        return NULL;
+    }
+    return rk;
+}
+
+int vx_kafka_ensure_topics(rd_kafka_t *rk, const char *const *topics, int n, int partitions, long long retention_ms,
+                           int timeout_ms, char *errstr, size_t errstr_size) {
+    rd_kafka_NewTopic_t *nt[16];
+    rd_kafka_queue_t *q = rd_kafka_queue_new(rk);
+    rd_kafka_AdminOptions_t *opts = rd_kafka_AdminOptions_new(rk, RD_KAFKA_ADMIN_OP_CREATETOPICS);
+    rd_kafka_event_t *ev = NULL;
+    char retention[32];
+    int rc = -1, made = 0;
+
+    if (n > 16) {
+        snprintf(errstr, errstr_size, "at most 16 topics at once");
+        goto out;
+    }
+    snprintf(retention, sizeof(retention), "%lld", retention_ms);
+    rd_kafka_AdminOptions_set_operation_timeout(opts, timeout_ms, NULL, 0);
+    rd_kafka_AdminOptions_set_request_timeout(opts, timeout_ms, NULL, 0);
+    for (; made < n; made++) {
+        nt[made] = rd_kafka_NewTopic_new(topics[made], partitions, 1, errstr, errstr_size);
+        if (!nt[made]) goto out;
+        rd_kafka_NewTopic_set_config(nt[made], "retention.ms", retention);
+    }
+    rd_kafka_CreateTopics(rk, nt, (size_t)n, opts, q);
+    ev = rd_kafka_queue_poll(q, timeout_ms + 2000);
+    if (!ev) {
+        snprintf(errstr, errstr_size, "no answer from the broker to CreateTopics");
+        goto out;
+    }
+    if (rd_kafka_event_error(ev)) {
+        snprintf(errstr, errstr_size, "CreateTopics: %s", rd_kafka_event_error_string(ev));
+        goto out;
+    }
+    {
+        size_t cnt;
+        const rd_kafka_topic_result_t **res = rd_kafka_CreateTopics_result_topics(rd_kafka_event_CreateTopics_result(ev), &cnt);
+        for (size_t i = 0; i < cnt; i++) {
+            rd_kafka_resp_err_t e = rd_kafka_topic_result_error(res[i]);
+            if (e && e != RD_KAFKA_RESP_ERR_TOPIC_ALREADY_EXISTS) {
+                snprintf(errstr, errstr_size, "topic %s: %s", rd_kafka_topic_result_name(res[i]),
+                         rd_kafka_topic_result_error_string(res[i]));
+                goto out;
+            }
+        }
+    }
+    rc = 0;
+out:
+    if (ev) rd_kafka_event_destroy(ev);
+    for (int i = 0; i < made; i++) rd_kafka_NewTopic_destroy(nt[i]);
+    rd_kafka_AdminOptions_destroy(opts);
+    rd_kafka_queue_destroy(q);
+    return rc;
+}
+
+int vx_kafka_reachable(rd_kafka_t *rk, int timeout_ms) {
+    const struct rd_kafka_metadata *md = NULL;
+    rd_kafka_resp_err_t err = rd_kafka_metadata(rk, 0, NULL, &md, timeout_ms);
+    int ok = err == RD_KAFKA_RESP_ERR_NO_ERROR && md && md->broker_cnt > 0;
+    if (md) rd_kafka_metadata_destroy(md);
+    return ok;
+}
+
+const char *vx_kafka_header(const rd_kafka_message_t *m, const char *name, char *buf, size_t size) {
+    rd_kafka_headers_t *hdrs;
+    const void *val;
+    size_t len;
+
+    if (rd_kafka_message_headers(m, &hdrs) || rd_kafka_header_get_last(hdrs, name, &val, &len) || !val) return NULL;
+    if (len >= size) len = size - 1;
+    memcpy(buf, val, len);
+    buf[len] = '\0';
+    return buf;
+}
+
+rd_kafka_resp_err_t vx_kafka_produce(rd_kafka_t *producer, const char *topic, const char *key, size_t keylen,
+                                     const char *value, size_t len, rd_kafka_headers_t *hdrs, void *opaque) {
+    rd_kafka_resp_err_t err;
+    for (;;) {
+        err = rd_kafka_producev(producer, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_KEY(key, keylen),
+                                RD_KAFKA_V_VALUE((void *)value, len), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+                                RD_KAFKA_V_HEADERS(hdrs), RD_KAFKA_V_OPAQUE(opaque), RD_KAFKA_V_END);
+        if (err != RD_KAFKA_RESP_ERR__QUEUE_FULL) return err;
+        rd_kafka_poll(producer, 10); /* the queue drains as deliveries are acknowledged */
+    }
+}
+
+int vx_kafka_dead_letter(rd_kafka_t *producer, const char *dlq_topic, const rd_kafka_message_t *m,
+                         const char *reason, const char *detail, const char *service, char *errstr,
+                         size_t errstr_size) {
+    rd_kafka_headers_t *orig = NULL, *hdrs;
+    char num[32];
+    const char *topic = rd_kafka_topic_name(m->rkt);
+    rd_kafka_resp_err_t err;
+
+    hdrs = rd_kafka_message_headers(m, &orig) == RD_KAFKA_RESP_ERR_NO_ERROR ? rd_kafka_headers_copy(orig)
+                                                                            : rd_kafka_headers_new(8);
+    rd_kafka_header_add(hdrs, "dlq-reason", -1, reason, -1);
+    rd_kafka_header_add(hdrs, "dlq-error", -1, detail, -1);
+    rd_kafka_header_add(hdrs, "dlq-source-topic", -1, topic, -1);
+    snprintf(num, sizeof(num), "%d", (int)m->partition);
+    rd_kafka_header_add(hdrs, "dlq-source-partition", -1, num, -1);
+    snprintf(num, sizeof(num), "%lld", (long long)m->offset);
+    rd_kafka_header_add(hdrs, "dlq-source-offset", -1, num, -1);
+    rd_kafka_header_add(hdrs, "dlq-service", -1, service, -1);
+    err = vx_kafka_produce(producer, dlq_topic, m->key, m->key_len, m->payload, m->len, hdrs, NULL);
+    if (err) {
+        rd_kafka_headers_destroy(hdrs); /* producev takes the headers only on success */
+        snprintf(errstr, errstr_size, "dead-letter produce: %s", rd_kafka_err2str(err));
+        return -1;
+    }
+    return 0;
+}

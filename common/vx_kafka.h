@@ -1,0 +1,57 @@
+/* vx_kafka: librdkafka set-up shared by every service: configuration from the environment,
+ * topic creation, header access and the dead-letter path.
+ *
+ * Configuration: every environment variable KAFKA_<NAME> becomes librdkafka property <name>
+ * (lower case, '_' -> '.'), e.g. KAFKA_BOOTSTRAP_SERVERS=host:9092 or KAFKA_SECURITY_PROTOCOL=SASL_SSL.
+ * KAFKA_PRODUCER_<NAME> and KAFKA_CONSUMER_<NAME> apply to one kind of client only. A property
+ * librdkafka does not know is an error at start-up, not a silent no-op. */
+#ifndef VX_KAFKA_H
+#define VX_KAFKA_H
+
+#include <librdkafka/rdkafka.h>
+#include <stddef.h>
+
+#define VX_KAFKA_DEFAULT_BOOTSTRAP "127.0.0.1:9092"
+
+typedef enum { VX_KAFKA_PRODUCER, VX_KAFKA_CONSUMER, VX_KAFKA_ADMIN } vx_kafka_role_t;
+
+/* Maps one environment variable name to the property it sets for `role`. Returns 1 and fills prop
+ * when it applies, 0 when the variable is not for this role or not a KAFKA_ variable. */
+int vx_kafka_prop_from_env(const char *env_name, vx_kafka_role_t role, char *prop, size_t prop_size);
+
+/* A configuration with Valerix defaults for role, then every matching KAFKA_* variable applied.
+ * Returns NULL with errstr filled on a bad property. Caller owns the conf (or hands it to rd_kafka_new). */
+rd_kafka_conf_t *vx_kafka_conf_new(vx_kafka_role_t role, char *errstr, size_t errstr_size);
+
+/* An idempotent producer (acks=all) whose delivery reports go to dr_cb with `opaque`. */
+rd_kafka_t *vx_kafka_producer_new(void (*dr_cb)(rd_kafka_t *, const rd_kafka_message_t *, void *), void *opaque,
+                                  char *errstr, size_t errstr_size);
+
+/* A consumer in group_id subscribed to topics[0..n-1], with offsets stored by the application
+ * (enable.auto.offset.store=false) and committed in the background: store only what is done. */
+rd_kafka_t *vx_kafka_consumer_new(const char *group_id, const char *const *topics, int n, char *errstr,
+                                  size_t errstr_size);
+
+/* Creates each missing topic with `partitions` partitions and retention.ms; existing ones are left
+ * as they are. Returns 0 or -1 with errstr. rk may be any client handle. */
+int vx_kafka_ensure_topics(rd_kafka_t *rk, const char *const *topics, int n, int partitions, long long retention_ms,
+                           int timeout_ms, char *errstr, size_t errstr_size);
+
+/* 1 when the cluster answers a metadata request within timeout_ms. */
+int vx_kafka_reachable(rd_kafka_t *rk, int timeout_ms);
+
+/* Value of the last header `name` copied NUL-terminated into buf (truncated to size-1), or NULL. */
+const char *vx_kafka_header(const rd_kafka_message_t *m, const char *name, char *buf, size_t size);
+
+/* Produces a copy of m (key, value bytes, headers) to dlq_topic with the headers dlq-reason,
+ * dlq-error, dlq-source-topic, dlq-source-partition, dlq-source-offset and dlq-service added.
+ * The delivery report arrives at the producer's dr_cb with a NULL msg opaque. Returns 0 or -1. */
+int vx_kafka_dead_letter(rd_kafka_t *producer, const char *dlq_topic, const rd_kafka_message_t *m,
+                         const char *reason, const char *detail, const char *service, char *errstr,
+                         size_t errstr_size);
+
+/* Produces, serving delivery reports while the local queue is full. Returns the produce error. */
+rd_kafka_resp_err_t vx_kafka_produce(rd_kafka_t *producer, const char *topic, const char *key, size_t keylen,
+                                     const char *value, size_t len, rd_kafka_headers_t *hdrs, void *opaque);
+
+#endif

@@ -1,0 +1,225 @@
+/* vx_msg: the command codec. See vx_msg.h; the same limits are written in schemas/. */
+#include "vx_msg.h"
+
+#include <stdio.h>
+#include <string.h>
+
+static const struct {
+    vx_msg_type_t type;
+    const char *name;
+} type_names[] = {
+    {VX_MSG_RESERVE_STOCK, "ReserveStock"}, {VX_MSG_RELEASE_STOCK, "ReleaseStock"}, {VX_MSG_RESTOCK, "Restock"},
+    {VX_MSG_PLACE_ORDER, "PlaceOrder"},     {VX_MSG_CANCEL_ORDER, "CancelOrder"},
+};
+
+const char *vx_msg_type_name(vx_msg_type_t t) {
+    for (size_t i = 0; i < sizeof(type_names) / sizeof(type_names[0]); i++)
+        if (type_names[i].type == t) return type_names[i].name;
+    return "OrderBody";
+}
+
+const char *vx_msg_err_name(vx_msg_err_t e) {
+    static const char *const names[] = {"ok",          "not_json",   "null_value",    "too_large",
+                                        "missing_field", "wrong_type", "invalid_value", "unknown_type"};
+    return (unsigned)e < sizeof(names) / sizeof(names[0]) ? names[e] : "unknown";
+}
+
+/* Characters, not bytes, as JSON Schema's maxLength counts them (json-c has checked the UTF-8). */
+static size_t utf8_len(const char *s) {
+    size_t n = 0;
+    for (; *s; s++)
+        if (((unsigned char)*s & 0xC0) != 0x80) n++;
+    return n;
+}
+
+#define FAIL(code, ...)                                                                                       \
+    do {                                                                                                      \
+        snprintf(errstr, errstr_size, __VA_ARGS__);                                                           \
+        return (code);                                                                                        \
+    } while (0)
+
+/* Reads string field `key` of obj into *out. Absent and optional: *out = NULL and OK. */
+static vx_msg_err_t get_string(json_object *obj, const char *key, const char *path, size_t maxlen, int required,
+                               const char **out, char *field, char *errstr, size_t errstr_size) {
+    json_object *v;
+    size_t n;
+
+    *out = NULL;
+    snprintf(field, 48, "%s", path);
+    if (!json_object_object_get_ex(obj, key, &v) || json_object_is_type(v, json_type_null)) {
+        if (!required) return VX_MSG_OK;
+        FAIL(VX_MSG_MISSING_FIELD, "missing field %s", path);
+    }
+    if (!json_object_is_type(v, json_type_string)) FAIL(VX_MSG_WRONG_TYPE, "%s must be a string", path);
+    *out = json_object_get_string(v);
+    n = utf8_len(*out);
+    if (n < 1 || n > maxlen) FAIL(VX_MSG_INVALID_VALUE, "%s must be a string of 1 to %zu characters", path, maxlen);
+    return VX_MSG_OK;
+}
+
+static vx_msg_err_t get_quantity(json_object *obj, const char *key, const char *path, long long *out, char *field,
+                                 char *errstr, size_t errstr_size) {
+    json_object *v;
+
+    snprintf(field, 48, "%s", path);
+    if (!json_object_object_get_ex(obj, key, &v) || json_object_is_type(v, json_type_null))
+        FAIL(VX_MSG_MISSING_FIELD, "missing field %s", path);
+    if (!json_object_is_type(v, json_type_int)) FAIL(VX_MSG_WRONG_TYPE, "%s must be an integer", path);
+    *out = json_object_get_int64(v);
+    if (*out < 1 || *out > VX_MSG_MAX_QTY)
+        FAIL(VX_MSG_INVALID_VALUE, "%s must be an integer from 1 to %d", path, VX_MSG_MAX_QTY);
+    return VX_MSG_OK;
+}
+
+static vx_msg_err_t get_lines(vx_msg_t *m, char *errstr, size_t errstr_size) {
+    json_object *arr;
+    vx_msg_err_t e;
+    size_t n;
+
+    snprintf(m->field, sizeof(m->field), "items");
+    if (!json_object_object_get_ex(m->root, "items", &arr) || json_object_is_type(arr, json_type_null))
+        FAIL(VX_MSG_MISSING_FIELD, "missing field items");
+    if (!json_object_is_type(arr, json_type_array)) FAIL(VX_MSG_WRONG_TYPE, "items must be an array");
+    n = json_object_array_length(arr);
+    if (n < 1 || n > VX_MSG_MAX_LINES)
+        FAIL(VX_MSG_INVALID_VALUE, "items must hold 1 to %d lines", VX_MSG_MAX_LINES);
+    for (size_t i = 0; i < n; i++) {
+        json_object *line = json_object_array_get_idx(arr, i);
+        char path[48];
+
+        if (!json_object_is_type(line, json_type_object)) {
+            snprintf(m->field, sizeof(m->field), "items[%zu]", i);
+            FAIL(VX_MSG_WRONG_TYPE, "items[%zu] must be an object", i);
+        }
+        snprintf(path, sizeof(path), "items[%zu].product_id", i);
+        e = get_string(line, "product_id", path, VX_MSG_MAX_ID, 1, &m->lines[i].product_id, m->field, errstr,
+                       errstr_size);
+        if (e) return e;
+        snprintf(path, sizeof(path), "items[%zu].quantity", i);
+        e = get_quantity(line, "quantity", path, &m->lines[i].quantity, m->field, errstr, errstr_size);
+        if (e) return e;
+    }
+    m->nlines = (int)n;
+    return VX_MSG_OK;
+}
+
+static vx_msg_err_t validate(vx_msg_t *m, unsigned allowed, char *errstr, size_t errstr_size) {
+    json_object *root = m->root, *t;
+    const char *tname;
+    vx_msg_err_t e = VX_MSG_OK;
+    int need_key = 1;
+
+    if (!json_object_is_type(root, json_type_object)) {
+        snprintf(m->field, sizeof(m->field), "(root)");
+        FAIL(VX_MSG_WRONG_TYPE, "the message must be a JSON object");
+    }
+    if (allowed == VX_MSG_ORDER_BODY) {
+        m->type = VX_MSG_ORDER_BODY;
+        need_key = 0;
+    } else {
+        snprintf(m->field, sizeof(m->field), "type");
+        if (!json_object_object_get_ex(root, "type", &t) || json_object_is_type(t, json_type_null))
+            FAIL(VX_MSG_MISSING_FIELD, "missing field type");
+        if (!json_object_is_type(t, json_type_string)) FAIL(VX_MSG_WRONG_TYPE, "type must be a string");
+        tname = json_object_get_string(t);
+        m->type = 0;
+        for (size_t i = 0; i < sizeof(type_names) / sizeof(type_names[0]); i++)
+            if ((allowed & type_names[i].type) && strcmp(tname, type_names[i].name) == 0) m->type = type_names[i].type;
+        if (!m->type) FAIL(VX_MSG_UNKNOWN_TYPE, "unknown type \"%.64s\" on this topic", tname);
+    }
+
+#define GET(member, key, max, req)                                                                            \
+    if ((e = get_string(root, key, key, max, req, &m->member, m->field, errstr, errstr_size))) return e
+    if (need_key) GET(idempotency_key, "idempotency_key", VX_MSG_MAX_KEY, 1);
+    switch (m->type) {
+    case VX_MSG_RESERVE_STOCK:
+        GET(order_id, "order_id", VX_MSG_MAX_ID, 1);
+        return get_lines(m, errstr, errstr_size);
+    case VX_MSG_RELEASE_STOCK:
+    case VX_MSG_CANCEL_ORDER:
+        GET(order_id, "order_id", VX_MSG_MAX_ID, 1);
+        return VX_MSG_OK;
+    case VX_MSG_RESTOCK:
+        GET(product_id, "product_id", VX_MSG_MAX_ID, 1);
+        if ((e = get_quantity(root, "quantity", "quantity", &m->quantity, m->field, errstr, errstr_size))) return e;
+        GET(name, "name", VX_MSG_MAX_NAME, 0);
+        return VX_MSG_OK;
+    case VX_MSG_PLACE_ORDER:
+        GET(order_id, "order_id", VX_MSG_MAX_ID, 0);
+        /* fall through */
+    case VX_MSG_ORDER_BODY:
+        GET(customer_id, "customer_id", VX_MSG_MAX_ID, 1);
+        return get_lines(m, errstr, errstr_size);
+    }
+#undef GET
+    return e;
+}
+
+vx_msg_err_t vx_msg_decode(vx_msg_t *m, const char *buf, size_t len, unsigned allowed, char *errstr,
+                           size_t errstr_size) {
+    static __thread json_tokener *tok;
+    vx_msg_err_t e;
+    size_t end;
+
+    memset(m, 0, offsetof(vx_msg_t, lines));
+    m->root = NULL;
+    m->field[0] = '\0';
+    if (!buf) FAIL(VX_MSG_NULL_VALUE, "the message has no value (a tombstone)");
+    if (len > VX_MSG_MAX_BYTES) FAIL(VX_MSG_TOO_LARGE, "the message is %zu bytes; the limit is %d", len, VX_MSG_MAX_BYTES);
+    if (!tok) {
+        tok = json_tokener_new();
+        if (!tok) FAIL(VX_MSG_NOT_JSON, "out of memory");
+        json_tokener_set_flags(tok, JSON_TOKENER_STRICT | JSON_TOKENER_VALIDATE_UTF8);
+    }
+    json_tokener_reset(tok);
+    m->root = json_tokener_parse_ex(tok, buf, (int)len);
+    end = json_tokener_get_parse_end(tok);
+    while (end < len && (buf[end] == ' ' || buf[end] == '\n' || buf[end] == '\r' || buf[end] == '\t')) end++;
+    if (json_tokener_get_error(tok) != json_tokener_success || end != len) {
+        enum json_tokener_error te = json_tokener_get_error(tok);
+        json_object_put(m->root);
+        m->root = NULL;
+        if (te == json_tokener_success) FAIL(VX_MSG_NOT_JSON, "not JSON: unexpected bytes after the value");
+        FAIL(VX_MSG_NOT_JSON, "not JSON: %s", te == json_tokener_continue ? "unexpected end of input"
+                                                                          : json_tokener_error_desc(te));
+    }
+    if (!m->root) FAIL(VX_MSG_NULL_VALUE, "the message is JSON null");
+    e = validate(m, allowed, errstr, errstr_size);
+    if (e) {
+        json_object_put(m->root);
+        m->root = NULL;
+    }
+    return e;
+}
+
+void vx_msg_clear(vx_msg_t *m) {
+    json_object_put(m->root);
+    m->root = NULL;
+}
+
+json_object *vx_msg_lines_json(const vx_msg_t *m) {
+    json_object *arr = json_object_new_array_ext(m->nlines);
+    for (int i = 0; i < m->nlines; i++) {
+        json_object *l = json_object_new_object();
+        json_object_object_add(l, "product_id", json_object_new_string(m->lines[i].product_id));
+        json_object_object_add(l, "quantity", json_object_new_int64(m->lines[i].quantity));
+        json_object_array_add(arr, l);
+    }
+    return arr;
+}
+
+json_object *vx_msg_to_json(const vx_msg_t *m) {
+    json_object *o = json_object_new_object();
+#define PUT(k, v)                                                                                             \
+    if (v) json_object_object_add(o, k, json_object_new_string(v))
+    if (m->type != VX_MSG_ORDER_BODY) PUT("type", vx_msg_type_name(m->type));
+    PUT("idempotency_key", m->idempotency_key);
+    PUT("order_id", m->order_id);
+    PUT("customer_id", m->customer_id);
+    PUT("product_id", m->product_id);
+    PUT("name", m->name);
+#undef PUT
+    if (m->type == VX_MSG_RESTOCK) json_object_object_add(o, "quantity", json_object_new_int64(m->quantity));
+    if (m->nlines) json_object_object_add(o, "items", vx_msg_lines_json(m));
+    return o;
+}

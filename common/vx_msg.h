@@ -1,0 +1,73 @@
+/* vx_msg: decoding and validation of every command Valerix accepts, from Kafka or from HTTP.
+ *
+ * One decoder holds the whole contract of schemas/ (field names, types and limits), so the
+ * gateway, order-svc and inventory-svc reject exactly the same inputs for exactly the same
+ * reasons. A decoded message points into its parsed JSON tree and owns it; vx_msg_clear frees it. */
+#ifndef VX_MSG_H
+#define VX_MSG_H
+
+#include <json-c/json.h>
+#include <stddef.h>
+
+#define VX_MSG_MAX_BYTES 65536 /* the largest message or HTTP body accepted */
+#define VX_MSG_MAX_LINES 100   /* order lines per command */
+#define VX_MSG_MAX_QTY 1000000 /* units per line or restock */
+#define VX_MSG_MAX_KEY 128     /* idempotency key, characters */
+#define VX_MSG_MAX_ID 64       /* order, product and customer ids, characters */
+#define VX_MSG_MAX_NAME 200    /* product name, characters */
+
+/* Why a message was refused; the names are the dlq-reason header values. */
+typedef enum {
+    VX_MSG_OK = 0,
+    VX_MSG_NOT_JSON,
+    VX_MSG_NULL_VALUE,
+    VX_MSG_TOO_LARGE,
+    VX_MSG_MISSING_FIELD,
+    VX_MSG_WRONG_TYPE,
+    VX_MSG_INVALID_VALUE,
+    VX_MSG_UNKNOWN_TYPE,
+} vx_msg_err_t;
+
+/* Message kinds, usable as a bit mask of what a consumer accepts. */
+typedef enum {
+    VX_MSG_RESERVE_STOCK = 1 << 0,
+    VX_MSG_RELEASE_STOCK = 1 << 1,
+    VX_MSG_RESTOCK = 1 << 2,
+    VX_MSG_PLACE_ORDER = 1 << 3,
+    VX_MSG_CANCEL_ORDER = 1 << 4,
+    VX_MSG_ORDER_BODY = 1 << 5, /* the HTTP body of POST /orders: no type, no key */
+} vx_msg_type_t;
+
+#define VX_MSG_INVENTORY_COMMANDS (VX_MSG_RESERVE_STOCK | VX_MSG_RELEASE_STOCK | VX_MSG_RESTOCK)
+#define VX_MSG_ORDER_COMMANDS (VX_MSG_PLACE_ORDER | VX_MSG_CANCEL_ORDER)
+
+typedef struct {
+    const char *product_id;
+    long long quantity;
+} vx_msg_line_t;
+
+typedef struct {
+    vx_msg_type_t type;
+    const char *idempotency_key, *order_id, *product_id, *name, *customer_id; /* NULL when absent */
+    long long quantity;                                                       /* Restock */
+    int nlines;
+    vx_msg_line_t lines[VX_MSG_MAX_LINES];
+    char field[48];    /* on error: the offending field, e.g. "items[2].quantity" */
+    json_object *root; /* owns every string above */
+} vx_msg_t;
+
+/* Decodes and validates buf[len] (NULL buf: a Kafka tombstone) as one of the kinds in `allowed`.
+ * On VX_MSG_OK, *m holds the message (call vx_msg_clear when done). Otherwise errstr says what is
+ * wrong in words a producer can act on, m->field names the field, and nothing needs freeing. */
+vx_msg_err_t vx_msg_decode(vx_msg_t *m, const char *buf, size_t len, unsigned allowed, char *errstr,
+                           size_t errstr_size);
+void vx_msg_clear(vx_msg_t *m);
+
+/* The canonical form: only the contract's fields, lines in their given order. New object, caller owns. */
+json_object *vx_msg_to_json(const vx_msg_t *m);
+json_object *vx_msg_lines_json(const vx_msg_t *m);
+
+const char *vx_msg_err_name(vx_msg_err_t e);
+const char *vx_msg_type_name(vx_msg_type_t t);
+
+#endif

@@ -1,0 +1,181 @@
+/* vx_outbox: the outbox relay. See vx_outbox.h. */
+#include "vx_outbox.h"
+
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "vx_kafka.h"
+
+#define MAX_ROUTES 8
+
+static const char SQL_MARK[] = "UPDATE outbox SET published_at = now() WHERE id = ANY($1::bigint[])";
+static const char SQL_SWEEP[] =
+    "WITH claimed AS ("
+    " UPDATE outbox o SET claimed_at = now() FROM ("
+    "  SELECT id FROM outbox WHERE published_at IS NULL"
+    "   AND coalesce(claimed_at, created_at) < now() - make_interval(secs => $1::float8 / 1000)"
+    "  ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED) s"
+    " WHERE o.id = s.id RETURNING o.id, o.topic, o.msg_key, o.payload, o.correlation_id) "
+    "SELECT * FROM claimed ORDER BY id"; /* in id order, so each key's events keep theirs */
+static const char SQL_PRUNE[] =
+    "DELETE FROM outbox WHERE id IN (SELECT id FROM outbox WHERE published_at IS NOT NULL"
+    "  AND created_at < now() - make_interval(secs => $1::float8) LIMIT 10000)";
+
+struct vx_outbox_s {
+    rd_kafka_t *producer; /* borrowed */
+    struct {
+        char *logical, *real;
+    } routes[MAX_ROUTES];
+    int nroutes;
+    long long *acked; /* delivered ids waiting for vx_outbox_mark */
+    size_t nacked, cap;
+    char *idbuf; /* the "{1,2,3}" array literal, reused */
+    size_t idbuf_cap;
+};
+
+vx_outbox_t *vx_outbox_new(rd_kafka_t *producer) {
+    vx_outbox_t *ob = calloc(1, sizeof(*ob));
+    if (ob) ob->producer = producer;
+    return ob;
+}
+
+void vx_outbox_destroy(vx_outbox_t *ob) {
+    if (!ob) return;
+    for (int i = 0; i < ob->nroutes; i++) {
+        free(ob->routes[i].logical);
+        free(ob->routes[i].real);
+    }
+    free(ob->acked);
+    free(ob->idbuf);
+    free(ob);
+}
+
+int vx_outbox_route(vx_outbox_t *ob, const char *logical, const char *real) {
+    if (ob->nroutes == MAX_ROUTES) return -1;
+    ob->routes[ob->nroutes].logical = strdup(logical);
+    ob->routes[ob->nroutes].real = strdup(real);
+    if (!ob->routes[ob->nroutes].logical || !ob->routes[ob->nroutes].real) return -1;
+    ob->nroutes++;
+    return 0;
+}
+
+static const char *route(const vx_outbox_t *ob, const char *logical) {
+    for (int i = 0; i < ob->nroutes; i++)
+        if (strcmp(ob->routes[i].logical, logical) == 0) return ob->routes[i].real;
+    return NULL;
+}
+
+int vx_outbox_publish(vx_outbox_t *ob, const PGresult *rows, char *errstr, size_t errstr_size) {
+    int n = PQntuples(rows);
+    for (int i = 0; i < n; i++) {
+        long long id = strtoll(PQgetvalue(rows, i, 0), NULL, 10);
+        const char *topic = route(ob, PQgetvalue(rows, i, 1));
+        const char *key = PQgetisnull(rows, i, 2) ? NULL : PQgetvalue(rows, i, 2);
+        rd_kafka_headers_t *hdrs = NULL;
+        rd_kafka_resp_err_t err;
+
+        if (!topic) {
+            snprintf(errstr, errstr_size, "outbox row %lld names unknown topic \"%s\"", id, PQgetvalue(rows, i, 1));
+            return -1;
+        }
+        if (!PQgetisnull(rows, i, 4)) {
+            hdrs = rd_kafka_headers_new(1);
+            rd_kafka_header_add(hdrs, "correlation-id", -1, PQgetvalue(rows, i, 4), PQgetlength(rows, i, 4));
+        }
+        err = vx_kafka_produce(ob->producer, topic, key, key ? (size_t)PQgetlength(rows, i, 2) : 0,
+                               PQgetvalue(rows, i, 3), (size_t)PQgetlength(rows, i, 3), hdrs, (void *)(intptr_t)id);
+        if (err) {
+            if (hdrs) rd_kafka_headers_destroy(hdrs);
+            snprintf(errstr, errstr_size, "produce outbox row %lld: %s", id, rd_kafka_err2str(err));
+            return -1;
+        }
+    }
+    return n;
+}
+
+int vx_outbox_on_delivery(vx_outbox_t *ob, const rd_kafka_message_t *m) {
+    long long id = (long long)(intptr_t)m->_private;
+    if (!id) return 0;
+    if (m->err) return 1; /* stays unpublished; the sweep sends it again */
+    if (ob->nacked == ob->cap) {
+        size_t cap = ob->cap ? ob->cap * 2 : 1024;
+        long long *a = realloc(ob->acked, cap * sizeof(*a));
+        if (!a) return 1; /* not stamped now: the sweep republishes it later, which is allowed */
+        ob->acked = a;
+        ob->cap = cap;
+    }
+    ob->acked[ob->nacked++] = id;
+    return 1;
+}
+
+size_t vx_outbox_unmarked(const vx_outbox_t *ob) { return ob->nacked; }
+
+int vx_outbox_mark(vx_outbox_t *ob, PGconn *conn, char *errstr, size_t errstr_size) {
+    const char *params[1];
+    size_t need = ob->nacked * 21 + 3, pos = 0;
+    PGresult *r;
+    int ok;
+
+    if (!ob->nacked) return 0;
+    if (need > ob->idbuf_cap) {
+        char *b = realloc(ob->idbuf, need);
+        if (!b) {
+            snprintf(errstr, errstr_size, "out of memory");
+            return -1;
+        }
+        ob->idbuf = b;
+        ob->idbuf_cap = need;
+    }
+    ob->idbuf[pos++] = '{';
+    for (size_t i = 0; i < ob->nacked; i++)
+        pos += (size_t)snprintf(ob->idbuf + pos, need - pos, i ? ",%lld" : "%lld", ob->acked[i]);
+    ob->idbuf[pos++] = '}';
+    ob->idbuf[pos] = '\0';
+    params[0] = ob->idbuf;
+    r = PQexecParams(conn, SQL_MARK, 1, NULL, params, NULL, NULL, 0);
+    ok = PQresultStatus(r) == PGRES_COMMAND_OK;
+    if (ok)
+        ob->nacked = 0;
+    else
+        snprintf(errstr, errstr_size, "mark published: %s", PQerrorMessage(conn));
+    PQclear(r);
+    return ok ? 0 : -1;
+}
+
+int vx_outbox_sweep(vx_outbox_t *ob, PGconn *conn, int grace_ms, int limit, char *errstr, size_t errstr_size) {
+    char grace[32], lim[32];
+    const char *params[2] = {grace, lim};
+    PGresult *r;
+    int n;
+
+    snprintf(grace, sizeof(grace), "%d", grace_ms);
+    snprintf(lim, sizeof(lim), "%d", limit);
+    r = PQexecParams(conn, SQL_SWEEP, 2, NULL, params, NULL, NULL, 0);
+    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+        snprintf(errstr, errstr_size, "sweep: %s", PQerrorMessage(conn));
+        PQclear(r);
+        return -1;
+    }
+    n = PQntuples(r) ? vx_outbox_publish(ob, r, errstr, errstr_size) : 0;
+    PQclear(r);
+    return n;
+}
+
+int vx_outbox_prune(vx_outbox_t *ob, PGconn *conn, long long retention_s, char *errstr, size_t errstr_size) {
+    char secs[32];
+    const char *params[1] = {secs};
+    PGresult *r;
+    int n = -1;
+
+    (void)ob;
+    snprintf(secs, sizeof(secs), "%lld", retention_s);
+    r = PQexecParams(conn, SQL_PRUNE, 1, NULL, params, NULL, NULL, 0);
+    if (PQresultStatus(r) == PGRES_COMMAND_OK)
+        n = atoi(PQcmdTuples(r));
+    else
+        snprintf(errstr, errstr_size, "prune: %s", PQerrorMessage(conn));
+    PQclear(r);
+    return n;
+}

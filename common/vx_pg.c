@@ -1,0 +1,177 @@
+/* vx_pg: PostgreSQL helpers. See vx_pg.h. */
+#define _DEFAULT_SOURCE
+#include "vx_pg.h"
+
+#include <dirent.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#define MIGRATION_LOCK_ID "7264001" /* any constant shared by the instances of one database */
+#define MIGRATION_MAX_BYTES (1 << 20)
+
+static long long now_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+PGconn *vx_pg_connect(const char *conninfo, int wait_ms, char *errstr, size_t errstr_size) {
+    long long deadline = now_ms() + wait_ms;
+    for (;;) {
+        PGconn *c = PQconnectdb(conninfo);
+        if (PQstatus(c) == CONNECTION_OK) return c;
+        snprintf(errstr, errstr_size, "PostgreSQL: %s", PQerrorMessage(c));
+        errstr[strcspn(errstr, "\n")] = '\0';
+        PQfinish(c);
+        if (now_ms() >= deadline) return NULL;
+        usleep(200 * 1000);
+    }
+}
+
+int vx_pg_exec(PGconn *conn, const char *sql, char *errstr, size_t errstr_size) {
+    PGresult *r = PQexec(conn, sql);
+    int ok = PQresultStatus(r) == PGRES_COMMAND_OK || PQresultStatus(r) == PGRES_TUPLES_OK;
+    if (!ok) {
+        snprintf(errstr, errstr_size, "%s", PQerrorMessage(conn));
+        errstr[strcspn(errstr, "\n")] = '\0';
+    }
+    PQclear(r);
+    return ok ? 0 : -1;
+}
+
+int vx_pg_transient(PGconn *conn, const PGresult *res) {
+    const char *state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
+    if (PQstatus(conn) != CONNECTION_OK) return 1;
+    if (!state) return res == NULL;
+    return strcmp(state, "40001") == 0 || strcmp(state, "40P01") == 0 || strncmp(state, "08", 2) == 0 ||
+           strcmp(state, "57P01") == 0 || strcmp(state, "57P02") == 0 || strcmp(state, "57P03") == 0;
+}
+
+int vx_pg_ensure(PGconn *conn) {
+    if (PQstatus(conn) == CONNECTION_OK) return 0;
+    PQreset(conn);
+    return PQstatus(conn) == CONNECTION_OK ? 0 : -1;
+}
+
+static int by_name(const struct dirent **a, const struct dirent **b) { return strcmp((*a)->d_name, (*b)->d_name); }
+static int is_sql(const struct dirent *d) {
+    size_t n = strlen(d->d_name);
+    return n > 4 && strcmp(d->d_name + n - 4, ".sql") == 0;
+}
+
+static char *read_file(const char *path, char *errstr, size_t errstr_size) {
+    FILE *f = fopen(path, "rb");
+    char *buf = NULL;
+    long n;
+
+    if (!f) {
+        snprintf(errstr, errstr_size, "cannot open %s", path);
+        return NULL;
+    }
+    if (fseek(f, 0, SEEK_END) || (n = ftell(f)) < 0 || n > MIGRATION_MAX_BYTES || fseek(f, 0, SEEK_SET)) {
+        snprintf(errstr, errstr_size, "cannot read %s (or larger than %d bytes)", path, MIGRATION_MAX_BYTES);
+        goto out;
+    }
+    buf = malloc((size_t)n + 1);
+    if (!buf || fread(buf, 1, (size_t)n, f) != (size_t)n) {
+        snprintf(errstr, errstr_size, "cannot read %s", path);
+        free(buf);
+        buf = NULL;
+        goto out;
+    }
+    buf[n] = '\0';
+out:
+    fclose(f);
+    return buf;
+}
+
+/* Applies the files of one folder; see vx_pg_migrate. Returns the number applied or -1. */
+static int migrate_dir(PGconn *conn, const char *dir, char *errstr, size_t errstr_size) {
+    static const char SQL_SEEN[] = "SELECT 1 FROM schema_migrations WHERE name = $1";
+    static const char SQL_RECORD[] = "INSERT INTO schema_migrations (name) VALUES ($1)";
+    struct dirent **files = NULL;
+    int nfiles, applied = 0, rc = -1;
+
+    nfiles = scandir(dir, &files, is_sql, by_name);
+    if (nfiles < 0) {
+        snprintf(errstr, errstr_size, "migrations folder %s: cannot list it", dir);
+        return -1;
+    }
+    for (int i = 0; i < nfiles; i++) {
+        const char *name = files[i]->d_name;
+        const char *params[1] = {name};
+        char path[4352], *sql; /* dir (< 4096) + "/" + name (< 256) */
+        PGresult *r = PQexecParams(conn, SQL_SEEN, 1, NULL, params, NULL, NULL, 0);
+        int seen = PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) > 0;
+        int failed = PQresultStatus(r) != PGRES_TUPLES_OK;
+
+        PQclear(r);
+        if (failed) {
+            snprintf(errstr, errstr_size, "schema_migrations: %s", PQerrorMessage(conn));
+            goto out;
+        }
+        if (seen) continue;
+        if ((size_t)snprintf(path, sizeof(path), "%s/%s", dir, name) >= sizeof(path)) {
+            snprintf(errstr, errstr_size, "migration path too long in %s", dir);
+            goto out;
+        }
+        if (!(sql = read_file(path, errstr, errstr_size))) goto out;
+        if (vx_pg_exec(conn, "BEGIN", errstr, errstr_size)) {
+            free(sql);
+            goto out;
+        }
+        if (vx_pg_exec(conn, sql, errstr, errstr_size)) {
+            char why[512];
+            snprintf(why, sizeof(why), "%s", errstr);
+            snprintf(errstr, errstr_size, "migration %s: %s", name, why);
+            free(sql);
+            PQclear(PQexec(conn, "ROLLBACK"));
+            goto out;
+        }
+        free(sql);
+        r = PQexecParams(conn, SQL_RECORD, 1, NULL, params, NULL, NULL, 0);
+        failed = PQresultStatus(r) != PGRES_COMMAND_OK;
+        PQclear(r);
+        if (failed || vx_pg_exec(conn, "COMMIT", errstr, errstr_size)) {
+            PQclear(PQexec(conn, "ROLLBACK"));
+            snprintf(errstr, errstr_size, "migration %s: cannot record it", name);
+            goto out;
+        }
+        applied++;
+    }
+    rc = applied;
+out:
+    for (int i = 0; i < nfiles; i++) free(files[i]);
+    free(files);
+    return rc;
+}
+
+int vx_pg_migrate(PGconn *conn, const char *dirs, char *errstr, size_t errstr_size) {
+    static const char SQL_LOCK[] = "SELECT pg_advisory_lock(" MIGRATION_LOCK_ID ")";
+    static const char SQL_UNLOCK[] = "SELECT pg_advisory_unlock(" MIGRATION_LOCK_ID ")";
+    static const char SQL_TABLE[] = "CREATE TABLE IF NOT EXISTS schema_migrations ("
+                                    " name text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())";
+    char dir[4096], ignore[64];
+    int total = 0, rc = -1;
+
+    if (vx_pg_exec(conn, SQL_LOCK, errstr, errstr_size)) return -1;
+    if (vx_pg_exec(conn, SQL_TABLE, errstr, errstr_size)) goto out;
+    for (const char *p = dirs; *p;) {
+        size_t n = strcspn(p, ":");
+        int applied;
+        if (n >= sizeof(dir)) n = sizeof(dir) - 1;
+        memcpy(dir, p, n);
+        dir[n] = '\0';
+        p += n + (p[n] == ':');
+        if (!n) continue;
+        if ((applied = migrate_dir(conn, dir, errstr, errstr_size)) < 0) goto out;
+        total += applied;
+    }
+    rc = total;
+out:
+    vx_pg_exec(conn, SQL_UNLOCK, ignore, sizeof(ignore));
+    return rc;
+}

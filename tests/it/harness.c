@@ -1,0 +1,1520 @@
+/* harness.c - the integration-test harness (see harness.h for the contract).
+ *
+ * Criterion runs each test in a fresh process that does not share the
+ * runner's memory, so whatever the runner sets up is handed down through the
+ * environment, and every table here (spawned processes) is per test process. */
+#include "harness.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/time.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <criterion/criterion.h>
+#include <librdkafka/rdkafka.h>
+
+extern char **environ;
+
+#define ENV_RUN_ID "VX_IT_RUN_ID"
+#define ENV_SETUP_ERROR "VX_IT_SETUP_ERROR"
+
+/* Identifiers cannot be bound as parameters; the name is quoted with
+ * PQescapeIdentifier before it is put in. */
+#define SQL_DROP_DATABASE "DROP DATABASE IF EXISTS %s WITH (FORCE)"
+#define SQL_CREATE_DATABASE "CREATE DATABASE %s"
+#define SQL_PRODUCT_STOCK "SELECT stock FROM products WHERE id = $1"
+
+static int fail(char *errstr, size_t size, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static int fail(char *errstr, size_t size, const char *fmt, ...) {
+    va_list ap;
+    if (errstr && size) {
+        va_start(ap, fmt);
+        vsnprintf(errstr, size, fmt, ap);
+        va_end(ap);
+    }
+    return -1;
+}
+
+int64_t it_now_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void sleep_ms(int ms) {
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+    while (nanosleep(&ts, &ts) == -1 && errno == EINTR) {
+    }
+}
+
+/* ---- run context ------------------------------------------------------- */
+
+static int mkdir_p(const char *path) {
+    char tmp[PATH_MAX];
+    if (snprintf(tmp, sizeof tmp, "%s", path) >= (int)sizeof tmp) return -1;
+    for (char *p = tmp + 1; *p; p++) {
+        if (*p != '/') continue;
+        *p = '\0';
+        if (mkdir(tmp, 0755) == -1 && errno != EEXIST) return -1;
+        *p = '/';
+    }
+    if (mkdir(tmp, 0755) == -1 && errno != EEXIST) return -1;
+    return 0;
+}
+
+static bool has_stack_script(const char *dir) {
+    char path[PATH_MAX];
+    if (snprintf(path, sizeof path, "%s/deploy/stack.sh", dir) >= (int)sizeof path)
+        return false;
+    return access(path, R_OK) == 0;
+}
+
+const char *it_root(void) {
+    static char root[PATH_MAX];
+    if (root[0]) return root;
+    const char *env = getenv("VX_ROOT");
+    if (env && *env) {
+        snprintf(root, sizeof root, "%s", env);
+        return root;
+    }
+    char exe[PATH_MAX];
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    if (n > 0) {
+        exe[n] = '\0';
+        for (int up = 0; up < 2; up++) { /* <root>/build/<binary> */
+            char *slash = strrchr(exe, '/');
+            if (!slash || slash == exe) break;
+            *slash = '\0';
+        }
+        if (has_stack_script(exe)) {
+            snprintf(root, sizeof root, "%s", exe);
+            return root;
+        }
+    }
+    if (!getcwd(root, sizeof root)) snprintf(root, sizeof root, ".");
+    return root;
+}
+
+const char *it_data_dir(void) {
+    static char dir[PATH_MAX];
+    if (dir[0]) return dir;
+    const char *env = getenv("VX_DATA_DIR");
+    if (env && *env)
+        snprintf(dir, sizeof dir, "%s/it", env);
+    else
+        snprintf(dir, sizeof dir, "%s/var/it", it_root());
+    mkdir_p(dir);
+    return dir;
+}
+
+const char *it_run_id(void) {
+    const char *id = getenv(ENV_RUN_ID);
+    return id && *id ? id : "norun";
+}
+
+void it_run_name(char *buf, size_t size, const char *name) {
+    snprintf(buf, size, "it.%s.%s", it_run_id(), name);
+}
+
+static void kafka_marker_path(char *buf, size_t size) {
+    snprintf(buf, size, "%s/%s.kafka-stopped", it_data_dir(), it_run_id());
+}
+
+static int recreate_database(PGconn *conn, const char *dbname, char *errstr,
+                             size_t errstr_size) {
+    int rc = -1;
+    char sql[512];
+    char *ident = PQescapeIdentifier(conn, dbname, strlen(dbname));
+    PGresult *res = NULL;
+    if (!ident) {
+        fail(errstr, errstr_size, "quoting %s: %s", dbname, PQerrorMessage(conn));
+        goto out;
+    }
+    snprintf(sql, sizeof sql, SQL_DROP_DATABASE, ident);
+    res = PQexec(conn, sql);
+    if (PQresultStatus(res) != PGRES_COMMAND_OK) {
+        fail(errstr, errstr_size, "%s: %s", sql, PQerrorMessage(conn));
+        goto out;
+    }
+    PQclear(res);
+    snprintf(sql, sizeof sql, SQL_CREATE_DATABASE, ident);
+    res = PQexec(conn, sql);
+    if (PQresultStatus(res) != PGRES_COMMAND_OK) {
+        fail(errstr, errstr_size, "%s: %s", sql, PQerrorMessage(conn));
+        goto out;
+    }
+    rc = 0;
+out:
+    PQclear(res);
+    PQfreemem(ident);
+    return rc;
+}
+
+static int run_setup(const char *const databases[], char *errstr,
+                     size_t errstr_size) {
+    char run_id[64];
+    snprintf(run_id, sizeof run_id, "%lld-%d", (long long)time(NULL),
+             (int)getpid());
+    setenv(ENV_RUN_ID, run_id, 1);
+    unsetenv(ENV_SETUP_ERROR);
+    if (mkdir_p(it_data_dir()) == -1)
+        return fail(errstr, errstr_size, "cannot create %s: %s", it_data_dir(),
+                    strerror(errno));
+
+    char err[IT_ERR_SIZE];
+    if (databases && databases[0]) {
+        PGconn *conn = NULL;
+        if (it_pg_connect(&conn, "postgres", err, sizeof err) == -1)
+            return fail(errstr, errstr_size,
+                        "PostgreSQL unreachable (deploy/stack.sh up postgres?): %s", err);
+        for (size_t i = 0; databases[i]; i++) {
+            if (recreate_database(conn, databases[i], err, sizeof err) == -1) {
+                PQfinish(conn);
+                return fail(errstr, errstr_size, "PostgreSQL: %s", err);
+            }
+        }
+        PQfinish(conn);
+    }
+    if (it_kafka_wait_up(15000, err, sizeof err) == -1)
+        return fail(errstr, errstr_size,
+                    "Kafka unreachable (deploy/stack.sh up kafka?): %s", err);
+    return 0;
+}
+
+/* Starts the broker again if a test stopped it and could not restart it. */
+static void restore_broker(void) {
+    char marker[PATH_MAX], err[IT_ERR_SIZE];
+    kafka_marker_path(marker, sizeof marker);
+    if (access(marker, F_OK) != 0) return;
+    fprintf(stderr, "it: a test left kafka stopped; starting it again\n");
+    if (it_stack("start", "kafka", err, sizeof err) == -1 ||
+        it_kafka_wait_up(120000, err, sizeof err) == -1)
+        fprintf(stderr, "it: could not restart kafka: %s\n", err);
+}
+
+int it_main(int argc, char **argv, const char *const databases[]) {
+    struct criterion_test_set *tests = criterion_initialize();
+    int rc = 0;
+    if (!criterion_handle_args(argc, argv, true)) goto out;
+    /* The tests share one broker, one database and the stack scripts. */
+    criterion_options.jobs = 1;
+
+    char err[IT_ERR_SIZE];
+    if (run_setup(databases, err, sizeof err) == -1) {
+        fprintf(stderr, "it: run setup failed, every test will fail: %s\n", err);
+        setenv(ENV_SETUP_ERROR, err, 1);
+    } else {
+        fprintf(stderr, "it: run %s, data in %s\n", it_run_id(), it_data_dir());
+    }
+    rc = criterion_run_all_tests(tests) ? 0 : 1;
+    restore_broker();
+out:
+    criterion_finalize(tests);
+    return rc;
+}
+
+void it_test_begin(void) {
+    const char *setup_error = getenv(ENV_SETUP_ERROR);
+    cr_assert(getenv(ENV_RUN_ID) != NULL,
+              "no run context: this suite must be started through it_main()");
+    cr_assert(setup_error == NULL, "run setup failed: %s", setup_error);
+    /* A peer that closes a pipe or socket must give EPIPE, not kill us. */
+    signal(SIGPIPE, SIG_IGN);
+}
+
+void it_test_fini(void) {
+    it_proc_kill_all();
+    restore_broker();
+}
+
+/* ---- processes ----------------------------------------------------------- */
+
+#define MAX_PROCS 64
+
+struct it_proc_s {
+    pid_t pid;
+    bool exited;
+    int status;
+    char log_path[PATH_MAX];
+};
+
+static it_proc_t *procs[MAX_PROCS];
+
+static void procs_atexit(void) { it_proc_kill_all(); }
+
+static int procs_register(it_proc_t *p) {
+    static bool atexit_done;
+    if (!atexit_done) {
+        atexit(procs_atexit);
+        atexit_done = true;
+    }
+    for (size_t i = 0; i < MAX_PROCS; i++) {
+        if (!procs[i]) {
+            procs[i] = p;
+            return 0;
+        }
+    }
+    return -1;
+}
+
+static void procs_unregister(it_proc_t *p) {
+    for (size_t i = 0; i < MAX_PROCS; i++)
+        if (procs[i] == p) procs[i] = NULL;
+}
+
+pid_t it_proc_pid(const it_proc_t *p) { return p->pid; }
+const char *it_proc_log_path(const it_proc_t *p) { return p->log_path; }
+
+static bool env_overridden(const char *entry, const char *const env[]) {
+    size_t len = strcspn(entry, "=");
+    for (size_t i = 0; env && env[i]; i++)
+        if (strncmp(env[i], entry, len) == 0 && env[i][len] == '=') return true;
+    return false;
+}
+
+int it_proc_spawn(it_proc_t **out, const char *log_name, const char *exe,
+                  const char *const env[], char *errstr, size_t errstr_size) {
+    int rc = -1, log_fd = -1, null_fd = -1;
+    char **envp = NULL;
+    char exe_path[PATH_MAX];
+    it_proc_t *p = calloc(1, sizeof *p);
+    *out = NULL;
+    if (!p) return fail(errstr, errstr_size, "out of memory");
+
+    if (exe[0] == '/')
+        snprintf(exe_path, sizeof exe_path, "%s", exe);
+    else
+        snprintf(exe_path, sizeof exe_path, "%s/%s", it_root(), exe);
+    if (access(exe_path, X_OK) != 0) {
+        fail(errstr, errstr_size, "%s is not an executable (built?): %s", exe_path,
+             strerror(errno));
+        goto out;
+    }
+    snprintf(p->log_path, sizeof p->log_path, "%s/%s.log", it_data_dir(), log_name);
+    log_fd = open(p->log_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+    null_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    if (log_fd == -1 || null_fd == -1) {
+        fail(errstr, errstr_size, "open %s: %s", p->log_path, strerror(errno));
+        goto out;
+    }
+
+    /* Everything the child needs is built before fork: the test process has
+     * librdkafka threads, so the child may only make async-signal-safe calls. */
+    size_t n_environ = 0, n_env = 0;
+    while (environ[n_environ]) n_environ++;
+    while (env && env[n_env]) n_env++;
+    envp = calloc(n_environ + n_env + 1, sizeof *envp);
+    if (!envp) {
+        fail(errstr, errstr_size, "out of memory");
+        goto out;
+    }
+    size_t k = 0;
+    for (size_t i = 0; i < n_environ; i++)
+        if (!env_overridden(environ[i], env)) envp[k++] = environ[i];
+    for (size_t i = 0; i < n_env; i++) envp[k++] = (char *)env[i];
+    char *argv[] = {exe_path, NULL};
+
+    dprintf(log_fd, "=== it run %s: spawning %s\n", it_run_id(), exe_path);
+    pid_t parent = getpid();
+    pid_t pid = fork();
+    if (pid == -1) {
+        fail(errstr, errstr_size, "fork: %s", strerror(errno));
+        goto out;
+    }
+    if (pid == 0) {
+        sigset_t none;
+        setpgid(0, 0);
+        /* Should the test process die without cleaning up, so does this. */
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        if (getppid() != parent) _exit(127);
+        sigemptyset(&none);
+        sigprocmask(SIG_SETMASK, &none, NULL);
+        for (int sig = 1; sig < NSIG; sig++)
+            if (sig != SIGKILL && sig != SIGSTOP) signal(sig, SIG_DFL);
+        dup2(null_fd, 0);
+        dup2(log_fd, 1);
+        dup2(log_fd, 2);
+        execve(exe_path, argv, envp);
+        dprintf(2, "it: execve %s failed: %s\n", exe_path, strerror(errno));
+        _exit(127);
+    }
+    setpgid(pid, pid); /* also here: no race with the child's own call */
+    p->pid = pid;
+    if (procs_register(p) == -1) {
+        kill(-pid, SIGKILL);
+        waitpid(pid, NULL, 0);
+        fail(errstr, errstr_size, "more than %d processes in one test", MAX_PROCS);
+        goto out;
+    }
+    *out = p;
+    p = NULL;
+    rc = 0;
+out:
+    free(envp);
+    if (log_fd != -1) close(log_fd);
+    if (null_fd != -1) close(null_fd);
+    free(p);
+    return rc;
+}
+
+bool it_proc_running(it_proc_t *p) {
+    if (p->exited) return false;
+    int status;
+    pid_t r = waitpid(p->pid, &status, WNOHANG);
+    if (r == p->pid || (r == -1 && errno == ECHILD)) {
+        p->exited = true;
+        p->status = r == p->pid ? status : 0;
+        return false;
+    }
+    return true;
+}
+
+void it_status_describe(int status, char *buf, size_t size) {
+    if (WIFEXITED(status))
+        snprintf(buf, size, "exited with status %d", WEXITSTATUS(status));
+    else if (WIFSIGNALED(status))
+        snprintf(buf, size, "killed by signal %d (%s)", WTERMSIG(status),
+                 strsignal(WTERMSIG(status)));
+    else
+        snprintf(buf, size, "wait status 0x%x", status);
+}
+
+/* The last bytes of a log file, for error messages. */
+static void log_tail(const char *path, char *buf, size_t size) {
+    buf[0] = '\0';
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd == -1) return;
+    off_t end = lseek(fd, 0, SEEK_END);
+    off_t start = end > (off_t)(size - 1) ? end - (off_t)(size - 1) : 0;
+    ssize_t n = pread(fd, buf, size - 1, start);
+    buf[n > 0 ? n : 0] = '\0';
+    close(fd);
+}
+
+int it_proc_wait_http(it_proc_t *p, const char *addr, const char *path,
+                      int timeout_ms, char *errstr, size_t errstr_size) {
+    int64_t deadline = it_now_ms() + timeout_ms;
+    char last[512] = "no answer yet";
+    for (;;) {
+        if (!it_proc_running(p)) {
+            char how[128], tail[1024];
+            it_status_describe(p->status, how, sizeof how);
+            log_tail(p->log_path, tail, sizeof tail);
+            return fail(errstr, errstr_size,
+                        "pid %d %s before GET %s%s answered 200; log %s ends with:\n%s",
+                        (int)p->pid, how, addr, path, p->log_path, tail);
+        }
+        it_http_response resp = {0};
+        char err[512];
+        if (it_http_request(addr, "GET", path, &resp, err, sizeof err) == 0) {
+            int status = resp.status;
+            snprintf(last, sizeof last, "last answer %d: %.200s", status, resp.body);
+            it_http_response_clear(&resp);
+            if (status == 200) return 0;
+        } else {
+            snprintf(last, sizeof last, "%s", err);
+        }
+        if (it_now_ms() >= deadline)
+            return fail(errstr, errstr_size, "GET %s%s not 200 within %d ms (%s); log %s",
+                        addr, path, timeout_ms, last, p->log_path);
+        sleep_ms(100);
+    }
+}
+
+int it_proc_wait_exit(it_proc_t *p, int timeout_ms, int *status, char *errstr,
+                      size_t errstr_size) {
+    int64_t deadline = it_now_ms() + timeout_ms;
+    while (it_proc_running(p)) {
+        if (it_now_ms() >= deadline)
+            return fail(errstr, errstr_size, "pid %d still running after %d ms",
+                        (int)p->pid, timeout_ms);
+        sleep_ms(20);
+    }
+    *status = p->status;
+    return 0;
+}
+
+int it_proc_stop(it_proc_t *p, int sig, int timeout_ms, int *status,
+                 bool *killed, char *errstr, size_t errstr_size) {
+    char err[256];
+    *killed = false;
+    if (it_proc_running(p)) {
+        kill(-p->pid, sig);
+        if (it_proc_wait_exit(p, timeout_ms, status, err, sizeof err) == -1) {
+            *killed = true;
+            kill(-p->pid, SIGKILL);
+            if (it_proc_wait_exit(p, 30000, status, err, sizeof err) == -1)
+                return fail(errstr, errstr_size, "pid %d survives SIGKILL: %s",
+                            (int)p->pid, err);
+        }
+    }
+    kill(-p->pid, SIGKILL); /* whatever else the process group still holds */
+    *status = p->status;
+    return 0;
+}
+
+void it_proc_free(it_proc_t *p) {
+    if (!p) return;
+    if (it_proc_running(p)) {
+        kill(-p->pid, SIGKILL);
+        int status;
+        if (waitpid(p->pid, &status, 0) == p->pid) p->exited = true;
+    }
+    procs_unregister(p);
+    free(p);
+}
+
+void it_proc_kill_all(void) {
+    for (size_t i = 0; i < MAX_PROCS; i++)
+        if (procs[i]) it_proc_free(procs[i]);
+}
+
+/* ---- HTTP ---------------------------------------------------------------- */
+
+void it_http_response_clear(it_http_response *resp) {
+    if (!resp) return;
+    free(resp->content_type);
+    free(resp->body);
+    memset(resp, 0, sizeof *resp);
+}
+
+static int parse_addr(const char *addr, struct sockaddr_in *sa) {
+    char host[64];
+    const char *colon = strrchr(addr, ':');
+    if (!colon || (size_t)(colon - addr) >= sizeof host) return -1;
+    memcpy(host, addr, (size_t)(colon - addr));
+    host[colon - addr] = '\0';
+    char *end;
+    long port = strtol(colon + 1, &end, 10);
+    if (*end || port <= 0 || port > 65535) return -1;
+    memset(sa, 0, sizeof *sa);
+    sa->sin_family = AF_INET;
+    sa->sin_port = htons((uint16_t)port);
+    return inet_pton(AF_INET, host, &sa->sin_addr) == 1 ? 0 : -1;
+}
+
+/* Value of header `name` in the header block [hdr, hdr_end), or NULL. */
+static char *header_value(const char *hdr, const char *hdr_end, const char *name) {
+    size_t nlen = strlen(name);
+    for (const char *line = hdr; line < hdr_end;) {
+        const char *eol = memchr(line, '\n', (size_t)(hdr_end - line));
+        if (!eol) eol = hdr_end;
+        if ((size_t)(eol - line) > nlen && strncasecmp(line, name, nlen) == 0 &&
+            line[nlen] == ':') {
+            const char *v = line + nlen + 1;
+            while (v < eol && (*v == ' ' || *v == '\t')) v++;
+            const char *e = eol;
+            while (e > v && (e[-1] == '\r' || e[-1] == ' ')) e--;
+            return strndup(v, (size_t)(e - v));
+        }
+        line = eol + 1;
+    }
+    return NULL;
+}
+
+int it_http_request(const char *addr, const char *method, const char *path,
+                    it_http_response *resp, char *errstr, size_t errstr_size) {
+    int rc = -1, fd = -1;
+    char *buf = NULL;
+    size_t len = 0, cap = 0;
+    struct sockaddr_in sa;
+    memset(resp, 0, sizeof *resp);
+    if (parse_addr(addr, &sa) == -1)
+        return fail(errstr, errstr_size, "bad address %s (want a.b.c.d:port)", addr);
+
+    fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd == -1) return fail(errstr, errstr_size, "socket: %s", strerror(errno));
+    struct timeval tv = {10, 0};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+    if (connect(fd, (struct sockaddr *)&sa, sizeof sa) == -1) {
+        fail(errstr, errstr_size, "connect %s: %s", addr, strerror(errno));
+        goto out;
+    }
+    char req[2048];
+    int n = snprintf(req, sizeof req,
+                     "%s %s HTTP/1.0\r\nHost: %s\r\nConnection: close\r\n\r\n",
+                     method, path, addr);
+    if (n < 0 || (size_t)n >= sizeof req) {
+        fail(errstr, errstr_size, "request line too long");
+        goto out;
+    }
+    for (int off = 0; off < n;) {
+        ssize_t w = send(fd, req + off, (size_t)(n - off), MSG_NOSIGNAL);
+        if (w <= 0) {
+            fail(errstr, errstr_size, "send to %s: %s", addr, strerror(errno));
+            goto out;
+        }
+        off += (int)w;
+    }
+
+    /* Read to EOF, or until Content-Length bytes of body have arrived. */
+    const char *hdr_end = NULL;
+    long content_length = -1;
+    for (;;) {
+        if (cap - len < 4096) {
+            size_t ncap = cap ? cap * 2 : 8192;
+            if (ncap > IT_HTTP_MAX_RESPONSE + 1) ncap = IT_HTTP_MAX_RESPONSE + 1;
+            if (ncap - len < 2) {
+                fail(errstr, errstr_size, "response from %s%s over %u bytes", addr,
+                     path, IT_HTTP_MAX_RESPONSE);
+                goto out;
+            }
+            char *nbuf = realloc(buf, ncap);
+            if (!nbuf) {
+                fail(errstr, errstr_size, "out of memory");
+                goto out;
+            }
+            buf = nbuf;
+            cap = ncap;
+        }
+        ssize_t r = recv(fd, buf + len, cap - len - 1, 0);
+        if (r < 0) {
+            if (errno == EINTR) continue;
+            fail(errstr, errstr_size, "recv from %s%s: %s", addr, path,
+                 strerror(errno));
+            goto out;
+        }
+        if (r == 0) break;
+        len += (size_t)r;
+        buf[len] = '\0';
+        if (!hdr_end) {
+            char *h = strstr(buf, "\r\n\r\n");
+            if (h) {
+                hdr_end = h + 4;
+                char *cl = header_value(buf, h, "Content-Length");
+                if (cl) content_length = strtol(cl, NULL, 10);
+                free(cl);
+            }
+        }
+        if (hdr_end && content_length >= 0 &&
+            len - (size_t)(hdr_end - buf) >= (size_t)content_length)
+            break;
+    }
+    if (!buf || !hdr_end) {
+        fail(errstr, errstr_size, "%s%s closed without a complete header (%zu bytes)",
+             addr, path, len);
+        goto out;
+    }
+    int major, minor, status;
+    if (sscanf(buf, "HTTP/%d.%d %d", &major, &minor, &status) != 3) {
+        fail(errstr, errstr_size, "bad status line from %s%s: %.80s", addr, path, buf);
+        goto out;
+    }
+    size_t body_len = len - (size_t)(hdr_end - buf);
+    if (content_length >= 0 && (size_t)content_length < body_len)
+        body_len = (size_t)content_length;
+    resp->status = status;
+    resp->content_type = header_value(buf, hdr_end, "Content-Type");
+    resp->body = malloc(body_len + 1);
+    if (!resp->body) {
+        fail(errstr, errstr_size, "out of memory");
+        goto out;
+    }
+    memcpy(resp->body, hdr_end, body_len);
+    resp->body[body_len] = '\0';
+    resp->body_len = body_len;
+    rc = 0;
+out:
+    if (rc == -1) it_http_response_clear(resp);
+    free(buf);
+    if (fd != -1) close(fd);
+    return rc;
+}
+
+/* ---- Kafka: common ------------------------------------------------------- */
+
+static int conf_set(rd_kafka_conf_t *conf, const char *name, const char *value,
+                    char *errstr, size_t errstr_size) {
+    char err[512];
+    if (rd_kafka_conf_set(conf, name, value, err, sizeof err) != RD_KAFKA_CONF_OK)
+        return fail(errstr, errstr_size, "%s=%s: %s", name, value, err);
+    return 0;
+}
+
+/* Applies "name=value" entries. */
+static int conf_apply(rd_kafka_conf_t *conf, const char *const entries[],
+                      char *errstr, size_t errstr_size) {
+    for (size_t i = 0; entries && entries[i]; i++) {
+        char name[256];
+        const char *eq = strchr(entries[i], '=');
+        if (!eq || (size_t)(eq - entries[i]) >= sizeof name)
+            return fail(errstr, errstr_size, "bad conf entry %s", entries[i]);
+        memcpy(name, entries[i], (size_t)(eq - entries[i]));
+        name[eq - entries[i]] = '\0';
+        if (conf_set(conf, name, eq + 1, errstr, errstr_size) == -1) return -1;
+    }
+    return 0;
+}
+
+/* Partition count of `topic`, waiting up to timeout_ms for it to exist. */
+static int topic_partitions(rd_kafka_t *rk, const char *topic, int timeout_ms,
+                            int32_t *count, char *errstr, size_t errstr_size) {
+    int64_t deadline = it_now_ms() + timeout_ms;
+    rd_kafka_topic_t *rkt = rd_kafka_topic_new(rk, topic, NULL);
+    char last[256] = "";
+    int rc = -1;
+    if (!rkt) return fail(errstr, errstr_size, "rd_kafka_topic_new %s", topic);
+    for (;;) {
+        const struct rd_kafka_metadata *md = NULL;
+        rd_kafka_resp_err_t err = rd_kafka_metadata(rk, 0, rkt, &md, 5000);
+        if (!err && md->topic_cnt == 1 && !md->topics[0].err &&
+            md->topics[0].partition_cnt > 0) {
+            *count = md->topics[0].partition_cnt;
+            rd_kafka_metadata_destroy(md);
+            rc = 0;
+            break;
+        }
+        snprintf(last, sizeof last, "%s",
+                 rd_kafka_err2str(err ? err
+                                      : md->topic_cnt ? md->topics[0].err
+                                                      : RD_KAFKA_RESP_ERR_UNKNOWN));
+        if (md) rd_kafka_metadata_destroy(md);
+        if (it_now_ms() >= deadline) {
+            fail(errstr, errstr_size, "topic %s not available on %s within %d ms: %s",
+                 topic, IT_KAFKA_BOOTSTRAP, timeout_ms, last);
+            break;
+        }
+        sleep_ms(200);
+    }
+    rd_kafka_topic_destroy(rkt);
+    return rc;
+}
+
+int it_kafka_wait_up(int timeout_ms, char *errstr, size_t errstr_size) {
+    char err[512];
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    if (conf_set(conf, "bootstrap.servers", IT_KAFKA_BOOTSTRAP, errstr,
+                 errstr_size) == -1) {
+        rd_kafka_conf_destroy(conf);
+        return -1;
+    }
+    rd_kafka_conf_set(conf, "log_level", "0", NULL, 0); /* refusals are expected */
+    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof err);
+    if (!rk) {
+        rd_kafka_conf_destroy(conf);
+        return fail(errstr, errstr_size, "rd_kafka_new: %s", err);
+    }
+    int64_t deadline = it_now_ms() + timeout_ms;
+    int rc = -1;
+    for (;;) {
+        const struct rd_kafka_metadata *md = NULL;
+        rd_kafka_resp_err_t e = rd_kafka_metadata(rk, 0, NULL, &md, 2000);
+        if (!e && md->broker_cnt > 0) {
+            rd_kafka_metadata_destroy(md);
+            rc = 0;
+            break;
+        }
+        if (md) rd_kafka_metadata_destroy(md);
+        if (it_now_ms() >= deadline) {
+            fail(errstr, errstr_size, "no metadata from %s within %d ms: %s",
+                 IT_KAFKA_BOOTSTRAP, timeout_ms, rd_kafka_err2str(e));
+            break;
+        }
+        sleep_ms(250);
+    }
+    rd_kafka_destroy(rk);
+    return rc;
+}
+
+/* ---- Kafka: producing ---------------------------------------------------- */
+
+struct it_producer_s {
+    rd_kafka_t *rk;
+    int failed;            /* deliveries failed since the last flush */
+    char first_error[512]; /* the first of those failures */
+};
+
+static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque) {
+    (void)rk;
+    it_producer_t *p = opaque;
+    if (!m->err) return;
+    if (p->failed++ == 0)
+        snprintf(p->first_error, sizeof p->first_error, "%s [%d]: %s",
+                 rd_kafka_topic_name(m->rkt), (int)m->partition,
+                 rd_kafka_err2str(m->err));
+}
+
+int it_producer_new(it_producer_t **out, const char *const conf_entries[],
+                    char *errstr, size_t errstr_size) {
+    char err[512];
+    it_producer_t *p = calloc(1, sizeof *p);
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    *out = NULL;
+    if (!p) goto fail_conf;
+    if (conf_set(conf, "bootstrap.servers", IT_KAFKA_BOOTSTRAP, errstr, errstr_size) ||
+        conf_set(conf, "acks", "all", errstr, errstr_size) ||
+        conf_set(conf, "enable.idempotence", "true", errstr, errstr_size) ||
+        conf_set(conf, "message.timeout.ms", "300000", errstr, errstr_size) ||
+        conf_set(conf, "linger.ms", "5", errstr, errstr_size) ||
+        conf_set(conf, "client.id", "vx-it-producer", errstr, errstr_size) ||
+        conf_apply(conf, conf_entries, errstr, errstr_size))
+        goto fail_conf;
+    rd_kafka_conf_set_dr_msg_cb(conf, on_delivery);
+    rd_kafka_conf_set_opaque(conf, p);
+    p->rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof err);
+    if (!p->rk) {
+        fail(errstr, errstr_size, "rd_kafka_new: %s", err);
+        goto fail_conf;
+    }
+    conf = NULL; /* rd_kafka_new took it */
+    *out = p;
+    return 0;
+fail_conf:
+    if (!p) fail(errstr, errstr_size, "out of memory");
+    rd_kafka_conf_destroy(conf);
+    free(p);
+    return -1;
+}
+
+int it_produce(it_producer_t *p, const char *topic, const void *key,
+               size_t key_len, const void *value, size_t value_len,
+               const it_header *headers, size_t n_headers, char *errstr,
+               size_t errstr_size) {
+    for (;;) {
+        rd_kafka_headers_t *hdrs = NULL;
+        rd_kafka_vu_t vu[5];
+        size_t n = 0;
+        vu[n].vtype = RD_KAFKA_VTYPE_TOPIC;
+        vu[n++].u.cstr = topic;
+        vu[n].vtype = RD_KAFKA_VTYPE_KEY;
+        vu[n].u.mem.ptr = (void *)key;
+        vu[n++].u.mem.size = key ? key_len : 0;
+        vu[n].vtype = RD_KAFKA_VTYPE_VALUE;
+        vu[n].u.mem.ptr = (void *)value;
+        vu[n++].u.mem.size = value ? value_len : 0;
+        vu[n].vtype = RD_KAFKA_VTYPE_MSGFLAGS;
+        vu[n++].u.i = RD_KAFKA_MSG_F_COPY;
+        if (n_headers) {
+            hdrs = rd_kafka_headers_new(n_headers);
+            for (size_t i = 0; i < n_headers; i++)
+                rd_kafka_header_add(hdrs, headers[i].name, -1, headers[i].value,
+                                    headers[i].value ? (ssize_t)headers[i].size : 0);
+            vu[n].vtype = RD_KAFKA_VTYPE_HEADERS;
+            vu[n++].u.headers = hdrs; /* produceva takes them on success */
+        }
+        rd_kafka_error_t *error = rd_kafka_produceva(p->rk, vu, n);
+        if (!error) break;
+        rd_kafka_resp_err_t code = rd_kafka_error_code(error);
+        int rc = 0;
+        if (code != RD_KAFKA_RESP_ERR__QUEUE_FULL)
+            rc = fail(errstr, errstr_size, "produce to %s: %s", topic,
+                      rd_kafka_error_string(error));
+        rd_kafka_error_destroy(error);
+        rd_kafka_headers_destroy(hdrs);
+        if (rc) return rc;
+        rd_kafka_poll(p->rk, 100); /* queue full: let deliveries drain it */
+    }
+    rd_kafka_poll(p->rk, 0);
+    return 0;
+}
+
+int it_producer_flush(it_producer_t *p, int timeout_ms, char *errstr,
+                      size_t errstr_size) {
+    rd_kafka_resp_err_t err = rd_kafka_flush(p->rk, timeout_ms);
+    if (err)
+        return fail(errstr, errstr_size, "flush: %d messages not delivered in %d ms: %s",
+                    rd_kafka_outq_len(p->rk), timeout_ms, rd_kafka_err2str(err));
+    if (p->failed) {
+        int failed = p->failed;
+        p->failed = 0;
+        return fail(errstr, errstr_size, "%d deliveries failed, first: %s", failed,
+                    p->first_error);
+    }
+    return 0;
+}
+
+void it_producer_free(it_producer_t *p) {
+    if (!p) return;
+    rd_kafka_flush(p->rk, 10000);
+    rd_kafka_destroy(p->rk);
+    free(p);
+}
+
+int it_produce_one(const char *topic, const char *key, const char *value,
+                   const it_header *headers, size_t n_headers, char *errstr,
+                   size_t errstr_size) {
+    it_producer_t *p = NULL;
+    int rc = -1;
+    if (it_producer_new(&p, NULL, errstr, errstr_size) == -1) return -1;
+    if (it_produce(p, topic, key, key ? strlen(key) : 0, value,
+                   value ? strlen(value) : 0, headers, n_headers, errstr,
+                   errstr_size) == -1)
+        goto out;
+    rc = it_producer_flush(p, 60000, errstr, errstr_size);
+out:
+    it_producer_free(p);
+    return rc;
+}
+
+int it_kcat_produce(const char *topic, const char *key, const char *json,
+                    char *errstr, size_t errstr_size) {
+    int rc = -1, pipefd[2] = {-1, -1}, log_fd = -1;
+    char log_path[PATH_MAX];
+    if (strchr(json, '\n') || strchr(key, '|') || strchr(key, '\n'))
+        return fail(errstr, errstr_size, "kcat line needs a one-line json and a key without '|'");
+    snprintf(log_path, sizeof log_path, "%s/kcat.%s.log", it_data_dir(), it_run_id());
+    log_fd = open(log_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+    if (log_fd == -1 || pipe2(pipefd, O_CLOEXEC) == -1) {
+        fail(errstr, errstr_size, "kcat setup: %s", strerror(errno));
+        goto out;
+    }
+    char *argv[] = {"kcat", "-P", "-b", IT_KAFKA_BOOTSTRAP, "-t", (char *)topic,
+                    "-K|", NULL};
+    pid_t pid = fork();
+    if (pid == -1) {
+        fail(errstr, errstr_size, "fork: %s", strerror(errno));
+        goto out;
+    }
+    if (pid == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        dup2(pipefd[0], 0);
+        dup2(log_fd, 1);
+        dup2(log_fd, 2);
+        execvp("kcat", argv);
+        dprintf(2, "it: exec kcat failed: %s\n", strerror(errno));
+        _exit(127);
+    }
+    close(pipefd[0]);
+    pipefd[0] = -1;
+    char line_end = '\n';
+    signal(SIGPIPE, SIG_IGN);
+    bool written = write(pipefd[1], key, strlen(key)) == (ssize_t)strlen(key) &&
+                   write(pipefd[1], "|", 1) == 1 &&
+                   write(pipefd[1], json, strlen(json)) == (ssize_t)strlen(json) &&
+                   write(pipefd[1], &line_end, 1) == 1;
+    close(pipefd[1]);
+    pipefd[1] = -1;
+    int status = 0;
+    int64_t deadline = it_now_ms() + 120000;
+    pid_t r;
+    while ((r = waitpid(pid, &status, WNOHANG)) == 0 && it_now_ms() < deadline)
+        sleep_ms(20);
+    if (r == 0) {
+        kill(pid, SIGKILL);
+        waitpid(pid, &status, 0);
+        fail(errstr, errstr_size, "kcat did not finish within 120 s; see %s", log_path);
+        goto out;
+    }
+    if (!written || !WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+        char how[128], tail[800];
+        it_status_describe(status, how, sizeof how);
+        log_tail(log_path, tail, sizeof tail);
+        fail(errstr, errstr_size, "kcat %s (input %s); %s ends with:\n%s", how,
+             written ? "written" : "NOT written", log_path, tail);
+        goto out;
+    }
+    rc = 0;
+out:
+    if (pipefd[0] != -1) close(pipefd[0]);
+    if (pipefd[1] != -1) close(pipefd[1]);
+    if (log_fd != -1) close(log_fd);
+    return rc;
+}
+
+/* ---- Kafka: collecting --------------------------------------------------- */
+
+struct it_collector_s {
+    rd_kafka_t *rk;
+    char *topic;
+    int32_t n_parts;
+    int64_t *next; /* per partition: last offset read + 1 */
+    int64_t *eof;  /* per partition: offset of the last end reached, or -1 */
+    it_msg *msgs;
+    size_t n, cap, bytes;
+    int jsonl_fd;
+    char *jsonl_topic;
+    char last_error[512];
+};
+
+size_t it_collector_count(const it_collector_t *c) { return c->n; }
+const it_msg *it_collector_at(const it_collector_t *c, size_t i) { return &c->msgs[i]; }
+const char *it_collector_topic(const it_collector_t *c) { return c->topic; }
+
+static char *dup_bytes(const void *p, size_t n) {
+    char *d = malloc(n + 1);
+    if (!d) return NULL;
+    if (n) memcpy(d, p, n);
+    d[n] = '\0';
+    return d;
+}
+
+static void msg_clear(it_msg *m) {
+    free(m->key);
+    free(m->value);
+    for (size_t i = 0; i < m->n_headers; i++) {
+        free(m->headers[i].name);
+        free(m->headers[i].value);
+    }
+    free(m->headers);
+    json_object_put(m->json);
+}
+
+/* Parses a whole buffer as JSON; NULL if it is not (or is JSON null). */
+static json_object *parse_json(const char *s, size_t len) {
+    if (!s || len > INT_MAX) return NULL;
+    json_tokener *tok = json_tokener_new();
+    if (!tok) return NULL;
+    json_object *obj = json_tokener_parse_ex(tok, s, (int)len);
+    if (json_tokener_get_error(tok) != json_tokener_success) {
+        json_object_put(obj);
+        obj = NULL;
+    } else {
+        for (size_t i = json_tokener_get_parse_end(tok); i < len; i++) {
+            if (s[i] != ' ' && s[i] != '\n' && s[i] != '\r' && s[i] != '\t') {
+                json_object_put(obj);
+                obj = NULL;
+                break;
+            }
+        }
+    }
+    json_tokener_free(tok);
+    return obj;
+}
+
+/* One line of messages.jsonl; a value that is not JSON is written as a JSON
+ * string so that the schema check flags it. */
+static void jsonl_append(it_collector_t *c, const it_msg *m) {
+    json_object *line = json_object_new_object();
+    json_object_object_add(line, "topic", json_object_new_string(c->jsonl_topic));
+    json_object *value;
+    if (m->json)
+        value = json_object_get(m->json);
+    else if (m->value)
+        value = json_object_new_string_len(m->value, (int)m->value_len);
+    else
+        value = NULL;
+    json_object_object_add(line, "value", value);
+    size_t len;
+    const char *s = json_object_to_json_string_length(line, JSON_C_TO_STRING_PLAIN, &len);
+    char *out = malloc(len + 1);
+    if (out) {
+        memcpy(out, s, len);
+        out[len] = '\n';
+        if (write(c->jsonl_fd, out, len + 1) != (ssize_t)(len + 1))
+            snprintf(c->last_error, sizeof c->last_error, "short write to messages.jsonl");
+        free(out);
+    }
+    json_object_put(line);
+}
+
+static int collector_store(it_collector_t *c, const rd_kafka_message_t *rkm,
+                           char *errstr, size_t errstr_size) {
+    if (c->n == IT_COLLECTOR_MAX_MSGS || c->bytes + rkm->len + rkm->key_len >
+                                             IT_COLLECTOR_MAX_BYTES)
+        return fail(errstr, errstr_size, "collector of %s is full (%zu messages, %zu bytes)",
+                    c->topic, c->n, c->bytes);
+    if (c->n == c->cap) {
+        size_t ncap = c->cap ? c->cap * 2 : 1024;
+        it_msg *nm = realloc(c->msgs, ncap * sizeof *nm);
+        if (!nm) return fail(errstr, errstr_size, "out of memory");
+        c->msgs = nm;
+        c->cap = ncap;
+    }
+    it_msg *m = &c->msgs[c->n];
+    memset(m, 0, sizeof *m);
+    m->partition = rkm->partition;
+    m->offset = rkm->offset;
+    if (rkm->key) {
+        m->key = dup_bytes(rkm->key, rkm->key_len);
+        m->key_len = rkm->key_len;
+    }
+    if (rkm->payload) {
+        m->value = dup_bytes(rkm->payload, rkm->len);
+        m->value_len = rkm->len;
+    }
+    rd_kafka_headers_t *hdrs = NULL;
+    if (rd_kafka_message_headers(rkm, &hdrs) == RD_KAFKA_RESP_ERR_NO_ERROR) {
+        size_t cnt = rd_kafka_header_cnt(hdrs);
+        m->headers = calloc(cnt ? cnt : 1, sizeof *m->headers);
+        for (size_t i = 0; m->headers && i < cnt; i++) {
+            const char *name;
+            const void *val;
+            size_t size;
+            if (rd_kafka_header_get_all(hdrs, i, &name, &val, &size)) break;
+            m->headers[i].name = strdup(name);
+            m->headers[i].value = val ? dup_bytes(val, size) : NULL;
+            m->headers[i].size = val ? size : 0;
+            m->n_headers++;
+        }
+    }
+    m->json = parse_json(m->value, m->value_len);
+    c->n++;
+    c->bytes += rkm->len + rkm->key_len;
+    if (rkm->partition >= 0 && rkm->partition < c->n_parts)
+        c->next[rkm->partition] = rkm->offset + 1;
+    if (c->jsonl_fd != -1) jsonl_append(c, m);
+    return 0;
+}
+
+/* Handles one polled event: a message, an end of partition or an error. */
+static int collector_handle(it_collector_t *c, rd_kafka_message_t *rkm,
+                            char *errstr, size_t errstr_size) {
+    int rc = 0;
+    if (rkm->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
+        if (rkm->partition >= 0 && rkm->partition < c->n_parts)
+            c->eof[rkm->partition] = rkm->offset;
+    } else if (rkm->err) {
+        char fatal[512];
+        /* Broker gone for a while is expected in some tests: note and go on. */
+        snprintf(c->last_error, sizeof c->last_error, "%s",
+                 rd_kafka_message_errstr(rkm));
+        if (rd_kafka_fatal_error(c->rk, fatal, sizeof fatal))
+            rc = fail(errstr, errstr_size, "consumer of %s: fatal: %s", c->topic, fatal);
+    } else {
+        rc = collector_store(c, rkm, errstr, errstr_size);
+    }
+    rd_kafka_message_destroy(rkm);
+    return rc;
+}
+
+int it_collector_poll(it_collector_t *c, int timeout_ms, char *errstr,
+                      size_t errstr_size) {
+    int64_t deadline = it_now_ms() + timeout_ms;
+    for (;;) {
+        int64_t left = deadline - it_now_ms();
+        rd_kafka_message_t *rkm =
+            rd_kafka_consumer_poll(c->rk, left > 0 ? (int)left : 0);
+        if (rkm && collector_handle(c, rkm, errstr, errstr_size) == -1) return -1;
+        if (!rkm && left <= 0) return 0;
+    }
+}
+
+/* Reads a batch: waits up to wait_ms for the first event, then takes
+ * whatever is already there (bounded, so predicates get evaluated). */
+static int collector_batch(it_collector_t *c, int wait_ms, char *errstr,
+                           size_t errstr_size) {
+    rd_kafka_message_t *rkm = rd_kafka_consumer_poll(c->rk, wait_ms);
+    for (int i = 0; rkm && i < 5000; i++) {
+        if (collector_handle(c, rkm, errstr, errstr_size) == -1) return -1;
+        rkm = rd_kafka_consumer_poll(c->rk, 0);
+    }
+    if (rkm && collector_handle(c, rkm, errstr, errstr_size) == -1) return -1;
+    return 0;
+}
+
+int it_collector_wait(it_collector_t *c, it_pred_fn *pred, void *arg,
+                      const char *what, int timeout_ms, char *errstr,
+                      size_t errstr_size) {
+    int64_t deadline = it_now_ms() + timeout_ms;
+    for (;;) {
+        if (pred(c, arg)) return 0;
+        if (it_now_ms() >= deadline)
+            return fail(errstr, errstr_size,
+                        "timed out after %d ms waiting on %s for %s (%zu messages "
+                        "collected; last consumer error: %s)",
+                        timeout_ms, c->topic, what, c->n,
+                        c->last_error[0] ? c->last_error : "none");
+        if (collector_batch(c, 100, errstr, errstr_size) == -1) return -1;
+    }
+}
+
+int it_collector_catch_up(it_collector_t *c, int timeout_ms, char *errstr,
+                          size_t errstr_size) {
+    int64_t deadline = it_now_ms() + timeout_ms;
+    int64_t *high = calloc((size_t)c->n_parts, sizeof *high);
+    int64_t *low = calloc((size_t)c->n_parts, sizeof *low);
+    int rc = -1;
+    if (!high || !low) {
+        fail(errstr, errstr_size, "out of memory");
+        goto out;
+    }
+    for (int32_t p = 0; p < c->n_parts; p++) {
+        rd_kafka_resp_err_t err;
+        while ((err = rd_kafka_query_watermark_offsets(c->rk, c->topic, p, &low[p],
+                                                       &high[p], 5000))) {
+            if (it_now_ms() >= deadline) {
+                fail(errstr, errstr_size, "watermarks of %s [%d]: %s", c->topic, (int)p,
+                     rd_kafka_err2str(err));
+                goto out;
+            }
+            if (collector_batch(c, 100, errstr, errstr_size) == -1) goto out;
+        }
+    }
+    for (;;) {
+        int32_t behind = -1;
+        for (int32_t p = 0; p < c->n_parts && behind < 0; p++)
+            if (high[p] > low[p] && c->next[p] < high[p] && c->eof[p] < high[p])
+                behind = p;
+        if (behind < 0) break;
+        if (it_now_ms() >= deadline) {
+            fail(errstr, errstr_size,
+                 "%s [%d] not read up to offset %lld within %d ms (at %lld; last "
+                 "consumer error: %s)",
+                 c->topic, (int)behind, (long long)high[behind], timeout_ms,
+                 (long long)c->next[behind], c->last_error[0] ? c->last_error : "none");
+            goto out;
+        }
+        if (collector_batch(c, 100, errstr, errstr_size) == -1) goto out;
+    }
+    rc = 0;
+out:
+    free(high);
+    free(low);
+    return rc;
+}
+
+int it_collector_new(it_collector_t **out, const char *topic, it_from from,
+                     const char *jsonl_topic, int timeout_ms, char *errstr,
+                     size_t errstr_size) {
+    int64_t deadline = it_now_ms() + timeout_ms;
+    char err[512], group[256], path[PATH_MAX];
+    it_collector_t *c = calloc(1, sizeof *c);
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    rd_kafka_topic_partition_list_t *parts = NULL;
+    *out = NULL;
+    if (!c) {
+        rd_kafka_conf_destroy(conf);
+        return fail(errstr, errstr_size, "out of memory");
+    }
+    c->jsonl_fd = -1;
+    c->topic = strdup(topic);
+    /* assign() only: the group id is required but never joined or committed. */
+    snprintf(group, sizeof group, "it.%s.collector", it_run_id());
+    if (conf_set(conf, "bootstrap.servers", IT_KAFKA_BOOTSTRAP, errstr, errstr_size) ||
+        conf_set(conf, "group.id", group, errstr, errstr_size) ||
+        conf_set(conf, "enable.auto.commit", "false", errstr, errstr_size) ||
+        conf_set(conf, "enable.auto.offset.store", "false", errstr, errstr_size) ||
+        conf_set(conf, "enable.partition.eof", "true", errstr, errstr_size) ||
+        conf_set(conf, "auto.offset.reset", "earliest", errstr, errstr_size) ||
+        conf_set(conf, "isolation.level", "read_committed", errstr, errstr_size) ||
+        conf_set(conf, "client.id", "vx-it-collector", errstr, errstr_size))
+        goto err;
+    c->rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, err, sizeof err);
+    if (!c->rk) {
+        fail(errstr, errstr_size, "rd_kafka_new: %s", err);
+        goto err;
+    }
+    conf = NULL; /* rd_kafka_new took it */
+    rd_kafka_poll_set_consumer(c->rk);
+    if (topic_partitions(c->rk, topic, timeout_ms, &c->n_parts, errstr, errstr_size))
+        goto err;
+    c->next = calloc((size_t)c->n_parts, sizeof *c->next);
+    c->eof = calloc((size_t)c->n_parts, sizeof *c->eof);
+    if (!c->next || !c->eof || !c->topic) {
+        fail(errstr, errstr_size, "out of memory");
+        goto err;
+    }
+    parts = rd_kafka_topic_partition_list_new(c->n_parts);
+    for (int32_t p = 0; p < c->n_parts; p++) {
+        int64_t start = RD_KAFKA_OFFSET_BEGINNING, lo, hi;
+        if (from == IT_FROM_END) {
+            rd_kafka_resp_err_t we;
+            /* The end as of now: everything produced later is at or past it. */
+            while ((we = rd_kafka_query_watermark_offsets(c->rk, topic, p, &lo, &hi,
+                                                          5000))) {
+                if (it_now_ms() >= deadline) {
+                    fail(errstr, errstr_size, "watermarks of %s [%d]: %s", topic,
+                         (int)p, rd_kafka_err2str(we));
+                    goto err;
+                }
+                sleep_ms(200);
+            }
+            start = hi;
+            c->next[p] = hi;
+        }
+        c->eof[p] = -1;
+        rd_kafka_topic_partition_list_add(parts, topic, p)->offset = start;
+    }
+    rd_kafka_resp_err_t e = rd_kafka_assign(c->rk, parts);
+    if (e) {
+        fail(errstr, errstr_size, "assign %s: %s", topic, rd_kafka_err2str(e));
+        goto err;
+    }
+    if (jsonl_topic) {
+        snprintf(path, sizeof path, "%s/messages.jsonl", it_data_dir());
+        c->jsonl_fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+        c->jsonl_topic = strdup(jsonl_topic);
+        if (c->jsonl_fd == -1 || !c->jsonl_topic) {
+            fail(errstr, errstr_size, "open %s: %s", path, strerror(errno));
+            goto err;
+        }
+    }
+    rd_kafka_topic_partition_list_destroy(parts);
+    *out = c;
+    return 0;
+err:
+    rd_kafka_topic_partition_list_destroy(parts);
+    rd_kafka_conf_destroy(conf);
+    it_collector_free(c);
+    return -1;
+}
+
+void it_collector_free(it_collector_t *c) {
+    if (!c) return;
+    if (c->rk) {
+        rd_kafka_assign(c->rk, NULL);
+        rd_kafka_destroy(c->rk);
+    }
+    for (size_t i = 0; i < c->n; i++) msg_clear(&c->msgs[i]);
+    free(c->msgs);
+    free(c->next);
+    free(c->eof);
+    free(c->topic);
+    free(c->jsonl_topic);
+    if (c->jsonl_fd != -1) close(c->jsonl_fd);
+    free(c);
+}
+
+const char *it_msg_header_get(const it_msg *m, const char *name, size_t *size) {
+    for (size_t i = m->n_headers; i-- > 0;) {
+        if (strcmp(m->headers[i].name, name) == 0) {
+            if (size) *size = m->headers[i].size;
+            return m->headers[i].value;
+        }
+    }
+    return NULL;
+}
+
+const char *it_msg_str(const it_msg *m, const char *field) {
+    json_object *v;
+    if (!m->json || !json_object_is_type(m->json, json_type_object) ||
+        !json_object_object_get_ex(m->json, field, &v) ||
+        !json_object_is_type(v, json_type_string))
+        return NULL;
+    return json_object_get_string(v);
+}
+
+int64_t it_msg_int(const it_msg *m, const char *field, int64_t dflt) {
+    json_object *v;
+    if (!m->json || !json_object_is_type(m->json, json_type_object) ||
+        !json_object_object_get_ex(m->json, field, &v) ||
+        !json_object_is_type(v, json_type_int))
+        return dflt;
+    return json_object_get_int64(v);
+}
+
+size_t it_collector_count_str(const it_collector_t *c, const char *field,
+                              const char *value) {
+    size_t n = 0;
+    for (size_t i = 0; i < c->n; i++) {
+        const char *s = it_msg_str(&c->msgs[i], field);
+        if (s && strcmp(s, value) == 0) n++;
+    }
+    return n;
+}
+
+const it_msg *it_collector_find_str(const it_collector_t *c, const char *field,
+                                    const char *value) {
+    for (size_t i = 0; i < c->n; i++) {
+        const char *s = it_msg_str(&c->msgs[i], field);
+        if (s && strcmp(s, value) == 0) return &c->msgs[i];
+    }
+    return NULL;
+}
+
+struct str_count {
+    const char *field, *value;
+    size_t n;
+};
+
+static bool has_str_count(const it_collector_t *c, void *arg) {
+    const struct str_count *q = arg;
+    return it_collector_count_str(c, q->field, q->value) >= q->n;
+}
+
+int it_collector_wait_str(it_collector_t *c, const char *field,
+                          const char *value, size_t n, int timeout_ms,
+                          char *errstr, size_t errstr_size) {
+    struct str_count q = {field, value, n};
+    char what[512];
+    snprintf(what, sizeof what, "%zu message(s) with %s == \"%s\"", n, field, value);
+    return it_collector_wait(c, has_str_count, &q, what, timeout_ms, errstr,
+                             errstr_size);
+}
+
+int it_kafka_group_lag(const char *group, const char *topic, int64_t *lag,
+                       char *errstr, size_t errstr_size) {
+    char err[512];
+    int rc = -1;
+    int32_t n_parts = 0;
+    rd_kafka_t *rk = NULL;
+    rd_kafka_topic_partition_list_t *parts = NULL;
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    /* Only OffsetFetch: this handle never subscribes, so it never joins. */
+    if (conf_set(conf, "bootstrap.servers", IT_KAFKA_BOOTSTRAP, errstr, errstr_size) ||
+        conf_set(conf, "group.id", group, errstr, errstr_size) ||
+        conf_set(conf, "enable.auto.commit", "false", errstr, errstr_size))
+        goto out;
+    rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, err, sizeof err);
+    if (!rk) {
+        fail(errstr, errstr_size, "rd_kafka_new: %s", err);
+        goto out;
+    }
+    conf = NULL;
+    if (topic_partitions(rk, topic, 10000, &n_parts, errstr, errstr_size)) goto out;
+    parts = rd_kafka_topic_partition_list_new(n_parts);
+    for (int32_t p = 0; p < n_parts; p++)
+        rd_kafka_topic_partition_list_add(parts, topic, p);
+    rd_kafka_resp_err_t e = rd_kafka_committed(rk, parts, 10000);
+    if (e) {
+        fail(errstr, errstr_size, "committed offsets of %s: %s", group,
+             rd_kafka_err2str(e));
+        goto out;
+    }
+    *lag = 0;
+    for (int32_t p = 0; p < n_parts; p++) {
+        int64_t lo, hi;
+        e = rd_kafka_query_watermark_offsets(rk, topic, p, &lo, &hi, 10000);
+        if (e) {
+            fail(errstr, errstr_size, "watermarks of %s [%d]: %s", topic, (int)p,
+                 rd_kafka_err2str(e));
+            goto out;
+        }
+        int64_t committed = parts->elems[p].offset;
+        *lag += hi - (committed >= 0 ? committed : lo);
+    }
+    rc = 0;
+out:
+    rd_kafka_topic_partition_list_destroy(parts);
+    rd_kafka_conf_destroy(conf);
+    if (rk) rd_kafka_destroy(rk);
+    return rc;
+}
+
+/* ---- PostgreSQL ---------------------------------------------------------- */
+
+void it_pg_url(char *buf, size_t size, const char *dbname) {
+    snprintf(buf, size, "postgresql://%s@%s:%s/%s", IT_PG_USER, IT_PG_HOST,
+             IT_PG_PORT, dbname);
+}
+
+int it_pg_connect(PGconn **out, const char *dbname, char *errstr,
+                  size_t errstr_size) {
+    const char *keys[] = {"host", "port", "user", "dbname", "connect_timeout",
+                          "application_name", NULL};
+    const char *vals[] = {IT_PG_HOST, IT_PG_PORT, IT_PG_USER, dbname, "10",
+                          "vx-it", NULL};
+    PGconn *conn = PQconnectdbParams(keys, vals, 0);
+    *out = NULL;
+    if (!conn || PQstatus(conn) != CONNECTION_OK) {
+        fail(errstr, errstr_size, "connect to %s:%s/%s: %s", IT_PG_HOST, IT_PG_PORT,
+             dbname, conn ? PQerrorMessage(conn) : "out of memory");
+        PQfinish(conn);
+        return -1;
+    }
+    *out = conn;
+    return 0;
+}
+
+/* Row 0 column 0 as an integer; *found false on zero rows. */
+static int pg_first_int(const char *dbname, const char *sql,
+                        const char *const params[], int n_params, int64_t *out,
+                        bool *found, char *errstr, size_t errstr_size) {
+    PGconn *conn = NULL;
+    PGresult *res = NULL;
+    int rc = -1;
+    if (it_pg_connect(&conn, dbname, errstr, errstr_size) == -1) return -1;
+    res = PQexecParams(conn, sql, n_params, NULL, params, NULL, NULL, 0);
+    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+        fail(errstr, errstr_size, "%s: %s", sql, PQerrorMessage(conn));
+        goto out;
+    }
+    *found = PQntuples(res) > 0;
+    if (*found) {
+        if (PQgetisnull(res, 0, 0)) {
+            fail(errstr, errstr_size, "%s: NULL", sql);
+            goto out;
+        }
+        *out = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
+    }
+    rc = 0;
+out:
+    PQclear(res);
+    PQfinish(conn);
+    return rc;
+}
+
+int it_pg_int(const char *dbname, const char *sql, const char *const params[],
+              int n_params, int64_t *out, char *errstr, size_t errstr_size) {
+    bool found;
+    if (pg_first_int(dbname, sql, params, n_params, out, &found, errstr,
+                     errstr_size) == -1)
+        return -1;
+    if (!found) return fail(errstr, errstr_size, "%s: no row", sql);
+    return 0;
+}
+
+int it_pg_stock(const char *dbname, const char *product_id, int64_t *stock,
+                char *errstr, size_t errstr_size) {
+    bool found;
+    const char *params[] = {product_id};
+    if (pg_first_int(dbname, SQL_PRODUCT_STOCK, params, 1, stock, &found, errstr,
+                     errstr_size) == -1)
+        return -1;
+    if (!found) *stock = -1;
+    return 0;
+}
+
+/* ---- the stack ------------------------------------------------------------- */
+
+int it_stack(const char *action, const char *component, char *errstr,
+             size_t errstr_size) {
+    char script[PATH_MAX], log_path[PATH_MAX], marker[PATH_MAX];
+    snprintf(script, sizeof script, "%s/deploy/stack.sh", it_root());
+    snprintf(log_path, sizeof log_path, "%s/stack.%s.log", it_data_dir(), it_run_id());
+    kafka_marker_path(marker, sizeof marker);
+    if (access(script, R_OK) != 0)
+        return fail(errstr, errstr_size, "%s: %s", script, strerror(errno));
+    bool is_kafka = strcmp(component, "kafka") == 0;
+    if (is_kafka && strcmp(action, "stop") == 0) {
+        /* Before the stop: even a half-done stop gets a restart. */
+        int fd = open(marker, O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
+        if (fd != -1) close(fd);
+    }
+    int log_fd = open(log_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+    if (log_fd == -1)
+        return fail(errstr, errstr_size, "open %s: %s", log_path, strerror(errno));
+    dprintf(log_fd, "=== it: %s %s %s\n", script, action, component);
+    char *argv[] = {"bash", script, (char *)action, (char *)component, NULL};
+    pid_t pid = fork();
+    if (pid == -1) {
+        close(log_fd);
+        return fail(errstr, errstr_size, "fork: %s", strerror(errno));
+    }
+    if (pid == 0) {
+        int null_fd = open("/dev/null", O_RDONLY);
+        if (null_fd != -1) dup2(null_fd, 0);
+        dup2(log_fd, 1);
+        dup2(log_fd, 2);
+        execvp("bash", argv);
+        _exit(127);
+    }
+    close(log_fd);
+    int status = 0;
+    int64_t deadline = it_now_ms() + 300000;
+    pid_t r;
+    while ((r = waitpid(pid, &status, WNOHANG)) == 0 && it_now_ms() < deadline)
+        sleep_ms(50);
+    if (r == 0) {
+        kill(pid, SIGKILL);
+        waitpid(pid, &status, 0);
+        return fail(errstr, errstr_size, "deploy/stack.sh %s %s ran over 300 s; see %s",
+                    action, component, log_path);
+    }
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+        char how[128], tail[800];
+        it_status_describe(status, how, sizeof how);
+        log_tail(log_path, tail, sizeof tail);
+        return fail(errstr, errstr_size, "deploy/stack.sh %s %s %s; %s ends with:\n%s",
+                    action, component, how, log_path, tail);
+    }
+    if (is_kafka && strcmp(action, "start") == 0) unlink(marker);
+    return 0;
+}

@@ -1,0 +1,294 @@
+/* harness.h - what an integration suite needs to drive real services over the
+ * real Kafka broker and PostgreSQL on 127.0.0.1: a run context (fresh topics
+ * and databases per test-binary run), spawned service processes, a producer,
+ * kcat, an event collector, PostgreSQL helpers, an HTTP GET and broker control.
+ *
+ * Invariant: nothing a test starts outlives it. Every spawned process is in a
+ * table and is killed by it_test_fini(), by atexit and, should the test process
+ * itself be killed, by PR_SET_PDEATHSIG; a broker stopped by it_stack() is
+ * started again by it_test_fini() or, at the latest, by it_main().
+ *
+ * Conventions: fallible functions return 0 on success, -1 on failure and then
+ * fill `errstr` (IT_ERR_SIZE is a comfortable size). Free functions accept
+ * NULL. Timeouts are in milliseconds and are generous: a suite asserts
+ * correctness, never speed. */
+#ifndef VX_IT_HARNESS_H
+#define VX_IT_HARNESS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include <json-c/json.h>
+#include <libpq-fe.h>
+
+#define IT_ERR_SIZE 2048
+
+/* The only addresses a suite talks to. */
+#define IT_KAFKA_BOOTSTRAP "127.0.0.1:9092"
+#define IT_PG_HOST "127.0.0.1"
+#define IT_PG_PORT "55432"
+#define IT_PG_USER "valerix"
+
+/* Default deadline for "wait until something happens". */
+#define IT_WAIT_MS 60000
+
+/* Asserts that `call` returned 0; `err` is the errstr it was handed. */
+#define IT_OK(call, err) cr_assert((call) == 0, "%s\n  -> %s", #call, (err))
+
+/* ---- run context ------------------------------------------------------- */
+
+/* A replacement for Criterion's main: parses Criterion's arguments, runs the
+ * tests one at a time (jobs = 1), and before that sets up the run once:
+ * a run id, every database in `databases` (NULL-terminated, borrowed)
+ * dropped WITH (FORCE) and created again, and a check that Kafka answers.
+ * Tests run in processes that do not share this one's memory, so the context
+ * is handed down through the environment (VX_IT_RUN_ID, VX_IT_SETUP_ERROR).
+ * A setup failure does not skip anything: every test then fails with it. */
+int it_main(int argc, char **argv, const char *const databases[]);
+
+/* Call first in every test (or in its suite's .init): asserts that the run
+ * setup succeeded, with the setup's own message when it did not. */
+void it_test_begin(void);
+
+/* Call from every suite's .fini: stops all processes this test spawned and
+ * starts the broker again if the test stopped it. */
+void it_test_fini(void);
+
+/* The run id, e.g. "1732179000-4242": unique per test-binary run. */
+const char *it_run_id(void);
+
+/* Writes "it.<runid>.<name>" into buf: a topic (or group) fresh for this run. */
+void it_run_name(char *buf, size_t size, const char *name);
+
+/* The repository root (VX_ROOT, else the parent of the folder holding this
+ * binary when it has deploy/stack.sh, else the working directory), and
+ * ${VX_DATA_DIR:-<root>/var}/it, created on first use. Static storage. */
+const char *it_root(void);
+const char *it_data_dir(void);
+
+/* Current time on the monotonic clock, in milliseconds. */
+int64_t it_now_ms(void);
+
+/* ---- processes ----------------------------------------------------------- */
+
+typedef struct it_proc_s it_proc_t;
+
+/* Starts `exe` (a path, relative ones against it_root()) with this process's
+ * environment plus `env` ("NAME=value" entries, NULL-terminated, borrowed;
+ * they replace variables of the same name), in its own process group, stdin
+ * from /dev/null, stdout and stderr appended to it_data_dir()/<log_name>.log.
+ * On success *out owns the process: release it with it_proc_free(). */
+int it_proc_spawn(it_proc_t **out, const char *log_name, const char *exe,
+                  const char *const env[], char *errstr, size_t errstr_size);
+
+/* Polls GET `path` at `addr` ("127.0.0.1:port") until it answers 200. Fails
+ * early, with the log's tail in errstr, when the process exits first. */
+int it_proc_wait_http(it_proc_t *p, const char *addr, const char *path,
+                      int timeout_ms, char *errstr, size_t errstr_size);
+
+/* Waits until the process exits; *status is the raw wait status. */
+int it_proc_wait_exit(it_proc_t *p, int timeout_ms, int *status,
+                      char *errstr, size_t errstr_size);
+
+/* Sends `sig` to the process group and waits up to timeout_ms; if it is still
+ * running then, sends SIGKILL, waits, and *killed is set to true. *status is
+ * the raw wait status. Stopping an already exited process returns its
+ * status. */
+int it_proc_stop(it_proc_t *p, int sig, int timeout_ms, int *status,
+                 bool *killed, char *errstr, size_t errstr_size);
+
+/* True when the process has not exited yet (reaps it when it has). */
+bool it_proc_running(it_proc_t *p);
+pid_t it_proc_pid(const it_proc_t *p);
+const char *it_proc_log_path(const it_proc_t *p);
+
+/* Writes a human description of a wait status ("exited with status 70",
+ * "killed by signal 11 (Segmentation fault)") into buf. */
+void it_status_describe(int status, char *buf, size_t size);
+
+/* Kills (SIGKILL) and reaps the process if still running, then frees. */
+void it_proc_free(it_proc_t *p);
+
+/* Kills and reaps every process spawned by this test process. */
+void it_proc_kill_all(void);
+
+/* ---- HTTP ---------------------------------------------------------------- */
+
+/* Caps what a response may weigh; a larger one is an error. */
+#define IT_HTTP_MAX_RESPONSE (4u * 1024u * 1024u)
+
+typedef struct it_http_response {
+    int status;
+    char *content_type; /* value of Content-Type or NULL; owned */
+    char *body;         /* NUL-terminated; owned */
+    size_t body_len;
+} it_http_response;
+
+/* One HTTP/1.0 request to `addr` ("127.0.0.1:port"), no request body.
+ * On success the caller owns *resp: release it with it_http_response_clear(). */
+int it_http_request(const char *addr, const char *method, const char *path,
+                    it_http_response *resp, char *errstr, size_t errstr_size);
+void it_http_response_clear(it_http_response *resp);
+
+/* ---- Kafka: producing ---------------------------------------------------- */
+
+typedef struct it_header {
+    const char *name;
+    const void *value; /* NULL: a header with a null value */
+    size_t size;
+} it_header;
+
+typedef struct it_producer_s it_producer_t;
+
+/* A librdkafka producer to IT_KAFKA_BOOTSTRAP with acks=all, idempotence on
+ * and message.timeout.ms of 5 minutes (it must ride out a broker restart).
+ * `conf` ("name=value" entries, NULL-terminated, borrowed, may be NULL)
+ * overrides librdkafka properties. */
+int it_producer_new(it_producer_t **out, const char *const conf[],
+                    char *errstr, size_t errstr_size);
+
+/* Enqueues one message (all buffers are copied). key NULL: no key; value
+ * NULL: a null value (tombstone). Safe to call from one thread while no other
+ * thread uses the same producer. */
+int it_produce(it_producer_t *p, const char *topic, const void *key,
+               size_t key_len, const void *value, size_t value_len,
+               const it_header *headers, size_t n_headers, char *errstr,
+               size_t errstr_size);
+
+/* Waits until every enqueued message is delivered; fails if any delivery
+ * failed since the last flush. */
+int it_producer_flush(it_producer_t *p, int timeout_ms, char *errstr,
+                      size_t errstr_size);
+void it_producer_free(it_producer_t *p);
+
+/* One message with string key/value, produced and flushed. */
+int it_produce_one(const char *topic, const char *key, const char *value,
+                   const it_header *headers, size_t n_headers, char *errstr,
+                   size_t errstr_size);
+
+/* Produces "key|json" through the real kcat binary:
+ * kcat -P -b 127.0.0.1:9092 -t <topic> -K'|'. `json` must be one line. */
+int it_kcat_produce(const char *topic, const char *key, const char *json,
+                    char *errstr, size_t errstr_size);
+
+/* ---- Kafka: collecting --------------------------------------------------- */
+
+/* Caps on what one collector keeps in memory. */
+#define IT_COLLECTOR_MAX_MSGS 1000000u
+#define IT_COLLECTOR_MAX_BYTES (512u * 1024u * 1024u)
+
+typedef struct it_msg_header {
+    char *name;
+    char *value; /* NUL-terminated copy, NULL for a null header */
+    size_t size;
+} it_msg_header;
+
+/* One collected message. Every buffer is owned by the collector and stays
+ * valid until it_collector_free(). key/value are NUL-terminated copies, or
+ * NULL when the message had none. */
+typedef struct it_msg {
+    int32_t partition;
+    int64_t offset;
+    char *key;
+    size_t key_len;
+    char *value;
+    size_t value_len;
+    it_msg_header *headers;
+    size_t n_headers;
+    json_object *json; /* the value parsed as JSON, NULL if it is not JSON */
+} it_msg;
+
+typedef struct it_collector_s it_collector_t;
+
+/* Where a collector starts reading each partition. IT_FROM_END: only what
+ * is produced after it_collector_new() returns (a test's own traffic). */
+typedef enum it_from { IT_FROM_BEGINNING, IT_FROM_END } it_from;
+
+/* Reads every partition of `topic` (assign, no group commits) into memory.
+ * Waits up to timeout_ms for the topic to exist.
+ * `jsonl_topic` non-NULL: every message read is also appended to
+ * it_data_dir()/messages.jsonl as {"topic":<jsonl_topic>,"value":<value>},
+ * for the schema check that runs after the suites. */
+int it_collector_new(it_collector_t **out, const char *topic, it_from from,
+                     const char *jsonl_topic, int timeout_ms, char *errstr,
+                     size_t errstr_size);
+void it_collector_free(it_collector_t *c);
+
+/* Reads what arrives within timeout_ms. */
+int it_collector_poll(it_collector_t *c, int timeout_ms, char *errstr,
+                      size_t errstr_size);
+
+/* A condition over what has been collected so far. */
+typedef bool it_pred_fn(const it_collector_t *c, void *arg);
+
+/* Reads until pred(c, arg) holds or timeout_ms passes; `what` describes the
+ * condition for the error message. */
+int it_collector_wait(it_collector_t *c, it_pred_fn *pred, void *arg,
+                      const char *what, int timeout_ms, char *errstr,
+                      size_t errstr_size);
+
+/* Reads until every partition is read up to the end it had when called: after
+ * this, "no such message" means it was not in the topic at that time. */
+int it_collector_catch_up(it_collector_t *c, int timeout_ms, char *errstr,
+                          size_t errstr_size);
+
+/* Reads until at least n messages have a string field `field` == value. */
+int it_collector_wait_str(it_collector_t *c, const char *field,
+                          const char *value, size_t n, int timeout_ms,
+                          char *errstr, size_t errstr_size);
+
+size_t it_collector_count(const it_collector_t *c);
+const it_msg *it_collector_at(const it_collector_t *c, size_t i); /* borrowed */
+const char *it_collector_topic(const it_collector_t *c);
+
+/* Messages whose JSON value has string field `field` equal to `value`. */
+size_t it_collector_count_str(const it_collector_t *c, const char *field,
+                              const char *value);
+/* The first such message, or NULL. */
+const it_msg *it_collector_find_str(const it_collector_t *c, const char *field,
+                                    const char *value);
+
+/* The value of the last header called `name` (NULL if absent or null). */
+const char *it_msg_header_get(const it_msg *m, const char *name, size_t *size);
+/* A string field of the message's JSON object, or NULL. */
+const char *it_msg_str(const it_msg *m, const char *field);
+/* An integer field of the message's JSON object, or `dflt`. */
+int64_t it_msg_int(const it_msg *m, const char *field, int64_t dflt);
+
+/* Sum over partitions of (end offset - committed offset of `group`) for
+ * `topic`: 0 once the group has committed everything in the topic. */
+int it_kafka_group_lag(const char *group, const char *topic, int64_t *lag,
+                       char *errstr, size_t errstr_size);
+
+/* ---- PostgreSQL ---------------------------------------------------------- */
+
+/* "postgresql://valerix@127.0.0.1:55432/<dbname>" into buf. */
+void it_pg_url(char *buf, size_t size, const char *dbname);
+
+/* A connection to `dbname` as the superuser; caller owns *out (PQfinish). */
+int it_pg_connect(PGconn **out, const char *dbname, char *errstr,
+                  size_t errstr_size);
+
+/* Runs `sql` with text parameters and reads row 0, column 0 as an integer.
+ * Zero rows or a NULL value is an error. */
+int it_pg_int(const char *dbname, const char *sql, const char *const params[],
+              int n_params, int64_t *out, char *errstr, size_t errstr_size);
+
+/* products.stock of `product_id`, or -1 when there is no such row. */
+int it_pg_stock(const char *dbname, const char *product_id, int64_t *stock,
+                char *errstr, size_t errstr_size);
+
+/* ---- the stack ------------------------------------------------------------- */
+
+/* Runs `deploy/stack.sh <action> <component>` (e.g. "stop", "kafka") and
+ * fails unless it exits 0. Stopping kafka leaves a marker so the broker is
+ * started again at test end whatever happens. */
+int it_stack(const char *action, const char *component, char *errstr,
+             size_t errstr_size);
+
+/* Waits until the broker answers a metadata request. */
+int it_kafka_wait_up(int timeout_ms, char *errstr, size_t errstr_size);
+
+#endif
