@@ -10,7 +10,7 @@
 CC      ?= gcc
 CFLAGS  ?= -O2 -g
 B       := build
-PKGS    := rdkafka libpq json-c libmicrohttpd
+PKGS    := rdkafka libpq json-c libmicrohttpd uuid
 # Recursively expanded on purpose: evaluated after deploy/stack.sh deps has installed pkg-config.
 PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS))
 PKG_LIBS   = $(shell pkg-config --libs $(PKGS)) -lpthread -lm
@@ -19,7 +19,7 @@ XCFLAGS := -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -MMD -MP -Icommon -DVX_S
 SAN     := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
 
 COMMON  := $(wildcard common/*.c)
-SERVICES := $(B)/inventory-svc
+SERVICES := $(B)/inventory-svc $(B)/order-svc $(B)/gateway
 TOOLS   := $(B)/vxadmin
 DEPS_STAMP := $(B)/.deps
 
@@ -44,6 +44,11 @@ COMMON_ASAN := $(COMMON:%.c=$(B)/asan/%.o)
 
 $(B)/inventory-svc: $(B)/obj/inventory-svc/main.o $(COMMON_OBJ)
 	$(CC) $(CFLAGS) -o $@ $^ $(PKG_LIBS)
+$(B)/order-svc: $(B)/obj/order-svc/main.o $(COMMON_OBJ)
+	$(CC) $(CFLAGS) -o $@ $^ $(PKG_LIBS)
+GATEWAY := $(patsubst %.c,$(B)/obj/%.o,$(wildcard gateway/*.c))
+$(B)/gateway: $(GATEWAY) $(COMMON_OBJ)
+	$(CC) $(CFLAGS) -o $@ $^ $(PKG_LIBS) -lcurl
 $(B)/vxadmin: $(B)/obj/tools/vxadmin.o $(COMMON_OBJ)
 	$(CC) $(CFLAGS) -o $@ $^ $(PKG_LIBS)
 

@@ -1,6 +1,8 @@
 /* vx_kafka: librdkafka set-up. See vx_kafka.h. */
 #include "vx_kafka.h"
 
+#include "vx_log.h"
+
 #include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -28,6 +30,13 @@ int vx_kafka_prop_from_env(const char *env_name, vx_kafka_role_t role, char *pro
     return 1;
 }
 
+/* librdkafka's own log lines, as JSON lines like everything else (syslog levels: 3 error, 4 warning). */
+static void log_cb(const rd_kafka_t *rk, int level, const char *fac, const char *buf) {
+    (void)rk;
+    vx_log(level <= 3 ? VX_LOG_ERROR : level == 4 ? VX_LOG_WARN : level <= 6 ? VX_LOG_INFO : VX_LOG_DEBUG, "librdkafka",
+           "facility", fac, "detail", buf, NULL);
+}
+
 static int conf_set(rd_kafka_conf_t *conf, const char *k, const char *v, char *errstr, size_t errstr_size) {
     return rd_kafka_conf_set(conf, k, v, errstr, errstr_size) == RD_KAFKA_CONF_OK ? 0 : -1;
 }
@@ -35,6 +44,8 @@ static int conf_set(rd_kafka_conf_t *conf, const char *k, const char *v, char *e
 rd_kafka_conf_t *vx_kafka_conf_new(vx_kafka_role_t role, char *errstr, size_t errstr_size) {
     rd_kafka_conf_t *conf = rd_kafka_conf_new();
     char prop[256];
+
+    rd_kafka_conf_set_log_cb(conf, log_cb);
 
     if (conf_set(conf, "bootstrap.servers", VX_KAFKA_DEFAULT_BOOTSTRAP, errstr, errstr_size) ||
         conf_set(conf, "client.id", "valerix", errstr, errstr_size))

@@ -1,8 +1,10 @@
 /* vx_msg: the command codec. See vx_msg.h; the same limits are written in schemas/. */
 #include "vx_msg.h"
 
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
+#include <uuid/uuid.h>
 
 static const struct {
     vx_msg_type_t type;
@@ -222,4 +224,31 @@ json_object *vx_msg_to_json(const vx_msg_t *m) {
     if (m->type == VX_MSG_RESTOCK) json_object_object_add(o, "quantity", json_object_new_int64(m->quantity));
     if (m->nlines) json_object_object_add(o, "items", vx_msg_lines_json(m));
     return o;
+}
+
+void vx_msg_order_id(const char *idempotency_key, char out[37]) {
+    /* Valerix's namespace for order ids: uuid5(NAMESPACE_URL, "https://valerix.dev/orders") */
+    static const uuid_t ns = {0x4b, 0x7a, 0x1c, 0x52, 0x8e, 0x0f, 0x5d, 0x3a,
+                              0x9c, 0x61, 0x2f, 0x0e, 0x7d, 0x44, 0x8a, 0x19};
+    uuid_t u;
+    uuid_generate_sha1(u, ns, idempotency_key, strlen(idempotency_key));
+    uuid_unparse_lower(u, out);
+}
+
+/* FNV-1a, 64 bits: a fingerprint against honest mistakes, not an adversary. */
+static uint64_t fnv(uint64_t h, const char *s, size_t n) {
+    for (size_t i = 0; i < n; i++) h = (h ^ (unsigned char)s[i]) * 0x100000001b3ULL;
+    return h;
+}
+
+void vx_msg_order_hash(const vx_msg_t *m, char out[17]) {
+    uint64_t h = 0xcbf29ce484222325ULL;
+    char q[24];
+    h = fnv(h, m->customer_id ? m->customer_id : "", m->customer_id ? strlen(m->customer_id) + 1 : 1);
+    for (int i = 0; i < m->nlines; i++) {
+        int n = snprintf(q, sizeof(q), "%lld", m->lines[i].quantity);
+        h = fnv(h, m->lines[i].product_id, strlen(m->lines[i].product_id) + 1);
+        h = fnv(h, q, (size_t)n + 1);
+    }
+    snprintf(out, 17, "%016llx", (unsigned long long)h);
 }

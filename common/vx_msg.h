@@ -67,6 +67,13 @@ void vx_msg_clear(vx_msg_t *m);
 json_object *vx_msg_to_json(const vx_msg_t *m);
 json_object *vx_msg_lines_json(const vx_msg_t *m);
 
+/* The order id of an idempotency key when none is given: a UUID v5 (SHA-1, RFC 9562) of the key in
+ * Valerix's namespace, so every retry of one key names one order, whichever instance handles it. */
+void vx_msg_order_id(const char *idempotency_key, char out[37]);
+/* A fingerprint of an order's content (customer and lines, in order), 16 hex digits: the same key
+ * sent with another body is told apart by it. */
+void vx_msg_order_hash(const vx_msg_t *m, char out[17]);
+
 const char *vx_msg_err_name(vx_msg_err_t e);
 const char *vx_msg_type_name(vx_msg_type_t t);
 

@@ -1,6 +1,7 @@
 /* vx_outbox: the outbox relay. See vx_outbox.h. */
 #include "vx_outbox.h"
 
+#include <json-c/json.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,7 +18,7 @@ static const char SQL_SWEEP[] =
     "  SELECT id FROM outbox WHERE published_at IS NULL"
     "   AND coalesce(claimed_at, created_at) < now() - make_interval(secs => $1::float8 / 1000)"
     "  ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED) s"
-    " WHERE o.id = s.id RETURNING o.id, o.topic, o.msg_key, o.payload, o.correlation_id) "
+    " WHERE o.id = s.id RETURNING o.id, o.topic, o.msg_key, o.payload, o.correlation_id, o.headers) "
     "SELECT * FROM claimed ORDER BY id"; /* in id order, so each key's events keep theirs */
 static const char SQL_PRUNE[] =
     "DELETE FROM outbox WHERE id IN (SELECT id FROM outbox WHERE published_at IS NOT NULL"
@@ -67,6 +68,16 @@ static const char *route(const vx_outbox_t *ob, const char *logical) {
     return NULL;
 }
 
+/* Adds the members of a JSON object {"name": "value"} as headers. */
+static void add_headers(rd_kafka_headers_t **hdrs, const char *json) {
+    json_object *o = json_tokener_parse(json);
+    if (o && json_object_is_type(o, json_type_object)) {
+        if (!*hdrs) *hdrs = rd_kafka_headers_new(2);
+        json_object_object_foreach(o, k, v) rd_kafka_header_add(*hdrs, k, -1, json_object_get_string(v), -1);
+    }
+    json_object_put(o);
+}
+
 int vx_outbox_publish(vx_outbox_t *ob, const PGresult *rows, char *errstr, size_t errstr_size) {
     int n = PQntuples(rows);
     for (int i = 0; i < n; i++) {
@@ -81,9 +92,10 @@ int vx_outbox_publish(vx_outbox_t *ob, const PGresult *rows, char *errstr, size_
             return -1;
         }
         if (!PQgetisnull(rows, i, 4)) {
-            hdrs = rd_kafka_headers_new(1);
+            hdrs = rd_kafka_headers_new(2);
             rd_kafka_header_add(hdrs, "correlation-id", -1, PQgetvalue(rows, i, 4), PQgetlength(rows, i, 4));
         }
+        if (PQnfields(rows) > 5 && !PQgetisnull(rows, i, 5)) add_headers(&hdrs, PQgetvalue(rows, i, 5));
         err = vx_kafka_produce(ob->producer, topic, key, key ? (size_t)PQgetlength(rows, i, 2) : 0,
                                PQgetvalue(rows, i, 3), (size_t)PQgetlength(rows, i, 3), hdrs, (void *)(intptr_t)id);
         if (err) {

@@ -23,7 +23,8 @@ void vx_outbox_destroy(vx_outbox_t *ob);
 /* Rows whose topic column is `logical` go to Kafka topic `real` (both copied). Returns 0 or -1. */
 int vx_outbox_route(vx_outbox_t *ob, const char *logical, const char *real);
 
-/* Produces each row of `rows`, whose columns are (id, topic, msg_key, payload, correlation_id).
+/* Produces each row of `rows`, whose columns are (id, topic, msg_key, payload, correlation_id) and
+ * optionally a sixth, headers: a JSON object of extra Kafka headers ({"name": "value"}).
  * rows is borrowed. Returns the number produced or -1 with errstr (unknown topic, produce error). */
 int vx_outbox_publish(vx_outbox_t *ob, const PGresult *rows, char *errstr, size_t errstr_size);
 

@@ -88,7 +88,7 @@ pid_of() {
 	[[ -r $file ]] || return 1
 	read -r pid <"$file" 2>/dev/null || return 1
 	[[ $pid =~ ^[0-9]+$ ]] || return 1
-	cmdline=$(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null) || return 1
+	cmdline=$({ tr '\0' ' ' <"/proc/$pid/cmdline"; } 2>/dev/null) || return 1
 	[[ $cmdline == *"$pattern"* ]] || return 1
 	echo "$pid"
 }
@@ -126,11 +126,14 @@ rotate_log() {
 
 # spawn PIDFILE LOGFILE CMD...: run CMD detached in its own session (it outlives this shell and a Ctrl-C),
 # stdout and stderr appended to LOGFILE. The pid is written by the process itself, so it is exact.
+# Sets LOG_FROM, the size of LOGFILE before this start, so errors show this run's lines only.
+LOG_FROM=0 # see spawn
 spawn() {
 	local pidfile=$1 logfile=$2
 	shift 2
 	rm -f "$pidfile"
 	rotate_log "$logfile"
+	LOG_FROM=$(stat -c %s "$logfile" 2>/dev/null || echo 0)
 	# shellcheck disable=SC2016 # $$ and $@ belong to the inner shell
 	setsid nohup bash -c 'echo $$ >"$0"; exec "$@"' "$pidfile" "$@" >>"$logfile" 2>&1 </dev/null &
 	local i
@@ -141,9 +144,10 @@ spawn() {
 	die "could not start $1 (log: $logfile)"
 }
 
+# show_log_tail FILE [FROM_BYTE]: the last lines of FILE, only those written after FROM_BYTE.
 show_log_tail() {
-	log "last lines of $1:"
-	tail -n "${2:-40}" "$1" 2>/dev/null | sed 's/^/    /' >&2 || true
+	log "last lines of $1:" >&2
+	tail -c +$((${2:-0} + 1)) "$1" 2>/dev/null | tail -n 30 | sed 's/^/    /' >&2 || true
 }
 
 # Environment for our own services and build/vxadmin; libpq reads PGHOST/PGPORT/PGUSER natively.
@@ -280,11 +284,11 @@ kafka_wait_ready() {
 	local t0=$1 deadline=$(($1 + VX_KAFKA_READY_SECS * 1000))
 	until kafka_answers; do
 		if ! kafka_pid >/dev/null; then
-			show_log_tail "$LOG_DIR/kafka.log"
+			show_log_tail "$LOG_DIR/kafka.log" "$LOG_FROM"
 			die "Kafka exited during startup (log: $LOG_DIR/kafka.log)"
 		fi
 		(($(now_ms) < deadline)) || {
-			show_log_tail "$LOG_DIR/kafka.log"
+			show_log_tail "$LOG_DIR/kafka.log" "$LOG_FROM"
 			die "Kafka did not answer on $BROKERS within ${VX_KAFKA_READY_SECS}s"
 		}
 		sleep 0.2
@@ -415,7 +419,7 @@ pg_init() {
 	log "postgres: initdb into $PG_DATA"
 	as_pg "$(pg_bin)/initdb" -D "$PG_DATA" -U "$VX_PG_USER" -E UTF8 --locale=C.UTF-8 --auth=trust \
 		>>"$LOG_DIR/postgres.log" 2>&1 || {
-		show_log_tail "$LOG_DIR/postgres.log"
+		show_log_tail "$LOG_DIR/postgres.log" "$LOG_FROM"
 		die "initdb failed"
 	}
 	echo "include_if_exists = 'valerix.conf'" >>"$PG_DATA/postgresql.conf"
@@ -464,31 +468,36 @@ pg_ensure_databases() {
 	done
 }
 
+pg_wait_ready() {
+	local deadline=$(($(now_ms) + 30000))
+	until pg_answers; do
+		(($(now_ms) < deadline)) || die "PostgreSQL does not answer on 127.0.0.1:$VX_PG_PORT"
+		sleep 0.2
+	done
+}
+
 pg_start() {
 	local pid t0
 	t0=$(now_ms)
 	pg_bin >/dev/null
 	if pid=$(pg_pid); then
-		pg_answers || die "postgres (pid $pid) runs but does not answer on 127.0.0.1:$VX_PG_PORT"
+		pg_wait_ready
 		pg_ensure_databases
 		log "postgres: already up (pid $pid) on 127.0.0.1:$VX_PG_PORT"
 		return 0
 	fi
 	! port_in_use "$VX_PG_PORT" || die "port 127.0.0.1:$VX_PG_PORT is taken by a process that is not our PostgreSQL"
 	rotate_log "$LOG_DIR/postgres.log"
+	LOG_FROM=$(stat -c %s "$LOG_DIR/postgres.log" 2>/dev/null || echo 0)
 	pg_prepare_dirs
 	pg_init
 	pg_write_conf
 	pg_clear_leftovers
 	as_pg "$(pg_bin)/pg_ctl" -D "$PG_DATA" -l "$LOG_DIR/postgres.log" -w -t 60 -s start || {
-		show_log_tail "$LOG_DIR/postgres.log"
+		show_log_tail "$LOG_DIR/postgres.log" "$LOG_FROM"
 		die "PostgreSQL did not start (log: $LOG_DIR/postgres.log)"
 	}
-	local deadline=$(($(now_ms) + 30000))
-	until pg_answers; do
-		(($(now_ms) < deadline)) || die "PostgreSQL does not answer on 127.0.0.1:$VX_PG_PORT"
-		sleep 0.2
-	done
+	pg_wait_ready
 	pg_ensure_databases
 	log "postgres: up (pid $(pg_pid)) on 127.0.0.1:$VX_PG_PORT in $(since "$t0")"
 }
@@ -545,11 +554,11 @@ service_start() {
 	deadline=$((t0 + VX_SERVICE_READY_SECS * 1000))
 	until curl -fsS -o /dev/null --max-time 2 "http://$addr/ready" 2>/dev/null; do
 		if ! service_pid "$name" >/dev/null; then
-			show_log_tail "$LOG_DIR/$name.log"
+			show_log_tail "$LOG_DIR/$name.log" "$LOG_FROM"
 			die "$name exited during startup (log: $LOG_DIR/$name.log)"
 		fi
 		(($(now_ms) < deadline)) || {
-			show_log_tail "$LOG_DIR/$name.log"
+			show_log_tail "$LOG_DIR/$name.log" "$LOG_FROM"
 			die "$name did not answer http://$addr/ready within ${VX_SERVICE_READY_SECS}s"
 		}
 		sleep 0.2

@@ -7,6 +7,7 @@ CREATE TABLE outbox (
     topic          text        NOT NULL,            -- logical topic, mapped to a real one by the relay
     msg_key        text,
     correlation_id text,
+    headers        jsonb,                           -- extra Kafka headers, {"name": "value"}
     payload        text        NOT NULL,
     created_at     timestamptz NOT NULL DEFAULT now(),
     claimed_at     timestamptz,                     -- last time a sweeper took the row

@@ -267,6 +267,9 @@ class Contract:
                 if mtype in self.types:
                     self.structure_errors.append((self.rel(sid), f"type {mtype} is also on topic {self.types[mtype][1]}"))
                     continue
+                if not isinstance(target.get("$id"), str):
+                    self.structure_errors.append((self.rel(sid), f"oneOf branch {ref!r} must point to a whole schema file"))
+                    continue
                 self.types[mtype] = (target["$id"], topic)
                 self.topic_types[topic].append(mtype)
         self._validators: dict[str, Any] = {}
@@ -363,6 +366,8 @@ def cmd_schemas(contract: Contract, rep: Report) -> None:
         is_common = "$defs" in schema and "type" not in schema
         if not is_common and not (isinstance(schema.get("examples"), list) and schema["examples"]):
             problems.append("needs a non-empty examples array")
+        if str(MAX_MESSAGE_BYTES) not in str(schema.get("description", "")):
+            problems.append(f"description must state the {MAX_MESSAGE_BYTES}-byte message limit")
         for where, ref in iter_refs(schema):
             if re.match(r"^[a-z][a-z0-9+.-]*:", ref) and not ref.startswith(ID_BASE):
                 problems.append(f"{where}: $ref {ref} points outside the local schemas")
@@ -874,6 +879,23 @@ def cmd_selftest(contract: Contract, rep: Report) -> None:
 
     res = readme_results(contract, FIXTURES / "readme-empty.md")
     rep.add("selftest readme-empty.md finds no examples (so `readme` would fail)", res == [], f"{len(res)} found")
+
+    # 5. end to end: exit status and summary line of the command line entry point
+    import contextlib
+    import io
+    for sub_args, want_rc in [(["messages", FIXTURES / "good.jsonl"], 0),
+                              (["messages", FIXTURES / "bad.jsonl"], 1),
+                              (["readme", FIXTURES / "readme-good.md"], 0),
+                              (["readme", FIXTURES / "readme-bad.md"], 1),
+                              (["readme", FIXTURES / "readme-empty.md"], 1)]:
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(io.StringIO()):
+            rc = main(["--schemas", str(contract.dir)] + [str(a) for a in sub_args])
+        lines = out.getvalue().strip().split("\n")
+        m = re.fullmatch(r"contract: (\d+) passed, (\d+) failed", lines[-1])
+        ok = rc == want_rc and m is not None and (int(m.group(2)) > 0) == (want_rc != 0)
+        rep.add(f"selftest exit status: validate.py {sub_args[0]} {Path(sub_args[1]).name} -> {want_rc}", ok,
+                f"got {rc}, last line {lines[-1]!r}")
 
 
 # --------------------------------------------------------------------------

@@ -1,0 +1,1215 @@
+/* it_inventory.c - inventory-svc against the real broker and PostgreSQL.
+ *
+ * Each test spawns its own inventory-svc on the run's topics and database
+ * and uses products, orders and idempotency keys named after a short tag of
+ * its own, so tests never see each other's stock. Suite `inventory_replay`
+ * sorts after `inventory`: it replays every command the other tests sent. */
+#include "harness.h"
+
+#include <criterion/criterion.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#define INV_DB "inventory_it"
+#define INV_EXE "build/inventory-svc"
+#define INV_ADDR "127.0.0.1:18082"
+#define INV_ADDR2 "127.0.0.1:18083"
+#define INV_EVENTS_LABEL "inventory.events" /* topic name in messages.jsonl */
+#define LOAD_WAIT_MS 600000                 /* thousands of commands */
+
+#define SQL_NEGATIVE_STOCK "SELECT count(*) FROM products WHERE stock < 0"
+#define SQL_ALL_STOCK "SELECT id, stock FROM products ORDER BY id"
+
+static char commands_topic[256], events_topic[256], dlq_topic[256], group_id[256];
+
+static void inv_init(void) {
+    it_test_begin();
+    it_run_name(commands_topic, sizeof commands_topic, "inventory.commands");
+    it_run_name(events_topic, sizeof events_topic, "inventory.events");
+    it_run_name(dlq_topic, sizeof dlq_topic, "inventory.dlq");
+    it_run_name(group_id, sizeof group_id, "inventory-svc");
+}
+
+static void inv_fini(void) { it_test_fini(); }
+
+TestSuite(inventory, .init = inv_init, .fini = inv_fini);
+TestSuite(inventory_replay, .init = inv_init, .fini = inv_fini);
+
+/* ---- the service -------------------------------------------------------- */
+
+/* Starts inventory-svc on the run's topics, group and database and waits
+ * until /ready answers 200. crash_points NULL: none. */
+static it_proc_t *inv_spawn(const char *addr, const char *crash_points) {
+    char err[IT_ERR_SIZE], db[256], log_name[256];
+    char e_bootstrap[300], e_db[300], e_http[300], e_group[300], e_cmd[300],
+        e_ev[300], e_dlq[300], e_crash[300];
+    it_pg_url(db, sizeof db, INV_DB);
+    snprintf(e_bootstrap, sizeof e_bootstrap, "KAFKA_BOOTSTRAP_SERVERS=%s",
+             IT_KAFKA_BOOTSTRAP);
+    snprintf(e_db, sizeof e_db, "INVENTORY_DB=%s", db);
+    snprintf(e_http, sizeof e_http, "INVENTORY_HTTP_ADDR=%s", addr);
+    snprintf(e_group, sizeof e_group, "INVENTORY_GROUP_ID=%s", group_id);
+    snprintf(e_cmd, sizeof e_cmd, "INVENTORY_COMMANDS_TOPIC=%s", commands_topic);
+    snprintf(e_ev, sizeof e_ev, "INVENTORY_EVENTS_TOPIC=%s", events_topic);
+    snprintf(e_dlq, sizeof e_dlq, "INVENTORY_DLQ_TOPIC=%s", dlq_topic);
+    snprintf(e_crash, sizeof e_crash, "VX_CRASH_POINTS=%s",
+             crash_points ? crash_points : "");
+    const char *env[] = {e_bootstrap, e_db, e_http, e_group, e_cmd, e_ev, e_dlq,
+                         crash_points ? e_crash : NULL, NULL};
+    snprintf(log_name, sizeof log_name, "%s.inventory-svc.%s",
+             criterion_current_test->name, strrchr(addr, ':') + 1);
+    it_proc_t *p = NULL;
+    IT_OK(it_proc_spawn(&p, log_name, INV_EXE, env, err, sizeof err), err);
+    IT_OK(it_proc_wait_http(p, addr, "/ready", IT_WAIT_MS, err, sizeof err), err);
+    return p;
+}
+
+/* SIGTERM, and a clean exit within 30 s is part of the contract. */
+static void inv_stop(it_proc_t *p) {
+    char err[IT_ERR_SIZE], how[128];
+    int status;
+    bool killed;
+    IT_OK(it_proc_stop(p, SIGTERM, 30000, &status, &killed, err, sizeof err), err);
+    it_status_describe(status, how, sizeof how);
+    cr_assert(!killed, "inventory-svc ignored SIGTERM for 30 s (log %s)",
+              it_proc_log_path(p));
+    cr_assert((WIFEXITED(status) && WEXITSTATUS(status) == 0) ||
+                  (WIFSIGNALED(status) && WTERMSIG(status) == SIGTERM),
+              "inventory-svc %s on SIGTERM (log %s)", how, it_proc_log_path(p));
+    it_proc_free(p);
+}
+
+static it_collector_t *collect(const char *topic, it_from from, const char *label) {
+    char err[IT_ERR_SIZE];
+    it_collector_t *c = NULL;
+    IT_OK(it_collector_new(&c, topic, from, label, IT_WAIT_MS, err, sizeof err), err);
+    return c;
+}
+
+static it_collector_t *collect_events(it_from from) {
+    return collect(events_topic, from, INV_EVENTS_LABEL);
+}
+
+/* ---- commands ------------------------------------------------------------ */
+
+/* Serializes and releases obj; the caller owns the string. */
+static char *json_take(json_object *obj) {
+    char *s = strdup(json_object_to_json_string_ext(obj, JSON_C_TO_STRING_PLAIN));
+    json_object_put(obj);
+    cr_assert(s != NULL, "out of memory");
+    return s;
+}
+
+static char *cmd_restock(const char *ikey, const char *product, int64_t qty,
+                         const char *name) {
+    json_object *o = json_object_new_object();
+    json_object_object_add(o, "type", json_object_new_string("Restock"));
+    json_object_object_add(o, "idempotency_key", json_object_new_string(ikey));
+    json_object_object_add(o, "product_id", json_object_new_string(product));
+    json_object_object_add(o, "quantity", json_object_new_int64(qty));
+    json_object_object_add(o, "name", json_object_new_string(name));
+    return json_take(o);
+}
+
+static char *cmd_reserve(const char *ikey, const char *order, size_t n,
+                         const char *const products[], const int64_t qtys[]) {
+    json_object *o = json_object_new_object(), *items = json_object_new_array();
+    json_object_object_add(o, "type", json_object_new_string("ReserveStock"));
+    json_object_object_add(o, "idempotency_key", json_object_new_string(ikey));
+    json_object_object_add(o, "order_id", json_object_new_string(order));
+    for (size_t i = 0; i < n; i++) {
+        json_object *line = json_object_new_object();
+        json_object_object_add(line, "product_id", json_object_new_string(products[i]));
+        json_object_object_add(line, "quantity", json_object_new_int64(qtys[i]));
+        json_object_array_add(items, line);
+    }
+    json_object_object_add(o, "items", items);
+    return json_take(o);
+}
+
+static char *cmd_reserve1(const char *ikey, const char *order, const char *product,
+                          int64_t qty) {
+    return cmd_reserve(ikey, order, 1, &product, &qty);
+}
+
+static char *cmd_release(const char *ikey, const char *order) {
+    json_object *o = json_object_new_object();
+    json_object_object_add(o, "type", json_object_new_string("ReleaseStock"));
+    json_object_object_add(o, "idempotency_key", json_object_new_string(ikey));
+    json_object_object_add(o, "order_id", json_object_new_string(order));
+    return json_take(o);
+}
+
+/* Produces one command (key NULL: none) and frees `json`. */
+static void send_cmd(const char *key, char *json) {
+    char err[IT_ERR_SIZE];
+    IT_OK(it_produce_one(commands_topic, key, json, NULL, 0, err, sizeof err), err);
+    free(json);
+}
+
+/* Waits for the event answering idempotency key `ikey`; borrowed result. */
+static const it_msg *await_event(it_collector_t *ev, const char *ikey) {
+    char err[IT_ERR_SIZE];
+    IT_OK(it_collector_wait_str(ev, "idempotency_key", ikey, 1, IT_WAIT_MS, err,
+                                sizeof err),
+          err);
+    return it_collector_find_str(ev, "idempotency_key", ikey);
+}
+
+static void restock_and_wait(it_collector_t *ev, const char *ikey,
+                             const char *product, int64_t qty) {
+    char name[128];
+    snprintf(name, sizeof name, "Product %s", product);
+    send_cmd(product, cmd_restock(ikey, product, qty, name));
+    const it_msg *m = await_event(ev, ikey);
+    cr_assert_str_eq(it_msg_str(m, "type"), "Restocked", "restock %s answered with %s",
+                     ikey, m->value);
+}
+
+static int64_t stock_of(const char *product) {
+    char err[IT_ERR_SIZE];
+    int64_t stock;
+    IT_OK(it_pg_stock(INV_DB, product, &stock, err, sizeof err), err);
+    return stock;
+}
+
+static void assert_stock(const char *product, int64_t want) {
+    int64_t got = stock_of(product);
+    cr_assert_eq(got, want, "stock of %s: want %" PRId64 ", database has %" PRId64,
+                 product, want, got);
+}
+
+/* Sum of the quantities of an event's item lines for `product`. */
+static int64_t items_qty(const it_msg *m, const char *product) {
+    json_object *items, *v;
+    int64_t sum = 0;
+    if (!m->json || !json_object_object_get_ex(m->json, "items", &items) ||
+        !json_object_is_type(items, json_type_array))
+        return 0;
+    for (size_t i = 0; i < json_object_array_length(items); i++) {
+        json_object *line = json_object_array_get_idx(items, i);
+        if (json_object_object_get_ex(line, "product_id", &v) &&
+            strcmp(json_object_get_string(v), product) == 0 &&
+            json_object_object_get_ex(line, "quantity", &v))
+            sum += json_object_get_int64(v);
+    }
+    return sum;
+}
+
+static size_t items_len(const it_msg *m) {
+    json_object *items;
+    cr_assert(m->json && json_object_object_get_ex(m->json, "items", &items) &&
+                  json_object_is_type(items, json_type_array),
+              "event without an items array: %s", m->value);
+    return json_object_array_length(items);
+}
+
+/* Fields every event carries. */
+static void assert_envelope(const it_msg *m, const char *type, const char *ikey) {
+    cr_assert(m->json != NULL, "event is not JSON: %s", m->value ? m->value : "(null)");
+    cr_assert_str_eq(it_msg_str(m, "type") ? it_msg_str(m, "type") : "(none)", type,
+                     "event type: %s", m->value);
+    cr_assert_str_eq(it_msg_str(m, "idempotency_key"), ikey, "%s", m->value);
+    cr_assert(it_msg_str(m, "event_id") && *it_msg_str(m, "event_id"),
+              "no event_id: %s", m->value);
+    cr_assert(it_msg_str(m, "occurred_at") && *it_msg_str(m, "occurred_at"),
+              "no occurred_at: %s", m->value);
+    items_len(m);
+}
+
+static void assert_key(const it_msg *m, const char *key) {
+    cr_assert(m->key != NULL, "event %s has no Kafka key, want %s", m->value, key);
+    cr_assert_str_eq(m->key, key, "Kafka key of event %s", m->value);
+}
+
+/* Every event for `ikey` has the same bytes; returns how many there are. */
+static size_t assert_identical_events(const it_collector_t *ev, const char *ikey) {
+    const it_msg *first = NULL;
+    size_t n = 0;
+    for (size_t i = 0; i < it_collector_count(ev); i++) {
+        const it_msg *m = it_collector_at(ev, i);
+        const char *k = it_msg_str(m, "idempotency_key");
+        if (!k || strcmp(k, ikey) != 0) continue;
+        n++;
+        if (!first) {
+            first = m;
+            continue;
+        }
+        cr_assert(m->value_len == first->value_len &&
+                      memcmp(m->value, first->value, m->value_len) == 0,
+                  "events for %s differ:\n  %s\n  %s", ikey, first->value, m->value);
+        cr_assert(m->key_len == first->key_len &&
+                      (!m->key || memcmp(m->key, first->key, m->key_len) == 0),
+                  "events for %s have different keys", ikey);
+    }
+    return n;
+}
+
+static void catch_up(it_collector_t *c) {
+    char err[IT_ERR_SIZE];
+    IT_OK(it_collector_catch_up(c, IT_WAIT_MS, err, sizeof err), err);
+}
+
+/* ---- random command streams (load and broker restart) ---------------------- */
+
+typedef struct gen_cmd {
+    char key[96];
+    char ikey[96];
+    char *json;
+} gen_cmd;
+
+typedef struct gen {
+    gen_cmd *cmds;
+    size_t n;
+    char **products;
+    size_t n_products;
+} gen;
+
+static uint64_t rng_next(uint64_t *s) { /* xorshift64*: same stream per seed */
+    *s ^= *s >> 12;
+    *s ^= *s << 25;
+    *s ^= *s >> 27;
+    return *s * 2685821657736338717ULL;
+}
+
+static uint64_t rng_below(uint64_t *s, uint64_t n) { return rng_next(s) % n; }
+
+/* n_products products <tag>-pNN seeded by one Restock each (the first
+ * n_products commands), then n random commands: reserves big enough to be
+ * rejected at times, releases of earlier orders (some twice, some of orders
+ * that never were), restocks. Reserves and releases are keyed by order. */
+static void gen_make(gen *g, const char *tag, size_t n_products, size_t n,
+                     int64_t seed_stock, uint64_t seed) {
+    uint64_t s = seed;
+    char name[128];
+    size_t n_orders = 0;
+    g->n_products = n_products;
+    g->products = calloc(n_products, sizeof *g->products);
+    g->cmds = calloc(n_products + n, sizeof *g->cmds);
+    char **orders = calloc(n, sizeof *orders);
+    cr_assert(g->products && g->cmds && orders, "out of memory");
+    for (size_t i = 0; i < n_products; i++) {
+        gen_cmd *c = &g->cmds[g->n++];
+        cr_assert(asprintf(&g->products[i], "%s-p%02zu", tag, i) > 0);
+        snprintf(c->key, sizeof c->key, "%s", g->products[i]);
+        snprintf(c->ikey, sizeof c->ikey, "%s-seed%02zu", tag, i);
+        snprintf(name, sizeof name, "Seeded %s", g->products[i]);
+        c->json = cmd_restock(c->ikey, g->products[i], seed_stock, name);
+    }
+    for (size_t i = 0; i < n; i++) {
+        gen_cmd *c = &g->cmds[g->n++];
+        snprintf(c->ikey, sizeof c->ikey, "%s-c%05zu", tag, i);
+        uint64_t r = rng_below(&s, 100);
+        if (r < 55 || n_orders == 0) {
+            size_t lines = 1 + rng_below(&s, 3);
+            const char *pids[3];
+            int64_t qtys[3];
+            for (size_t l = 0; l < lines; l++) {
+                pids[l] = g->products[rng_below(&s, n_products)];
+                qtys[l] = 1 + (int64_t)rng_below(&s, 25);
+            }
+            snprintf(c->key, sizeof c->key, "%s-o%05zu", tag, i);
+            orders[n_orders++] = strdup(c->key);
+            c->json = cmd_reserve(c->ikey, c->key, lines, pids, qtys);
+        } else if (r < 80) {
+            if (rng_below(&s, 10) == 0)
+                snprintf(c->key, sizeof c->key, "%s-ghost%05zu", tag, i);
+            else /* random earlier orders: some get released twice or more */
+                snprintf(c->key, sizeof c->key, "%s", orders[rng_below(&s, n_orders)]);
+            c->json = cmd_release(c->ikey, c->key);
+        } else {
+            size_t p = rng_below(&s, n_products);
+            snprintf(c->key, sizeof c->key, "%s", g->products[p]);
+            snprintf(name, sizeof name, "Seeded %s", g->products[p]);
+            c->json = cmd_restock(c->ikey, g->products[p], 1 + (int64_t)rng_below(&s, 20),
+                                  name);
+        }
+    }
+    for (size_t i = 0; i < n_orders; i++) free(orders[i]);
+    free(orders);
+}
+
+static void gen_free(gen *g) {
+    for (size_t i = 0; i < g->n; i++) free(g->cmds[i].json);
+    for (size_t i = 0; i < g->n_products; i++) free(g->products[i]);
+    free(g->cmds);
+    free(g->products);
+}
+
+/* Waits until every key in a sorted list has an event (incremental scan). */
+typedef struct key_wait {
+    char **keys; /* sorted */
+    bool *seen;
+    size_t n, n_seen, cursor;
+} key_wait;
+
+static int cmp_str(const void *a, const void *b) {
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+static bool all_keys_seen(const it_collector_t *c, void *arg) {
+    key_wait *w = arg;
+    for (; w->cursor < it_collector_count(c); w->cursor++) {
+        const char *k = it_msg_str(it_collector_at(c, w->cursor), "idempotency_key");
+        if (!k) continue;
+        char **hit = bsearch(&k, w->keys, w->n, sizeof *w->keys, cmp_str);
+        if (hit && !w->seen[hit - w->keys]) {
+            w->seen[hit - w->keys] = true;
+            w->n_seen++;
+        }
+    }
+    return w->n_seen == w->n;
+}
+
+static void await_all(it_collector_t *ev, const gen *g, size_t from, size_t to) {
+    char err[IT_ERR_SIZE], what[128];
+    key_wait w = {calloc(to - from, sizeof(char *)), calloc(to - from, sizeof(bool)),
+                  to - from, 0, 0};
+    cr_assert(w.keys && w.seen, "out of memory");
+    for (size_t i = from; i < to; i++) w.keys[i - from] = (char *)g->cmds[i].ikey;
+    qsort(w.keys, w.n, sizeof *w.keys, cmp_str);
+    snprintf(what, sizeof what, "events for all %zu commands", w.n);
+    int rc = it_collector_wait(ev, all_keys_seen, &w, what, LOAD_WAIT_MS, err, sizeof err);
+    size_t seen = w.n_seen;
+    free(w.keys);
+    free(w.seen);
+    cr_assert(rc == 0, "%s (%zu of %zu seen)", err, seen, to - from);
+}
+
+static int cmp_msg_ikey(const void *a, const void *b) {
+    const it_msg *ma = *(const it_msg *const *)a, *mb = *(const it_msg *const *)b;
+    return strcmp(it_msg_str(ma, "idempotency_key"), it_msg_str(mb, "idempotency_key"));
+}
+
+/* For every product of g: database stock == Σ Restocked − Σ StockReserved +
+ * Σ StockReleased over one event per idempotency key, where every key of the
+ * stream answered with exactly one distinct payload; and no stock anywhere is
+ * negative. Returns how many reserves were rejected. */
+static size_t assert_stock_math(const it_collector_t *ev, const gen *g) {
+    char err[IT_ERR_SIZE];
+    size_t n_ev = it_collector_count(ev), n_keyed = 0, rejected = 0;
+    const it_msg **byk = calloc(n_ev ? n_ev : 1, sizeof *byk);
+    int64_t *expect = calloc(g->n_products, sizeof *expect);
+    cr_assert(byk && expect, "out of memory");
+    for (size_t i = 0; i < n_ev; i++) {
+        const it_msg *m = it_collector_at(ev, i);
+        cr_assert(m->json != NULL, "event is not JSON: %s", m->value ? m->value : "(null)");
+        cr_assert(it_msg_str(m, "idempotency_key"), "event without key: %s", m->value);
+        byk[n_keyed++] = m;
+    }
+    qsort(byk, n_keyed, sizeof *byk, cmp_msg_ikey);
+    for (size_t i = 0; i < n_keyed; i++) {
+        const it_msg *m = byk[i];
+        if (i > 0 && cmp_msg_ikey(&byk[i - 1], &byk[i]) == 0) {
+            cr_assert(m->value_len == byk[i - 1]->value_len &&
+                          memcmp(m->value, byk[i - 1]->value, m->value_len) == 0,
+                      "one idempotency key, two payloads:\n  %s\n  %s",
+                      byk[i - 1]->value, m->value);
+            continue; /* a redelivery: counted once */
+        }
+        const char *type = it_msg_str(m, "type");
+        cr_assert(type, "event without type: %s", m->value);
+        int sign = strcmp(type, "Restocked") == 0       ? 1
+                   : strcmp(type, "StockReserved") == 0 ? -1
+                   : strcmp(type, "StockReleased") == 0 ? 1
+                                                        : 0;
+        if (strcmp(type, "StockRejected") == 0) rejected++;
+        for (size_t p = 0; sign && p < g->n_products; p++)
+            expect[p] += sign * items_qty(m, g->products[p]);
+    }
+    for (size_t p = 0; p < g->n_products; p++)
+        assert_stock(g->products[p], expect[p]);
+    int64_t negative;
+    IT_OK(it_pg_int(INV_DB, SQL_NEGATIVE_STOCK, NULL, 0, &negative, err, sizeof err),
+          err);
+    cr_assert_eq(negative, 0, "%" PRId64 " products have negative stock", negative);
+    free(byk);
+    free(expect);
+    return rejected;
+}
+
+static void produce_all(const gen *g, size_t from, size_t to) {
+    char err[IT_ERR_SIZE];
+    it_producer_t *p = NULL;
+    IT_OK(it_producer_new(&p, NULL, err, sizeof err), err);
+    for (size_t i = from; i < to; i++) {
+        const gen_cmd *c = &g->cmds[i];
+        IT_OK(it_produce(p, commands_topic, c->key, strlen(c->key), c->json,
+                         strlen(c->json), NULL, 0, err, sizeof err),
+              err);
+    }
+    IT_OK(it_producer_flush(p, 300000, err, sizeof err), err);
+    it_producer_free(p);
+}
+
+/* ---- tests ----------------------------------------------------------------- */
+
+Test(inventory, reserve_produced_with_kcat_lowers_stock_and_emits_event) {
+    char err[IT_ERR_SIZE];
+    it_proc_t *svc = inv_spawn(INV_ADDR, NULL);
+    it_collector_t *ev = collect_events(IT_FROM_END);
+
+    send_cmd("kcat-p1", cmd_restock("kcat-restock-1", "kcat-p1", 10, "Kcat widget"));
+    const it_msg *m = await_event(ev, "kcat-restock-1");
+    assert_envelope(m, "Restocked", "kcat-restock-1");
+    assert_key(m, "kcat-p1");
+    cr_assert_str_eq(it_msg_str(m, "product_id"), "kcat-p1");
+    cr_assert_str_eq(it_msg_str(m, "name"), "Kcat widget");
+    cr_assert_eq(it_msg_int(m, "quantity", -1), 10, "%s", m->value);
+    cr_assert_eq(it_msg_int(m, "stock", -1), 10, "%s", m->value);
+    cr_assert_eq(items_len(m), 1, "%s", m->value);
+    cr_assert_eq(items_qty(m, "kcat-p1"), 10, "%s", m->value);
+    assert_stock("kcat-p1", 10);
+
+    char *cmd = cmd_reserve1("kcat-reserve-1", "kcat-o1", "kcat-p1", 3);
+    IT_OK(it_kcat_produce(commands_topic, "kcat-o1", cmd, err, sizeof err), err);
+    free(cmd);
+    m = await_event(ev, "kcat-reserve-1");
+    assert_envelope(m, "StockReserved", "kcat-reserve-1");
+    assert_key(m, "kcat-o1");
+    cr_assert_str_eq(it_msg_str(m, "order_id"), "kcat-o1");
+    cr_assert_eq(items_len(m), 1, "%s", m->value);
+    cr_assert_eq(items_qty(m, "kcat-p1"), 3, "%s", m->value);
+    assert_stock("kcat-p1", 7);
+
+    it_collector_free(ev);
+    inv_stop(svc);
+}
+
+Test(inventory, event_carries_correlation_id_header_and_command_key) {
+    char err[IT_ERR_SIZE], corr[128];
+    it_proc_t *svc = inv_spawn(INV_ADDR, NULL);
+    it_collector_t *ev = collect_events(IT_FROM_END);
+    restock_and_wait(ev, "corr-restock-1", "corr-p1", 5);
+
+    snprintf(corr, sizeof corr, "corr-%s-1", it_run_id());
+    it_header h[] = {{"correlation-id", corr, strlen(corr)}};
+    char *cmd = cmd_reserve1("corr-reserve-1", "corr-o1", "corr-p1", 1);
+    IT_OK(it_produce_one(commands_topic, "corr-o1", cmd, h, 1, err, sizeof err), err);
+    free(cmd);
+    const it_msg *m = await_event(ev, "corr-reserve-1");
+    assert_envelope(m, "StockReserved", "corr-reserve-1");
+    assert_key(m, "corr-o1");
+    size_t size;
+    const char *got = it_msg_header_get(m, "correlation-id", &size);
+    cr_assert(got != NULL, "event for corr-reserve-1 has no correlation-id header");
+    cr_assert(size == strlen(corr) && memcmp(got, corr, size) == 0,
+              "correlation-id: sent %s, event has %.*s", corr, (int)size, got);
+
+    /* No Kafka key on the command: the event is keyed by its idempotency key. */
+    cmd = cmd_reserve1("corr-reserve-2", "corr-o2", "corr-p1", 1);
+    IT_OK(it_produce_one(commands_topic, NULL, cmd, NULL, 0, err, sizeof err), err);
+    free(cmd);
+    m = await_event(ev, "corr-reserve-2");
+    assert_envelope(m, "StockReserved", "corr-reserve-2");
+    assert_key(m, "corr-reserve-2");
+    assert_stock("corr-p1", 3);
+
+    it_collector_free(ev);
+    inv_stop(svc);
+}
+
+Test(inventory, same_command_produced_ten_times_applies_once_with_identical_events) {
+    char err[IT_ERR_SIZE];
+    it_proc_t *svc = inv_spawn(INV_ADDR, NULL);
+    it_collector_t *ev = collect_events(IT_FROM_END);
+    restock_and_wait(ev, "dup-restock-1", "dup-p1", 100);
+
+    char *cmd = cmd_reserve1("dup-reserve-1", "dup-o1", "dup-p1", 7);
+    it_producer_t *p = NULL;
+    IT_OK(it_producer_new(&p, NULL, err, sizeof err), err);
+    for (int i = 0; i < 10; i++)
+        IT_OK(it_produce(p, commands_topic, "dup-o1", 6, cmd, strlen(cmd), NULL, 0, err,
+                         sizeof err),
+              err);
+    IT_OK(it_producer_flush(p, 60000, err, sizeof err), err);
+    it_producer_free(p);
+    free(cmd);
+
+    IT_OK(it_collector_wait_str(ev, "idempotency_key", "dup-reserve-1", 10, IT_WAIT_MS,
+                                err, sizeof err),
+          err);
+    catch_up(ev);
+    size_t n = assert_identical_events(ev, "dup-reserve-1");
+    cr_assert_geq(n, 10, "%zu events for 10 deliveries", n);
+    assert_envelope(it_collector_find_str(ev, "idempotency_key", "dup-reserve-1"),
+                    "StockReserved", "dup-reserve-1");
+    assert_stock("dup-p1", 93);
+
+    it_collector_free(ev);
+    inv_stop(svc);
+}
+
+Test(inventory, reserve_beyond_stock_is_rejected_and_reserves_no_line) {
+    it_proc_t *svc = inv_spawn(INV_ADDR, NULL);
+    it_collector_t *ev = collect_events(IT_FROM_END);
+    restock_and_wait(ev, "short-restock-1", "short-p1", 5);
+    restock_and_wait(ev, "short-restock-2", "short-p2", 50);
+
+    send_cmd("short-o1", cmd_reserve1("short-reserve-1", "short-o1", "short-p1", 6));
+    const it_msg *m = await_event(ev, "short-reserve-1");
+    assert_envelope(m, "StockRejected", "short-reserve-1");
+    assert_key(m, "short-o1");
+    cr_assert_str_eq(it_msg_str(m, "order_id"), "short-o1");
+    cr_assert_str_eq(it_msg_str(m, "reason"), "insufficient_stock", "%s", m->value);
+    cr_assert_str_eq(it_msg_str(m, "product_id"), "short-p1", "%s", m->value);
+    cr_assert_eq(it_msg_int(m, "requested", -1), 6, "%s", m->value);
+    cr_assert_eq(it_msg_int(m, "available", -1), 5, "%s", m->value);
+    assert_stock("short-p1", 5);
+
+    /* The short line second, then first: either way no line is reserved. */
+    const char *lines_a[] = {"short-p2", "short-p1"};
+    const int64_t qty_a[] = {10, 6};
+    send_cmd("short-o2", cmd_reserve("short-reserve-2", "short-o2", 2, lines_a, qty_a));
+    m = await_event(ev, "short-reserve-2");
+    assert_envelope(m, "StockRejected", "short-reserve-2");
+    cr_assert_str_eq(it_msg_str(m, "reason"), "insufficient_stock", "%s", m->value);
+    cr_assert_str_eq(it_msg_str(m, "product_id"), "short-p1", "%s", m->value);
+
+    const char *lines_b[] = {"short-p1", "short-p2"};
+    const int64_t qty_b[] = {2, 51};
+    send_cmd("short-o3", cmd_reserve("short-reserve-3", "short-o3", 2, lines_b, qty_b));
+    m = await_event(ev, "short-reserve-3");
+    assert_envelope(m, "StockRejected", "short-reserve-3");
+    cr_assert_str_eq(it_msg_str(m, "reason"), "insufficient_stock", "%s", m->value);
+    cr_assert_str_eq(it_msg_str(m, "product_id"), "short-p2", "%s", m->value);
+    cr_assert_eq(it_msg_int(m, "requested", -1), 51, "%s", m->value);
+    cr_assert_eq(it_msg_int(m, "available", -1), 50, "%s", m->value);
+
+    assert_stock("short-p1", 5);
+    assert_stock("short-p2", 50);
+    it_collector_free(ev);
+    inv_stop(svc);
+}
+
+Test(inventory, reserve_of_unknown_product_is_rejected) {
+    it_proc_t *svc = inv_spawn(INV_ADDR, NULL);
+    it_collector_t *ev = collect_events(IT_FROM_END);
+    restock_and_wait(ev, "unk-restock-1", "unk-p1", 8);
+
+    send_cmd("unk-o1", cmd_reserve1("unk-reserve-1", "unk-o1", "unk-nosuch", 1));
+    const it_msg *m = await_event(ev, "unk-reserve-1");
+    assert_envelope(m, "StockRejected", "unk-reserve-1");
+    cr_assert_str_eq(it_msg_str(m, "reason"), "unknown_product", "%s", m->value);
+    cr_assert_str_eq(it_msg_str(m, "product_id"), "unk-nosuch", "%s", m->value);
+    cr_assert_str_eq(it_msg_str(m, "order_id"), "unk-o1", "%s", m->value);
+
+    const char *lines[] = {"unk-p1", "unk-nosuch"};
+    const int64_t qtys[] = {3, 1};
+    send_cmd("unk-o2", cmd_reserve("unk-reserve-2", "unk-o2", 2, lines, qtys));
+    m = await_event(ev, "unk-reserve-2");
+    assert_envelope(m, "StockRejected", "unk-reserve-2");
+    cr_assert_str_eq(it_msg_str(m, "reason"), "unknown_product", "%s", m->value);
+    cr_assert_str_eq(it_msg_str(m, "product_id"), "unk-nosuch", "%s", m->value);
+
+    assert_stock("unk-p1", 8);
+    assert_stock("unk-nosuch", -1);
+    it_collector_free(ev);
+    inv_stop(svc);
+}
+
+Test(inventory, release_gives_back_the_reservation_once) {
+    it_proc_t *svc = inv_spawn(INV_ADDR, NULL);
+    it_collector_t *ev = collect_events(IT_FROM_END);
+    restock_and_wait(ev, "rel-restock-1", "rel-p1", 20);
+    restock_and_wait(ev, "rel-restock-2", "rel-p2", 10);
+
+    const char *lines[] = {"rel-p1", "rel-p2"};
+    const int64_t qtys[] = {5, 3};
+    send_cmd("rel-o1", cmd_reserve("rel-reserve-1", "rel-o1", 2, lines, qtys));
+    assert_envelope(await_event(ev, "rel-reserve-1"), "StockReserved", "rel-reserve-1");
+    assert_stock("rel-p1", 15);
+    assert_stock("rel-p2", 7);
+
+    send_cmd("rel-o1", cmd_release("rel-release-1", "rel-o1"));
+    const it_msg *m = await_event(ev, "rel-release-1");
+    assert_envelope(m, "StockReleased", "rel-release-1");
+    assert_key(m, "rel-o1");
+    cr_assert_str_eq(it_msg_str(m, "order_id"), "rel-o1");
+    cr_assert_eq(items_qty(m, "rel-p1"), 5, "%s", m->value);
+    cr_assert_eq(items_qty(m, "rel-p2"), 3, "%s", m->value);
+    assert_stock("rel-p1", 20);
+    assert_stock("rel-p2", 10);
+
+    /* Released already: a new release command gives back nothing. */
+    send_cmd("rel-o1", cmd_release("rel-release-2", "rel-o1"));
+    m = await_event(ev, "rel-release-2");
+    assert_envelope(m, "StockReleased", "rel-release-2");
+    cr_assert_eq(items_len(m), 0, "second release gave back: %s", m->value);
+
+    /* Never reserved, and rejected (so nothing reserved): nothing to give. */
+    send_cmd("rel-o9", cmd_release("rel-release-3", "rel-o9"));
+    m = await_event(ev, "rel-release-3");
+    assert_envelope(m, "StockReleased", "rel-release-3");
+    cr_assert_eq(items_len(m), 0, "release of unknown order gave back: %s", m->value);
+
+    send_cmd("rel-o2", cmd_reserve1("rel-reserve-2", "rel-o2", "rel-p2", 11));
+    assert_envelope(await_event(ev, "rel-reserve-2"), "StockRejected", "rel-reserve-2");
+    send_cmd("rel-o2", cmd_release("rel-release-4", "rel-o2"));
+    m = await_event(ev, "rel-release-4");
+    assert_envelope(m, "StockReleased", "rel-release-4");
+    cr_assert_eq(items_len(m), 0, "release of a rejected order gave back: %s", m->value);
+
+    assert_stock("rel-p1", 20);
+    assert_stock("rel-p2", 10);
+    it_collector_free(ev);
+    inv_stop(svc);
+}
+
+Test(inventory, product_listed_twice_reserves_the_sum) {
+    it_proc_t *svc = inv_spawn(INV_ADDR, NULL);
+    it_collector_t *ev = collect_events(IT_FROM_END);
+    restock_and_wait(ev, "twice-restock-1", "twice-p1", 10);
+
+    const char *lines[] = {"twice-p1", "twice-p1"};
+    const int64_t qtys[] = {2, 3};
+    send_cmd("twice-o1", cmd_reserve("twice-reserve-1", "twice-o1", 2, lines, qtys));
+    const it_msg *m = await_event(ev, "twice-reserve-1");
+    assert_envelope(m, "StockReserved", "twice-reserve-1");
+    cr_assert_eq(items_qty(m, "twice-p1"), 5, "%s", m->value);
+    assert_stock("twice-p1", 5);
+
+    /* Each line fits the 5 left, their sum does not. */
+    const int64_t big[] = {3, 3};
+    send_cmd("twice-o2", cmd_reserve("twice-reserve-2", "twice-o2", 2, lines, big));
+    m = await_event(ev, "twice-reserve-2");
+    assert_envelope(m, "StockRejected", "twice-reserve-2");
+    cr_assert_str_eq(it_msg_str(m, "reason"), "insufficient_stock", "%s", m->value);
+    assert_stock("twice-p1", 5);
+
+    send_cmd("twice-o1", cmd_release("twice-release-1", "twice-o1"));
+    m = await_event(ev, "twice-release-1");
+    assert_envelope(m, "StockReleased", "twice-release-1");
+    cr_assert_eq(items_qty(m, "twice-p1"), 5, "%s", m->value);
+    assert_stock("twice-p1", 10);
+
+    it_collector_free(ev);
+    inv_stop(svc);
+}
+
+Test(inventory, two_instances_in_one_group_keep_stock_consistent_over_5000_commands) {
+    gen g = {0};
+    gen_make(&g, "load", 50, 5000, 100, 20251121);
+    it_proc_t *a = inv_spawn(INV_ADDR, NULL);
+    it_proc_t *b = inv_spawn(INV_ADDR2, NULL);
+    it_collector_t *ev = collect_events(IT_FROM_END);
+
+    produce_all(&g, 0, g.n_products);
+    await_all(ev, &g, 0, g.n_products);
+    produce_all(&g, g.n_products, g.n);
+    await_all(ev, &g, 0, g.n);
+    catch_up(ev);
+
+    size_t rejected = assert_stock_math(ev, &g);
+    cr_assert_gt(rejected, 0, "the stream was meant to cause some rejections");
+    cr_assert(it_proc_running(a) && it_proc_running(b), "an instance died (logs %s, %s)",
+              it_proc_log_path(a), it_proc_log_path(b));
+    cr_log_info("load: %zu commands, %zu events, %zu rejected", g.n,
+                it_collector_count(ev), rejected);
+    it_collector_free(ev);
+    inv_stop(a);
+    inv_stop(b);
+    gen_free(&g);
+}
+
+typedef struct poison {
+    const char *key;
+    const char *value; /* NULL: tombstone */
+    size_t len;
+    const char *reason;
+    const char *ikey; /* NULL when the message has none */
+} poison;
+
+Test(inventory, malformed_commands_go_to_dlq_with_original_bytes_and_the_consumer_moves_on) {
+    char err[IT_ERR_SIZE];
+    size_t big_len = 70000;
+    char *big = malloc(big_len + 1);
+    cr_assert(big != NULL);
+    int head = snprintf(big, big_len + 1,
+                        "{\"type\":\"Restock\",\"idempotency_key\":\"dlq-big\","
+                        "\"product_id\":\"dlq-p1\",\"quantity\":1,\"name\":\"Big\",\"pad\":\"");
+    memset(big + head, 'x', big_len - (size_t)head - 2);
+    memcpy(big + big_len - 2, "\"}", 3);
+
+    const poison cases[] = {
+        {"dlq-k1", "{\"type\":\"ReserveStock\",", 0, "not_json", NULL},
+        {"dlq-k2", "null", 0, "null_value", NULL},
+        {"dlq-k3", NULL, 0, "null_value", NULL},
+        {"dlq-k4", big, big_len, "too_large", "dlq-big"},
+        {"dlq-k5",
+         "{\"type\":\"ReserveStock\",\"idempotency_key\":\"dlq-missing\","
+         "\"items\":[{\"product_id\":\"dlq-p1\",\"quantity\":1}]}",
+         0, "missing_field", "dlq-missing"},
+        {"dlq-k6",
+         "{\"type\":\"ReserveStock\",\"idempotency_key\":\"dlq-wrongtype\",\"order_id\":"
+         "\"dlq-o6\",\"items\":[{\"product_id\":\"dlq-p1\",\"quantity\":\"1\"}]}",
+         0, "wrong_type", "dlq-wrongtype"},
+        {"dlq-k7",
+         "{\"type\":\"ReserveStock\",\"idempotency_key\":\"dlq-zero\",\"order_id\":"
+         "\"dlq-o7\",\"items\":[{\"product_id\":\"dlq-p1\",\"quantity\":0}]}",
+         0, "invalid_value", "dlq-zero"},
+        {"dlq-k8",
+         "{\"type\":\"Restock\",\"idempotency_key\":\"dlq-huge\",\"product_id\":"
+         "\"dlq-p1\",\"quantity\":1000000000,\"name\":\"Huge\"}",
+         0, "invalid_value", "dlq-huge"},
+        {"dlq-k9",
+         "{\"type\":\"TeleportStock\",\"idempotency_key\":\"dlq-unknown\","
+         "\"order_id\":\"dlq-o9\"}",
+         0, "unknown_type", "dlq-unknown"},
+    };
+    const size_t n_cases = sizeof cases / sizeof cases[0];
+
+    it_proc_t *svc = inv_spawn(INV_ADDR, NULL);
+    it_collector_t *ev = collect_events(IT_FROM_END);
+    it_collector_t *dlq = collect(dlq_topic, IT_FROM_END, NULL);
+    it_collector_t *cmds = collect(commands_topic, IT_FROM_END, NULL);
+
+    it_producer_t *p = NULL;
+    IT_OK(it_producer_new(&p, NULL, err, sizeof err), err);
+    for (size_t i = 0; i < n_cases; i++) {
+        char corr[64];
+        snprintf(corr, sizeof corr, "corr-%s", cases[i].key);
+        it_header h[] = {{"correlation-id", corr, strlen(corr)}, {"x-it", "dlq", 3}};
+        size_t len = cases[i].len ? cases[i].len : cases[i].value ? strlen(cases[i].value) : 0;
+        IT_OK(it_produce(p, commands_topic, cases[i].key, strlen(cases[i].key),
+                         cases[i].value, len, h, 2, err, sizeof err),
+              err);
+    }
+    IT_OK(it_producer_flush(p, 60000, err, sizeof err), err);
+    it_producer_free(p);
+    /* The next good command after them all, on the same key as the last. */
+    send_cmd("dlq-k9", cmd_restock("dlq-restock-1", "dlq-p1", 3, "After poison"));
+
+    const it_msg *m = await_event(ev, "dlq-restock-1");
+    assert_envelope(m, "Restocked", "dlq-restock-1");
+    assert_stock("dlq-p1", 3);
+
+    for (size_t i = 0; i < n_cases; i++) {
+        const poison *c = &cases[i];
+        size_t len = c->len ? c->len : c->value ? strlen(c->value) : 0;
+        const it_msg *d = NULL;
+        int64_t deadline = it_now_ms() + IT_WAIT_MS;
+        while (!d) {
+            for (size_t j = 0; j < it_collector_count(dlq) && !d; j++) {
+                const it_msg *x = it_collector_at(dlq, j);
+                if (x->key && strcmp(x->key, c->key) == 0) d = x;
+            }
+            if (d) break;
+            cr_assert(it_now_ms() < deadline, "no DLQ entry for %s (%s) within %d ms",
+                      c->key, c->reason, IT_WAIT_MS);
+            IT_OK(it_collector_poll(dlq, 200, err, sizeof err), err);
+        }
+        const char *reason = it_msg_header_get(d, "dlq-reason", NULL);
+        cr_assert(reason != NULL, "DLQ entry for %s has no dlq-reason", c->key);
+        cr_assert_str_eq(reason, c->reason, "dlq-reason of %s", c->key);
+        const char *error = it_msg_header_get(d, "dlq-error", NULL);
+        cr_assert(error && *error, "DLQ entry for %s has no dlq-error", c->key);
+        const char *service = it_msg_header_get(d, "dlq-service", NULL);
+        cr_assert(service && *service, "DLQ entry for %s has no dlq-service", c->key);
+        const char *src = it_msg_header_get(d, "dlq-source-topic", NULL);
+        cr_assert(src && strcmp(src, commands_topic) == 0,
+                  "dlq-source-topic of %s: %s", c->key, src ? src : "(none)");
+        if (c->value) {
+            cr_assert(d->value && d->value_len == len && memcmp(d->value, c->value, len) == 0,
+                      "DLQ value of %s differs from the original (%zu bytes, want %zu)",
+                      c->key, d->value_len, len);
+        } else {
+            cr_assert(d->value == NULL, "DLQ value of tombstone %s is not null", c->key);
+        }
+        char corr[64];
+        snprintf(corr, sizeof corr, "corr-%s", c->key);
+        const char *h = it_msg_header_get(d, "correlation-id", NULL);
+        cr_assert(h && strcmp(h, corr) == 0, "correlation-id of %s lost in DLQ", c->key);
+        h = it_msg_header_get(d, "x-it", NULL);
+        cr_assert(h && strcmp(h, "dlq") == 0, "header x-it of %s lost in DLQ", c->key);
+
+        /* Partition and offset point at the original command. */
+        catch_up(cmds);
+        const it_msg *orig = NULL;
+        for (size_t j = 0; j < it_collector_count(cmds) && !orig; j++) {
+            const it_msg *x = it_collector_at(cmds, j);
+            if (x->key && strcmp(x->key, c->key) == 0) orig = x;
+        }
+        cr_assert(orig != NULL, "original of %s not in %s", c->key, commands_topic);
+        char want[32];
+        snprintf(want, sizeof want, "%d", (int)orig->partition);
+        h = it_msg_header_get(d, "dlq-source-partition", NULL);
+        cr_assert(h && strcmp(h, want) == 0, "dlq-source-partition of %s: %s, want %s",
+                  c->key, h ? h : "(none)", want);
+        snprintf(want, sizeof want, "%" PRId64, orig->offset);
+        h = it_msg_header_get(d, "dlq-source-offset", NULL);
+        cr_assert(h && strcmp(h, want) == 0, "dlq-source-offset of %s: %s, want %s",
+                  c->key, h ? h : "(none)", want);
+    }
+    /* No poison message was answered with an event. */
+    catch_up(ev);
+    for (size_t i = 0; i < n_cases; i++)
+        if (cases[i].ikey)
+            cr_assert_eq(it_collector_count_str(ev, "idempotency_key", cases[i].ikey), 0,
+                         "poison %s got an event", cases[i].key);
+
+    it_collector_free(cmds);
+    it_collector_free(dlq);
+    it_collector_free(ev);
+    inv_stop(svc);
+    free(big);
+}
+
+/* Waits until the service's group has committed everything in the commands
+ * topic, so the next instance starts with no command left to redo. */
+static void await_group_committed(void) {
+    char err[IT_ERR_SIZE];
+    int64_t lag = -1, deadline = it_now_ms() + IT_WAIT_MS;
+    for (;;) {
+        IT_OK(it_kafka_group_lag(group_id, commands_topic, &lag, err, sizeof err), err);
+        if (lag == 0) return;
+        cr_assert(it_now_ms() < deadline, "group %s still %" PRId64 " behind after %d ms",
+                  group_id, lag, IT_WAIT_MS);
+        usleep(250000);
+    }
+}
+
+Test(inventory, crash_after_commit_before_publish_publishes_on_restart_without_reapplying) {
+    char err[IT_ERR_SIZE], how[128];
+    it_proc_t *svc = inv_spawn(INV_ADDR, NULL);
+    it_collector_t *ev = collect_events(IT_FROM_END);
+    restock_and_wait(ev, "crash-restock-1", "crash-p1", 10);
+    await_group_committed();
+    inv_stop(svc);
+
+    svc = inv_spawn(INV_ADDR, "after_commit_before_publish");
+    send_cmd("crash-o1", cmd_reserve1("crash-reserve-1", "crash-o1", "crash-p1", 4));
+    int status;
+    IT_OK(it_proc_wait_exit(svc, IT_WAIT_MS, &status, err, sizeof err), err);
+    it_status_describe(status, how, sizeof how);
+    cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 70,
+              "the crash point should exit with 70; inventory-svc %s (log %s)", how,
+              it_proc_log_path(svc));
+    it_proc_free(svc);
+    assert_stock("crash-p1", 6); /* committed before the crash */
+    catch_up(ev);
+    cr_assert_eq(it_collector_count_str(ev, "idempotency_key", "crash-reserve-1"), 0,
+                 "an event was published although the process died before publishing");
+
+    svc = inv_spawn(INV_ADDR, NULL);
+    const it_msg *m = await_event(ev, "crash-reserve-1");
+    assert_envelope(m, "StockReserved", "crash-reserve-1");
+    assert_key(m, "crash-o1");
+    cr_assert_eq(items_qty(m, "crash-p1"), 4, "%s", m->value);
+    catch_up(ev);
+    assert_identical_events(ev, "crash-reserve-1");
+    assert_stock("crash-p1", 6); /* applied once, not again on redelivery */
+
+    it_collector_free(ev);
+    inv_stop(svc);
+}
+
+typedef struct bounce_producer {
+    const gen *g;
+    atomic_size_t produced;
+    int rc;
+    char err[IT_ERR_SIZE];
+} bounce_producer;
+
+/* Produces the stream paced over ~10 s so the broker goes away mid-way. */
+static void *bounce_produce(void *arg) {
+    bounce_producer *bp = arg;
+    it_producer_t *p = NULL;
+    bp->rc = it_producer_new(&p, (const char *const[]){"message.timeout.ms=600000", NULL},
+                             bp->err, sizeof bp->err);
+    for (size_t i = bp->g->n_products; bp->rc == 0 && i < bp->g->n; i++) {
+        const gen_cmd *c = &bp->g->cmds[i];
+        bp->rc = it_produce(p, commands_topic, c->key, strlen(c->key), c->json,
+                            strlen(c->json), NULL, 0, bp->err, sizeof bp->err);
+        atomic_fetch_add(&bp->produced, 1);
+        usleep(20000);
+    }
+    if (bp->rc == 0) bp->rc = it_producer_flush(p, 600000, bp->err, sizeof bp->err);
+    it_producer_free(p);
+    return NULL;
+}
+
+Test(inventory, broker_restart_while_commands_flow_loses_and_repeats_nothing) {
+    char err[IT_ERR_SIZE];
+    gen g = {0};
+    gen_make(&g, "bounce", 10, 500, 60, 7);
+    it_proc_t *svc = inv_spawn(INV_ADDR, NULL);
+    it_collector_t *ev = collect_events(IT_FROM_END);
+    produce_all(&g, 0, g.n_products);
+    await_all(ev, &g, 0, g.n_products);
+
+    bounce_producer bp = {.g = &g};
+    pthread_t thread;
+    cr_assert_eq(pthread_create(&thread, NULL, bounce_produce, &bp), 0);
+    while (atomic_load(&bp.produced) < 120 && bp.rc == 0) usleep(10000);
+    int stop_rc = it_stack("stop", "kafka", err, sizeof err);
+    if (stop_rc == 0) {
+        sleep(3);
+        stop_rc = it_stack("start", "kafka", err, sizeof err);
+    }
+    pthread_join(thread, NULL);
+    cr_assert_eq(stop_rc, 0, "broker restart: %s", err);
+    cr_assert_eq(bp.rc, 0, "producer across the restart: %s", bp.err);
+    IT_OK(it_kafka_wait_up(120000, err, sizeof err), err);
+
+    await_all(ev, &g, 0, g.n);
+    catch_up(ev);
+    assert_stock_math(ev, &g);
+    cr_assert(it_proc_running(svc), "inventory-svc died during the broker restart (log %s)",
+              it_proc_log_path(svc));
+    IT_OK(it_proc_wait_http(svc, INV_ADDR, "/ready", IT_WAIT_MS, err, sizeof err), err);
+    it_collector_free(ev);
+    inv_stop(svc);
+    gen_free(&g);
+}
+
+static json_object *http_json(const char *method, const char *path, int want_status,
+                              const char *want_type) {
+    char err[IT_ERR_SIZE];
+    it_http_response r;
+    IT_OK(it_http_request(INV_ADDR, method, path, &r, err, sizeof err), err);
+    cr_assert_eq(r.status, want_status, "%s %s: status %d, want %d; body %s", method, path,
+                 r.status, want_status, r.body);
+    if (want_type)
+        cr_assert(r.content_type && strncmp(r.content_type, want_type, strlen(want_type)) == 0,
+                  "%s %s: Content-Type %s, want %s", method, path,
+                  r.content_type ? r.content_type : "(none)", want_type);
+    json_object *j = want_type ? json_tokener_parse(r.body) : NULL;
+    cr_assert(!want_type || j, "%s %s: body is not JSON: %s", method, path, r.body);
+    it_http_response_clear(&r);
+    return j;
+}
+
+static void assert_product_json(json_object *p, const char *id, const char *name,
+                                int64_t stock) {
+    json_object *v;
+    const char *s = json_object_to_json_string(p);
+    cr_assert(json_object_object_get_ex(p, "id", &v) &&
+                  strcmp(json_object_get_string(v), id) == 0,
+              "id: %s", s);
+    cr_assert(json_object_object_get_ex(p, "name", &v) &&
+                  strcmp(json_object_get_string(v), name) == 0,
+              "name (want %s): %s", name, s);
+    cr_assert(json_object_object_get_ex(p, "stock", &v) &&
+                  json_object_is_type(v, json_type_int) && json_object_get_int64(v) == stock,
+              "stock (want %" PRId64 "): %s", stock, s);
+}
+
+Test(inventory, http_api_serves_products_health_and_errors) {
+    it_proc_t *svc = inv_spawn(INV_ADDR, NULL);
+    it_collector_t *ev = collect_events(IT_FROM_END);
+    send_cmd("http-p1", cmd_restock("http-restock-1", "http-p1", 12, "HTTP widget"));
+    send_cmd("http-p2", cmd_restock("http-restock-2", "http-p2", 3, "HTTP gadget"));
+    await_event(ev, "http-restock-1");
+    await_event(ev, "http-restock-2");
+    send_cmd("http-o1", cmd_reserve1("http-reserve-1", "http-o1", "http-p1", 2));
+    await_event(ev, "http-reserve-1");
+
+    json_object *all = http_json("GET", "/products", 200, "application/json");
+    json_object *list;
+    cr_assert(json_object_object_get_ex(all, "products", &list) &&
+                  json_object_is_type(list, json_type_array),
+              "GET /products: no products array: %s", json_object_to_json_string(all));
+    int found = 0;
+    for (size_t i = 0; i < json_object_array_length(list); i++) {
+        json_object *p = json_object_array_get_idx(list, i), *id;
+        if (!json_object_object_get_ex(p, "id", &id)) continue;
+        if (strcmp(json_object_get_string(id), "http-p1") == 0) {
+            assert_product_json(p, "http-p1", "HTTP widget", 10);
+            found |= 1;
+        } else if (strcmp(json_object_get_string(id), "http-p2") == 0) {
+            assert_product_json(p, "http-p2", "HTTP gadget", 3);
+            found |= 2;
+        }
+    }
+    cr_assert_eq(found, 3, "GET /products lacks a product of this test: %s",
+                 json_object_to_json_string(all));
+    json_object_put(all);
+
+    json_object *one = http_json("GET", "/products/http-p1", 200, "application/json");
+    assert_product_json(one, "http-p1", "HTTP widget", 10);
+    json_object_put(one);
+    json_object_put(http_json("GET", "/products/http-nosuch", 404, "application/problem+json"));
+    http_json("GET", "/no-such-route", 404, NULL);
+    http_json("POST", "/products", 405, NULL);
+    http_json("GET", "/health", 200, NULL);
+    http_json("GET", "/ready", 200, NULL);
+
+    it_collector_free(ev);
+    inv_stop(svc);
+}
+
+/* ---- replay: runs after every other test ------------------------------------ */
+
+typedef struct replay_key {
+    const char *ikey;
+    size_t need; /* events wanted in total: before + replayed */
+    size_t have;
+} replay_key;
+
+typedef struct replay_wait {
+    replay_key *keys; /* sorted by ikey */
+    size_t n, n_done, cursor;
+} replay_wait;
+
+static int cmp_replay_key(const void *a, const void *b) {
+    return strcmp(((const replay_key *)a)->ikey, ((const replay_key *)b)->ikey);
+}
+
+static bool replay_done(const it_collector_t *c, void *arg) {
+    replay_wait *w = arg;
+    for (; w->cursor < it_collector_count(c); w->cursor++) {
+        replay_key probe = {it_msg_str(it_collector_at(c, w->cursor), "idempotency_key"), 0, 0};
+        if (!probe.ikey) continue;
+        replay_key *k = bsearch(&probe, w->keys, w->n, sizeof *w->keys, cmp_replay_key);
+        if (k && ++k->have == k->need) w->n_done++;
+    }
+    return w->n_done == w->n;
+}
+
+typedef struct stock_row {
+    char *id;
+    int64_t stock;
+} stock_row;
+
+static size_t stock_snapshot(stock_row **out) {
+    char err[IT_ERR_SIZE];
+    PGconn *conn = NULL;
+    IT_OK(it_pg_connect(&conn, INV_DB, err, sizeof err), err);
+    PGresult *res = PQexecParams(conn, SQL_ALL_STOCK, 0, NULL, NULL, NULL, NULL, 0);
+    cr_assert(PQresultStatus(res) == PGRES_TUPLES_OK, "%s: %s", SQL_ALL_STOCK,
+              PQerrorMessage(conn));
+    size_t n = (size_t)PQntuples(res);
+    stock_row *rows = calloc(n ? n : 1, sizeof *rows);
+    cr_assert(rows != NULL);
+    for (size_t i = 0; i < n; i++) {
+        rows[i].id = strdup(PQgetvalue(res, (int)i, 0));
+        rows[i].stock = strtoll(PQgetvalue(res, (int)i, 1), NULL, 10);
+    }
+    PQclear(res);
+    PQfinish(conn);
+    *out = rows;
+    return n;
+}
+
+static bool is_poison(const it_collector_t *dlq, const it_msg *m) {
+    char part[32], off[32];
+    snprintf(part, sizeof part, "%d", (int)m->partition);
+    snprintf(off, sizeof off, "%" PRId64, m->offset);
+    for (size_t i = 0; i < it_collector_count(dlq); i++) {
+        const it_msg *d = it_collector_at(dlq, i);
+        const char *t = it_msg_header_get(d, "dlq-source-topic", NULL);
+        const char *p = it_msg_header_get(d, "dlq-source-partition", NULL);
+        const char *o = it_msg_header_get(d, "dlq-source-offset", NULL);
+        if (t && p && o && strcmp(t, commands_topic) == 0 && strcmp(p, part) == 0 &&
+            strcmp(o, off) == 0)
+            return true;
+    }
+    return false;
+}
+
+Test(inventory_replay, replaying_every_command_of_the_run_changes_no_stock) {
+    char err[IT_ERR_SIZE];
+    it_proc_t *svc = inv_spawn(INV_ADDR, NULL);
+    await_group_committed(); /* everything sent so far is handled */
+    it_collector_t *cmds = collect(commands_topic, IT_FROM_BEGINNING, NULL);
+    it_collector_t *dlq = collect(dlq_topic, IT_FROM_BEGINNING, NULL);
+    it_collector_t *ev = collect(events_topic, IT_FROM_BEGINNING, NULL);
+    catch_up(cmds);
+    catch_up(dlq);
+    catch_up(ev);
+    size_t n_cmds = it_collector_count(cmds), n_dlq_before = it_collector_count(dlq);
+    cr_assert_gt(n_cmds, 0, "the other tests sent no command to %s", commands_topic);
+
+    stock_row *before = NULL;
+    size_t n_before = stock_snapshot(&before);
+
+    /* One entry per idempotency key of the good commands. */
+    replay_key *keys = calloc(n_cmds, sizeof *keys);
+    size_t n_keys = 0, n_poison = 0;
+    cr_assert(keys != NULL);
+    for (size_t i = 0; i < n_cmds; i++) {
+        const it_msg *m = it_collector_at(cmds, i);
+        if (is_poison(dlq, m)) {
+            n_poison++;
+            continue;
+        }
+        const char *ikey = it_msg_str(m, "idempotency_key");
+        cr_assert(ikey, "command at %d/%" PRId64 " is neither in the DLQ nor keyed: %.200s",
+                  (int)m->partition, m->offset, m->value ? m->value : "(null)");
+        keys[n_keys++] = (replay_key){ikey, 1, 0};
+    }
+    qsort(keys, n_keys, sizeof *keys, cmp_replay_key);
+    size_t n_unique = 0;
+    for (size_t i = 0; i < n_keys; i++) {
+        if (n_unique && strcmp(keys[n_unique - 1].ikey, keys[i].ikey) == 0)
+            keys[n_unique - 1].need++;
+        else
+            keys[n_unique++] = keys[i];
+    }
+    for (size_t i = 0; i < n_unique; i++)
+        keys[i].need += it_collector_count_str(ev, "idempotency_key", keys[i].ikey);
+
+    it_producer_t *p = NULL;
+    IT_OK(it_producer_new(&p, NULL, err, sizeof err), err);
+    for (size_t i = 0; i < n_cmds; i++) {
+        const it_msg *m = it_collector_at(cmds, i);
+        it_header h[16];
+        cr_assert(m->n_headers <= 16, "too many headers to replay");
+        for (size_t j = 0; j < m->n_headers; j++)
+            h[j] = (it_header){m->headers[j].name, m->headers[j].value, m->headers[j].size};
+        IT_OK(it_produce(p, commands_topic, m->key, m->key_len, m->value, m->value_len, h,
+                         m->n_headers, err, sizeof err),
+              err);
+    }
+    IT_OK(it_producer_flush(p, 300000, err, sizeof err), err);
+    it_producer_free(p);
+
+    replay_wait w = {keys, n_unique, 0, 0};
+    char what[128];
+    snprintf(what, sizeof what, "one more event for each of %zu replayed commands",
+             n_cmds - n_poison);
+    IT_OK(it_collector_wait(ev, replay_done, &w, what, LOAD_WAIT_MS, err, sizeof err), err);
+    int64_t deadline = it_now_ms() + IT_WAIT_MS;
+    while (it_collector_count(dlq) < n_dlq_before + n_poison) {
+        cr_assert(it_now_ms() < deadline, "DLQ has %zu entries, want %zu after the replay",
+                  it_collector_count(dlq), n_dlq_before + n_poison);
+        IT_OK(it_collector_poll(dlq, 200, err, sizeof err), err);
+    }
+    catch_up(ev);
+    for (size_t i = 0; i < n_unique; i++) assert_identical_events(ev, keys[i].ikey);
+
+    stock_row *after = NULL;
+    size_t n_after = stock_snapshot(&after);
+    cr_assert_eq(n_after, n_before, "%zu products before the replay, %zu after", n_before,
+                 n_after);
+    for (size_t i = 0; i < n_before; i++) {
+        cr_assert_str_eq(after[i].id, before[i].id);
+        cr_assert_eq(after[i].stock, before[i].stock,
+                     "replay changed stock of %s: %" PRId64 " -> %" PRId64, before[i].id,
+                     before[i].stock, after[i].stock);
+    }
+    cr_log_info("replay: %zu commands (%zu poison), %zu products unchanged", n_cmds,
+                n_poison, n_before);
+    for (size_t i = 0; i < n_before; i++) free(before[i].id);
+    for (size_t i = 0; i < n_after; i++) free(after[i].id);
+    free(before);
+    free(after);
+    free(keys);
+    it_collector_free(ev);
+    it_collector_free(dlq);
+    it_collector_free(cmds);
+    inv_stop(svc);
+}
+
+int main(int argc, char **argv) {
+    static const char *const databases[] = {INV_DB, NULL};
+    return it_main(argc, argv, databases);
+}
