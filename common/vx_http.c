@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "vx_config.h"
 
@@ -17,9 +18,16 @@
 
 enum req_state { READING, SUSPENDED, ANSWERED };
 
+/* Latency histogram bounds in microseconds (Prometheus "le" buckets), plus +Inf. */
+static const long long latency_le_us[] = {500, 1000, 2000, 4000, 8000, 16000, 32000, 64000, 128000, 256000,
+                                          512000, 1000000, 2000000, 5000000, 10000000};
+#define NBUCKETS (sizeof(latency_le_us) / sizeof(latency_le_us[0]))
+
 struct vx_http_s {
     struct MHD_Daemon *mhd;
     vx_http_opts_t opts;
+    long long by_status[600];                /* answers per status code, atomically counted */
+    long long latency[NBUCKETS + 1], sum_us; /* request duration, first byte in to answer */
 };
 
 struct vx_http_req_s {
@@ -33,6 +41,7 @@ struct vx_http_req_s {
     enum req_state state;
     struct MHD_Response *resp;
     int status;
+    long long started_us;
     char *hdr_name[MAX_RESP_HEADERS], *hdr_value[MAX_RESP_HEADERS];
     int nhdrs;
 };
@@ -66,10 +75,52 @@ void vx_http_add_header(vx_http_req_t *req, const char *name, const char *value)
     req->nhdrs++;
 }
 
+static long long now_us(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+static void count(vx_http_t *srv, int status, long long us) {
+    size_t b = 0;
+    while (b < NBUCKETS && us > latency_le_us[b]) b++;
+    if (status >= 100 && status < 600) __atomic_add_fetch(&srv->by_status[status], 1, __ATOMIC_RELAXED);
+    __atomic_add_fetch(&srv->latency[b], 1, __ATOMIC_RELAXED);
+    __atomic_add_fetch(&srv->sum_us, us, __ATOMIC_RELAXED);
+}
+
+size_t vx_http_metrics(vx_http_t *srv, char *buf, size_t len, size_t size) {
+    long long cum = 0;
+#define APPEND(...)                                                                                           \
+    do {                                                                                                      \
+        int n_ = snprintf(buf + len, size - len, __VA_ARGS__);                                                \
+        if (n_ < 0 || (size_t)n_ >= size - len) return len;                                                   \
+        len += (size_t)n_;                                                                                    \
+    } while (0)
+    APPEND("# TYPE valerix_http_responses_total counter\n");
+    for (int s = 100; s < 600; s++) {
+        long long n = __atomic_load_n(&srv->by_status[s], __ATOMIC_RELAXED);
+        if (n) APPEND("valerix_http_responses_total{code=\"%d\"} %lld\n", s, n);
+    }
+    APPEND("# TYPE valerix_http_request_duration_seconds histogram\n");
+    for (size_t b = 0; b <= NBUCKETS; b++) {
+        cum += __atomic_load_n(&srv->latency[b], __ATOMIC_RELAXED);
+        if (b < NBUCKETS)
+            APPEND("valerix_http_request_duration_seconds_bucket{le=\"%g\"} %lld\n", latency_le_us[b] / 1e6, cum);
+        else
+            APPEND("valerix_http_request_duration_seconds_bucket{le=\"+Inf\"} %lld\n", cum);
+    }
+    APPEND("valerix_http_request_duration_seconds_sum %.6f\nvalerix_http_request_duration_seconds_count %lld\n",
+           __atomic_load_n(&srv->sum_us, __ATOMIC_RELAXED) / 1e6, cum);
+#undef APPEND
+    return len;
+}
+
 void vx_http_reply(vx_http_req_t *req, int status, const char *content_type, const char *body, size_t len) {
     struct MHD_Response *r = MHD_create_response_from_buffer(len, (void *)body, MHD_RESPMEM_MUST_COPY);
     enum req_state prev = req->state;
 
+    count(req->srv, status, now_us() - req->started_us);
     if (content_type) MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, content_type);
     for (int i = 0; i < req->nhdrs; i++) MHD_add_response_header(r, req->hdr_name[i], req->hdr_value[i]);
     req->status = status;
@@ -146,6 +197,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
         if (!(req = calloc(1, sizeof(*req)))) return MHD_NO;
         req->srv = srv;
+        req->started_us = now_us();
         req->conn = conn;
         req->method = method;
         req->path = url;

@@ -50,6 +50,10 @@ void vx_http_problem(vx_http_req_t *req, int status, const char *title, const ch
 void vx_http_not_found(vx_http_req_t *req);
 void vx_http_method_not_allowed(vx_http_req_t *req, const char *allow);
 
+/* Appends Prometheus text for this server's answers (by status code) and their latency histogram
+ * to buf[len..size); returns the new length. */
+size_t vx_http_metrics(vx_http_t *srv, char *buf, size_t len, size_t size);
+
 /* Parks the request: call it in the handler BEFORE handing req to another thread, then return.
  * A later vx_http_reply* (from any thread) wakes the connection and sends the answer. */
 void vx_http_suspend(vx_http_req_t *req);

@@ -41,7 +41,8 @@ static int conf_set(rd_kafka_conf_t *conf, const char *k, const char *v, char *e
     return rd_kafka_conf_set(conf, k, v, errstr, errstr_size) == RD_KAFKA_CONF_OK ? 0 : -1;
 }
 
-rd_kafka_conf_t *vx_kafka_conf_new(vx_kafka_role_t role, char *errstr, size_t errstr_size) {
+rd_kafka_conf_t *vx_kafka_conf_new(vx_kafka_role_t role, const char *const *defaults, char *errstr,
+                                   size_t errstr_size) {
     rd_kafka_conf_t *conf = rd_kafka_conf_new();
     char prop[256];
 
@@ -65,6 +66,8 @@ rd_kafka_conf_t *vx_kafka_conf_new(vx_kafka_role_t role, char *errstr, size_t er
          conf_set(conf, "enable.partition.eof", "false", errstr, errstr_size) ||
          conf_set(conf, "fetch.wait.max.ms", "10", errstr, errstr_size)))
         goto err;
+    for (; defaults && defaults[0] && defaults[1]; defaults += 2)
+        if (conf_set(conf, defaults[0], defaults[1], errstr, errstr_size)) goto err;
 
     for (char **e = environ; *e; e++) {
         const char *eq = strchr(*e, '=');
@@ -83,8 +86,8 @@ err:
 }
 
 rd_kafka_t *vx_kafka_producer_new(void (*dr_cb)(rd_kafka_t *, const rd_kafka_message_t *, void *), void *opaque,
-                                  char *errstr, size_t errstr_size) {
-    rd_kafka_conf_t *conf = vx_kafka_conf_new(VX_KAFKA_PRODUCER, errstr, errstr_size);
+                                  const char *const *defaults, char *errstr, size_t errstr_size) {
+    rd_kafka_conf_t *conf = vx_kafka_conf_new(VX_KAFKA_PRODUCER, defaults, errstr, errstr_size);
     rd_kafka_t *rk;
 
     if (!conf) return NULL;
@@ -97,7 +100,7 @@ rd_kafka_t *vx_kafka_producer_new(void (*dr_cb)(rd_kafka_t *, const rd_kafka_mes
 
 rd_kafka_t *vx_kafka_consumer_new(const char *group_id, const char *const *topics, int n, char *errstr,
                                   size_t errstr_size) {
-    rd_kafka_conf_t *conf = vx_kafka_conf_new(VX_KAFKA_CONSUMER, errstr, errstr_size);
+    rd_kafka_conf_t *conf = vx_kafka_conf_new(VX_KAFKA_CONSUMER, NULL, errstr, errstr_size);
     rd_kafka_topic_partition_list_t *subs = NULL;
     rd_kafka_resp_err_t err;
     rd_kafka_t *rk;

@@ -19,13 +19,17 @@ typedef enum { VX_KAFKA_PRODUCER, VX_KAFKA_CONSUMER, VX_KAFKA_ADMIN } vx_kafka_r
  * when it applies, 0 when the variable is not for this role or not a KAFKA_ variable. */
 int vx_kafka_prop_from_env(const char *env_name, vx_kafka_role_t role, char *prop, size_t prop_size);
 
-/* A configuration with Valerix defaults for role, then every matching KAFKA_* variable applied.
- * Returns NULL with errstr filled on a bad property. Caller owns the conf (or hands it to rd_kafka_new). */
-rd_kafka_conf_t *vx_kafka_conf_new(vx_kafka_role_t role, char *errstr, size_t errstr_size);
+/* A configuration with Valerix defaults for role, then the caller's defaults (a NULL-terminated
+ * name, value, name, value... list, or NULL), then every matching KAFKA_* variable: the
+ * environment always has the last word. Returns NULL with errstr filled on a bad property.
+ * Caller owns the conf (or hands it to rd_kafka_new). */
+rd_kafka_conf_t *vx_kafka_conf_new(vx_kafka_role_t role, const char *const *defaults, char *errstr,
+                                   size_t errstr_size);
 
-/* An idempotent producer (acks=all) whose delivery reports go to dr_cb with `opaque`. */
+/* An idempotent producer (acks=all, retrying until delivered unless `defaults` says otherwise)
+ * whose delivery reports go to dr_cb with `opaque`. defaults as for vx_kafka_conf_new. */
 rd_kafka_t *vx_kafka_producer_new(void (*dr_cb)(rd_kafka_t *, const rd_kafka_message_t *, void *), void *opaque,
-                                  char *errstr, size_t errstr_size);
+                                  const char *const *defaults, char *errstr, size_t errstr_size);
 
 /* A consumer in group_id subscribed to topics[0..n-1], with offsets stored by the application
  * (enable.auto.offset.store=false) and committed in the background: store only what is done. */

@@ -228,8 +228,8 @@ json_object *vx_msg_to_json(const vx_msg_t *m) {
 
 void vx_msg_order_id(const char *idempotency_key, char out[37]) {
     /* Valerix's namespace for order ids: uuid5(NAMESPACE_URL, "https://valerix.dev/orders") */
-    static const uuid_t ns = {0x4b, 0x7a, 0x1c, 0x52, 0x8e, 0x0f, 0x5d, 0x3a,
-                              0x9c, 0x61, 0x2f, 0x0e, 0x7d, 0x44, 0x8a, 0x19};
+    static const uuid_t ns = {0x2a, 0xd6, 0x0c, 0xf7, 0x74, 0x25, 0x5b, 0xe5,
+                              0xa9, 0xbc, 0x29, 0xac, 0xaf, 0x8e, 0x7d, 0x71};
     uuid_t u;
     uuid_generate_sha1(u, ns, idempotency_key, strlen(idempotency_key));
     uuid_unparse_lower(u, out);

@@ -25,7 +25,7 @@
 #   INVENTORY_HTTP_ADDR    [127.0.0.1:8082]  host:port of inventory-svc
 #   ORDERS_HTTP_ADDR       [127.0.0.1:8081]  host:port of order-svc
 #   GATEWAY_HTTP_ADDR      [127.0.0.1:8080]  host:port of gateway
-# Services and build/vxadmin are started with VX_BROKERS, PGHOST, PGPORT, PGUSER and the *_HTTP_ADDR set.
+# Services and build/vxadmin are started with KAFKA_BOOTSTRAP_SERVERS, INVENTORY_DB, ORDERS_DB, PGHOST, PGPORT, PGUSER and the *_HTTP_ADDR set.
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -66,7 +66,7 @@ DATABASES=(inventory orders)
 LOG_KEEP_BYTES=$((20 * 1024 * 1024)) # a log over this size is moved to NAME.log.1 at the next start
 
 APT_PACKAGES=(build-essential pkg-config librdkafka-dev kcat libpq-dev libjson-c-dev libmicrohttpd-dev
-	libcriterion-dev uuid-dev postgresql maven python3-venv wrk curl jq)
+	libcriterion-dev uuid-dev libcurl4-openssl-dev postgresql maven python3-venv wrk curl jq)
 JAVA_PACKAGE=openjdk-17-jdk-headless
 
 # ---------------------------------------------------------------------------------------------- helpers
@@ -115,7 +115,18 @@ wait_gone() {
 	done
 }
 
-port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+# One stack.sh at a time changes the stack (parallel make jobs, several engineers): an flock on fd 9.
+# Every long-lived child is started with fd 9 closed, or it would hold the lock after we exit.
+lock_stack() {
+	mkdir -p "$VX_DATA_DIR"
+	exec 9>>"$VX_DATA_DIR/.stack.lock"
+	flock -n 9 && return 0
+	log "waiting for another deploy/stack.sh to finish"
+	flock -w 300 9 || die "another deploy/stack.sh holds $VX_DATA_DIR/.stack.lock"
+}
+unlock_stack() { flock -u 9 2>/dev/null || true; }
+
+port_in_use() { (exec 3<>"/dev/tcp/${2:-127.0.0.1}/$1") 2>/dev/null; }
 
 # rotate_log FILE: keep one previous generation once a log grows past LOG_KEEP_BYTES.
 rotate_log() {
@@ -135,7 +146,7 @@ spawn() {
 	rotate_log "$logfile"
 	LOG_FROM=$(stat -c %s "$logfile" 2>/dev/null || echo 0)
 	# shellcheck disable=SC2016 # $$ and $@ belong to the inner shell
-	setsid nohup bash -c 'echo $$ >"$0"; exec "$@"' "$pidfile" "$@" >>"$logfile" 2>&1 </dev/null &
+	setsid nohup bash -c 'echo $$ >"$0"; exec "$@"' "$pidfile" "$@" >>"$logfile" 2>&1 </dev/null 9>&- &
 	local i
 	for ((i = 0; i < 50; i++)); do
 		[[ -s $pidfile ]] && return 0
@@ -152,8 +163,10 @@ show_log_tail() {
 
 # Environment for our own services and build/vxadmin; libpq reads PGHOST/PGPORT/PGUSER natively.
 export_service_env() {
-	export VX_DATA_DIR VX_BROKERS=$BROKERS
+	export VX_DATA_DIR KAFKA_BOOTSTRAP_SERVERS=${KAFKA_BOOTSTRAP_SERVERS:-$BROKERS}
 	export PGHOST=127.0.0.1 PGPORT=$VX_PG_PORT PGUSER=$VX_PG_USER
+	export INVENTORY_DB=${INVENTORY_DB:-postgresql://$VX_PG_USER@127.0.0.1:$VX_PG_PORT/inventory}
+	export ORDERS_DB=${ORDERS_DB:-postgresql://$VX_PG_USER@127.0.0.1:$VX_PG_PORT/orders}
 	export INVENTORY_HTTP_ADDR ORDERS_HTTP_ADDR GATEWAY_HTTP_ADDR
 }
 
@@ -394,6 +407,7 @@ pg_wait_gone() {
 		sleep 0.2
 	done
 }
+
 pg_sql() { "$(pg_bin)/psql" -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$VX_PG_PORT" -U "$VX_PG_USER" "$@"; }
 pg_answers() { "$(pg_bin)/pg_isready" -q -h 127.0.0.1 -p "$VX_PG_PORT" -U "$VX_PG_USER" -d postgres; }
 
@@ -493,7 +507,7 @@ pg_start() {
 	pg_init
 	pg_write_conf
 	pg_clear_leftovers
-	as_pg "$(pg_bin)/pg_ctl" -D "$PG_DATA" -l "$LOG_DIR/postgres.log" -w -t 60 -s start || {
+	as_pg "$(pg_bin)/pg_ctl" -D "$PG_DATA" -l "$LOG_DIR/postgres.log" -w -t 60 -s start 9>&- || {
 		show_log_tail "$LOG_DIR/postgres.log" "$LOG_FROM"
 		die "PostgreSQL did not start (log: $LOG_DIR/postgres.log)"
 	}
@@ -548,6 +562,8 @@ service_start() {
 		log "$name: already running (pid $pid) on $addr"
 		return 0
 	fi
+	! port_in_use "${addr##*:}" "${addr%:*}" ||
+		die "$name: $addr is taken by a process not started by stack.sh (stop it first)"
 	mkdir -p "$LOG_DIR" "$RUN_DIR"
 	export_service_env
 	spawn "$RUN_DIR/$name.pid" "$LOG_DIR/$name.log" "$bin"
@@ -707,6 +723,7 @@ cmd_run() {
 	local name logs=() tail_pid
 	cmd_up all
 	cmd_services_up
+	unlock_stack
 	log "gateway        http://$GATEWAY_HTTP_ADDR"
 	log "order-svc      http://$ORDERS_HTTP_ADDR"
 	log "inventory-svc  http://$INVENTORY_HTTP_ADDR"
@@ -717,9 +734,9 @@ cmd_run() {
 	done
 	((${#logs[@]})) || logs=("$LOG_DIR/kafka.log" "$LOG_DIR/postgres.log")
 	log "following ${logs[*]}; Ctrl-C stops everything"
-	tail -n 0 -F "${logs[@]}" &
+	tail -n 0 -F "${logs[@]}" 9>&- &
 	tail_pid=$!
-	trap 'kill "$tail_pid" 2>/dev/null || true; echo; log "shutting down"; cmd_down; exit 0' INT TERM
+	trap 'kill "$tail_pid" 2>/dev/null || true; echo; log "shutting down"; lock_stack; cmd_down; exit 0' INT TERM
 	wait "$tail_pid" || true
 }
 
@@ -731,6 +748,9 @@ usage() {
 main() {
 	local cmd=${1:-}
 	shift || true
+	case $cmd in
+	deps | up | start | stop | kill | down | wipe | services-up | run) lock_stack ;;
+	esac
 	case $cmd in
 	deps) cmd_deps ;;
 	up) cmd_up "$@" ;;

@@ -415,7 +415,7 @@ int main(void) {
         vx_log(VX_LOG_ERROR, "migration_failed", "error", err, NULL);
         goto out;
     }
-    if (!(s.producer = vx_kafka_producer_new(on_delivery, &s, err, sizeof(err))) ||
+    if (!(s.producer = vx_kafka_producer_new(on_delivery, &s, NULL, err, sizeof(err))) ||
         !(s.outbox = vx_outbox_new(s.producer)) || vx_outbox_route(s.outbox, "events", s.cfg.events)) {
         vx_log(VX_LOG_ERROR, "kafka_setup_failed", "error", err, NULL);
         goto out;

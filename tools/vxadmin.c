@@ -28,7 +28,7 @@ static int topics(void) {
 
     if (vx_cfg_int("VX_TOPIC_PARTITIONS", 6, 1, 1000, &partitions, err, sizeof(err)) ||
         vx_cfg_int("VX_TOPIC_RETENTION_MS", 7LL * 24 * 3600 * 1000, 60000, 1LL << 50, &retention, err, sizeof(err)) ||
-        !(conf = vx_kafka_conf_new(VX_KAFKA_ADMIN, err, sizeof(err)))) {
+        !(conf = vx_kafka_conf_new(VX_KAFKA_ADMIN, NULL, err, sizeof(err)))) {
         fprintf(stderr, "vxadmin: %s\n", err);
         return 2;
     }

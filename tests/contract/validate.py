@@ -191,9 +191,19 @@ def unresolvable_text(exc: Exception) -> str:
     return short(f"{type(cause).__name__}: {cause}", 160)
 
 
+def _most_specific(e):
+    """For anyOf/oneOf, the branch error that explains the failure (not 'is not of type null')."""
+    while e.validator in ("anyOf", "oneOf") and e.context:
+        ctx = [c for c in e.context if c.validator != "type"] or list(e.context)
+        ctx.sort(key=lambda c: -len(c.absolute_path))
+        e = ctx[0]
+    return e
+
+
 def describe_errors(errors: list) -> str:
-    # oneOf noise ("... is not valid under any of the given schemas") only when nothing better
-    specific = [e for e in errors if e.validator != "oneOf"] or errors
+    # topic-level oneOf noise ("... is not valid under any of the given schemas") only when nothing better
+    specific = [e for e in errors if not (e.validator == "oneOf" and not e.path)] or errors
+    specific = [_most_specific(e) for e in specific]
     specific.sort(key=lambda e: (len(e.absolute_path), e.json_path, e.message))
     parts = [f"{json_path(e.absolute_path)}: {error_text(e)}" for e in specific[:4]]
     if len(specific) > 4:
@@ -410,7 +420,7 @@ def cmd_schemas(contract: Contract, rep: Report) -> None:
 # readme
 # --------------------------------------------------------------------------
 
-FENCE_RE = re.compile(r"^\s{0,3}(`{3,}|~{3,})\s*([^\s`{]*)?")
+FENCE_RE = re.compile(r"^\s*(`{3,}|~{3,})\s*([^\s`{]*)?")   # any indent: fences inside list items
 
 
 @dataclass
@@ -439,7 +449,7 @@ CODE_SPAN_RE = re.compile(r"(`+)(.*?\b(?:kcat|kafkacat)\b.*?)\1")
 
 
 def scan_markdown(text: str) -> list[Example]:
-    lines = text.split("\n")
+    lines = text.replace("\r\n", "\n").split("\n")
     found: list[Example] = []
     prev_nonblank = ""
     fence = None           # (fence string, lang, start line, marker from before the fence)

@@ -1,0 +1,318 @@
+/* gateway: the HTTP front door of Valerix.
+ *
+ *   POST /orders          validated here, then request-reply over Kafka (reqreply.c)
+ *   GET  /orders[/{id}]   read from order-svc, which owns orders
+ *   GET  /products[/{id}] read from inventory-svc, which owns stock
+ *   GET  /health, /ready, /metrics
+ *
+ * The gateway keeps no state another instance would need: an order is found by its idempotency
+ * key's derived id, and every instance reads all replies. Settings (see the README):
+ * GATEWAY_HTTP_ADDR, GATEWAY_HTTP_THREADS, GATEWAY_MAX_CONNECTIONS, GATEWAY_MAX_INFLIGHT,
+ * GATEWAY_TIMEOUT_MS, GATEWAY_ATTEMPT_TIMEOUT_MS, GATEWAY_BACKOFF_BASE_MS, GATEWAY_BACKOFF_CAP_MS,
+ * GATEWAY_PRODUCE_TIMEOUT_MS, GATEWAY_BREAKER_{FAILURE_RATE,MIN_CALLS,WINDOW_MS,OPEN_MS,PROBES},
+ * ORDERS_COMMANDS_TOPIC, ORDERS_RESULTS_TOPIC, ORDERS_URL, INVENTORY_URL, KAFKA_*. */
+#include <curl/curl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+#include <uuid/uuid.h>
+
+#include "reqreply.h"
+#include "vx_chaos.h"
+#include "vx_config.h"
+#include "vx_http.h"
+#include "vx_log.h"
+#include "vx_msg.h"
+
+#define SERVICE "gateway"
+#define PROXY_BODY_CAP (4 << 20) /* the largest answer relayed from order-svc or inventory-svc */
+
+typedef struct {
+    const char *http_addr, *orders_url, *inventory_url;
+    long long threads, max_conns, timeout_ms;
+    gw_rr_opts_t rr;
+} config_t;
+
+typedef struct {
+    config_t cfg;
+    gw_rr_t *rr;
+    vx_http_t *http;
+} gw_t;
+
+static volatile sig_atomic_t stopping;
+static void on_signal(int sig) {
+    (void)sig;
+    stopping = 1;
+}
+
+static int load_config(config_t *c, char *errstr, size_t errstr_size) {
+    long long v[9];
+    double rate;
+
+    c->http_addr = vx_cfg_str("GATEWAY_HTTP_ADDR", "127.0.0.1:8080");
+    c->orders_url = vx_cfg_str("ORDERS_URL", "http://127.0.0.1:8081");
+    c->inventory_url = vx_cfg_str("INVENTORY_URL", "http://127.0.0.1:8082");
+    c->rr.commands_topic = vx_cfg_str("ORDERS_COMMANDS_TOPIC", "orders.commands");
+    c->rr.results_topic = vx_cfg_str("ORDERS_RESULTS_TOPIC", "orders.results");
+    if (vx_cfg_int("GATEWAY_HTTP_THREADS", 2, 1, 64, &c->threads, errstr, errstr_size) ||
+        vx_cfg_int("GATEWAY_MAX_CONNECTIONS", 1024, 16, 60000, &c->max_conns, errstr, errstr_size) ||
+        vx_cfg_int("GATEWAY_TIMEOUT_MS", 5000, 1, 600000, &c->timeout_ms, errstr, errstr_size) ||
+        vx_cfg_int("GATEWAY_MAX_INFLIGHT", 10000, 1, 1000000, &v[0], errstr, errstr_size) ||
+        vx_cfg_int("GATEWAY_ATTEMPT_TIMEOUT_MS", 1500, 10, 600000, &v[1], errstr, errstr_size) ||
+        vx_cfg_int("GATEWAY_BACKOFF_BASE_MS", 50, 1, 60000, &v[2], errstr, errstr_size) ||
+        vx_cfg_int("GATEWAY_BACKOFF_CAP_MS", 1000, 1, 600000, &v[3], errstr, errstr_size) ||
+        vx_cfg_int("GATEWAY_PRODUCE_TIMEOUT_MS", 10000, 100, 3600000, &v[4], errstr, errstr_size) ||
+        vx_cfg_double("GATEWAY_BREAKER_FAILURE_RATE", 0.5, 0.01, 1.0, &rate, errstr, errstr_size) ||
+        vx_cfg_int("GATEWAY_BREAKER_MIN_CALLS", 10, 1, 1000000, &v[5], errstr, errstr_size) ||
+        vx_cfg_int("GATEWAY_BREAKER_WINDOW_MS", 10000, 1000, 60000, &v[6], errstr, errstr_size) ||
+        vx_cfg_int("GATEWAY_BREAKER_OPEN_MS", 10000, 1, 3600000, &v[7], errstr, errstr_size) ||
+        vx_cfg_int("GATEWAY_BREAKER_PROBES", 3, 1, 1000, &v[8], errstr, errstr_size))
+        return -1;
+    c->rr.max_inflight = (int)v[0];
+    c->rr.attempt_timeout_ms = (int)v[1];
+    c->rr.backoff_base_ms = (int)v[2];
+    c->rr.backoff_cap_ms = (int)v[3];
+    c->rr.produce_timeout_ms = (int)v[4];
+    c->rr.breaker.failure_rate = rate;
+    c->rr.breaker.min_calls = (int)v[5];
+    c->rr.breaker.window_ms = (int)v[6];
+    c->rr.breaker.open_ms = (int)v[7];
+    c->rr.breaker.probes = (int)v[8];
+    return 0;
+}
+
+/* ---- reads, relayed from the service that owns the data ---------------------------------------- */
+
+typedef struct {
+    char *data;
+    size_t len, cap;
+} buf_t;
+
+static size_t on_body(char *p, size_t size, size_t n, void *opaque) {
+    buf_t *b = opaque;
+    size_t add = size * n;
+    if (b->len + add + 1 > PROXY_BODY_CAP) return 0; /* abort: larger than we relay */
+    if (b->len + add + 1 > b->cap) {
+        size_t cap = b->cap ? b->cap : 4096;
+        char *d;
+        while (cap < b->len + add + 1) cap *= 2;
+        if (!(d = realloc(b->data, cap))) return 0;
+        b->data = d;
+        b->cap = cap;
+    }
+    memcpy(b->data + b->len, p, add);
+    b->len += add;
+    return add;
+}
+
+/* One libcurl handle per HTTP thread, kept so connections to the services are reused. */
+static void relay(vx_http_req_t *req, const char *base, const char *path) {
+    static __thread CURL *curl;
+    char url[1024];
+    buf_t body = {0};
+    long status = 0;
+    char *ctype = NULL;
+    CURLcode rc;
+
+    if (!curl && !(curl = curl_easy_init())) {
+        vx_http_problem(req, 500, "Internal error", "cannot create an HTTP client", NULL);
+        return;
+    }
+    snprintf(url, sizeof(url), "%s%s", base, path);
+    curl_easy_setopt(curl, CURLOPT_URL, url);
+    curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, on_body);
+    curl_easy_setopt(curl, CURLOPT_WRITEDATA, &body);
+    curl_easy_setopt(curl, CURLOPT_TIMEOUT_MS, 3000L);
+    curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
+    rc = curl_easy_perform(curl);
+    if (rc == CURLE_OK) {
+        curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &status);
+        curl_easy_getinfo(curl, CURLINFO_CONTENT_TYPE, &ctype);
+        vx_http_reply(req, (int)status, ctype ? ctype : "application/json", body.data ? body.data : "", body.len);
+    } else {
+        char detail[256];
+        snprintf(detail, sizeof(detail), "the service behind this route did not answer: %s", curl_easy_strerror(rc));
+        vx_http_add_header(req, "Retry-After", "1");
+        vx_http_problem(req, 503, "Service unavailable", detail, NULL);
+    }
+    free(body.data);
+}
+
+/* An id from the path is relayed only when it is made of safe characters. */
+static int safe_id(const char *s) {
+    size_t n = strlen(s);
+    if (n < 1 || n > VX_MSG_MAX_ID) return 0;
+    for (; *s; s++)
+        if (!((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') || (*s >= '0' && *s <= '9') || *s == '-' ||
+              *s == '_' || *s == '.'))
+            return 0;
+    return 1;
+}
+
+/* ---- POST /orders ----------------------------------------------------------------------------- */
+
+static void post_order(gw_t *g, vx_http_req_t *req) {
+    const char *ctype = vx_http_header(req, "Content-Type");
+    const char *key = vx_http_header(req, "Idempotency-Key");
+    const char *rt = vx_http_header(req, "Request-Timeout");
+    char err[256], made_key[37];
+    long long timeout = g->cfg.timeout_ms;
+    size_t len;
+    const char *body = vx_http_body(req, &len);
+    vx_msg_t m;
+    vx_msg_err_t e;
+
+    if (!ctype || strncasecmp(ctype, "application/json", 16) != 0 || (ctype[16] && ctype[16] != ';' && ctype[16] != ' ')) {
+        vx_http_add_header(req, "Accept-Post", "application/json");
+        vx_http_problem(req, 415, "Unsupported media type", "send the order as Content-Type: application/json", NULL);
+        return;
+    }
+    if (key) {
+        size_t n = 0;
+        for (const char *p = key; *p; p++) n += ((unsigned char)*p & 0xC0) != 0x80;
+        if (n < 1 || n > VX_MSG_MAX_KEY) {
+            json_object *x = json_object_new_object();
+            json_object_object_add(x, "field", json_object_new_string("Idempotency-Key"));
+            vx_http_problem(req, 400, "Invalid request", "the Idempotency-Key header must be 1 to 128 characters", x);
+            return;
+        }
+    } else {
+        uuid_t u;
+        uuid_generate_random(u);
+        uuid_unparse_lower(u, made_key);
+        key = made_key;
+    }
+    if (rt) {
+        char *end;
+        long long t = strtoll(rt, &end, 10);
+        if (*end || end == rt || t < 1) {
+            json_object *x = json_object_new_object();
+            json_object_object_add(x, "field", json_object_new_string("Request-Timeout"));
+            vx_http_problem(req, 400, "Invalid request", "the Request-Timeout header must be a positive number of milliseconds", x);
+            return;
+        }
+        if (t < timeout) timeout = t;
+    }
+    e = vx_msg_decode(&m, body, len, VX_MSG_ORDER_BODY, err, sizeof(err));
+    if (e) {
+        json_object *x = json_object_new_object();
+        json_object_object_add(x, "field", json_object_new_string(m.field[0] ? m.field : "(body)"));
+        json_object_object_add(x, "reason", json_object_new_string(vx_msg_err_name(e)));
+        vx_http_problem(req, 400, "Invalid request", err, x);
+        return;
+    }
+    gw_rr_submit(g->rr, req, &m, key, timeout);
+    vx_msg_clear(&m);
+}
+
+/* ---- routing ---------------------------------------------------------------------------------- */
+
+static void on_http(vx_http_req_t *req, void *opaque) {
+    gw_t *g = opaque;
+    const char *method = vx_http_method(req);
+    int get = strcmp(method, "GET") == 0 || strcmp(method, "HEAD") == 0;
+    char buf[512], path[256];
+    const char *seg[3];
+    int n = vx_http_segments(req, buf, sizeof(buf), seg, 2);
+
+    if (n == 1 && strcmp(seg[0], "orders") == 0) {
+        if (strcmp(method, "POST") == 0) {
+            post_order(g, req);
+        } else if (get) {
+            const char *limit = vx_http_arg(req, "limit");
+            char *end = NULL;
+            long l = limit ? strtol(limit, &end, 10) : 20;
+            if (limit && (*end || l < 1 || l > 1000)) {
+                vx_http_problem(req, 400, "Invalid request", "limit must be an integer from 1 to 1000", NULL);
+                return;
+            }
+            snprintf(path, sizeof(path), "/orders?limit=%ld", l);
+            relay(req, g->cfg.orders_url, path);
+        } else {
+            vx_http_method_not_allowed(req, "GET, POST");
+        }
+    } else if (n == 2 && (strcmp(seg[0], "orders") == 0 || strcmp(seg[0], "products") == 0)) {
+        if (!get) {
+            vx_http_method_not_allowed(req, "GET");
+        } else if (!safe_id(seg[1])) {
+            vx_http_not_found(req);
+        } else {
+            snprintf(path, sizeof(path), "/%s/%s", seg[0], seg[1]);
+            relay(req, seg[0][0] == 'o' ? g->cfg.orders_url : g->cfg.inventory_url, path);
+        }
+    } else if (n == 1 && strcmp(seg[0], "products") == 0) {
+        if (get)
+            relay(req, g->cfg.inventory_url, "/products");
+        else
+            vx_http_method_not_allowed(req, "GET");
+    } else if (n == 1 && strcmp(seg[0], "health") == 0) {
+        json_object *o = json_object_new_object();
+        json_object_object_add(o, "status", json_object_new_string("up"));
+        gw_rr_health(g->rr, o);
+        vx_http_reply_json(req, 200, o);
+        json_object_put(o);
+    } else if (n == 1 && strcmp(seg[0], "ready") == 0) {
+        if (gw_rr_ready(g->rr))
+            vx_http_reply(req, 200, "application/json", "{\"status\":\"ready\"}", 18);
+        else
+            vx_http_problem(req, 503, "Not ready", "the broker is unreachable", NULL);
+    } else if (n == 1 && strcmp(seg[0], "metrics") == 0) {
+        static __thread char text[16384];
+        size_t len = vx_http_metrics(g->http, text, 0, sizeof(text));
+        len = gw_rr_metrics(g->rr, text, len, sizeof(text));
+        vx_http_reply(req, 200, "text/plain; version=0.0.4", text, len);
+    } else {
+        vx_http_not_found(req);
+    }
+}
+
+int main(void) {
+    gw_t g = {0};
+    char err[512];
+    struct sigaction sa = {0};
+    int rc = 1;
+
+    vx_log_init(SERVICE);
+    if (load_config(&g.cfg, err, sizeof(err)) || vx_chaos_init(err, sizeof(err))) {
+        vx_log(VX_LOG_ERROR, "bad_config", "error", err, NULL);
+        return 2;
+    }
+    sa.sa_handler = on_signal;
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+    signal(SIGPIPE, SIG_IGN);
+    curl_global_init(CURL_GLOBAL_DEFAULT);
+
+    if (!(g.rr = gw_rr_start(&g.cfg.rr, err, sizeof(err)))) {
+        vx_log(VX_LOG_ERROR, "kafka_setup_failed", "error", err, NULL);
+        goto out;
+    }
+    {
+        vx_http_opts_t o = {.addr = g.cfg.http_addr,
+                            .threads = (int)g.cfg.threads,
+                            .body_cap = VX_MSG_MAX_BYTES,
+                            .max_conns = (unsigned)g.cfg.max_conns,
+                            .handler = on_http,
+                            .opaque = &g};
+        if (!(g.http = vx_http_start(&o, err, sizeof(err)))) {
+            vx_log(VX_LOG_ERROR, "http_failed", "error", err, NULL);
+            goto out;
+        }
+    }
+    vx_log(VX_LOG_INFO, "started", "http", g.cfg.http_addr, "commands", g.cfg.rr.commands_topic, "results",
+           g.cfg.rr.results_topic, NULL);
+    vx_log_flush();
+    while (!stopping) pause();
+    rc = 0;
+    vx_log(VX_LOG_INFO, "stopping", NULL);
+out:
+    /* Parked requests are answered (202/503) by gw_rr_stop before the HTTP server goes. */
+    gw_rr_stop(g.rr);
+    vx_http_stop(g.http);
+    curl_global_cleanup();
+    vx_log_flush();
+    return rc;
+}

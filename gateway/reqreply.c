@@ -1,0 +1,592 @@
+/* reqreply: request-reply over Kafka with deadline, retry and circuit breaker. See reqreply.h.
+ *
+ * Threads: HTTP threads call gw_rr_submit; one reply thread consumes results, serves the
+ * producer's delivery reports and fires timers (deadlines, resends). Everything in the table is
+ * guarded by rr->lock; a request is parked (vx_http_suspend) before the lock is released, so the
+ * reply thread can never answer a request that is not parked yet. */
+#include "reqreply.h"
+
+#include <librdkafka/rdkafka.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+#include <uuid/uuid.h>
+
+#include "vx_kafka.h"
+#include "vx_log.h"
+
+#define SCAN_EVERY_MS 5
+#define MAX_PARTITIONS 256
+
+typedef struct waiter {
+    vx_http_req_t *req;
+    long long deadline;
+    int replay; /* joined a request already in flight */
+    char hash[17];
+    struct waiter *next;
+} waiter_t;
+
+typedef struct {
+    int used;
+    unsigned gen;             /* bumped on reuse: stale delivery reports are ignored */
+    int hnext;                /* next slot in the hash bucket, -1 at the end */
+    char order_id[37];
+    char key[VX_MSG_MAX_KEY * 4 + 1];
+    char cid[37];             /* correlation id of the command */
+    char *command;            /* the PlaceOrder JSON, resent as is */
+    size_t command_len;
+    int attempts;
+    long long attempt_deadline; /* no reply by then: schedule a resend */
+    long long next_send;        /* 0: none scheduled */
+    int acked;                  /* the broker has the command: the order will be processed */
+    int probe;                  /* admitted as a half-open probe */
+    long long started;
+    waiter_t *waiters;
+} entry_t;
+
+struct gw_rr_s {
+    gw_rr_opts_t o;
+    rd_kafka_t *producer, *consumer;
+    pthread_t thread;
+    int thread_started;
+    volatile int stop;
+    int kafka_down; /* librdkafka says every broker is down; cleared by a delivery */
+    pthread_mutex_t lock;
+    gw_breaker_t breaker;
+    entry_t *slots;
+    int *free_slots, nfree;
+    int *buckets;
+    unsigned nbuckets; /* a power of two */
+    int nwaiters;
+    unsigned seed;
+    /* counters for /metrics */
+    long long sent, resent, replies, timeouts_202, rejected_503, unmatched;
+};
+
+static long long now_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static unsigned hash_id(const char *s) {
+    unsigned h = 2166136261u;
+    for (; *s; s++) h = (h ^ (unsigned char)*s) * 16777619u;
+    return h;
+}
+
+static int find(gw_rr_t *rr, const char *order_id) {
+    for (int i = rr->buckets[hash_id(order_id) & (rr->nbuckets - 1)]; i >= 0; i = rr->slots[i].hnext)
+        if (strcmp(rr->slots[i].order_id, order_id) == 0) return i;
+    return -1;
+}
+
+static int take_slot(gw_rr_t *rr, const char *order_id) {
+    unsigned b = hash_id(order_id) & (rr->nbuckets - 1);
+    int i;
+    if (!rr->nfree) return -1;
+    i = rr->free_slots[--rr->nfree];
+    entry_t *e = &rr->slots[i];
+    unsigned gen = e->gen + 1;
+    memset(e, 0, sizeof(*e));
+    e->gen = gen;
+    e->used = 1;
+    snprintf(e->order_id, sizeof(e->order_id), "%s", order_id);
+    e->hnext = rr->buckets[b];
+    rr->buckets[b] = i;
+    return i;
+}
+
+static void release_slot(gw_rr_t *rr, int i) {
+    entry_t *e = &rr->slots[i];
+    int *p = &rr->buckets[hash_id(e->order_id) & (rr->nbuckets - 1)];
+    while (*p != i) p = &rr->slots[*p].hnext;
+    *p = e->hnext;
+    free(e->command);
+    e->command = NULL;
+    e->used = 0;
+    rr->free_slots[rr->nfree++] = i;
+}
+
+static void on_breaker_change(gw_breaker_state_t from, gw_breaker_state_t to, void *opaque) {
+    (void)opaque;
+    vx_log(VX_LOG_WARN, "breaker_state_changed", "from", gw_breaker_state_name(from), "to", gw_breaker_state_name(to),
+           NULL);
+}
+
+/* ---- answers ---------------------------------------------------------------------------------- */
+
+static void add_common_headers(vx_http_req_t *req, const entry_t *e, int replay) {
+    char loc[64];
+    snprintf(loc, sizeof(loc), "/orders/%s", e->order_id);
+    vx_http_add_header(req, "Location", loc);
+    vx_http_add_header(req, "Idempotency-Key", e->key);
+    if (replay) vx_http_add_header(req, "Idempotent-Replayed", "true");
+}
+
+static void answer_unavailable(gw_rr_t *rr, vx_http_req_t *req, long long retry_after_ms, const char *detail) {
+    char secs[24];
+    snprintf(secs, sizeof(secs), "%lld", retry_after_ms > 1000 ? (retry_after_ms + 999) / 1000 : 1);
+    vx_http_add_header(req, "Retry-After", secs);
+    vx_http_problem(req, 503, "Service unavailable", detail, NULL);
+    rr->rejected_503++;
+}
+
+/* The order as the API shows it, from an OrderResult. New object. */
+static json_object *order_json(json_object *result) {
+    static const char *const fields[] = {"customer_id", "status", "reason", "product_id", "items", "idempotency_key"};
+    json_object *o = json_object_new_object(), *v;
+    if (json_object_object_get_ex(result, "order_id", &v)) json_object_object_add(o, "id", json_object_get(v));
+    for (size_t i = 0; i < sizeof(fields) / sizeof(fields[0]); i++)
+        if (json_object_object_get_ex(result, fields[i], &v) && v) json_object_object_add(o, fields[i], json_object_get(v));
+    return o;
+}
+
+static void answer_result(vx_http_req_t *req, entry_t *e, waiter_t *w, json_object *result, int replayed) {
+    json_object *v;
+    const char *status = json_object_object_get_ex(result, "status", &v) ? json_object_get_string(v) : "";
+    const char *hash = json_object_object_get_ex(result, "request_hash", &v) ? json_object_get_string(v) : NULL;
+
+    add_common_headers(req, e, w->replay || replayed);
+    if (hash && strcmp(hash, w->hash) != 0) {
+        vx_http_problem(req, 422, "Idempotency key reused",
+                        "this Idempotency-Key was first used with another request body", NULL);
+    } else if (strcmp(status, "CONFIRMED") == 0) {
+        json_object *o = order_json(result);
+        vx_http_reply_json(req, 201, o);
+        json_object_put(o);
+    } else {
+        json_object *extra = json_object_new_object();
+        const char *reason = json_object_object_get_ex(result, "reason", &v) && v ? json_object_get_string(v) : "";
+        const char *product = json_object_object_get_ex(result, "product_id", &v) && v ? json_object_get_string(v) : NULL;
+        char detail[256];
+        snprintf(detail, sizeof(detail), "order %s is %s: %s%s%s", e->order_id, status, reason, product ? " " : "",
+                 product ? product : "");
+        json_object_object_add(extra, "order", order_json(result));
+        if (*reason) json_object_object_add(extra, "reason", json_object_new_string(reason));
+        if (product) json_object_object_add(extra, "product_id", json_object_new_string(product));
+        vx_http_problem(req, 409, strcmp(status, "CANCELLED") == 0 ? "Order cancelled" : "Order rejected", detail,
+                        extra);
+    }
+}
+
+/* Called with the lock held: a waiter whose deadline passed gets 202 if the broker has the
+ * command (the order goes on), else 503. */
+static void answer_timeout(gw_rr_t *rr, entry_t *e, waiter_t *w) {
+    if (e->acked) {
+        json_object *o = json_object_new_object();
+        json_object_object_add(o, "id", json_object_new_string(e->order_id));
+        json_object_object_add(o, "status", json_object_new_string("PENDING"));
+        json_object_object_add(o, "idempotency_key", json_object_new_string(e->key));
+        add_common_headers(w->req, e, w->replay);
+        vx_http_reply_json(w->req, 202, o);
+        json_object_put(o);
+        rr->timeouts_202++;
+    } else {
+        answer_unavailable(rr, w->req, 1000, "Kafka did not accept the order in time; retry with the same Idempotency-Key");
+    }
+}
+
+/* ---- sending ---------------------------------------------------------------------------------- */
+
+/* Produces the entry's command; failures are retried by the timer. Lock held. */
+static void send_command(gw_rr_t *rr, int i, long long now) {
+    entry_t *e = &rr->slots[i];
+    rd_kafka_headers_t *h = rd_kafka_headers_new(1);
+    uintptr_t opaque = ((uintptr_t)i << 32 | e->gen) + 1;
+    rd_kafka_resp_err_t err;
+
+    rd_kafka_header_add(h, "correlation-id", -1, e->cid, -1);
+    err = rd_kafka_producev(rr->producer, RD_KAFKA_V_TOPIC(rr->o.commands_topic),
+                            RD_KAFKA_V_KEY(e->key, strlen(e->key)), RD_KAFKA_V_VALUE(e->command, e->command_len),
+                            RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_HEADERS(h),
+                            RD_KAFKA_V_OPAQUE((void *)opaque), RD_KAFKA_V_END);
+    e->attempts++;
+    e->attempt_deadline = now + rr->o.attempt_timeout_ms;
+    e->next_send = 0;
+    if (e->attempts > 1) rr->resent++;
+    rr->sent++;
+    if (err) {
+        rd_kafka_headers_destroy(h);
+        e->next_send = now + gw_backoff_ms(e->attempts - 1, rr->o.backoff_base_ms, rr->o.backoff_cap_ms, &rr->seed);
+        vx_log(VX_LOG_WARN, "produce_failed", "order_id", e->order_id, "error", rd_kafka_err2str(err), NULL);
+    }
+}
+
+static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque) {
+    gw_rr_t *rr = opaque;
+    uintptr_t v = (uintptr_t)m->_private - 1;
+    int i = (int)(v >> 32);
+    unsigned gen = (unsigned)(v & 0xffffffffu);
+    (void)rk;
+
+    pthread_mutex_lock(&rr->lock);
+    if (!m->err) rr->kafka_down = 0;
+    if (i >= 0 && i < rr->o.max_inflight && rr->slots[i].used && rr->slots[i].gen == gen) {
+        entry_t *e = &rr->slots[i];
+        if (!m->err) {
+            e->acked = 1;
+        } else if (!e->next_send) {
+            e->next_send = now_ms() + gw_backoff_ms(e->attempts - 1, rr->o.backoff_base_ms, rr->o.backoff_cap_ms, &rr->seed);
+            vx_log(VX_LOG_WARN, "delivery_failed", "order_id", e->order_id, "error", rd_kafka_err2str(m->err), NULL);
+        }
+    }
+    pthread_mutex_unlock(&rr->lock);
+}
+
+static void on_error(rd_kafka_t *rk, int err, const char *reason, void *opaque) {
+    gw_rr_t *rr = opaque;
+    (void)rk;
+    if (err == RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN) {
+        pthread_mutex_lock(&rr->lock);
+        rr->kafka_down = 1;
+        pthread_mutex_unlock(&rr->lock);
+    }
+    vx_log(VX_LOG_WARN, "kafka_error", "error", reason, NULL);
+}
+
+void gw_rr_submit(gw_rr_t *rr, vx_http_req_t *req, const vx_msg_t *body, const char *key, long long timeout_ms) {
+    char order_id[37], hash[17];
+    long long now = now_ms();
+    waiter_t *w;
+    int i, probe;
+
+    vx_msg_order_id(key, order_id);
+    vx_msg_order_hash(body, hash);
+    pthread_mutex_lock(&rr->lock);
+    if (rr->kafka_down) {
+        answer_unavailable(rr, req, 1000, "Kafka is unreachable; retry with the same Idempotency-Key");
+        goto out;
+    }
+    if (gw_breaker_state(&rr->breaker, now) == GW_BREAKER_OPEN) {
+        answer_unavailable(rr, req, gw_breaker_retry_after_ms(&rr->breaker, now),
+                           "the order path is failing; the circuit breaker is open");
+        goto out;
+    }
+    i = find(rr, order_id);
+    if (i >= 0) {
+        entry_t *e = &rr->slots[i];
+        if (strcmp(e->waiters ? e->waiters->hash : hash, hash) != 0) {
+            add_common_headers(req, e, 0);
+            vx_http_problem(req, 422, "Idempotency key reused",
+                            "this Idempotency-Key is in use with another request body", NULL);
+            goto out;
+        }
+    } else {
+        json_object *cmd;
+        size_t len;
+        const char *s;
+        uuid_t u;
+
+        if (rr->nwaiters >= rr->o.max_inflight || !rr->nfree) {
+            vx_http_add_header(req, "Retry-After", "1");
+            vx_http_problem(req, 429, "Too many requests", "too many orders are in flight; retry shortly", NULL);
+            goto out;
+        }
+        if (!gw_breaker_acquire(&rr->breaker, now, &probe)) {
+            answer_unavailable(rr, req, 1000, "the circuit breaker is half-open and its probes are taken");
+            goto out;
+        }
+        i = take_slot(rr, order_id);
+        entry_t *e = &rr->slots[i];
+        e->probe = probe;
+        e->started = now;
+        snprintf(e->key, sizeof(e->key), "%s", key);
+        uuid_generate_random(u);
+        uuid_unparse_lower(u, e->cid);
+        cmd = vx_msg_to_json(body);
+        json_object_object_add(cmd, "type", json_object_new_string("PlaceOrder"));
+        json_object_object_add(cmd, "idempotency_key", json_object_new_string(key));
+        s = json_object_to_json_string_length(cmd, JSON_C_TO_STRING_PLAIN, &len);
+        e->command = malloc(len);
+        if (e->command) memcpy(e->command, s, len);
+        e->command_len = len;
+        json_object_put(cmd);
+        if (!e->command) {
+            release_slot(rr, i);
+            vx_http_problem(req, 500, "Internal error", "out of memory", NULL);
+            goto out;
+        }
+        send_command(rr, i, now);
+    }
+    if (!(w = calloc(1, sizeof(*w)))) {
+        vx_http_problem(req, 500, "Internal error", "out of memory", NULL);
+        goto out;
+    }
+    w->req = req;
+    w->deadline = now + timeout_ms;
+    w->replay = rr->slots[i].waiters != NULL;
+    memcpy(w->hash, hash, sizeof(w->hash));
+    w->next = rr->slots[i].waiters;
+    rr->slots[i].waiters = w;
+    rr->nwaiters++;
+    vx_http_suspend(req); /* before the lock goes: only then may the reply thread answer it */
+out:
+    pthread_mutex_unlock(&rr->lock);
+}
+
+/* ---- the reply thread ------------------------------------------------------------------------- */
+
+static void on_result(gw_rr_t *rr, const rd_kafka_message_t *m) {
+    json_object *res, *v;
+    const char *order_id;
+    char replay_hdr[8];
+    int i, replayed;
+
+    if (m->err || !m->payload) return;
+    {
+        static __thread json_tokener *tok; /* the reply thread's own, reused */
+        if (!tok && !(tok = json_tokener_new())) return;
+        json_tokener_reset(tok);
+        res = json_tokener_parse_ex(tok, m->payload, (int)m->len);
+    }
+    if (!res || !json_object_object_get_ex(res, "order_id", &v) || !json_object_is_type(v, json_type_string)) {
+        json_object_put(res);
+        return;
+    }
+    order_id = json_object_get_string(v);
+    replayed = vx_kafka_header(m, "idempotent-replayed", replay_hdr, sizeof(replay_hdr)) != NULL;
+    pthread_mutex_lock(&rr->lock);
+    i = find(rr, order_id);
+    if (i < 0) {
+        rr->unmatched++;
+    } else {
+        entry_t *e = &rr->slots[i];
+        rr->replies++;
+        gw_breaker_record(&rr->breaker, now_ms(), 1, e->probe);
+        while (e->waiters) {
+            waiter_t *w = e->waiters;
+            e->waiters = w->next;
+            answer_result(w->req, e, w, res, replayed);
+            free(w);
+            rr->nwaiters--;
+        }
+        release_slot(rr, i);
+    }
+    pthread_mutex_unlock(&rr->lock);
+    json_object_put(res);
+}
+
+/* Deadlines and resends. Lock held. A full scan of a fixed table every few milliseconds: cheap at
+ * the table's size and free of the bookkeeping a timer heap would need. */
+static void scan(gw_rr_t *rr, long long now) {
+    for (int i = 0; i < rr->o.max_inflight; i++) {
+        entry_t *e = &rr->slots[i];
+        waiter_t **p;
+        long long last = 0;
+
+        if (!e->used) continue;
+        for (p = &e->waiters; *p;) {
+            waiter_t *w = *p;
+            if (now >= w->deadline) {
+                *p = w->next;
+                answer_timeout(rr, e, w);
+                free(w);
+                rr->nwaiters--;
+            } else {
+                if (w->deadline > last) last = w->deadline;
+                p = &w->next;
+            }
+        }
+        if (!e->waiters) { /* nobody waits: the call failed (its order, if accepted, goes on) */
+            gw_breaker_record(&rr->breaker, now, 0, e->probe);
+            release_slot(rr, i);
+            continue;
+        }
+        if (!e->next_send && now >= e->attempt_deadline)
+            e->next_send = now + gw_backoff_ms(e->attempts - 1, rr->o.backoff_base_ms, rr->o.backoff_cap_ms, &rr->seed);
+        if (e->next_send && now >= e->next_send && e->next_send < last) send_command(rr, i, now);
+    }
+}
+
+static void *reply_thread(void *arg) {
+    gw_rr_t *rr = arg;
+    long long next_scan = 0;
+
+    while (!rr->stop) {
+        rd_kafka_message_t *m = rd_kafka_consumer_poll(rr->consumer, SCAN_EVERY_MS);
+        for (int n = 0; m && n < 1000; n++) {
+            on_result(rr, m);
+            rd_kafka_message_destroy(m);
+            m = rd_kafka_consumer_poll(rr->consumer, 0);
+        }
+        if (m) rd_kafka_message_destroy(m); /* not reached unless 1000 came at once; it is consumed */
+        rd_kafka_poll(rr->producer, 0);
+        long long now = now_ms();
+        if (now >= next_scan) {
+            pthread_mutex_lock(&rr->lock);
+            scan(rr, now);
+            pthread_mutex_unlock(&rr->lock);
+            next_scan = now + SCAN_EVERY_MS;
+        }
+        vx_log_flush();
+    }
+    return NULL;
+}
+
+/* Assigns every partition of the results topic at its current end, resolved now, so that a reply
+ * produced after this returns is always seen (no race with a lazily resolved "latest"). */
+static int assign_results(gw_rr_t *rr, char *errstr, size_t errstr_size) {
+    const struct rd_kafka_metadata *md = NULL;
+    rd_kafka_topic_t *t = rd_kafka_topic_new(rr->consumer, rr->o.results_topic, NULL);
+    rd_kafka_topic_partition_list_t *l = NULL;
+    int rc = -1;
+    rd_kafka_resp_err_t err = rd_kafka_metadata(rr->consumer, 0, t, &md, 10000);
+
+    if (err || md->topic_cnt != 1 || md->topics[0].err) {
+        snprintf(errstr, errstr_size, "results topic %s: %s", rr->o.results_topic,
+                 rd_kafka_err2str(err ? err : md->topic_cnt ? md->topics[0].err : RD_KAFKA_RESP_ERR__UNKNOWN_TOPIC));
+        goto out;
+    }
+    l = rd_kafka_topic_partition_list_new(md->topics[0].partition_cnt);
+    for (int p = 0; p < md->topics[0].partition_cnt; p++) {
+        int64_t lo, hi;
+        int32_t id = md->topics[0].partitions[p].id;
+        if ((err = rd_kafka_query_watermark_offsets(rr->consumer, rr->o.results_topic, id, &lo, &hi, 10000))) {
+            snprintf(errstr, errstr_size, "results offsets: %s", rd_kafka_err2str(err));
+            goto out;
+        }
+        rd_kafka_topic_partition_list_add(l, rr->o.results_topic, id)->offset = hi;
+    }
+    if ((err = rd_kafka_assign(rr->consumer, l))) {
+        snprintf(errstr, errstr_size, "assign: %s", rd_kafka_err2str(err));
+        goto out;
+    }
+    rc = 0;
+out:
+    if (l) rd_kafka_topic_partition_list_destroy(l);
+    if (md) rd_kafka_metadata_destroy(md);
+    rd_kafka_topic_destroy(t);
+    return rc;
+}
+
+gw_rr_t *gw_rr_start(const gw_rr_opts_t *o, char *errstr, size_t errstr_size) {
+    gw_rr_t *rr = calloc(1, sizeof(*rr));
+    rd_kafka_conf_t *conf = NULL;
+    char timeout[24], group[64];
+    const char *pdefaults[] = {"message.timeout.ms", timeout, "linger.ms", "1", NULL};
+    const char *cdefaults[] = {"group.id", group, "enable.auto.commit", "false", "fetch.wait.max.ms", "5", NULL};
+    uuid_t u;
+
+    if (!rr) return NULL;
+    rr->o = *o;
+    pthread_mutex_init(&rr->lock, NULL);
+    rr->seed = (unsigned)time(NULL) ^ (unsigned)getpid();
+    for (rr->nbuckets = 1; rr->nbuckets < (unsigned)o->max_inflight * 2; rr->nbuckets <<= 1) {
+    }
+    rr->slots = calloc((size_t)o->max_inflight, sizeof(*rr->slots));
+    rr->free_slots = malloc((size_t)o->max_inflight * sizeof(int));
+    rr->buckets = malloc(rr->nbuckets * sizeof(int));
+    if (!rr->slots || !rr->free_slots || !rr->buckets) {
+        snprintf(errstr, errstr_size, "out of memory for %d in-flight requests", o->max_inflight);
+        goto err;
+    }
+    for (int i = 0; i < o->max_inflight; i++) rr->free_slots[rr->nfree++] = o->max_inflight - 1 - i;
+    memset(rr->buckets, 0xff, rr->nbuckets * sizeof(int));
+    rr->o.breaker.on_change = on_breaker_change;
+    gw_breaker_init(&rr->breaker, &rr->o.breaker);
+
+    snprintf(timeout, sizeof(timeout), "%d", o->produce_timeout_ms);
+    if (!(conf = vx_kafka_conf_new(VX_KAFKA_PRODUCER, pdefaults, errstr, errstr_size))) goto err;
+    rd_kafka_conf_set_dr_msg_cb(conf, on_delivery);
+    rd_kafka_conf_set_error_cb(conf, on_error);
+    rd_kafka_conf_set_opaque(conf, rr);
+    if (!(rr->producer = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, errstr_size))) goto err;
+    conf = NULL;
+
+    /* A group id of its own, never committed: this instance reads every reply by assignment. */
+    uuid_generate_random(u);
+    memcpy(group, "gateway-", 8);
+    uuid_unparse_lower(u, group + 8);
+    if (!(conf = vx_kafka_conf_new(VX_KAFKA_CONSUMER, cdefaults, errstr, errstr_size))) goto err;
+    if (!(rr->consumer = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, errstr_size))) goto err;
+    conf = NULL;
+    rd_kafka_poll_set_consumer(rr->consumer);
+    if (assign_results(rr, errstr, errstr_size)) goto err;
+    if (pthread_create(&rr->thread, NULL, reply_thread, rr)) {
+        snprintf(errstr, errstr_size, "cannot start the reply thread");
+        goto err;
+    }
+    rr->thread_started = 1;
+    return rr;
+err:
+    if (conf) rd_kafka_conf_destroy(conf);
+    gw_rr_stop(rr);
+    return NULL;
+}
+
+void gw_rr_stop(gw_rr_t *rr) {
+    if (!rr) return;
+    if (rr->thread_started) {
+        rr->stop = 1;
+        pthread_join(rr->thread, NULL);
+    }
+    if (rr->slots) {
+        pthread_mutex_lock(&rr->lock);
+        for (int i = 0; i < rr->o.max_inflight; i++) {
+            entry_t *e = &rr->slots[i];
+            if (!e->used) continue;
+            while (e->waiters) {
+                waiter_t *w = e->waiters;
+                e->waiters = w->next;
+                answer_timeout(rr, e, w);
+                free(w);
+            }
+            free(e->command);
+        }
+        pthread_mutex_unlock(&rr->lock);
+    }
+    if (rr->consumer) {
+        rd_kafka_consumer_close(rr->consumer);
+        rd_kafka_destroy(rr->consumer);
+    }
+    if (rr->producer) {
+        rd_kafka_flush(rr->producer, 5000);
+        rd_kafka_destroy(rr->producer);
+    }
+    free(rr->slots);
+    free(rr->free_slots);
+    free(rr->buckets);
+    pthread_mutex_destroy(&rr->lock);
+    free(rr);
+}
+
+int gw_rr_ready(gw_rr_t *rr) { return vx_kafka_reachable(rr->producer, 1000); }
+
+void gw_rr_health(gw_rr_t *rr, json_object *obj) {
+    json_object *b = json_object_new_object();
+    int calls, failures;
+    long long now = now_ms();
+
+    pthread_mutex_lock(&rr->lock);
+    gw_breaker_counts(&rr->breaker, now, &calls, &failures);
+    json_object_object_add(b, "state", json_object_new_string(gw_breaker_state_name(gw_breaker_state(&rr->breaker, now))));
+    json_object_object_add(b, "calls", json_object_new_int(calls));
+    json_object_object_add(b, "failures", json_object_new_int(failures));
+    json_object_object_add(obj, "inflight", json_object_new_int(rr->nwaiters));
+    json_object_object_add(obj, "kafka_down", json_object_new_boolean(rr->kafka_down));
+    pthread_mutex_unlock(&rr->lock);
+    json_object_object_add(obj, "breaker", b);
+}
+
+size_t gw_rr_metrics(gw_rr_t *rr, char *buf, size_t len, size_t size) {
+    long long now = now_ms();
+    int n;
+    pthread_mutex_lock(&rr->lock);
+    n = snprintf(buf + len, size - len,
+                 "# TYPE valerix_gateway_inflight gauge\nvalerix_gateway_inflight %d\n"
+                 "# TYPE valerix_gateway_breaker_state gauge\nvalerix_gateway_breaker_state %d\n"
+                 "# TYPE valerix_gateway_commands_sent_total counter\nvalerix_gateway_commands_sent_total %lld\n"
+                 "# TYPE valerix_gateway_commands_resent_total counter\nvalerix_gateway_commands_resent_total %lld\n"
+                 "# TYPE valerix_gateway_replies_total counter\nvalerix_gateway_replies_total %lld\n"
+                 "# TYPE valerix_gateway_accepted_late_total counter\nvalerix_gateway_accepted_late_total %lld\n"
+                 "# TYPE valerix_gateway_unavailable_total counter\nvalerix_gateway_unavailable_total %lld\n",
+                 rr->nwaiters, (int)gw_breaker_state(&rr->breaker, now), rr->sent, rr->resent, rr->replies,
+                 rr->timeouts_202, rr->rejected_503);
+    pthread_mutex_unlock(&rr->lock);
+    return n > 0 && (size_t)n < size - len ? len + (size_t)n : len;
+}
