@@ -261,19 +261,101 @@ static void store_offsets(svc_t *s, item_t *items, int n) {
     rd_kafka_topic_partition_list_destroy(l);
 }
 
-/* One batch: decode, dead-letter the poison, apply the rest in one transaction (or one by one if
- * the database refuses the batch), publish, then store offsets. */
+/* Open-addressing set of borrowed strings, cleared per SQL batch: inv_apply_batch needs every
+ * idempotency key and order id at most once per call, so a repeat starts a new call. */
+typedef struct {
+    const char **slot;
+    size_t cap; /* a power of two, at least twice the batch size */
+} strset_t;
+
+static int strset_add(strset_t *set, const char *str) { /* 0 when already there */
+    size_t h = 14695981039346656037ULL;
+    for (const char *p = str; *p; p++) h = (h ^ (unsigned char)*p) * 1099511628211ULL;
+    for (size_t i = h & (set->cap - 1);; i = (i + 1) & (set->cap - 1)) {
+        if (!set->slot[i]) {
+            set->slot[i] = str;
+            return 1;
+        }
+        if (strcmp(set->slot[i], str) == 0) return 0;
+    }
+}
+
+typedef struct {
+    json_object *arr;
+    int first, count; /* items[first..] that are in arr (valid ones only) */
+    strset_t keys, orders;
+} sqlbatch_t;
+
+/* Applies the SQL batch: one transaction, or one command at a time if the database refuses the
+ * whole (then only the command at fault is dead-lettered). Returns 0, or -1 when it gave up on
+ * stopping (nothing may be acknowledged then). */
+static int flush_batch(svc_t *s, sqlbatch_t *b, item_t *items, int upto) {
+    int fatal = 0, rc = 0;
+    PGresult *r;
+
+    if (!b->count) goto reset;
+    r = apply(s, json_object_to_json_string_ext(b->arr, JSON_C_TO_STRING_PLAIN), &fatal);
+    if (r) {
+        vx_chaos_point("after_commit_before_publish");
+        publish(s, r);
+        PQclear(r);
+    } else if (!fatal) {
+        rc = -1;
+    } else {
+        for (int i = b->first; i < upto && rc == 0; i++) {
+            json_object *one;
+            if (!items[i].valid) continue;
+            one = json_object_new_array_ext(1);
+            json_object_array_add(one, batch_entry(&items[i]));
+            r = apply(s, json_object_to_json_string_ext(one, JSON_C_TO_STRING_PLAIN), &fatal);
+            json_object_put(one);
+            if (r) {
+                publish(s, r);
+                PQclear(r);
+            } else if (fatal) {
+                dead_letter(s, &items[i], "processing_error", "the database refused this command");
+            } else {
+                rc = -1;
+            }
+        }
+    }
+reset:
+    json_object_put(b->arr);
+    b->arr = json_object_new_array_ext(64);
+    b->first = upto;
+    b->count = 0;
+    memset(b->keys.slot, 0, b->keys.cap * sizeof(char *));
+    memset(b->orders.slot, 0, b->orders.cap * sizeof(char *));
+    return rc;
+}
+
+/* One Kafka batch: decode, dead-letter the poison, apply the rest in as few transactions as the
+ * repeats allow, publish, then store the offsets. */
 static void process(svc_t *s, item_t *items, int n) {
-    json_object *batch = json_object_new_array_ext(n);
-    int valid = 0, fatal = 0, abandoned = 0;
+    static const char **slots;
+    static size_t cap;
+    sqlbatch_t b = {0};
+    int abandoned = 0;
     char err[256];
 
-    for (int i = 0; i < n; i++) {
+    if (!slots) { /* sized once for the largest batch; never freed: lives as long as the process */
+        for (cap = 1; cap < (size_t)s->cfg.batch_max * 2; cap <<= 1) {
+        }
+        if (!(slots = calloc(cap * 2, sizeof(char *)))) {
+            vx_log(VX_LOG_ERROR, "out_of_memory", NULL);
+            exit(1);
+        }
+    }
+    b.keys = (strset_t){slots, cap};
+    b.orders = (strset_t){slots + cap, cap};
+    b.arr = json_object_new_array_ext(n);
+    for (int i = 0; i < n; i++) items[i].valid = 0;
+
+    for (int i = 0; i < n && !abandoned; i++) {
         item_t *it = &items[i];
         rd_kafka_message_t *m = it->msg;
         vx_msg_err_t e;
 
-        it->valid = 0;
         it->cid[0] = '\0';
         if (m->err) {
             vx_log(VX_LOG_WARN, "consume_error", "error", rd_kafka_message_errstr(m), NULL);
@@ -286,41 +368,17 @@ static void process(svc_t *s, item_t *items, int n) {
             continue;
         }
         it->valid = 1;
-        json_object_array_add(batch, batch_entry(it));
-        valid++;
-    }
-
-    if (valid) {
-        PGresult *r = apply(s, json_object_to_json_string_ext(batch, JSON_C_TO_STRING_PLAIN), &fatal);
-        if (r) {
-            vx_chaos_point("after_commit_before_publish");
-            publish(s, r);
-            PQclear(r);
-        } else if (!fatal) {
-            abandoned = 1;
-        } else {
-            /* Something in the batch breaks a database rule: apply one at a time so that only the
-             * command at fault is dead-lettered and its neighbours keep their outcome. */
-            for (int i = 0; i < n; i++) {
-                json_object *one;
-                if (!items[i].valid) continue;
-                one = json_object_new_array_ext(1);
-                json_object_array_add(one, batch_entry(&items[i]));
-                r = apply(s, json_object_to_json_string_ext(one, JSON_C_TO_STRING_PLAIN), &fatal);
-                json_object_put(one);
-                if (r) {
-                    publish(s, r);
-                    PQclear(r);
-                } else if (fatal) {
-                    dead_letter(s, &items[i], "processing_error", "the database refused this command");
-                } else {
-                    abandoned = 1;
-                    break;
-                }
-            }
+        if (!strset_add(&b.keys, it->cmd.idempotency_key) ||
+            (it->cmd.order_id && !strset_add(&b.orders, it->cmd.order_id))) {
+            abandoned = flush_batch(s, &b, items, i) != 0;
+            strset_add(&b.keys, it->cmd.idempotency_key);
+            if (it->cmd.order_id) strset_add(&b.orders, it->cmd.order_id);
         }
+        json_object_array_add(b.arr, batch_entry(it));
+        b.count++;
     }
-    json_object_put(batch);
+    if (!abandoned) abandoned = flush_batch(s, &b, items, n) != 0;
+    json_object_put(b.arr);
     for (int i = 0; i < n; i++)
         if (items[i].valid) vx_msg_clear(&items[i].cmd);
 
