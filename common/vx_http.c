@@ -131,7 +131,7 @@ void vx_http_reply(vx_http_req_t *req, int status, const char *content_type, con
 
 void vx_http_reply_json(vx_http_req_t *req, int status, json_object *obj) {
     size_t len;
-    const char *s = json_object_to_json_string_length(obj, JSON_C_TO_STRING_PLAIN, &len);
+    const char *s = json_object_to_json_string_length(obj, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE, &len);
     vx_http_reply(req, status, "application/json", s, len);
 }
 
@@ -156,7 +156,7 @@ void vx_http_problem(vx_http_req_t *req, int status, const char *title, const ch
     }
     {
         size_t len;
-        const char *s = json_object_to_json_string_length(p, JSON_C_TO_STRING_PLAIN, &len);
+        const char *s = json_object_to_json_string_length(p, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE, &len);
         vx_http_reply(req, status, "application/problem+json", s, len);
     }
     json_object_put(p);

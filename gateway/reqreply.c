@@ -151,8 +151,10 @@ static void answer_result(vx_http_req_t *req, entry_t *e, waiter_t *w, json_obje
     const char *status = json_object_object_get_ex(result, "status", &v) ? json_object_get_string(v) : "";
     const char *hash = json_object_object_get_ex(result, "request_hash", &v) ? json_object_get_string(v) : NULL;
 
-    add_common_headers(req, e, w->replay || replayed);
-    if (hash && strcmp(hash, w->hash) != 0) {
+    int mismatch = hash && strcmp(hash, w->hash) != 0;
+
+    add_common_headers(req, e, !mismatch && (w->replay || replayed));
+    if (mismatch) {
         vx_http_problem(req, 422, "Idempotency key reused",
                         "this Idempotency-Key was first used with another request body", NULL);
     } else if (strcmp(status, "CONFIRMED") == 0) {
@@ -301,7 +303,7 @@ void gw_rr_submit(gw_rr_t *rr, vx_http_req_t *req, const vx_msg_t *body, const c
         cmd = vx_msg_to_json(body);
         json_object_object_add(cmd, "type", json_object_new_string("PlaceOrder"));
         json_object_object_add(cmd, "idempotency_key", json_object_new_string(key));
-        s = json_object_to_json_string_length(cmd, JSON_C_TO_STRING_PLAIN, &len);
+        s = json_object_to_json_string_length(cmd, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE, &len);
         e->command = malloc(len);
         if (e->command) memcpy(e->command, s, len);
         e->command_len = len;

@@ -294,7 +294,7 @@ static int flush_batch(svc_t *s, sqlbatch_t *b, item_t *items, int upto) {
     PGresult *r;
 
     if (!b->count) goto reset;
-    r = apply(s, json_object_to_json_string_ext(b->arr, JSON_C_TO_STRING_PLAIN), &fatal);
+    r = apply(s, json_object_to_json_string_ext(b->arr, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE), &fatal);
     if (r) {
         vx_chaos_point("after_commit_before_publish");
         publish(s, r);
@@ -307,7 +307,7 @@ static int flush_batch(svc_t *s, sqlbatch_t *b, item_t *items, int upto) {
             if (!items[i].valid) continue;
             one = json_object_new_array_ext(1);
             json_object_array_add(one, batch_entry(&items[i]));
-            r = apply(s, json_object_to_json_string_ext(one, JSON_C_TO_STRING_PLAIN), &fatal);
+            r = apply(s, json_object_to_json_string_ext(one, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE), &fatal);
             json_object_put(one);
             if (r) {
                 publish(s, r);

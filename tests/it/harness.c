@@ -988,30 +988,35 @@ static json_object *parse_json(const char *s, size_t len) {
     return obj;
 }
 
-/* One line of messages.jsonl; a value that is not JSON is written as a JSON
- * string so that the schema check flags it. */
+/* One line of messages.jsonl, with the value's own bytes when they are one
+ * line of JSON; a value that is not JSON is written as a JSON string so that
+ * the schema check flags it. */
 static void jsonl_append(it_collector_t *c, const it_msg *m) {
-    json_object *line = json_object_new_object();
-    json_object_object_add(line, "topic", json_object_new_string(c->jsonl_topic));
-    json_object *value;
-    if (m->json)
-        value = json_object_get(m->json);
-    else if (m->value)
-        value = json_object_new_string_len(m->value, (int)m->value_len);
-    else
-        value = NULL;
-    json_object_object_add(line, "value", value);
-    size_t len;
-    const char *s = json_object_to_json_string_length(line, JSON_C_TO_STRING_PLAIN, &len);
-    char *out = malloc(len + 1);
-    if (out) {
-        memcpy(out, s, len);
-        out[len] = '\n';
-        if (write(c->jsonl_fd, out, len + 1) != (ssize_t)(len + 1))
-            snprintf(c->last_error, sizeof c->last_error, "short write to messages.jsonl");
-        free(out);
+    json_object *label = json_object_new_string(c->jsonl_topic), *value = NULL;
+    const char *raw = NULL;
+    size_t raw_len = 0;
+    if (m->json && !memchr(m->value, '\n', m->value_len) &&
+        !memchr(m->value, '\r', m->value_len)) {
+        raw = m->value;
+        raw_len = m->value_len;
+    } else {
+        value = m->value ? json_object_new_string_len(m->value, (int)m->value_len) : NULL;
+        raw = value ? json_object_to_json_string_ext(value, JSON_C_TO_STRING_PLAIN) : "null";
+        raw_len = strlen(raw);
     }
-    json_object_put(line);
+    const char *l = json_object_to_json_string_ext(label, JSON_C_TO_STRING_PLAIN);
+    size_t len = strlen("{\"topic\":") + strlen(l) + strlen(",\"value\":") + raw_len + 2;
+    char *line = malloc(len + 1);
+    if (line) {
+        int n = snprintf(line, len + 1, "{\"topic\":%s,\"value\":", l);
+        memcpy(line + n, raw, raw_len);
+        memcpy(line + n + raw_len, "}\n", 2);
+        if (write(c->jsonl_fd, line, len) != (ssize_t)len)
+            snprintf(c->last_error, sizeof c->last_error, "short write to messages.jsonl");
+        free(line);
+    }
+    json_object_put(value);
+    json_object_put(label);
 }
 
 static int collector_store(it_collector_t *c, const rd_kafka_message_t *rkm,
@@ -1395,6 +1400,11 @@ void it_pg_url(char *buf, size_t size, const char *dbname) {
              IT_PG_PORT, dbname);
 }
 
+static void ignore_notice(void *arg, const char *message) {
+    (void)arg;
+    (void)message;
+}
+
 int it_pg_connect(PGconn **out, const char *dbname, char *errstr,
                   size_t errstr_size) {
     const char *keys[] = {"host", "port", "user", "dbname", "connect_timeout",
@@ -1409,6 +1419,7 @@ int it_pg_connect(PGconn **out, const char *dbname, char *errstr,
         PQfinish(conn);
         return -1;
     }
+    PQsetNoticeProcessor(conn, ignore_notice, NULL); /* "does not exist, skipping" */
     *out = conn;
     return 0;
 }

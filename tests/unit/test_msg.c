@@ -676,9 +676,8 @@ Test(codec_order_id, is_a_stable_version_5_uuid_per_key) {
         if (i != 8 && i != 13 && i != 18 && i != 23) cr_expect_not_null(strchr("0123456789abcdef", a[i]), "%s", a);
 }
 
-/* Bug: vx_msg.c says the namespace is uuid5(NAMESPACE_URL, "https://valerix.dev/orders"), which is
- * 2ad60cf7-7425-5be5-a9bc-29acaf8e7d71, but the bytes written are 4b7a1c52-8e0f-5d3a-9c61-2f0e7d448a19.
- * Expected values from Python: uuid.uuid5(uuid.uuid5(uuid.NAMESPACE_URL, url), key). */
+/* The derivation vx_msg.c documents, so that any client can compute an order id itself. Expected
+ * values from Python: uuid.uuid5(uuid.uuid5(uuid.NAMESPACE_URL, "https://valerix.dev/orders"), key). */
 Test(codec_order_id, follows_the_documented_namespace) {
     char id[37];
 

@@ -1,0 +1,645 @@
+/* vxbench: the measuring half of `make bench`; tests/bench/bench.sh drives it.
+ *
+ *   vxbench seed PREFIX PRODUCTS QTY               Restock lines, one per product, for kcat -K'|'
+ *   vxbench inventory PREFIX N PRODUCTS            N inventory commands (the mix below), for kcat -K'|'
+ *   vxbench orders PREFIX N PRODUCTS               N PlaceOrder commands, for kcat -K'|'
+ *   vxbench count TOPIC PREFIX EXPECT TIMEOUT_S [READY_FILE]
+ *                                                  reads TOPIC from the beginning until EXPECT distinct
+ *                                                  idempotency keys starting with PREFIX were seen
+ *   vxbench paced COMMANDS EVENTS PREFIX RATE SECS PRODUCTS DRAIN_S
+ *                                                  produces the mix at RATE/s for SECS, reads the
+ *                                                  events, prints produced->consumed latency
+ *   vxbench group-to-end GROUP TOPIC               commits TOPIC's end offsets for consumer GROUP
+ *   vxbench drop-topics TOPIC...                   deletes topics
+ *
+ * Invariant: every figure printed comes from messages seen on the broker; a run that does not see
+ * every answer it waits for says so and exits 1, so bench.sh never reports a guess. Output of count
+ * and paced is "name value" lines for the script to read. Kafka settings come from KAFKA_* (vx_kafka). */
+#include <errno.h>
+#include <json-c/json.h>
+#include <librdkafka/rdkafka.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "vx_kafka.h"
+#include "vx_log.h"
+#include "vx_msg.h"
+
+#define LINE_CAP 2048   /* one generated command; 3 lines of short ids never come near it */
+#define LABEL_MAX 32    /* distinct outcome labels tallied by count */
+#define RELEASE_RING 4096
+#define RELEASE_AGE 256 /* reserved orders held before the oldest is released */
+
+/* ---- small helpers ------------------------------------------------------------------------------ */
+
+static int64_t mono_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+static double real_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (double)ts.tv_sec * 1000.0 + (double)ts.tv_nsec / 1e6;
+}
+
+static int parse_long(const char *s, long lo, long hi, long *out) {
+    char *end;
+    long v;
+    errno = 0;
+    v = strtol(s, &end, 10);
+    if (errno || end == s || *end || v < lo || v > hi) {
+        fprintf(stderr, "vxbench: \"%s\" is not an integer from %ld to %ld\n", s, lo, hi);
+        return -1;
+    }
+    *out = v;
+    return 0;
+}
+
+/* xorshift64*: a fixed seed makes every run send the same mix. */
+static uint64_t bench_rand(uint64_t *s) {
+    *s ^= *s >> 12;
+    *s ^= *s << 25;
+    *s ^= *s >> 27;
+    return *s * 0x2545F4914F6CDD1DULL;
+}
+
+/* ---- generators: one command as Kafka key and JSON value ----------------------------------------- */
+
+typedef struct {
+    const char *prefix;
+    long products;
+    uint64_t rng;
+    long ring[RELEASE_RING]; /* reserved orders not yet released, oldest first */
+    int ring_head, ring_len;
+} gen_t;
+
+static void gen_init(gen_t *g, const char *prefix, long products, uint64_t seed) {
+    memset(g, 0, sizeof(*g));
+    g->prefix = prefix;
+    g->products = products;
+    g->rng = seed ? seed : 0x9E3779B97F4A7C15ULL;
+}
+
+/* Appends 1 to 3 lines of 1 to 3 units over the products; returns the new length. */
+static size_t gen_items(gen_t *g, char *buf, size_t len, size_t size) {
+    int n = 1 + (int)(bench_rand(&g->rng) % 3);
+    len += (size_t)snprintf(buf + len, size - len, "\"items\":[");
+    for (int i = 0; i < n; i++)
+        len += (size_t)snprintf(buf + len, size - len, "%s{\"product_id\":\"SKU-BENCH-%03ld\",\"quantity\":%d}",
+                                i ? "," : "", 1 + (long)(bench_rand(&g->rng) % (uint64_t)g->products),
+                                1 + (int)(bench_rand(&g->rng) % 3));
+    return len + (size_t)snprintf(buf + len, size - len, "]");
+}
+
+/* The inventory mix, command i (idempotency key PREFIX-i): 80% ReserveStock of 1-3 lines, 15%
+ * ReleaseStock of the oldest order still held (once RELEASE_AGE are held, so it was reserved hundreds
+ * to thousands of commands earlier), 5% Restock of 1000 units. Reserve and release are keyed by
+ * order id, as order-svc sends them, so a release never overtakes its reservation; a Restock is
+ * keyed by its idempotency key. */
+static void gen_inventory(gen_t *g, long i, char *key, size_t key_size, char *val, size_t val_size) {
+    unsigned r = (unsigned)(bench_rand(&g->rng) % 100);
+    size_t len;
+
+    if (r < 5) {
+        snprintf(key, key_size, "%s%ld", g->prefix, i);
+        snprintf(val, val_size,
+                 "{\"type\":\"Restock\",\"idempotency_key\":\"%s%ld\",\"product_id\":\"SKU-BENCH-%03ld\",\"quantity\":1000}",
+                 g->prefix, i, 1 + (long)(bench_rand(&g->rng) % (uint64_t)g->products));
+    } else if (r < 20 && g->ring_len >= RELEASE_AGE) {
+        long o = g->ring[g->ring_head];
+        g->ring_head = (g->ring_head + 1) % RELEASE_RING;
+        g->ring_len--;
+        snprintf(key, key_size, "%so%ld", g->prefix, o);
+        snprintf(val, val_size, "{\"type\":\"ReleaseStock\",\"idempotency_key\":\"%s%ld\",\"order_id\":\"%so%ld\"}",
+                 g->prefix, i, g->prefix, o);
+    } else {
+        if (g->ring_len == RELEASE_RING) { /* full: the oldest is never released */
+            g->ring_head = (g->ring_head + 1) % RELEASE_RING;
+            g->ring_len--;
+        }
+        g->ring[(g->ring_head + g->ring_len++) % RELEASE_RING] = i;
+        snprintf(key, key_size, "%so%ld", g->prefix, i);
+        len = (size_t)snprintf(val, val_size,
+                               "{\"type\":\"ReserveStock\",\"idempotency_key\":\"%s%ld\",\"order_id\":\"%so%ld\",",
+                               g->prefix, i, g->prefix, i);
+        len = gen_items(g, val, len, val_size);
+        snprintf(val + len, val_size - len, "}");
+    }
+}
+
+static void gen_order(gen_t *g, long i, char *key, size_t key_size, char *val, size_t val_size) {
+    size_t len;
+    snprintf(key, key_size, "%s%ld", g->prefix, i);
+    len = (size_t)snprintf(val, val_size, "{\"type\":\"PlaceOrder\",\"idempotency_key\":\"%s%ld\",\"customer_id\":\"cust-%03d\",",
+                           g->prefix, i, (int)(bench_rand(&g->rng) % 1000));
+    len = gen_items(g, val, len, val_size);
+    snprintf(val + len, val_size - len, "}");
+}
+
+static int cmd_generate(const char *what, const char *prefix, const char *n_arg, const char *products_arg) {
+    char key[256], val[LINE_CAP];
+    long n, products;
+    gen_t g;
+
+    if (parse_long(n_arg, 1, 100000000, &n) || parse_long(products_arg, 1, 999, &products)) return 2;
+    gen_init(&g, prefix, products, strcmp(what, "orders") == 0 ? 7 : 3);
+    for (long i = 0; i < n; i++) {
+        if (strcmp(what, "orders") == 0)
+            gen_order(&g, i, key, sizeof(key), val, sizeof(val));
+        else
+            gen_inventory(&g, i, key, sizeof(key), val, sizeof(val));
+        printf("%s|%s\n", key, val);
+    }
+    return fflush(stdout) == 0 ? 0 : 1;
+}
+
+static int cmd_seed(const char *prefix, const char *products_arg, const char *qty_arg) {
+    long products, qty;
+    if (parse_long(products_arg, 1, 999, &products) || parse_long(qty_arg, 1, VX_MSG_MAX_QTY, &qty)) return 2;
+    for (long p = 1; p <= products; p++)
+        printf("%s%ld|{\"type\":\"Restock\",\"idempotency_key\":\"%s%ld\",\"product_id\":\"SKU-BENCH-%03ld\","
+               "\"quantity\":%ld,\"name\":\"Bench product %ld\"}\n",
+               prefix, p, prefix, p, p, qty, p);
+    return fflush(stdout) == 0 ? 0 : 1;
+}
+
+/* ---- reading answers ---------------------------------------------------------------------------- */
+
+/* The idempotency key and an outcome label ("type[:status][:reason]") of one answer, parsed with a
+ * reused tokener. Returns 0, or -1 when the value is not a JSON object with a string key. */
+static int answer_fields(json_tokener *tok, const rd_kafka_message_t *m, char *key, size_t key_size, char *label,
+                         size_t label_size) {
+    json_object *o, *v;
+    const char *parts[3] = {"type", "status", "reason"};
+    size_t len = 0;
+    int rc = -1;
+
+    if (!m->payload || m->len > VX_MSG_MAX_BYTES) return -1;
+    json_tokener_reset(tok);
+    o = json_tokener_parse_ex(tok, m->payload, (int)m->len);
+    if (!o || !json_object_is_type(o, json_type_object)) goto out;
+    if (!json_object_object_get_ex(o, "idempotency_key", &v) || !json_object_is_type(v, json_type_string)) goto out;
+    snprintf(key, key_size, "%s", json_object_get_string(v));
+    label[0] = '\0';
+    for (int i = 0; i < 3; i++)
+        if (json_object_object_get_ex(o, parts[i], &v) && json_object_is_type(v, json_type_string) && len < label_size)
+            len += (size_t)snprintf(label + len, label_size - len, "%s%s", len ? ":" : "", json_object_get_string(v));
+    rc = 0;
+out:
+    json_object_put(o);
+    return rc;
+}
+
+/* A set of strings (open addressing), for the distinct keys seen. */
+typedef struct {
+    char **slot;
+    size_t cap, n;
+} keyset_t;
+
+static uint64_t hash_str(const char *s) {
+    uint64_t h = 1469598103934665603ULL;
+    for (; *s; s++) h = (h ^ (unsigned char)*s) * 1099511628211ULL;
+    return h;
+}
+
+/* Returns 1 when k was added, 0 when it was there, -1 out of memory. k is copied. */
+static int keyset_add(keyset_t *s, const char *k) {
+    size_t i;
+    if ((s->n + 1) * 2 > s->cap) {
+        size_t cap = s->cap ? s->cap * 2 : 1 << 16;
+        char **slot = calloc(cap, sizeof(*slot));
+        if (!slot) return -1;
+        for (size_t j = 0; j < s->cap; j++) {
+            if (!s->slot[j]) continue;
+            for (i = hash_str(s->slot[j]) & (cap - 1); slot[i]; i = (i + 1) & (cap - 1)) {}
+            slot[i] = s->slot[j];
+        }
+        free(s->slot);
+        s->slot = slot;
+        s->cap = cap;
+    }
+    for (i = hash_str(k) & (s->cap - 1); s->slot[i]; i = (i + 1) & (s->cap - 1))
+        if (strcmp(s->slot[i], k) == 0) return 0;
+    if (!(s->slot[i] = strdup(k))) return -1;
+    s->n++;
+    return 1;
+}
+
+static void keyset_free(keyset_t *s) {
+    for (size_t i = 0; i < s->cap; i++) free(s->slot[i]);
+    free(s->slot);
+}
+
+/* Every partition of topic with its offset: the beginning (from_end 0) or the end resolved now
+ * (from_end 1). Returns a new list (caller owns) or NULL with errstr. rk is any client handle. */
+static rd_kafka_topic_partition_list_t *bench_partitions(rd_kafka_t *rk, const char *topic, int from_end, char *errstr,
+                                                         size_t errstr_size) {
+    const struct rd_kafka_metadata *md = NULL;
+    rd_kafka_topic_partition_list_t *l = NULL;
+    rd_kafka_topic_t *t = rd_kafka_topic_new(rk, topic, NULL);
+    rd_kafka_resp_err_t err = rd_kafka_metadata(rk, 0, t, &md, 10000);
+
+    if (err || md->topic_cnt != 1 || md->topics[0].err) {
+        snprintf(errstr, errstr_size, "topic %s: %s", topic,
+                 rd_kafka_err2str(err ? err : md->topic_cnt ? md->topics[0].err : RD_KAFKA_RESP_ERR__UNKNOWN_TOPIC));
+        goto out;
+    }
+    l = rd_kafka_topic_partition_list_new(md->topics[0].partition_cnt);
+    for (int p = 0; p < md->topics[0].partition_cnt; p++) {
+        int64_t lo, hi = RD_KAFKA_OFFSET_BEGINNING;
+        int32_t id = md->topics[0].partitions[p].id;
+        if (from_end && (err = rd_kafka_query_watermark_offsets(rk, topic, id, &lo, &hi, 10000))) {
+            snprintf(errstr, errstr_size, "offsets of %s: %s", topic, rd_kafka_err2str(err));
+            rd_kafka_topic_partition_list_destroy(l);
+            l = NULL;
+            goto out;
+        }
+        rd_kafka_topic_partition_list_add(l, topic, id)->offset = hi;
+    }
+out:
+    if (md) rd_kafka_metadata_destroy(md);
+    rd_kafka_topic_destroy(t);
+    return l;
+}
+
+/* A consumer handle in `group` (NULL: a private name; nothing is ever committed automatically).
+ * Returns it or NULL with errstr. */
+static rd_kafka_t *bench_consumer(const char *group, char *errstr, size_t errstr_size) {
+    const char *defaults[] = {"group.id", group ? group : "vxbench", "enable.auto.commit", "false", NULL};
+    rd_kafka_conf_t *conf = vx_kafka_conf_new(VX_KAFKA_CONSUMER, defaults, errstr, errstr_size);
+    rd_kafka_t *rk;
+
+    if (!conf) return NULL;
+    if (!(rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, errstr_size))) {
+        rd_kafka_conf_destroy(conf);
+        return NULL;
+    }
+    rd_kafka_poll_set_consumer(rk);
+    return rk;
+}
+
+/* A consumer outside any group assigned every partition of topic at the beginning or at the end
+ * resolved now, so nothing produced after this returns can be missed. NULL with errstr. */
+static rd_kafka_t *bench_reader(const char *topic, int from_end, char *errstr, size_t errstr_size) {
+    rd_kafka_t *rk = bench_consumer(NULL, errstr, errstr_size);
+    rd_kafka_topic_partition_list_t *l = rk ? bench_partitions(rk, topic, from_end, errstr, errstr_size) : NULL;
+    rd_kafka_resp_err_t err;
+
+    if (!l) goto err;
+    if ((err = rd_kafka_assign(rk, l))) {
+        snprintf(errstr, errstr_size, "assign: %s", rd_kafka_err2str(err));
+        goto err;
+    }
+    rd_kafka_topic_partition_list_destroy(l);
+    return rk;
+err:
+    if (l) rd_kafka_topic_partition_list_destroy(l);
+    if (rk) rd_kafka_destroy(rk);
+    return NULL;
+}
+
+typedef struct {
+    char name[96];
+    long count;
+} label_t;
+
+static void tally(label_t *labels, int *n, const char *name) {
+    for (int i = 0; i < *n; i++)
+        if (strcmp(labels[i].name, name) == 0) {
+            labels[i].count++;
+            return;
+        }
+    if (*n == LABEL_MAX) name = "(other)";
+    if (*n < LABEL_MAX) {
+        snprintf(labels[*n].name, sizeof(labels[*n].name), "%s", name);
+        labels[(*n)++].count = 1;
+    }
+}
+
+static int cmd_count(const char *topic, const char *prefix, const char *expect_arg, const char *timeout_arg,
+                     const char *ready_file) {
+    char err[512], key[VX_MSG_MAX_KEY * 4 + 1], label[96];
+    label_t labels[LABEL_MAX];
+    int nlabels = 0, rc = 1;
+    long expect, timeout_s, dupes = 0, other = 0, bad = 0;
+    size_t plen = strlen(prefix);
+    double first_ms = 0, last_ms = 0;
+    int64_t deadline;
+    keyset_t seen = {0};
+    json_tokener *tok = json_tokener_new();
+    rd_kafka_t *rk = NULL;
+
+    if (parse_long(expect_arg, 1, 100000000, &expect) || parse_long(timeout_arg, 1, 86400, &timeout_s)) {
+        rc = 2;
+        goto out;
+    }
+    if (!tok || !(rk = bench_reader(topic, 0, err, sizeof(err)))) {
+        fprintf(stderr, "vxbench count: %s\n", tok ? err : "out of memory");
+        goto out;
+    }
+    if (ready_file) {
+        FILE *f = fopen(ready_file, "w");
+        if (!f || fclose(f)) {
+            fprintf(stderr, "vxbench count: cannot write %s\n", ready_file);
+            goto out;
+        }
+    }
+    deadline = mono_ns() + (int64_t)timeout_s * 1000000000;
+    while ((long)seen.n < expect && mono_ns() < deadline) {
+        rd_kafka_message_t *m = rd_kafka_consumer_poll(rk, 100);
+        int added;
+        if (!m) continue;
+        if (m->err) {
+            if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
+                fprintf(stderr, "vxbench count: %s\n", rd_kafka_message_errstr(m));
+        } else if (answer_fields(tok, m, key, sizeof(key), label, sizeof(label))) {
+            bad++;
+        } else if (strncmp(key, prefix, plen) != 0) {
+            other++;
+        } else if ((added = keyset_add(&seen, key)) < 0) {
+            fprintf(stderr, "vxbench count: out of memory\n");
+            rd_kafka_message_destroy(m);
+            goto out;
+        } else if (added == 0) {
+            dupes++;
+        } else {
+            last_ms = real_ms();
+            if (seen.n == 1) first_ms = last_ms;
+            tally(labels, &nlabels, label);
+        }
+        rd_kafka_message_destroy(m);
+    }
+    printf("expected %ld\nseen %zu\nfirst_ms %.3f\nlast_ms %.3f\nduplicates %ld\nother %ld\nunreadable %ld\n", expect,
+           seen.n, first_ms, last_ms, dupes, other, bad);
+    for (int i = 0; i < nlabels; i++) printf("outcome %s %ld\n", labels[i].name, labels[i].count);
+    if ((long)seen.n < expect)
+        fprintf(stderr, "vxbench count: only %zu of %ld answers on %s within %ld s\n", seen.n, expect, topic, timeout_s);
+    else
+        rc = 0;
+out:
+    if (rk) rd_kafka_destroy(rk);
+    if (tok) json_tokener_free(tok);
+    keyset_free(&seen);
+    return rc;
+}
+
+/* ---- paced latency ------------------------------------------------------------------------------ */
+
+typedef struct {
+    rd_kafka_t *reader;
+    const char *prefix;
+    long total;
+    int64_t *sent_ns, *got_ns; /* per command; 0 until stamped (read and written with __atomic) */
+    long received, dupes;
+    int stop;
+} paced_t;
+
+static void *paced_reader(void *opaque) {
+    paced_t *p = opaque;
+    json_tokener *tok = json_tokener_new();
+    char key[VX_MSG_MAX_KEY * 4 + 1], label[96];
+    size_t plen = strlen(p->prefix);
+
+    while (tok && !__atomic_load_n(&p->stop, __ATOMIC_ACQUIRE)) {
+        rd_kafka_message_t *m = rd_kafka_consumer_poll(p->reader, 100);
+        int64_t now = mono_ns();
+        char *end;
+        long seq;
+        if (!m) continue;
+        if (!m->err && answer_fields(tok, m, key, sizeof(key), label, sizeof(label)) == 0 &&
+            strncmp(key, p->prefix, plen) == 0 && (seq = strtol(key + plen, &end, 10)) >= 0 && !*end &&
+            seq < p->total && __atomic_load_n(&p->sent_ns[seq], __ATOMIC_ACQUIRE)) {
+            if (p->got_ns[seq]) {
+                p->dupes++;
+            } else {
+                p->got_ns[seq] = now;
+                __atomic_add_fetch(&p->received, 1, __ATOMIC_RELEASE);
+            }
+        }
+        rd_kafka_message_destroy(m);
+    }
+    if (tok) json_tokener_free(tok);
+    return NULL;
+}
+
+static void paced_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque) {
+    long *failed = opaque;
+    (void)rk;
+    if (m->err) {
+        (*failed)++;
+        fprintf(stderr, "vxbench paced: delivery failed: %s\n", rd_kafka_err2str(m->err));
+    }
+}
+
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* Nearest-rank percentile of sorted v[0..n-1]. */
+static double percentile(const double *v, long n, double pct) {
+    long rank = (long)(pct / 100.0 * (double)n + 0.999999);
+    if (rank < 1) rank = 1;
+    if (rank > n) rank = n;
+    return v[rank - 1];
+}
+
+static int cmd_paced(char **argv) {
+    const char *commands = argv[0], *events = argv[1];
+    char err[512], key[256], val[LINE_CAP];
+    long rate, secs, products, drain_s, failed = 0, n = 0;
+    paced_t p = {0};
+    pthread_t th;
+    int started = 0, rc = 1;
+    rd_kafka_t *producer = NULL;
+    double *lat = NULL, sum = 0;
+    int64_t t0, last_sent = 0, deadline;
+    gen_t g;
+
+    p.prefix = argv[2];
+    if (parse_long(argv[3], 1, 1000000, &rate) || parse_long(argv[4], 1, 86400, &secs) ||
+        parse_long(argv[5], 1, 999, &products) || parse_long(argv[6], 1, 86400, &drain_s))
+        return 2;
+    p.total = rate * secs;
+    p.sent_ns = calloc((size_t)p.total, sizeof(*p.sent_ns));
+    p.got_ns = calloc((size_t)p.total, sizeof(*p.got_ns));
+    lat = calloc((size_t)p.total, sizeof(*lat));
+    if (!p.sent_ns || !p.got_ns || !lat) {
+        fprintf(stderr, "vxbench paced: out of memory\n");
+        goto out;
+    }
+    if (!(p.reader = bench_reader(events, 1, err, sizeof(err))) ||
+        !(producer = vx_kafka_producer_new(paced_delivery, &failed, NULL, err, sizeof(err)))) {
+        fprintf(stderr, "vxbench paced: %s\n", err);
+        goto out;
+    }
+    if (pthread_create(&th, NULL, paced_reader, &p)) {
+        fprintf(stderr, "vxbench paced: cannot start the reader thread\n");
+        goto out;
+    }
+    started = 1;
+    /* Connect the producer before the clock starts: the first command must not pay for it. */
+    if (!vx_kafka_reachable(producer, 10000)) {
+        fprintf(stderr, "vxbench paced: the broker does not answer\n");
+        goto out;
+    }
+    gen_init(&g, p.prefix, products, 11);
+    t0 = mono_ns() + 100000000;
+    for (long i = 0; i < p.total; i++) {
+        int64_t at = t0 + (int64_t)((double)i * 1e9 / (double)rate);
+        struct timespec ts = {.tv_sec = at / 1000000000, .tv_nsec = at % 1000000000};
+        rd_kafka_resp_err_t e;
+
+        gen_inventory(&g, i, key, sizeof(key), val, sizeof(val));
+        while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL) == EINTR) {}
+        last_sent = mono_ns();
+        __atomic_store_n(&p.sent_ns[i], last_sent, __ATOMIC_RELEASE);
+        e = vx_kafka_produce(producer, commands, key, strlen(key), val, strlen(val), NULL, NULL);
+        if (e) {
+            fprintf(stderr, "vxbench paced: produce: %s\n", rd_kafka_err2str(e));
+            goto out;
+        }
+        rd_kafka_poll(producer, 0);
+    }
+    rd_kafka_flush(producer, 30000);
+    deadline = last_sent + (int64_t)drain_s * 1000000000;
+    while (__atomic_load_n(&p.received, __ATOMIC_ACQUIRE) < p.total && mono_ns() < deadline) usleep(10000);
+    __atomic_store_n(&p.stop, 1, __ATOMIC_RELEASE);
+    pthread_join(th, NULL);
+    started = 0;
+
+    for (long i = 0; i < p.total; i++)
+        if (p.got_ns[i]) {
+            lat[n] = (double)(p.got_ns[i] - p.sent_ns[i]) / 1e6;
+            sum += lat[n++];
+        }
+    printf("sent %ld\nreceived %ld\nduplicates %ld\ndelivery_failed %ld\nsend_secs %.3f\n", p.total, n, p.dupes,
+           failed, (double)(last_sent - p.sent_ns[0]) / 1e9);
+    if (n) {
+        qsort(lat, (size_t)n, sizeof(*lat), cmp_double);
+        printf("p50_ms %.3f\np90_ms %.3f\np99_ms %.3f\np99.9_ms %.3f\nmax_ms %.3f\nmean_ms %.3f\n",
+               percentile(lat, n, 50), percentile(lat, n, 90), percentile(lat, n, 99), percentile(lat, n, 99.9),
+               lat[n - 1], sum / (double)n);
+    }
+    if (n < p.total || failed)
+        fprintf(stderr, "vxbench paced: %ld of %ld answers arrived within %ld s after the last command\n", n, p.total,
+                drain_s);
+    else
+        rc = 0;
+out:
+    if (started) {
+        __atomic_store_n(&p.stop, 1, __ATOMIC_RELEASE);
+        pthread_join(th, NULL);
+    }
+    if (producer) rd_kafka_destroy(producer);
+    if (p.reader) rd_kafka_destroy(p.reader);
+    free(p.sent_ns);
+    free(p.got_ns);
+    free(lat);
+    return rc;
+}
+
+/* ---- topic and group chores --------------------------------------------------------------------- */
+
+/* Commits every partition's current end for group: a consumer that starts in it later skips what
+ * the topic holds now (order-svc must not chew through the inventory stage's events first). */
+static int cmd_group_to_end(const char *group, const char *topic) {
+    char err[512];
+    rd_kafka_t *rk = bench_consumer(group, err, sizeof(err));
+    rd_kafka_topic_partition_list_t *l = rk ? bench_partitions(rk, topic, 1, err, sizeof(err)) : NULL;
+    rd_kafka_resp_err_t e;
+    int rc = 1;
+
+    if (!l) goto out;
+    if ((e = rd_kafka_commit(rk, l, 0))) {
+        snprintf(err, sizeof(err), "commit: %s", rd_kafka_err2str(e));
+        goto out;
+    }
+    printf("group %s starts at the end of %s (%d partitions)\n", group, topic, l->cnt);
+    rc = 0;
+out:
+    if (rc) fprintf(stderr, "vxbench group-to-end: %s\n", err);
+    if (l) rd_kafka_topic_partition_list_destroy(l);
+    if (rk) rd_kafka_destroy(rk);
+    return rc;
+}
+
+static int cmd_drop_topics(char **names, int n) {
+    char err[512];
+    rd_kafka_conf_t *conf = vx_kafka_conf_new(VX_KAFKA_ADMIN, NULL, err, sizeof(err));
+    rd_kafka_DeleteTopic_t *del[16];
+    rd_kafka_queue_t *q = NULL;
+    rd_kafka_event_t *ev = NULL;
+    rd_kafka_t *rk = NULL;
+    int rc = 1, made = 0;
+
+    if (n > 16) {
+        snprintf(err, sizeof(err), "at most 16 topics at once");
+        goto out;
+    }
+    if (!conf || !(rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof(err)))) goto out;
+    conf = NULL;
+    q = rd_kafka_queue_new(rk);
+    for (; made < n; made++) del[made] = rd_kafka_DeleteTopic_new(names[made]);
+    rd_kafka_DeleteTopics(rk, del, (size_t)n, NULL, q);
+    if (!(ev = rd_kafka_queue_poll(q, 30000))) {
+        snprintf(err, sizeof(err), "no answer to DeleteTopics within 30 s");
+        goto out;
+    }
+    if (rd_kafka_event_error(ev)) {
+        snprintf(err, sizeof(err), "%s", rd_kafka_event_error_string(ev));
+        goto out;
+    }
+    {
+        size_t cnt;
+        const rd_kafka_topic_result_t **res = rd_kafka_DeleteTopics_result_topics(rd_kafka_event_DeleteTopics_result(ev), &cnt);
+        rc = 0;
+        for (size_t i = 0; i < cnt; i++)
+            if (rd_kafka_topic_result_error(res[i])) {
+                fprintf(stderr, "vxbench drop-topics: %s: %s\n", rd_kafka_topic_result_name(res[i]),
+                        rd_kafka_topic_result_error_string(res[i]));
+                rc = 1;
+            }
+        err[0] = '\0';
+    }
+out:
+    if (rc && err[0]) fprintf(stderr, "vxbench drop-topics: %s\n", err);
+    if (ev) rd_kafka_event_destroy(ev);
+    for (int i = 0; i < made; i++) rd_kafka_DeleteTopic_destroy(del[i]);
+    if (q) rd_kafka_queue_destroy(q);
+    if (conf) rd_kafka_conf_destroy(conf);
+    if (rk) rd_kafka_destroy(rk);
+    return rc;
+}
+
+static int usage(void) {
+    fprintf(stderr, "usage: vxbench seed PREFIX PRODUCTS QTY\n"
+                    "       vxbench inventory|orders PREFIX N PRODUCTS\n"
+                    "       vxbench count TOPIC PREFIX EXPECT TIMEOUT_S [READY_FILE]\n"
+                    "       vxbench paced COMMANDS_TOPIC EVENTS_TOPIC PREFIX RATE SECS PRODUCTS DRAIN_S\n"
+                    "       vxbench group-to-end GROUP TOPIC\n"
+                    "       vxbench drop-topics TOPIC...\n");
+    return 2;
+}
+
+int main(int argc, char **argv) {
+    const char *cmd = argc > 1 ? argv[1] : "";
+
+    vx_log_init("vxbench");
+    if (strcmp(cmd, "seed") == 0 && argc == 5) return cmd_seed(argv[2], argv[3], argv[4]);
+    if ((strcmp(cmd, "inventory") == 0 || strcmp(cmd, "orders") == 0) && argc == 5)
+        return cmd_generate(cmd, argv[2], argv[3], argv[4]);
+    if (strcmp(cmd, "count") == 0 && (argc == 6 || argc == 7))
+        return cmd_count(argv[2], argv[3], argv[4], argv[5], argc == 7 ? argv[6] : NULL);
+    if (strcmp(cmd, "paced") == 0 && argc == 9) return cmd_paced(argv + 2);
+    if (strcmp(cmd, "group-to-end") == 0 && argc == 4) return cmd_group_to_end(argv[2], argv[3]);
+    if (strcmp(cmd, "drop-topics") == 0 && argc >= 3) return cmd_drop_topics(argv + 2, argc - 2);
+    return usage();
+}
