@@ -23,7 +23,10 @@ int vx_chaos_init(char *errstr, unsigned long errstr_size) {
 
     npoints = 0;
     if (!spec || !*spec) return 0;
-    snprintf(buf, sizeof(buf), "%s", spec);
+    if ((size_t)snprintf(buf, sizeof(buf), "%s", spec) >= sizeof(buf)) {
+        snprintf(errstr, errstr_size, "VX_CRASH_POINTS: longer than %zu bytes", sizeof(buf) - 1);
+        return -1;
+    }
     for (char *tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
         char *at = strchr(tok, '@'), *end = NULL;
         long nth = 1;

@@ -47,7 +47,7 @@ int vx_cfg_double(const char *name, double def, double min, double max, double *
     }
     errno = 0;
     d = strtod(v, &end);
-    if (errno || end == v || *end || d < min || d > max) {
+    if (errno || end == v || *end || !(d >= min && d <= max)) { /* NaN fails both */
         snprintf(errstr, errstr_size, "%s=\"%s\" is not a number from %g to %g", name, v, min, max);
         return -1;
     }

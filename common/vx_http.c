@@ -186,6 +186,13 @@ static enum MHD_Result queue(vx_http_req_t *req) {
     return ret;
 }
 
+static enum MHD_Result answer_too_large(vx_http_req_t *req) {
+    char detail[96];
+    snprintf(detail, sizeof(detail), "the body is larger than %zu bytes", req->srv->opts.body_cap);
+    vx_http_problem(req, 413, "Payload too large", detail, NULL);
+    return queue(req);
+}
+
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url, const char *method,
                                   const char *version, const char *upload_data, size_t *upload_data_size,
                                   void **con_cls) {
@@ -203,7 +210,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         req->path = url;
         req->too_large = cl && strtoull(cl, NULL, 10) > srv->opts.body_cap;
         *con_cls = req;
-        return MHD_YES;
+        return MHD_YES; /* a body over the cap is drained and discarded: answering before it is read
+                            can make the client's TCP stack drop our 413 with a reset */
     }
     if (*upload_data_size) {
         size_t n = *upload_data_size;
@@ -230,12 +238,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         return MHD_YES;
     }
     if (req->state == ANSWERED && req->resp) return queue(req); /* woken after vx_http_suspend */
-    if (req->too_large) {
-        char detail[96];
-        snprintf(detail, sizeof(detail), "the body is larger than %zu bytes", srv->opts.body_cap);
-        vx_http_problem(req, 413, "Payload too large", detail, NULL);
-        return queue(req);
-    }
+    if (req->too_large) return answer_too_large(req);
     srv->opts.handler(req, srv->opts.opaque);
     if (req->parked) return MHD_YES; /* req belongs to another thread now, even if answered already */
     if (req->state == ANSWERED && req->resp) return queue(req);
@@ -280,8 +283,7 @@ vx_http_t *vx_http_start(const vx_http_opts_t *opts, char *errstr, size_t errstr
                                 MHD_OPTION_NOTIFY_COMPLETED, on_completed, srv, MHD_OPTION_THREAD_POOL_SIZE,
                                 (unsigned)(opts->threads > 1 ? opts->threads : 0), MHD_OPTION_CONNECTION_TIMEOUT,
                                 (unsigned)60, MHD_OPTION_CONNECTION_LIMIT,
-                                opts->max_conns ? opts->max_conns : (unsigned)FD_SETSIZE - 4, MHD_OPTION_LISTENING_ADDRESS_REUSE,
-                                (unsigned)1, MHD_OPTION_END);
+                                opts->max_conns ? opts->max_conns : (unsigned)FD_SETSIZE - 4, MHD_OPTION_END);
     if (!srv->mhd) {
         snprintf(errstr, errstr_size, "cannot listen on %s (in use?)", opts->addr);
         free(srv);

@@ -49,7 +49,8 @@ rd_kafka_conf_t *vx_kafka_conf_new(vx_kafka_role_t role, const char *const *defa
     rd_kafka_conf_set_log_cb(conf, log_cb);
 
     if (conf_set(conf, "bootstrap.servers", VX_KAFKA_DEFAULT_BOOTSTRAP, errstr, errstr_size) ||
-        conf_set(conf, "client.id", "valerix", errstr, errstr_size))
+        conf_set(conf, "client.id", "valerix", errstr, errstr_size) ||
+        conf_set(conf, "socket.nagle.disable", "true", errstr, errstr_size)) /* small messages, low latency */
         goto err;
     if (role == VX_KAFKA_PRODUCER &&
         (conf_set(conf, "enable.idempotence", "true", errstr, errstr_size) ||

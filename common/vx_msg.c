@@ -1,6 +1,7 @@
 /* vx_msg: the command codec. See vx_msg.h; the same limits are written in schemas/. */
 #include "vx_msg.h"
 
+#include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
@@ -54,6 +55,8 @@ static vx_msg_err_t get_string(json_object *obj, const char *key, const char *pa
     }
     if (!json_object_is_type(v, json_type_string)) FAIL(VX_MSG_WRONG_TYPE, "%s must be a string", path);
     *out = json_object_get_string(v);
+    if (strlen(*out) != (size_t)json_object_get_string_len(v))
+        FAIL(VX_MSG_INVALID_VALUE, "%s must not contain a NUL character", path);
     n = utf8_len(*out);
     if (n < 1 || n > maxlen) FAIL(VX_MSG_INVALID_VALUE, "%s must be a string of 1 to %zu characters", path, maxlen);
     return VX_MSG_OK;
@@ -157,9 +160,65 @@ static vx_msg_err_t validate(vx_msg_t *m, unsigned allowed, char *errstr, size_t
     return e;
 }
 
+/* What json-c lets through but RFC 8259 does not: outside strings only JSON's punctuation, numbers
+ * and the words true, false and null (no single quotes, NaN or Infinity); inside strings no raw
+ * control characters and only well-formed UTF-8 (no overlongs, surrogates or code points past
+ * U+10FFFF). Returns NULL when buf is strict JSON as far as these go, else the reason. */
+static const char *lenient_json(const char *buf, size_t len) {
+    const unsigned char *p = (const unsigned char *)buf, *end = p + len;
+    while (p < end) {
+        unsigned char c = *p;
+        if (c == '"') {
+            for (p++;; p++) {
+                if (p >= end) return "unterminated string";
+                c = *p;
+                if (c == '"') break;
+                if (c == '\\') {
+                    p++;
+                    continue;
+                }
+                if (c < 0x20) return "raw control character in a string";
+                if (c >= 0x80) {
+                    int n = c >= 0xF0 ? 3 : c >= 0xE0 ? 2 : 1;
+                    unsigned cp;
+                    if (c < 0xC2 || c > 0xF4 || p + n >= end) return "ill-formed UTF-8";
+                    cp = c & (0x3F >> n);
+                    for (int i = 1; i <= n; i++) {
+                        if ((p[i] & 0xC0) != 0x80) return "ill-formed UTF-8";
+                        cp = cp << 6 | (p[i] & 0x3F);
+                    }
+                    if ((n == 2 && cp < 0x800) || (n == 3 && (cp < 0x10000 || cp > 0x10FFFF)) ||
+                        (cp >= 0xD800 && cp <= 0xDFFF))
+                        return "ill-formed UTF-8";
+                    p += n;
+                }
+            }
+            p++;
+        } else if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z')) {
+            const unsigned char *w = p;
+            while (p < end && ((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z'))) p++;
+            if (!((p - w == 4 && (memcmp(w, "true", 4) == 0 || memcmp(w, "null", 4) == 0)) ||
+                  (p - w == 5 && memcmp(w, "false", 5) == 0) || (p - w == 1 && (*w == 'e' || *w == 'E'))))
+                return "a bare word that is not true, false or null";
+        } else if (strchr("{}[],:-+.0123456789 \t\r\n", c) && c) {
+            p++;
+        } else {
+            return "a character JSON does not allow outside strings";
+        }
+    }
+    return NULL;
+}
+
+static pthread_key_t tokener_key;
+static void free_tokener(void *tok) { json_tokener_free(tok); }
+static void make_key(void) { pthread_key_create(&tokener_key, free_tokener); }
+
 vx_msg_err_t vx_msg_decode(vx_msg_t *m, const char *buf, size_t len, unsigned allowed, char *errstr,
                            size_t errstr_size) {
-    static __thread json_tokener *tok;
+    static pthread_once_t once = PTHREAD_ONCE_INIT; /* one tokener per thread, freed when it ends */
+    json_tokener *tok;
+    enum json_tokener_error te;
+    const char *why;
     vx_msg_err_t e;
     size_t end;
 
@@ -168,17 +227,24 @@ vx_msg_err_t vx_msg_decode(vx_msg_t *m, const char *buf, size_t len, unsigned al
     m->field[0] = '\0';
     if (!buf) FAIL(VX_MSG_NULL_VALUE, "the message has no value (a tombstone)");
     if (len > VX_MSG_MAX_BYTES) FAIL(VX_MSG_TOO_LARGE, "the message is %zu bytes; the limit is %d", len, VX_MSG_MAX_BYTES);
-    if (!tok) {
-        tok = json_tokener_new();
-        if (!tok) FAIL(VX_MSG_NOT_JSON, "out of memory");
+    if ((why = lenient_json(buf, len))) FAIL(VX_MSG_NOT_JSON, "not JSON: %s", why);
+    pthread_once(&once, make_key);
+    if (!(tok = pthread_getspecific(tokener_key))) {
+        if (!(tok = json_tokener_new())) FAIL(VX_MSG_NOT_JSON, "out of memory");
         json_tokener_set_flags(tok, JSON_TOKENER_STRICT | JSON_TOKENER_VALIDATE_UTF8);
+        pthread_setspecific(tokener_key, tok);
     }
     json_tokener_reset(tok);
     m->root = json_tokener_parse_ex(tok, buf, (int)len);
+    te = json_tokener_get_error(tok);
     end = json_tokener_get_parse_end(tok);
+    if (te == json_tokener_continue && end == len) { /* a bare literal or number ends at the input's end */
+        m->root = json_tokener_parse_ex(tok, "", 1);
+        te = json_tokener_get_error(tok);
+        end = len;
+    }
     while (end < len && (buf[end] == ' ' || buf[end] == '\n' || buf[end] == '\r' || buf[end] == '\t')) end++;
-    if (json_tokener_get_error(tok) != json_tokener_success || end != len) {
-        enum json_tokener_error te = json_tokener_get_error(tok);
+    if (te != json_tokener_success || end != len) {
         json_object_put(m->root);
         m->root = NULL;
         if (te == json_tokener_success) FAIL(VX_MSG_NOT_JSON, "not JSON: unexpected bytes after the value");

@@ -363,6 +363,7 @@ static void publish(svc_t *s, PGresult *rows) {
                    col(rows, i, COL_IKEY), "status", col(rows, i, COL_STATUS), "correlation_id", col(rows, i, COL_CID),
                    "outbox_id", col(rows, i, COL_ID), NULL);
     }
+    if (nout == 0) return;
     if (nout < n) {
         if (!(out = PQcopyResult(rows, PG_COPYRES_ATTRS))) {
             vx_log(VX_LOG_ERROR, "publish_failed", "error", "out of memory", NULL); /* rows stay for the sweep */
@@ -537,9 +538,11 @@ static int wait_topics(rd_kafka_t *rk, const char *const *topics, int n, int tim
 static int run(svc_t *s) {
     item_t *items = calloc(BATCH_CAP, sizeof(*items));
     long long next_sweep = 0, next_prune = 0;
-    int startup = 1;
 
     if (!items) return 1;
+    /* Rows a previous run left unpublished go first, at once, before this run's fast path sends
+     * rows of its own (which a sweep with no grace would send a second time). */
+    housekeeping(s, &next_sweep, &next_prune, 1);
     while (!stopping) {
         int n = 0;
         rd_kafka_message_t *m = rd_kafka_consumer_poll(s->consumer, 100);
@@ -549,8 +552,7 @@ static int run(svc_t *s) {
             process(s, items, n);
             for (int i = 0; i < n; i++) rd_kafka_message_destroy(items[i].msg);
         }
-        housekeeping(s, &next_sweep, &next_prune, startup);
-        startup = 0;
+        housekeeping(s, &next_sweep, &next_prune, 0);
         vx_log_flush();
     }
     /* Stopping: the batch in hand is done; let the messages reach the broker, stamp them, commit. */

@@ -9,7 +9,9 @@
  *   vxbench paced COMMANDS EVENTS PREFIX RATE SECS PRODUCTS DRAIN_S
  *                                                  produces the mix at RATE/s for SECS, reads the
  *                                                  events, prints produced->consumed latency
+ *                                                  (VXBENCH_LATENCIES=FILE: also each one, in ms)
  *   vxbench group-to-end GROUP TOPIC               commits TOPIC's end offsets for consumer GROUP
+ *   vxbench wait-topics TIMEOUT_S TOPIC...         waits until every partition has a leader
  *   vxbench drop-topics TOPIC...                   deletes topics
  *
  * Invariant: every figure printed comes from messages seen on the broker; a run that does not see
@@ -36,6 +38,18 @@
 #define RELEASE_AGE 256 /* reserved orders held before the oldest is released */
 
 /* ---- small helpers ------------------------------------------------------------------------------ */
+
+/* Times a client lost the broker (all brokers down, a connection dropped): a figure measured
+ * across such a gap says more about the outage than about Valerix, so it is reported with it. */
+static long broker_errors;
+
+static void on_error(rd_kafka_t *rk, int err, const char *reason, void *opaque) {
+    (void)rk;
+    (void)reason;
+    (void)opaque;
+    if (err == RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN || err == RD_KAFKA_RESP_ERR__TRANSPORT)
+        __atomic_add_fetch(&broker_errors, 1, __ATOMIC_RELAXED);
+}
 
 static int64_t mono_ns(void) {
     struct timespec ts;
@@ -277,6 +291,7 @@ static rd_kafka_t *bench_consumer(const char *group, char *errstr, size_t errstr
     rd_kafka_t *rk;
 
     if (!conf) return NULL;
+    rd_kafka_conf_set_error_cb(conf, on_error);
     if (!(rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, errstr_size))) {
         rd_kafka_conf_destroy(conf);
         return NULL;
@@ -376,8 +391,9 @@ static int cmd_count(const char *topic, const char *prefix, const char *expect_a
         }
         rd_kafka_message_destroy(m);
     }
-    printf("expected %ld\nseen %zu\nfirst_ms %.3f\nlast_ms %.3f\nduplicates %ld\nother %ld\nunreadable %ld\n", expect,
-           seen.n, first_ms, last_ms, dupes, other, bad);
+    printf("expected %ld\nseen %zu\nfirst_ms %.3f\nlast_ms %.3f\nduplicates %ld\nother %ld\nunreadable %ld\n"
+           "broker_errors %ld\n",
+           expect, seen.n, first_ms, last_ms, dupes, other, bad, broker_errors);
     for (int i = 0; i < nlabels; i++) printf("outcome %s %ld\n", labels[i].name, labels[i].count);
     if ((long)seen.n < expect)
         fprintf(stderr, "vxbench count: only %zu of %ld answers on %s within %ld s\n", seen.n, expect, topic, timeout_s);
@@ -459,7 +475,11 @@ static int cmd_paced(char **argv) {
     pthread_t th;
     int started = 0, rc = 1;
     rd_kafka_t *producer = NULL;
+    rd_kafka_conf_t *conf = NULL;
+    rd_kafka_topic_partition_list_t *parts;
     double *lat = NULL, sum = 0;
+    const char *dump_path;
+    FILE *dump = NULL;
     int64_t t0, last_sent = 0, deadline;
     gen_t g;
 
@@ -476,20 +496,29 @@ static int cmd_paced(char **argv) {
         goto out;
     }
     if (!(p.reader = bench_reader(events, 1, err, sizeof(err))) ||
-        !(producer = vx_kafka_producer_new(paced_delivery, &failed, NULL, err, sizeof(err)))) {
+        !(conf = vx_kafka_conf_new(VX_KAFKA_PRODUCER, NULL, err, sizeof(err)))) {
         fprintf(stderr, "vxbench paced: %s\n", err);
         goto out;
     }
+    rd_kafka_conf_set_dr_msg_cb(conf, paced_delivery);
+    rd_kafka_conf_set_error_cb(conf, on_error);
+    rd_kafka_conf_set_opaque(conf, &failed);
+    if (!(producer = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof(err)))) {
+        fprintf(stderr, "vxbench paced: %s\n", err);
+        goto out;
+    }
+    conf = NULL; /* the producer has it */
     if (pthread_create(&th, NULL, paced_reader, &p)) {
         fprintf(stderr, "vxbench paced: cannot start the reader thread\n");
         goto out;
     }
     started = 1;
-    /* Connect the producer before the clock starts: the first command must not pay for it. */
-    if (!vx_kafka_reachable(producer, 10000)) {
-        fprintf(stderr, "vxbench paced: the broker does not answer\n");
+    /* Connect the producer and learn the topic before the clock starts: the first command must not pay. */
+    if (!(parts = bench_partitions(producer, commands, 0, err, sizeof(err)))) {
+        fprintf(stderr, "vxbench paced: %s\n", err);
         goto out;
     }
+    rd_kafka_topic_partition_list_destroy(parts);
     gen_init(&g, p.prefix, products, 11);
     t0 = mono_ns() + 100000000;
     for (long i = 0; i < p.total; i++) {
@@ -515,13 +544,17 @@ static int cmd_paced(char **argv) {
     pthread_join(th, NULL);
     started = 0;
 
+    if ((dump_path = getenv("VXBENCH_LATENCIES")) && !(dump = fopen(dump_path, "w")))
+        fprintf(stderr, "vxbench paced: cannot write %s\n", dump_path);
     for (long i = 0; i < p.total; i++)
         if (p.got_ns[i]) {
             lat[n] = (double)(p.got_ns[i] - p.sent_ns[i]) / 1e6;
+            if (dump) fprintf(dump, "%ld %.3f %.3f\n", i, (double)(p.sent_ns[i] - p.sent_ns[0]) / 1e6, lat[n]);
             sum += lat[n++];
         }
-    printf("sent %ld\nreceived %ld\nduplicates %ld\ndelivery_failed %ld\nsend_secs %.3f\n", p.total, n, p.dupes,
-           failed, (double)(last_sent - p.sent_ns[0]) / 1e9);
+    if (dump && fclose(dump)) fprintf(stderr, "vxbench paced: cannot write %s\n", dump_path);
+    printf("sent %ld\nreceived %ld\nduplicates %ld\ndelivery_failed %ld\nsend_secs %.3f\nbroker_errors %ld\n", p.total,
+           n, p.dupes, failed, (double)(last_sent - p.sent_ns[0]) / 1e9, broker_errors);
     if (n) {
         qsort(lat, (size_t)n, sizeof(*lat), cmp_double);
         printf("p50_ms %.3f\np90_ms %.3f\np99_ms %.3f\np99.9_ms %.3f\nmax_ms %.3f\nmean_ms %.3f\n",
@@ -538,6 +571,7 @@ out:
         __atomic_store_n(&p.stop, 1, __ATOMIC_RELEASE);
         pthread_join(th, NULL);
     }
+    if (conf) rd_kafka_conf_destroy(conf);
     if (producer) rd_kafka_destroy(producer);
     if (p.reader) rd_kafka_destroy(p.reader);
     free(p.sent_ns);
@@ -571,6 +605,35 @@ out:
     return rc;
 }
 
+/* Waits until every partition of every topic answers a watermark query: a topic created a moment
+ * ago may have no leader yet, and a client starting then fails ("Not leader for partition"). */
+static int cmd_wait_topics(const char *timeout_arg, char **names, int n) {
+    char err[512] = "";
+    long timeout_s;
+    int64_t deadline;
+    rd_kafka_t *rk;
+    int i = 0;
+
+    if (parse_long(timeout_arg, 1, 3600, &timeout_s)) return 2;
+    if (!(rk = bench_consumer(NULL, err, sizeof(err)))) {
+        fprintf(stderr, "vxbench wait-topics: %s\n", err);
+        return 1;
+    }
+    deadline = mono_ns() + (int64_t)timeout_s * 1000000000;
+    while (i < n && mono_ns() < deadline) {
+        rd_kafka_topic_partition_list_t *l = bench_partitions(rk, names[i], 1, err, sizeof(err));
+        if (l) {
+            rd_kafka_topic_partition_list_destroy(l);
+            i++;
+        } else {
+            usleep(100000);
+        }
+    }
+    rd_kafka_destroy(rk);
+    if (i < n) fprintf(stderr, "vxbench wait-topics: %s not ready within %ld s: %s\n", names[i], timeout_s, err);
+    return i < n;
+}
+
 static int cmd_drop_topics(char **names, int n) {
     char err[512];
     rd_kafka_conf_t *conf = vx_kafka_conf_new(VX_KAFKA_ADMIN, NULL, err, sizeof(err));
@@ -601,8 +664,9 @@ static int cmd_drop_topics(char **names, int n) {
         size_t cnt;
         const rd_kafka_topic_result_t **res = rd_kafka_DeleteTopics_result_topics(rd_kafka_event_DeleteTopics_result(ev), &cnt);
         rc = 0;
-        for (size_t i = 0; i < cnt; i++)
-            if (rd_kafka_topic_result_error(res[i])) {
+        for (size_t i = 0; i < cnt; i++) /* a topic never created is as good as deleted */
+            if (rd_kafka_topic_result_error(res[i]) &&
+                rd_kafka_topic_result_error(res[i]) != RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART) {
                 fprintf(stderr, "vxbench drop-topics: %s: %s\n", rd_kafka_topic_result_name(res[i]),
                         rd_kafka_topic_result_error_string(res[i]));
                 rc = 1;
@@ -625,6 +689,7 @@ static int usage(void) {
                     "       vxbench count TOPIC PREFIX EXPECT TIMEOUT_S [READY_FILE]\n"
                     "       vxbench paced COMMANDS_TOPIC EVENTS_TOPIC PREFIX RATE SECS PRODUCTS DRAIN_S\n"
                     "       vxbench group-to-end GROUP TOPIC\n"
+                    "       vxbench wait-topics TIMEOUT_S TOPIC...\n"
                     "       vxbench drop-topics TOPIC...\n");
     return 2;
 }
@@ -640,6 +705,7 @@ int main(int argc, char **argv) {
         return cmd_count(argv[2], argv[3], argv[4], argv[5], argc == 7 ? argv[6] : NULL);
     if (strcmp(cmd, "paced") == 0 && argc == 9) return cmd_paced(argv + 2);
     if (strcmp(cmd, "group-to-end") == 0 && argc == 4) return cmd_group_to_end(argv[2], argv[3]);
+    if (strcmp(cmd, "wait-topics") == 0 && argc >= 4) return cmd_wait_topics(argv[2], argv + 3, argc - 3);
     if (strcmp(cmd, "drop-topics") == 0 && argc >= 3) return cmd_drop_topics(argv + 2, argc - 2);
     return usage();
 }

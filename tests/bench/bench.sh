@@ -1,0 +1,453 @@
+#!/usr/bin/env bash
+# bench.sh: `make bench`. Throughput and latency of Valerix, measured on a private environment
+# that it sets up and tears down itself: its own topics (bench.<timestamp>.*), its own databases
+# (inventory_bench, orders_bench, recreated each run), its own service processes on ports 1839x,
+# started from build/ and stopped on every exit path. Nothing is shared with the dev stack but
+# the Kafka broker and the PostgreSQL server (deploy/stack.sh up).
+#
+#   A. inventory-svc: N commands with kcat, commands/s until the last answer; peak RSS; latency of
+#      commands paced at a fixed rate (build/vxbench paced)
+#   B. HTTP: wrk against the gateway's POST /orders, 1 connection and 64 connections
+#   C. order path over Kafka: N PlaceOrder with kcat, orders/s until the last OrderResult
+#
+# Invariant: every figure printed was measured in this run; a stage that does not see all its
+# answers prints why, its figures are left out, and the script exits 1.
+#
+# Settings (environment, default in brackets):
+#   BENCH_N [200000]            commands in stage A          BENCH_ORDERS_N [100000]  orders in stage C
+#   BENCH_PACED_RATE [1000]     commands/s in the paced run  BENCH_PACED_SECS [20]    its length
+#   BENCH_HTTP_SECS [15]        each wrk run                 BENCH_TIMEOUT_SECS [600] wait for a stage's answers
+#   BENCH_STAGES [ABC]          which stages to run          BENCH_KEEP [0]           1: keep topics and files
+#   VXBENCH [build/vxbench]     the measuring tool
+# Tuning knobs of the services (GATEWAY_*, INVENTORY_BATCH_MAX, KAFKA_*, ...) pass through and are
+# printed at the start, so a figure always comes with the settings that produced it.
+set -uo pipefail
+
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+cd "$REPO" || exit 1
+
+BENCH_N=${BENCH_N:-200000}
+BENCH_ORDERS_N=${BENCH_ORDERS_N:-100000}
+BENCH_PACED_RATE=${BENCH_PACED_RATE:-1000}
+BENCH_PACED_SECS=${BENCH_PACED_SECS:-20}
+BENCH_HTTP_SECS=${BENCH_HTTP_SECS:-15}
+BENCH_TIMEOUT_SECS=${BENCH_TIMEOUT_SECS:-600}
+BENCH_STAGES=${BENCH_STAGES:-ABC}
+BENCH_KEEP=${BENCH_KEEP:-0}
+VXBENCH=${VXBENCH:-$REPO/build/vxbench}
+PRODUCTS=50
+SEED_QTY=1000000 # per product, the largest one Restock may carry; the mix restocks more
+BROKER=127.0.0.1:9092
+PG_URL=postgresql://valerix@127.0.0.1:55432
+PSQL=(env PGOPTIONS='-c client_min_messages=warning' psql -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p 55432 -U valerix -d postgres)
+OUT=$REPO/var/bench
+RUN=$(date -u +%Y%m%d%H%M%S)
+STOP_SECS=30
+
+for v in BENCH_N BENCH_ORDERS_N BENCH_PACED_RATE BENCH_PACED_SECS BENCH_HTTP_SECS BENCH_TIMEOUT_SECS; do
+	[[ ${!v} =~ ^[1-9][0-9]*$ ]] || {
+		echo "bench: $v must be a positive integer, not '${!v}'" >&2
+		exit 2
+	}
+done
+
+# ------------------------------------------------------------------------------------------ helpers
+
+declare -A PID=()    # service name -> pid
+declare -A R=()      # summary figures, only ever set from a measurement
+FAILED=()            # stages that did not complete
+BG=()                # helper processes to reap on exit
+
+say() { printf '%s\n' "$*"; }
+head1() { printf '\n== %s\n' "$*"; }
+fail() {
+	say "!! $1: $2" >&2
+	FAILED+=("$1")
+}
+now_ms() { date +%s%3N; }
+# get FILE NAME: the value of "NAME value" in FILE (vxbench and wrk output).
+get() { awk -v k="$2" '$1 == k { print $2; exit }' "$1"; }
+# wrkval FILE NAME: the value of "wrk NAME value" in FILE (post_orders.lua's done()).
+wrkval() { awk -v k="$2" '$1 == "wrk" && $2 == k { print $3; exit }' "$1"; }
+# rate COUNT MS: COUNT per second over MS milliseconds.
+rate() { awk -v n="$1" -v ms="$2" 'BEGIN { printf "%.0f", (ms > 0 ? n * 1000 / ms : 0) }'; }
+us2ms() { awk -v us="$1" 'BEGIN { printf "%.2f", us / 1000 }'; }
+mib() { awk -v kb="$1" 'BEGIN { printf "%.1f", kb / 1024 }'; }
+vmhwm_kb() { awk '/^VmHWM:/ { print $2 }' "/proc/$1/status" 2>/dev/null; }
+
+port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+# start NAME ADDR: runs build/NAME in the background, logging to var/bench/NAME.log; waits for /ready.
+start() {
+	local name=$1 addr=$2 t0 deadline
+	t0=$(now_ms)
+	deadline=$((t0 + 60000))
+	port_free "${addr##*:}" || {
+		say "!! $addr is already taken (a bench left running? another test?)" >&2
+		return 1
+	}
+	"$REPO/build/$name" >>"$OUT/$name.log" 2>&1 </dev/null &
+	PID[$name]=$!
+	until curl -fsS -o /dev/null --max-time 2 "http://$addr/ready" 2>/dev/null; do
+		if ! kill -0 "${PID[$name]}" 2>/dev/null; then
+			say "!! $name exited during start-up; last lines of $OUT/$name.log:" >&2
+			tail -n 20 "$OUT/$name.log" >&2
+			unset "PID[$name]"
+			return 1
+		fi
+		(($(now_ms) < deadline)) || {
+			say "!! $name did not answer http://$addr/ready within 60 s" >&2
+			return 1
+		}
+		sleep 0.1
+	done
+	say "$name: ready (pid ${PID[$name]}) on $addr in $(($(now_ms) - t0)) ms"
+}
+
+# stop NAME: SIGTERM, wait up to STOP_SECS, then SIGKILL. Records the peak RSS first.
+stop() {
+	local name=$1 pid=${PID[$1]:-} i rc hwm
+	[[ -n $pid ]] || return 0
+	hwm=$(vmhwm_kb "$pid")
+	[[ -n $hwm ]] && R[rss_$name]=$hwm
+	kill -TERM "$pid" 2>/dev/null
+	for ((i = 0; i < STOP_SECS * 10; i++)); do
+		kill -0 "$pid" 2>/dev/null || break
+		sleep 0.1
+	done
+	if kill -0 "$pid" 2>/dev/null; then
+		say "!! $name did not stop within ${STOP_SECS} s of SIGTERM: SIGKILL" >&2
+		kill -KILL "$pid" 2>/dev/null
+	fi
+	wait "$pid" 2>/dev/null
+	rc=$?
+	((rc == 0)) || say "!! $name exited with status $rc (log: $OUT/$name.log)" >&2
+	unset "PID[$name]"
+}
+
+# shellcheck disable=SC2317 # called by the EXIT trap
+cleanup() {
+	local rc=$? p name
+	trap - EXIT INT TERM
+	for p in "${BG[@]}"; do [[ -n $p ]] && kill -TERM "$p" 2>/dev/null && wait "$p" 2>/dev/null; done
+	for name in gateway order-svc inventory-svc; do stop "$name"; done
+	if [[ $BENCH_KEEP != 1 && -n ${TOPICS:-} ]]; then
+		# shellcheck disable=SC2086 # a list of names
+		"$VXBENCH" drop-topics $TOPICS >/dev/null || say "!! could not delete the bench topics: $TOPICS" >&2
+		rm -f "$OUT"/*.txt
+	fi
+	exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# count_start TOPIC PREFIX EXPECT FILE: reads answers in the background from TOPIC's beginning;
+# returns once the reader has its partitions (so a later "last answer" time is not a late read).
+COUNT_PID=
+count_start() {
+	local ready=$4.ready i
+	rm -f "$ready" "$4"
+	"$VXBENCH" count "$1" "$2" "$3" "$BENCH_TIMEOUT_SECS" "$ready" >"$4" 2>"$4.err" &
+	COUNT_PID=$!
+	BG+=("$COUNT_PID")
+	for ((i = 0; i < 300; i++)); do
+		[[ -e $ready ]] && return 0
+		kill -0 "$COUNT_PID" 2>/dev/null || break
+		sleep 0.1
+	done
+	tail -n 5 "$4.err" >&2
+	return 1
+}
+count_wait() {
+	local rc
+	wait "$COUNT_PID"
+	rc=$?
+	BG=("${BG[@]/$COUNT_PID/}")
+	return "$rc"
+}
+
+# produce FILE TOPIC: kcat, one message per line, key before the first '|'.
+produce() { kcat -P -b "$BROKER" -t "$2" -K'|' -l "$1"; }
+
+# outage FILE STAGE: warns when a Kafka client of the measurement lost the broker during it (the
+# broker is shared: someone may restart it); the figures stand but are marked in the summary.
+declare -A OUTAGE=()
+outage() {
+	local n
+	n=$(get "$1" broker_errors)
+	[[ ${n:-0} == 0 ]] && return 0
+	OUTAGE[$2]=" (!) broker outage"
+	say "WARNING:   the broker connection failed $n time(s) during this measurement: the figure includes the outage"
+}
+
+# outcomes FILE: the answer kinds tallied by vxbench count, on one line.
+outcomes() { awk '$1 == "outcome" { printf "%s%s=%s", sep, $2, $3; sep = ", " }' "$1"; }
+
+# metrics: the gateway's answer counters and request-reply counters, "name value" per line.
+metrics() {
+	curl -fsS --max-time 5 "http://$GATEWAY_HTTP_ADDR/metrics" |
+		sed -n -e 's/^valerix_http_responses_total{code="\([0-9]*\)"} \([0-9]*\)$/code_\1 \2/p' \
+			-e 's/^\(valerix_gateway_[a-z_]*_total\) \([0-9]*\)$/\1 \2/p'
+}
+
+# ------------------------------------------------------------------------------------------ set-up
+
+mkdir -p "$OUT"
+: >"$OUT/inventory-svc.log"
+: >"$OUT/order-svc.log"
+: >"$OUT/gateway.log"
+: >"$OUT/vxbench.log"
+
+head1 "Valerix benchmark"
+say "date:      $(date -u '+%Y-%m-%d %H:%M:%S UTC')"
+say "machine:   $(nproc) CPUs, $(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo), $(awk '/^MemTotal/ { printf "%.1f GiB RAM", $2 / 1048576 }' /proc/meminfo), $(uname -sr)"
+say "load:      $(cut -d' ' -f1-3 /proc/loadavg) (1/5/15 min; the machine may be shared)"
+say "commit:    $(git rev-parse --short HEAD 2>/dev/null || echo unknown)$([[ -n $(git status --porcelain --untracked-files=no 2>/dev/null) ]] && echo ' + uncommitted changes')"
+say "tools:     kcat $(kcat -V 2>&1 | awk '/^Version/ { print $2; exit }'), $(wrk -v 2>&1 | awk 'NR == 1 { print $1, $2 }'), librdkafka $(pkg-config --modversion rdkafka 2>/dev/null), PostgreSQL $("${PSQL[@]}" -tAc 'SHOW server_version' 2>/dev/null | cut -d' ' -f1)"
+say "settings:  N=$BENCH_N orders N=$BENCH_ORDERS_N paced=${BENCH_PACED_RATE}/s x ${BENCH_PACED_SECS} s http=${BENCH_HTTP_SECS} s timeout=${BENCH_TIMEOUT_SECS} s stages=$BENCH_STAGES"
+TUNING=$(env | grep -E '^(GATEWAY_|INVENTORY_BATCH|ORDERS_BATCH|KAFKA_|VX_OUTBOX|VX_TOPIC_PARTITIONS)' | sort | tr '\n' ' ')
+say "tuning:    ${TUNING:-(service defaults)}"
+
+for f in build/inventory-svc build/order-svc build/gateway; do
+	[[ -x $f ]] || {
+		say "bench: $f is missing; run make first" >&2
+		exit 1
+	}
+done
+[[ -x $VXBENCH ]] || {
+	say "bench: $VXBENCH is missing; run make build/vxbench" >&2
+	exit 1
+}
+for c in kcat wrk psql curl; do
+	command -v "$c" >/dev/null || {
+		say "bench: $c not found; run deploy/stack.sh deps" >&2
+		exit 1
+	}
+done
+
+head1 "Environment"
+deploy/stack.sh up >"$OUT/stack.log" 2>&1 || {
+	cat "$OUT/stack.log" >&2
+	say "bench: deploy/stack.sh up failed" >&2
+	exit 1
+}
+say "Kafka and PostgreSQL: up ($BROKER, 127.0.0.1:55432)"
+"${PSQL[@]}" -c 'DROP DATABASE IF EXISTS inventory_bench WITH (FORCE)' -c 'CREATE DATABASE inventory_bench' \
+	-c 'DROP DATABASE IF EXISTS orders_bench WITH (FORCE)' -c 'CREATE DATABASE orders_bench' || {
+	say "bench: cannot recreate the bench databases" >&2
+	exit 1
+}
+say "databases: inventory_bench, orders_bench (recreated)"
+
+P=bench.$RUN
+export KAFKA_BOOTSTRAP_SERVERS=$BROKER VX_LOG_LEVEL=warn VX_TOPIC_RETENTION_MS=21600000
+export INVENTORY_COMMANDS_TOPIC=$P.inventory.commands INVENTORY_EVENTS_TOPIC=$P.inventory.events
+export INVENTORY_DLQ_TOPIC=$P.inventory.dlq ORDERS_COMMANDS_TOPIC=$P.orders.commands
+export ORDERS_RESULTS_TOPIC=$P.orders.results ORDERS_DLQ_TOPIC=$P.orders.dlq
+TOPICS="$INVENTORY_COMMANDS_TOPIC $INVENTORY_EVENTS_TOPIC $INVENTORY_DLQ_TOPIC $ORDERS_COMMANDS_TOPIC $ORDERS_RESULTS_TOPIC $ORDERS_DLQ_TOPIC"
+# Groups of their own too: a bench member in the dev services' group would make them rebalance.
+export INVENTORY_GROUP_ID=$P.inventory-svc ORDERS_GROUP_ID=$P.order-svc
+export INVENTORY_DB=$PG_URL/inventory_bench ORDERS_DB=$PG_URL/orders_bench
+export INVENTORY_HTTP_ADDR=127.0.0.1:18391 ORDERS_HTTP_ADDR=127.0.0.1:18392 GATEWAY_HTTP_ADDR=127.0.0.1:18393
+export INVENTORY_URL=http://$INVENTORY_HTTP_ADDR ORDERS_URL=http://$ORDERS_HTTP_ADDR
+unset VX_CRASH_POINTS
+say "topics:    $P.* (deleted at the end unless BENCH_KEEP=1)"
+say "logs:      $OUT/*.log (VX_LOG_LEVEL=warn)"
+
+start inventory-svc "$INVENTORY_HTTP_ADDR" &&
+	"$VXBENCH" wait-topics 60 "$INVENTORY_COMMANDS_TOPIC" "$INVENTORY_EVENTS_TOPIC" 2>>"$OUT/vxbench.log" || exit 1
+
+# Stock deep enough that no stage runs out: SEED_QTY of every product, before any clock starts.
+seed() {
+	"$VXBENCH" seed "$P-seed-" "$PRODUCTS" "$SEED_QTY" >"$OUT/seed.txt" &&
+		count_start "$INVENTORY_EVENTS_TOPIC" "$P-seed-" "$PRODUCTS" "$OUT/seed.out" &&
+		produce "$OUT/seed.txt" "$INVENTORY_COMMANDS_TOPIC" && count_wait
+}
+seed || {
+	say "bench: seeding $PRODUCTS products failed: $(cat "$OUT/seed.out.err" 2>/dev/null)" >&2
+	exit 1
+}
+say "stock:     $PRODUCTS products SKU-BENCH-001..$(printf %03d $PRODUCTS), $SEED_QTY units each ($(outcomes "$OUT/seed.out"))"
+
+# ------------------------------------------------------------------------------------------ stage A
+
+stage_a_throughput() {
+	local t0 t1 last secs
+	head1 "A1. inventory-svc throughput: $BENCH_N commands through kcat, until the last answer"
+	"$VXBENCH" inventory "$P-a-" "$BENCH_N" "$PRODUCTS" >"$OUT/inventory.txt" || return 1
+	say "mix:       $(cut -d'"' -f4 "$OUT/inventory.txt" | sort | uniq -c | awk '{ printf "%s%s %s", sep, $1, $2; sep = ", " }') (1-3 lines of 1-3 units over $PRODUCTS products)"
+	count_start "$INVENTORY_EVENTS_TOPIC" "$P-a-" "$BENCH_N" "$OUT/a.out" || return 1
+	t0=$(now_ms)
+	produce "$OUT/inventory.txt" "$INVENTORY_COMMANDS_TOPIC" || {
+		say "kcat failed" >&2
+		return 1
+	}
+	t1=$(now_ms)
+	say "produced:  $BENCH_N commands in $((t1 - t0)) ms by kcat ($(rate "$BENCH_N" $((t1 - t0))) commands/s into Kafka)"
+	if ! count_wait; then
+		tail -n 5 "$OUT/a.out.err" >&2
+		say "answers:   $(get "$OUT/a.out" seen) of $BENCH_N within ${BENCH_TIMEOUT_SECS} s" >&2
+		return 1
+	fi
+	last=$(get "$OUT/a.out" last_ms)
+	secs=$(awk -v a="$t0" -v b="$last" 'BEGIN { printf "%.3f", (b - a) / 1000 }')
+	R[a_rate]=$(rate "$BENCH_N" "$(awk -v a="$t0" -v b="$last" 'BEGIN { print b - a }')")
+	R[a_secs]=$secs
+	say "answers:   $(get "$OUT/a.out" seen) distinct idempotency keys on $INVENTORY_EVENTS_TOPIC ($(outcomes "$OUT/a.out"))"
+	say "           duplicates (resent events): $(get "$OUT/a.out" duplicates)"
+	say "time:      $secs s from the first command produced to the last answer consumed"
+	outage "$OUT/a.out" A1
+	say "THROUGHPUT ${R[a_rate]} commands/s"
+	R[a_rss]=$(vmhwm_kb "${PID[inventory-svc]}")
+	say "inventory-svc peak RSS (VmHWM): $(mib "${R[a_rss]}") MiB"
+}
+
+stage_a_paced() {
+	local f=$OUT/paced.out
+	head1 "A2. inventory-svc latency: ${BENCH_PACED_RATE} commands/s for ${BENCH_PACED_SECS} s (vxbench, librdkafka)"
+	say "same mix; latency = command handed to librdkafka -> its answer consumed from $INVENTORY_EVENTS_TOPIC"
+	if ! "$VXBENCH" paced "$INVENTORY_COMMANDS_TOPIC" "$INVENTORY_EVENTS_TOPIC" "$P-p-" "$BENCH_PACED_RATE" \
+		"$BENCH_PACED_SECS" "$PRODUCTS" 60 >"$f" 2>"$f.err"; then
+		tail -n 5 "$f.err" >&2
+		say "answers:   $(get "$f" received) of $(get "$f" sent)" >&2
+		return 1
+	fi
+	say "sent:      $(get "$f" sent) in $(get "$f" send_secs) s; answered: $(get "$f" received); duplicates: $(get "$f" duplicates)"
+	outage "$f" A2
+	for k in p50 p90 p99 p99.9 max mean; do R[paced_$k]=$(get "$f" "${k}_ms"); done
+	printf 'LATENCY ms  p50 %s  p90 %s  p99 %s  p99.9 %s  max %s  (mean %s)\n' "${R[paced_p50]}" "${R[paced_p90]}" \
+		"${R[paced_p99]}" "${R[paced_p99.9]}" "${R[paced_max]}" "${R[paced_mean]}"
+}
+
+if [[ $BENCH_STAGES == *A* ]]; then
+	stage_a_throughput || fail A1 "inventory throughput did not complete"
+	stage_a_paced || fail A2 "paced latency did not complete"
+fi
+
+# ----------------------------------------------------------------------------------- order path up
+
+orders_up() {
+	# order-svc reads inventory.events in its group from the earliest offset: start it past stage A's answers.
+	# The gateway fails to start while the results topic order-svc just created has no leader yet.
+	"$VXBENCH" group-to-end "$ORDERS_GROUP_ID" "$INVENTORY_EVENTS_TOPIC" >/dev/null &&
+		start order-svc "$ORDERS_HTTP_ADDR" &&
+		"$VXBENCH" wait-topics 60 "$ORDERS_COMMANDS_TOPIC" "$ORDERS_RESULTS_TOPIC" 2>>"$OUT/vxbench.log" &&
+		start gateway "$GATEWAY_HTTP_ADDR"
+}
+
+# ------------------------------------------------------------------------------------------ stage B
+
+# wrk_run NAME THREADS CONNECTIONS
+wrk_run() {
+	local name=$1 t=$2 c=$3 f=$OUT/wrk-$1.out before=$OUT/metrics-$1.before after=$OUT/metrics-$1.after
+	head1 "B. HTTP POST /orders, $c connection(s), $t wrk thread(s), ${BENCH_HTTP_SECS} s"
+	metrics >"$before" || return 1
+	wrk -t"$t" -c"$c" -d"${BENCH_HTTP_SECS}s" --timeout 10s -s tests/bench/post_orders.lua \
+		"http://$GATEWAY_HTTP_ADDR/orders" -- "$P-b$c" "$PRODUCTS" >"$f" 2>&1 || {
+		cat "$f" >&2
+		return 1
+	}
+	sleep 1 # answers to requests still in flight when wrk stopped
+	metrics >"$after" || return 1
+	grep -v '^wrk ' "$f" | sed -n '/Requests\/sec\|Socket errors\|Non-2xx/p'
+	[[ $(wrkval "$f" requests) =~ ^[1-9] ]] || {
+		say "no request completed" >&2
+		return 1
+	}
+	R[${name}_rps]=$(printf '%.0f' "$(wrkval "$f" requests_per_s)")
+	for k in p50 p99 p99.9; do R[${name}_$k]=$(us2ms "$(wrkval "$f" "${k}_us")"); done
+	R[${name}_err]=$(awk '$1 == "wrk" && $2 ~ /^errors_/ { s += $3 } END { printf "%d", s }' "$f")
+	R[${name}_non2xx]=$(printf '%.0f' "$(wrkval "$f" non_2xx_3xx)")
+	say "requests:  $(printf '%.0f' "$(wrkval "$f" requests)") in $(awk -v us="$(wrkval "$f" duration_us)" 'BEGIN { printf "%.1f", us / 1e6 }') s"
+	say "THROUGHPUT ${R[${name}_rps]} requests/s"
+	printf 'LATENCY ms  p50 %s  p99 %s  p99.9 %s  max %s\n' "${R[${name}_p50]}" "${R[${name}_p99]}" "${R[${name}_p99.9]}" \
+		"$(us2ms "$(wrkval "$f" max_us)")"
+	say "errors:    socket $(awk '$1 == "wrk" && $2 ~ /^errors_/ { printf "%s%s=%d", sep, substr($2, 8), $3; sep = " " }' "$f"); non-2xx/3xx ${R[${name}_non2xx]}"
+	R[${name}_codes]=$(awk 'NR == FNR { b[$1] = $2; next } $1 ~ /^code_/ && $1 != "code_200" && $2 - b[$1] > 0 { printf "%s%s=%d", sep, substr($1, 6), $2 - b[$1]; sep = " " }' "$before" "$after")
+	say "answers by status (gateway /metrics, POST only): ${R[${name}_codes]:-none}"
+	say "request-reply: $(awk 'NR == FNR { b[$1] = $2; next } $1 ~ /^valerix_gateway/ { n = $1; sub(/^valerix_gateway_/, "", n); sub(/_total$/, "", n); printf "%s%s=%d", sep, n, $2 - b[$1]; sep = " " }' "$before" "$after")"
+}
+
+stage_b() {
+	local code
+	head1 "B. HTTP: warm-up"
+	code=$(curl -sS -o "$OUT/warmup.json" -w '%{http_code}' --max-time 10 -H 'Content-Type: application/json' \
+		-H "Idempotency-Key: $P-warmup" -d '{"customer_id":"cust-000","items":[{"product_id":"SKU-BENCH-001","quantity":1}]}' \
+		"http://$GATEWAY_HTTP_ADDR/orders")
+	say "one POST /orders: HTTP $code $(head -c 200 "$OUT/warmup.json")"
+	[[ $code == 201 ]] || return 1
+	wrk_run b1 1 1 || fail B1 "wrk at 1 connection did not complete"
+	wrk_run b64 2 64 || fail B64 "wrk at 64 connections did not complete"
+}
+
+# ------------------------------------------------------------------------------------------ stage C
+
+stage_c() {
+	local t0 t1 last
+	head1 "C. order path over Kafka: $BENCH_ORDERS_N PlaceOrder through kcat, until the last OrderResult"
+	"$VXBENCH" orders "$P-c-" "$BENCH_ORDERS_N" "$PRODUCTS" >"$OUT/orders.txt" || return 1
+	count_start "$ORDERS_RESULTS_TOPIC" "$P-c-" "$BENCH_ORDERS_N" "$OUT/c.out" || return 1
+	t0=$(now_ms)
+	produce "$OUT/orders.txt" "$ORDERS_COMMANDS_TOPIC" || return 1
+	t1=$(now_ms)
+	say "produced:  $BENCH_ORDERS_N PlaceOrder in $((t1 - t0)) ms by kcat"
+	if ! count_wait; then
+		tail -n 5 "$OUT/c.out.err" >&2
+		say "results:   $(get "$OUT/c.out" seen) of $BENCH_ORDERS_N within ${BENCH_TIMEOUT_SECS} s" >&2
+		return 1
+	fi
+	last=$(get "$OUT/c.out" last_ms)
+	R[c_secs]=$(awk -v a="$t0" -v b="$last" 'BEGIN { printf "%.3f", (b - a) / 1000 }')
+	R[c_rate]=$(rate "$BENCH_ORDERS_N" "$(awk -v a="$t0" -v b="$last" 'BEGIN { print b - a }')")
+	say "results:   $(get "$OUT/c.out" seen) distinct idempotency keys on $ORDERS_RESULTS_TOPIC ($(outcomes "$OUT/c.out"))"
+	say "           duplicates (resent results): $(get "$OUT/c.out" duplicates)"
+	say "time:      ${R[c_secs]} s from the first PlaceOrder produced to the last OrderResult consumed"
+	outage "$OUT/c.out" C
+	say "THROUGHPUT ${R[c_rate]} orders/s"
+}
+
+if [[ $BENCH_STAGES == *B* || $BENCH_STAGES == *C* ]]; then
+	if orders_up; then
+		if [[ $BENCH_STAGES == *B* ]]; then stage_b || fail B "HTTP stage did not complete"; fi
+		# The gateway reads every OrderResult; stage C measures the order path without it.
+		stop gateway
+		if [[ $BENCH_STAGES == *C* ]]; then stage_c || fail C "order path did not complete"; fi
+	else
+		fail B/C "order-svc or gateway did not start"
+	fi
+fi
+
+# ------------------------------------------------------------------------------------------ summary
+
+for name in inventory-svc order-svc gateway; do
+	[[ -n ${PID[$name]:-} ]] && R[rss_$name]=$(vmhwm_kb "${PID[$name]}")
+done
+for name in inventory-svc order-svc gateway; do
+	n=$(grep -c '"level":"\(warn\|error\)"' "$OUT/$name.log" 2>/dev/null)
+	R[logw_$name]=${n:-0}
+done
+
+head1 "Summary ($(nproc) CPUs, commit $(git rev-parse --short HEAD 2>/dev/null))"
+row() { printf '%-46s %s\n' "$1" "$2"; }
+# fig KEY TEXT: TEXT when figure KEY was measured, else says it was not.
+fig() { if [[ -n ${R[$1]:-} ]]; then echo "$2"; else echo "not measured"; fi; }
+row "A1 inventory-svc (N=$BENCH_N)" "$(fig a_rate "${R[a_rate]:-} commands/s (${R[a_secs]:-} s)${OUTAGE[A1]:-}")"
+row "A1 inventory-svc peak RSS (VmHWM) after A1" "$(fig a_rss "$(mib "${R[a_rss]:-0}") MiB")"
+row "A2 latency @${BENCH_PACED_RATE}/s for ${BENCH_PACED_SECS} s, ms" \
+	"$(fig paced_p50 "p50 ${R[paced_p50]:-}  p90 ${R[paced_p90]:-}  p99 ${R[paced_p99]:-}  p99.9 ${R[paced_p99.9]:-}  max ${R[paced_max]:-}${OUTAGE[A2]:-}")"
+for b in b1:1 b64:64; do
+	k=${b%%:*}
+	row "B  POST /orders, ${b##*:} conn: req/s; ms" "$(fig "${k}_rps" "${R[${k}_rps]:-} req/s  p50 ${R[${k}_p50]:-}  p99 ${R[${k}_p99]:-}  p99.9 ${R[${k}_p99.9]:-}  errors ${R[${k}_err]:-}  non-2xx ${R[${k}_non2xx]:-}  [${R[${k}_codes]:-}]")"
+done
+row "C  order path (N=$BENCH_ORDERS_N)" "$(fig c_rate "${R[c_rate]:-} orders/s (${R[c_secs]:-} s)${OUTAGE[C]:-}")"
+for name in inventory-svc order-svc gateway; do
+	row "   $name peak RSS (VmHWM), whole run" "$(fig "rss_$name" "$(mib "${R[rss_$name]:-0}") MiB")"
+done
+row "   warn/error lines in the service logs" "inventory-svc ${R[logw_inventory-svc]}, order-svc ${R[logw_order-svc]}, gateway ${R[logw_gateway]} ($OUT)"
+
+if ((${#FAILED[@]})); then
+	say ""
+	say "FAILED: ${FAILED[*]}"
+	exit 1
+fi
+exit 0

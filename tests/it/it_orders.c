@@ -1,0 +1,1657 @@
+/* it_orders.c - the order path end to end over the real broker and PostgreSQL:
+ * client -> gateway (POST /orders) -> order-svc -> inventory-svc -> order-svc -> gateway.
+ *
+ * Each test starts the services it needs on the run's topics and databases (inventory_it2,
+ * orders_it2) and names its products and idempotency keys after a short tag of its own ("t3-"),
+ * so tests never see each other's stock or orders. Suite `orders_zz` sorts after `orders`: it
+ * records every result and inventory event of the run for the schema check. */
+#include "harness.h"
+
+#include <arpa/inet.h>
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#define INV_DB "inventory_it2"
+#define ORD_DB "orders_it2"
+#define INV_EXE "build/inventory-svc"
+#define ORD_EXE "build/order-svc"
+#define GW_EXE "build/gateway"
+#define INV_ADDR "127.0.0.1:18281"
+#define ORD_ADDR "127.0.0.1:18282"
+#define GW_ADDR "127.0.0.1:18283"
+#define GW2_ADDR "127.0.0.1:18284"
+#define RESULTS_LABEL "orders.results" /* topic names in messages.jsonl */
+#define EVENTS_LABEL "inventory.events"
+#define LOAD_WAIT_MS 300000 /* thousands of orders on two shared cores */
+
+/* A consumer killed with SIGKILL holds its partitions until its session times out, and every test
+ * here reuses the run's consumer groups: 10 s instead of librdkafka's 45 s keeps the next start
+ * (and the restart in the crash test) from waiting for a dead member. */
+#define SESSION_TIMEOUT_ENV "KAFKA_CONSUMER_SESSION_TIMEOUT_MS=10000"
+
+static const char SQL_ORDER_BY_KEY[] = "SELECT id, status FROM orders WHERE idempotency_key = $1";
+static const char SQL_COUNT_BY_KEY[] = "SELECT count(*) FROM orders WHERE idempotency_key = $1";
+static const char SQL_COUNT_LIKE[] = "SELECT count(*) FROM orders WHERE idempotency_key LIKE $1";
+static const char SQL_PENDING_LIKE[] =
+    "SELECT count(*) FROM orders WHERE idempotency_key LIKE $1 AND status = 'PENDING'";
+static const char SQL_HISTORY_COUNT[] =
+    "SELECT count(*) FROM order_history WHERE order_id = $1 AND status = $2";
+static const char SQL_LOAD_ORDERS[] =
+    "SELECT o.idempotency_key, o.id, o.status,"
+    " (SELECT count(*) FROM order_history h WHERE h.order_id = o.id AND h.status = 'PENDING'),"
+    " (SELECT count(*) FROM order_history h WHERE h.order_id = o.id AND h.status <> 'PENDING')"
+    " FROM orders o WHERE o.idempotency_key LIKE $1 ORDER BY o.idempotency_key";
+static const char SQL_CONFIRMED_QTY[] =
+    "SELECT l->>'product_id', sum((l->>'quantity')::bigint) FROM orders o"
+    " CROSS JOIN LATERAL jsonb_array_elements(o.items) l"
+    " WHERE o.status = 'CONFIRMED' AND o.idempotency_key LIKE $1 GROUP BY 1";
+
+static char t_ocmd[256], t_ores[256], t_odlq[256], t_icmd[256], t_iev[256], t_idlq[256];
+static char g_inv[256], g_ord[256];
+
+static void ord_init(void) {
+    it_test_begin();
+    it_run_name(t_ocmd, sizeof t_ocmd, "orders.commands");
+    it_run_name(t_ores, sizeof t_ores, "orders.results");
+    it_run_name(t_odlq, sizeof t_odlq, "orders.dlq");
+    it_run_name(t_icmd, sizeof t_icmd, "inventory.commands");
+    it_run_name(t_iev, sizeof t_iev, "inventory.events");
+    it_run_name(t_idlq, sizeof t_idlq, "inventory.dlq");
+    it_run_name(g_inv, sizeof g_inv, "inventory-svc");
+    it_run_name(g_ord, sizeof g_ord, "order-svc");
+}
+
+static void ord_fini(void) { it_test_fini(); }
+
+TestSuite(orders, .init = ord_init, .fini = ord_fini);
+TestSuite(orders_zz, .init = ord_init, .fini = ord_fini);
+
+static void sleep_ms(int ms) {
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+    while (nanosleep(&ts, &ts) == -1 && errno == EINTR) {
+    }
+}
+
+static int errf(char *err, size_t size, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static int errf(char *err, size_t size, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, size, fmt, ap);
+    va_end(ap);
+    return -1;
+}
+
+/* ---- JSON -------------------------------------------------------------------------------- */
+
+static json_object *jget(json_object *o, const char *k) {
+    json_object *v;
+    return o && json_object_is_type(o, json_type_object) && json_object_object_get_ex(o, k, &v) ? v : NULL;
+}
+
+static const char *jstr(json_object *o, const char *k) {
+    json_object *v = jget(o, k);
+    return v && json_object_is_type(v, json_type_string) ? json_object_get_string(v) : NULL;
+}
+
+static const char *jtext(json_object *o) { return o ? json_object_to_json_string(o) : "(no JSON)"; }
+
+/* Serializes and releases obj; the caller owns the string. */
+static char *json_take(json_object *obj) {
+    char *s = strdup(json_object_to_json_string_ext(obj, JSON_C_TO_STRING_PLAIN));
+    json_object_put(obj);
+    cr_assert(s != NULL, "out of memory");
+    return s;
+}
+
+static json_object *items_json(size_t n, const char *const pids[], const int64_t qtys[]) {
+    json_object *items = json_object_new_array();
+    for (size_t i = 0; i < n; i++) {
+        json_object *line = json_object_new_object();
+        json_object_object_add(line, "product_id", json_object_new_string(pids[i]));
+        json_object_object_add(line, "quantity", json_object_new_int64(qtys[i]));
+        json_object_array_add(items, line);
+    }
+    return items;
+}
+
+/* The POST /orders body; caller owns it. */
+static char *order_body(const char *customer, size_t n, const char *const pids[], const int64_t qtys[]) {
+    json_object *o = json_object_new_object();
+    json_object_object_add(o, "customer_id", json_object_new_string(customer));
+    json_object_object_add(o, "items", items_json(n, pids, qtys));
+    return json_take(o);
+}
+
+static char *order_body1(const char *customer, const char *pid, int64_t qty) {
+    return order_body(customer, 1, &pid, &qty);
+}
+
+/* ---- a small HTTP/1.1 client --------------------------------------------------------------- */
+
+#define HTTP_MAX_HEADERS 64
+#define HTTP_MAX_RESPONSE (8u << 20) /* a larger answer is an error */
+
+typedef struct http_resp {
+    int status;
+    size_t n_headers;
+    char *names[HTTP_MAX_HEADERS], *values[HTTP_MAX_HEADERS];
+    char *body; /* NUL-terminated */
+    size_t body_len;
+    json_object *json; /* the body parsed, NULL when it is not JSON */
+} http_resp;
+
+static void http_resp_clear(http_resp *r) {
+    for (size_t i = 0; i < r->n_headers; i++) {
+        free(r->names[i]);
+        free(r->values[i]);
+    }
+    free(r->body);
+    json_object_put(r->json);
+    memset(r, 0, sizeof *r);
+}
+
+/* The value of response header `name` (first of that name), or NULL. Borrowed. */
+static const char *http_header(const http_resp *r, const char *name) {
+    for (size_t i = 0; i < r->n_headers; i++)
+        if (strcasecmp(r->names[i], name) == 0) return r->values[i];
+    return NULL;
+}
+
+static int http_parse_addr(const char *addr, struct sockaddr_in *sa) {
+    char host[64];
+    const char *colon = strrchr(addr, ':');
+    char *end;
+    long port;
+    if (!colon || (size_t)(colon - addr) >= sizeof host) return -1;
+    memcpy(host, addr, (size_t)(colon - addr));
+    host[colon - addr] = '\0';
+    port = strtol(colon + 1, &end, 10);
+    if (*end || port <= 0 || port > 65535) return -1;
+    memset(sa, 0, sizeof *sa);
+    sa->sin_family = AF_INET;
+    sa->sin_port = htons((uint16_t)port);
+    return inet_pton(AF_INET, host, &sa->sin_addr) == 1 ? 0 : -1;
+}
+
+/* 0, or the errno of the failed send. */
+static int send_all(int fd, const char *p, size_t n) {
+    while (n) {
+        ssize_t w = send(fd, p, n, MSG_NOSIGNAL);
+        if (w < 0 && errno == EINTR) continue;
+        if (w <= 0) return w < 0 ? errno : EPIPE;
+        p += w;
+        n -= (size_t)w;
+    }
+    return 0;
+}
+
+/* Splits the header block [buf, end) (status line first) into r. */
+static int http_parse_head(http_resp *r, const char *buf, const char *end, char *err, size_t errsz) {
+    int major, minor;
+    if (sscanf(buf, "HTTP/%d.%d %d", &major, &minor, &r->status) != 3)
+        return errf(err, errsz, "bad status line: %.80s", buf);
+    const char *line = memchr(buf, '\n', (size_t)(end - buf));
+    for (line = line ? line + 1 : end; line < end;) {
+        const char *eol = memchr(line, '\n', (size_t)(end - line));
+        const char *colon;
+        if (!eol) eol = end;
+        colon = memchr(line, ':', (size_t)(eol - line));
+        if (colon && r->n_headers < HTTP_MAX_HEADERS) {
+            const char *v = colon + 1, *e = eol;
+            while (v < e && (*v == ' ' || *v == '\t')) v++;
+            while (e > v && (e[-1] == '\r' || e[-1] == ' ')) e--;
+            r->names[r->n_headers] = strndup(line, (size_t)(colon - line));
+            r->values[r->n_headers] = strndup(v, (size_t)(e - v));
+            r->n_headers++;
+        }
+        line = eol + 1;
+    }
+    return 0;
+}
+
+/* One request on a fresh connection (Connection: close). hdrs: "Name: value" lines, NULL-terminated,
+ * borrowed, may be NULL. body NULL: no body and no Content-Length. The server may answer before it
+ * has read the whole body (413): a failed send is then not an error, the answer is read anyway.
+ * On success the caller owns *r (http_resp_clear). */
+static int http_do(const char *addr, const char *method, const char *path, const char *const hdrs[],
+                   const char *body, size_t body_len, http_resp *r, char *err, size_t errsz) {
+    int rc = -1, fd = -1, se;
+    char *head = NULL, *buf = NULL;
+    size_t head_len = 0, len = 0, cap = 0;
+    long content_length = -1;
+    size_t hdr_len = 0; /* bytes up to the end of the header block, 0 until it is in */
+    struct sockaddr_in sa;
+    struct timeval tv = {60, 0};
+    FILE *hf;
+
+    memset(r, 0, sizeof *r);
+    if (http_parse_addr(addr, &sa) == -1) return errf(err, errsz, "bad address %s", addr);
+    if (!(hf = open_memstream(&head, &head_len))) return errf(err, errsz, "open_memstream: %s", strerror(errno));
+    fprintf(hf, "%s %s HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n", method, path, addr);
+    for (size_t i = 0; hdrs && hdrs[i]; i++) fprintf(hf, "%s\r\n", hdrs[i]);
+    if (body) fprintf(hf, "Content-Length: %zu\r\n", body_len);
+    fputs("\r\n", hf);
+    fclose(hf);
+
+    fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd == -1) {
+        errf(err, errsz, "socket: %s", strerror(errno));
+        goto out;
+    }
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+    if (connect(fd, (struct sockaddr *)&sa, sizeof sa) == -1) {
+        errf(err, errsz, "connect %s: %s", addr, strerror(errno));
+        goto out;
+    }
+    se = send_all(fd, head, head_len);
+    if (!se && body) se = send_all(fd, body, body_len);
+    if (se && se != EPIPE && se != ECONNRESET) {
+        errf(err, errsz, "send %s %s to %s: %s", method, path, addr, strerror(se));
+        goto out;
+    }
+
+    for (;;) { /* to EOF, or until Content-Length bytes of body are in */
+        ssize_t n;
+        if (cap - len < 4096) {
+            size_t ncap = cap ? cap * 2 : 16384;
+            char *nbuf;
+            if (ncap > HTTP_MAX_RESPONSE) {
+                errf(err, errsz, "answer to %s %s over %u bytes", method, path, HTTP_MAX_RESPONSE);
+                goto out;
+            }
+            if (!(nbuf = realloc(buf, ncap))) {
+                errf(err, errsz, "out of memory");
+                goto out;
+            }
+            buf = nbuf;
+            cap = ncap;
+        }
+        n = recv(fd, buf + len, cap - len - 1, 0);
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0 && errno == ECONNRESET && hdr_len) break;
+        if (n < 0) {
+            errf(err, errsz, "recv (%s %s at %s): %s", method, path, addr, strerror(errno));
+            goto out;
+        }
+        if (n == 0) break;
+        len += (size_t)n;
+        buf[len] = '\0';
+        if (!hdr_len) {
+            char *h = strstr(buf, "\r\n\r\n");
+            if (h) {
+                hdr_len = (size_t)(h - buf) + 4;
+                if (http_parse_head(r, buf, h, err, errsz) == -1) goto out;
+                const char *cl = http_header(r, "Content-Length");
+                if (cl) content_length = strtol(cl, NULL, 10);
+            }
+        }
+        if (hdr_len && content_length >= 0 && len - hdr_len >= (size_t)content_length) break;
+    }
+    if (!hdr_len) {
+        errf(err, errsz, "%s %s at %s: connection closed after %zu bytes, no complete header", method, path, addr,
+             len);
+        goto out;
+    }
+    r->body_len = len - hdr_len;
+    if (content_length >= 0 && (size_t)content_length < r->body_len) r->body_len = (size_t)content_length;
+    if (!(r->body = malloc(r->body_len + 1))) {
+        errf(err, errsz, "out of memory");
+        goto out;
+    }
+    memcpy(r->body, buf + hdr_len, r->body_len);
+    r->body[r->body_len] = '\0';
+    r->json = r->body_len ? json_tokener_parse(r->body) : NULL;
+    rc = 0;
+out:
+    if (rc == -1) http_resp_clear(r);
+    free(buf);
+    free(head);
+    if (fd != -1) close(fd);
+    return rc;
+}
+
+static http_resp http(const char *addr, const char *method, const char *path, const char *const hdrs[],
+                      const char *body, size_t body_len) {
+    char err[IT_ERR_SIZE];
+    http_resp r;
+    IT_OK(http_do(addr, method, path, hdrs, body, body_len, &r, err, sizeof err), err);
+    return r;
+}
+
+static void key_header(char *buf, size_t size, const char *key) {
+    snprintf(buf, size, "Idempotency-Key: %s", key);
+}
+
+/* POST /orders as a client would send it; key NULL: no Idempotency-Key. */
+static http_resp post_order(const char *addr, const char *key, const char *body) {
+    char khdr[512];
+    const char *hdrs[] = {"Content-Type: application/json", key ? khdr : NULL, NULL};
+    if (key) key_header(khdr, sizeof khdr, key);
+    return http(addr, "POST", "/orders", hdrs, body, strlen(body));
+}
+
+/* GET with the status asserted; returns the JSON body (owned). */
+static json_object *get_json(const char *addr, const char *path, int want_status) {
+    http_resp r = http(addr, "GET", path, NULL, NULL, 0);
+    cr_assert_eq(r.status, want_status, "GET %s: status %d, want %d; body %s", path, r.status, want_status, r.body);
+    cr_assert(r.json != NULL, "GET %s: body is not JSON: %s", path, r.body);
+    json_object *j = json_object_get(r.json);
+    http_resp_clear(&r);
+    return j;
+}
+
+static bool content_type_is(const http_resp *r, const char *want) {
+    const char *ct = http_header(r, "Content-Type");
+    return ct && strncasecmp(ct, want, strlen(want)) == 0;
+}
+
+/* The id an order answer names: body.id (201, 202) or body.order.id (409). */
+static const char *answer_order_id(const http_resp *r) {
+    const char *id = jstr(r->json, "id");
+    return id ? id : jstr(jget(r->json, "order"), "id");
+}
+
+/* Location: /orders/{id} and Idempotency-Key: key, on every order answer. */
+static void assert_order_headers(const http_resp *r, const char *id, const char *key) {
+    char want[256];
+    const char *loc = http_header(r, "Location"), *k = http_header(r, "Idempotency-Key");
+    snprintf(want, sizeof want, "/orders/%s", id);
+    cr_assert(loc && strcmp(loc, want) == 0, "Location %s, want %s (status %d, body %s)", loc ? loc : "(none)", want,
+              r->status, r->body);
+    cr_assert(k && strcmp(k, key) == 0, "Idempotency-Key header %s, want %s", k ? k : "(none)", key);
+}
+
+/* Concurrent POSTs, released together by a barrier. */
+typedef struct post_job {
+    const char *addr, *key, *body; /* borrowed */
+    pthread_barrier_t *start;      /* NULL: no barrier */
+    http_resp resp;
+    int rc;
+    char err[512];
+} post_job;
+
+static void *post_job_run(void *arg) {
+    post_job *j = arg;
+    char khdr[512];
+    const char *hdrs[] = {"Content-Type: application/json", khdr, NULL};
+    key_header(khdr, sizeof khdr, j->key);
+    if (j->start) pthread_barrier_wait(j->start);
+    j->rc = http_do(j->addr, "POST", "/orders", hdrs, j->body, strlen(j->body), &j->resp, j->err, sizeof j->err);
+    return NULL;
+}
+
+static void run_posts(post_job *jobs, size_t n) {
+    pthread_t *threads = calloc(n, sizeof *threads);
+    pthread_barrier_t start;
+    cr_assert(threads != NULL);
+    cr_assert_eq(pthread_barrier_init(&start, NULL, (unsigned)n), 0);
+    for (size_t i = 0; i < n; i++) {
+        jobs[i].start = &start;
+        cr_assert_eq(pthread_create(&threads[i], NULL, post_job_run, &jobs[i]), 0);
+    }
+    for (size_t i = 0; i < n; i++) pthread_join(threads[i], NULL);
+    pthread_barrier_destroy(&start);
+    free(threads);
+    for (size_t i = 0; i < n; i++) cr_assert_eq(jobs[i].rc, 0, "POST with key %s: %s", jobs[i].key, jobs[i].err);
+}
+
+/* ---- the services ------------------------------------------------------------------------ */
+
+typedef struct env_list {
+    char s[40][512];
+    const char *v[41];
+    size_t n;
+} env_list;
+
+static void env_add(env_list *e, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void env_add(env_list *e, const char *fmt, ...) {
+    va_list ap;
+    cr_assert(e->n < 40, "too many environment entries");
+    va_start(ap, fmt);
+    vsnprintf(e->s[e->n], sizeof e->s[e->n], fmt, ap);
+    va_end(ap);
+    e->v[e->n] = e->s[e->n];
+    e->v[++e->n] = NULL;
+}
+
+static void env_extra(env_list *e, const char *const extra[]) {
+    for (size_t i = 0; extra && extra[i]; i++) env_add(e, "%s", extra[i]);
+}
+
+/* Every service of this suite: the run's topics, bootstrap and a short session timeout. */
+static void env_common(env_list *e) {
+    env_add(e, "KAFKA_BOOTSTRAP_SERVERS=%s", IT_KAFKA_BOOTSTRAP);
+    env_add(e, "%s", SESSION_TIMEOUT_ENV);
+    env_add(e, "ORDERS_COMMANDS_TOPIC=%s", t_ocmd);
+    env_add(e, "ORDERS_RESULTS_TOPIC=%s", t_ores);
+    env_add(e, "ORDERS_DLQ_TOPIC=%s", t_odlq);
+    env_add(e, "INVENTORY_COMMANDS_TOPIC=%s", t_icmd);
+    env_add(e, "INVENTORY_EVENTS_TOPIC=%s", t_iev);
+    env_add(e, "INVENTORY_DLQ_TOPIC=%s", t_idlq);
+}
+
+/* Starts exe and waits until GET addr/ready answers 200. `instance` tells restarts apart in the
+ * log name. */
+static it_proc_t *spawn(const char *svc, const char *exe, const char *addr, const char *instance, env_list *e) {
+    char err[IT_ERR_SIZE], log_name[512];
+    it_proc_t *p = NULL;
+    snprintf(log_name, sizeof log_name, "%s.%s.%s%s%s", criterion_current_test->name, svc, strrchr(addr, ':') + 1,
+             instance ? "." : "", instance ? instance : "");
+    IT_OK(it_proc_spawn(&p, log_name, exe, e->v, err, sizeof err), err);
+    IT_OK(it_proc_wait_http(p, addr, "/ready", IT_WAIT_MS, err, sizeof err), err);
+    return p;
+}
+
+static it_proc_t *inv_spawn(const char *instance) {
+    char db[256];
+    env_list e = {0};
+    it_pg_url(db, sizeof db, INV_DB);
+    env_common(&e);
+    env_add(&e, "INVENTORY_DB=%s", db);
+    env_add(&e, "INVENTORY_HTTP_ADDR=%s", INV_ADDR);
+    env_add(&e, "INVENTORY_GROUP_ID=%s", g_inv);
+    return spawn("inventory-svc", INV_EXE, INV_ADDR, instance, &e);
+}
+
+static it_proc_t *ord_spawn(const char *instance) {
+    char db[256];
+    env_list e = {0};
+    it_pg_url(db, sizeof db, ORD_DB);
+    env_common(&e);
+    env_add(&e, "ORDERS_DB=%s", db);
+    env_add(&e, "ORDERS_HTTP_ADDR=%s", ORD_ADDR);
+    env_add(&e, "ORDERS_GROUP_ID=%s", g_ord);
+    return spawn("order-svc", ORD_EXE, ORD_ADDR, instance, &e);
+}
+
+/* extra: GATEWAY_* knobs ("NAME=value", NULL-terminated, may be NULL). */
+static it_proc_t *gw_spawn(const char *addr, const char *const extra[]) {
+    env_list e = {0};
+    env_common(&e);
+    env_add(&e, "GATEWAY_HTTP_ADDR=%s", addr);
+    env_add(&e, "ORDERS_URL=http://%s", ORD_ADDR);
+    env_add(&e, "INVENTORY_URL=http://%s", INV_ADDR);
+    env_extra(&e, extra);
+    return spawn("gateway", GW_EXE, addr, NULL, &e);
+}
+
+/* SIGTERM, and a clean exit within 30 s is part of every service's contract. NULL: nothing. */
+static void svc_stop(it_proc_t *p, const char *what) {
+    char err[IT_ERR_SIZE], how[128];
+    int status;
+    bool killed;
+    if (!p) return;
+    IT_OK(it_proc_stop(p, SIGTERM, 30000, &status, &killed, err, sizeof err), err);
+    it_status_describe(status, how, sizeof how);
+    cr_assert(!killed, "%s ignored SIGTERM for 30 s (log %s)", what, it_proc_log_path(p));
+    cr_assert((WIFEXITED(status) && WEXITSTATUS(status) == 0) || (WIFSIGNALED(status) && WTERMSIG(status) == SIGTERM),
+              "%s %s on SIGTERM (log %s)", what, how, it_proc_log_path(p));
+    it_proc_free(p);
+}
+
+static it_collector_t *collect(const char *topic, it_from from, const char *label) {
+    char err[IT_ERR_SIZE];
+    it_collector_t *c = NULL;
+    IT_OK(it_collector_new(&c, topic, from, label, IT_WAIT_MS, err, sizeof err), err);
+    return c;
+}
+
+static void catch_up(it_collector_t *c) {
+    char err[IT_ERR_SIZE];
+    IT_OK(it_collector_catch_up(c, IT_WAIT_MS, err, sizeof err), err);
+}
+
+typedef struct stack {
+    it_proc_t *inv, *ord, *gw;
+    it_collector_t *events, *results; /* this test's traffic, from when the stack came up */
+    const char *tag;
+} stack;
+
+static void restock(stack *s, const char *product, int64_t qty);
+static void warm_up(stack *s);
+
+/* inventory-svc, order-svc (which creates the order topics), then the gateway (it needs the
+ * results topic) when gateway is true; then one order through Kafka, so every consumer group has
+ * its partitions before the test's first request. */
+static void stack_up(stack *s, const char *tag, bool gateway, const char *const gw_env[]) {
+    memset(s, 0, sizeof *s);
+    s->tag = tag;
+    s->inv = inv_spawn(NULL);
+    s->ord = ord_spawn(NULL);
+    s->events = collect(t_iev, IT_FROM_END, NULL);
+    s->results = collect(t_ores, IT_FROM_END, NULL);
+    if (gateway) s->gw = gw_spawn(GW_ADDR, gw_env);
+    warm_up(s);
+}
+
+/* Stops gracefully, so the next test's services join the groups without waiting for a session
+ * to time out. */
+static void stack_down(stack *s) {
+    svc_stop(s->gw, "gateway");
+    svc_stop(s->ord, "order-svc");
+    svc_stop(s->inv, "inventory-svc");
+    it_collector_free(s->events);
+    it_collector_free(s->results);
+    memset(s, 0, sizeof *s);
+}
+
+/* ---- Kafka traffic ------------------------------------------------------------------------ */
+
+static void produce(const char *topic, const char *key, char *json, const char *cid) {
+    char err[IT_ERR_SIZE];
+    it_header h = {"correlation-id", cid, cid ? strlen(cid) : 0};
+    IT_OK(it_produce_one(topic, key, json, cid ? &h : NULL, cid ? 1 : 0, err, sizeof err), err);
+    free(json);
+}
+
+static const it_msg *await_msg(it_collector_t *c, const char *field, const char *value, size_t n) {
+    char err[IT_ERR_SIZE];
+    IT_OK(it_collector_wait_str(c, field, value, n, IT_WAIT_MS, err, sizeof err), err);
+    return it_collector_find_str(c, field, value);
+}
+
+/* The n-th (from 0) message of c whose `field` is `value`, or NULL. */
+static const it_msg *nth_msg(const it_collector_t *c, const char *field, const char *value, size_t nth) {
+    for (size_t i = 0; i < it_collector_count(c); i++) {
+        const char *v = it_msg_str(it_collector_at(c, i), field);
+        if (v && strcmp(v, value) == 0 && nth-- == 0) return it_collector_at(c, i);
+    }
+    return NULL;
+}
+
+static void restock(stack *s, const char *product, int64_t qty) {
+    static int n;
+    char ikey[160], name[160];
+    json_object *o = json_object_new_object();
+    snprintf(ikey, sizeof ikey, "%s-restock-%d", product, ++n);
+    snprintf(name, sizeof name, "Product %s", product);
+    json_object_object_add(o, "type", json_object_new_string("Restock"));
+    json_object_object_add(o, "idempotency_key", json_object_new_string(ikey));
+    json_object_object_add(o, "product_id", json_object_new_string(product));
+    json_object_object_add(o, "quantity", json_object_new_int64(qty));
+    json_object_object_add(o, "name", json_object_new_string(name));
+    produce(t_icmd, product, json_take(o), NULL);
+    const it_msg *m = await_msg(s->events, "idempotency_key", ikey, 1);
+    cr_assert_str_eq(it_msg_str(m, "type"), "Restocked", "restock of %s answered with %s", product, m->value);
+}
+
+static char *place_order_cmd(const char *key, const char *order_id, const char *customer, size_t n,
+                             const char *const pids[], const int64_t qtys[]) {
+    json_object *o = json_object_new_object();
+    json_object_object_add(o, "type", json_object_new_string("PlaceOrder"));
+    json_object_object_add(o, "idempotency_key", json_object_new_string(key));
+    if (order_id) json_object_object_add(o, "order_id", json_object_new_string(order_id));
+    json_object_object_add(o, "customer_id", json_object_new_string(customer));
+    json_object_object_add(o, "items", items_json(n, pids, qtys));
+    return json_take(o);
+}
+
+static char *cancel_order_cmd(const char *key, const char *order_id) {
+    json_object *o = json_object_new_object();
+    json_object_object_add(o, "type", json_object_new_string("CancelOrder"));
+    json_object_object_add(o, "idempotency_key", json_object_new_string(key));
+    json_object_object_add(o, "order_id", json_object_new_string(order_id));
+    return json_take(o);
+}
+
+static void warm_up(stack *s) {
+    char product[64], key[64];
+    int64_t qty = 1;
+    const char *pid = product;
+    snprintf(product, sizeof product, "%s-warm", s->tag);
+    snprintf(key, sizeof key, "%s-warm-1", s->tag);
+    restock(s, product, 100);
+    produce(t_ocmd, key, place_order_cmd(key, NULL, "cust-warm", 1, &pid, &qty), NULL);
+    const it_msg *m = await_msg(s->results, "idempotency_key", key, 1);
+    cr_assert_str_eq(it_msg_str(m, "status"), "CONFIRMED", "warm-up order: %s", m->value);
+}
+
+/* Produces "key|json" through the real kcat with one header (-H name=value). */
+static void kcat_produce_h(const char *topic, const char *key, const char *json, const char *hname,
+                           const char *hvalue) {
+    char log_path[1024], hdr[256];
+    int pipefd[2], log_fd, status = 0;
+    pid_t pid, r;
+    int64_t deadline = it_now_ms() + 120000;
+    cr_assert(!strchr(json, '\n') && !strchr(key, '|'), "kcat line: one-line json, key without '|'");
+    snprintf(log_path, sizeof log_path, "%s/kcat.%s.log", it_data_dir(), it_run_id());
+    snprintf(hdr, sizeof hdr, "%s=%s", hname, hvalue);
+    log_fd = open(log_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+    cr_assert(log_fd != -1 && pipe2(pipefd, O_CLOEXEC) == 0, "kcat setup: %s", strerror(errno));
+    char *argv[] = {"kcat", "-P", "-b", IT_KAFKA_BOOTSTRAP, "-t", (char *)topic, "-K|", "-H", hdr, NULL};
+    pid = fork();
+    cr_assert(pid != -1, "fork: %s", strerror(errno));
+    if (pid == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        dup2(pipefd[0], 0);
+        dup2(log_fd, 1);
+        dup2(log_fd, 2);
+        execvp("kcat", argv);
+        _exit(127);
+    }
+    close(pipefd[0]);
+    bool written = dprintf(pipefd[1], "%s|%s\n", key, json) > 0;
+    close(pipefd[1]);
+    close(log_fd);
+    while ((r = waitpid(pid, &status, WNOHANG)) == 0 && it_now_ms() < deadline) sleep_ms(20);
+    if (r == 0) {
+        kill(pid, SIGKILL);
+        waitpid(pid, &status, 0);
+    }
+    cr_assert(written && r == pid && WIFEXITED(status) && WEXITSTATUS(status) == 0,
+              "kcat -P -H %s failed (status 0x%x); see %s", hdr, status, log_path);
+}
+
+/* Waits until `group` has committed everything in `topic`: all sent to it is handled. */
+static void await_group_done(const char *group, const char *topic) {
+    char err[IT_ERR_SIZE];
+    int64_t lag = -1, deadline = it_now_ms() + IT_WAIT_MS;
+    for (;;) {
+        IT_OK(it_kafka_group_lag(group, topic, &lag, err, sizeof err), err);
+        if (lag == 0) return;
+        cr_assert(it_now_ms() < deadline, "group %s still %" PRId64 " behind on %s", group, lag, topic);
+        sleep_ms(250);
+    }
+}
+
+/* ---- PostgreSQL ----------------------------------------------------------------------------- */
+
+static int64_t stock_of(const char *product) {
+    char err[IT_ERR_SIZE];
+    int64_t stock;
+    IT_OK(it_pg_stock(INV_DB, product, &stock, err, sizeof err), err);
+    return stock;
+}
+
+static void assert_stock(const char *product, int64_t want) {
+    int64_t got = stock_of(product);
+    cr_assert_eq(got, want, "stock of %s: want %" PRId64 ", the inventory database has %" PRId64, product, want, got);
+}
+
+/* The same figure as the gateway shows it (GET /products/{id}, relayed to inventory-svc). */
+static void assert_api_stock(const char *product, int64_t want) {
+    char path[256];
+    json_object *v;
+    snprintf(path, sizeof path, "/products/%s", product);
+    json_object *p = get_json(GW_ADDR, path, 200);
+    cr_assert(jstr(p, "id") && strcmp(jstr(p, "id"), product) == 0, "GET %s: %s", path, jtext(p));
+    cr_assert((v = jget(p, "stock")) && json_object_is_type(v, json_type_int) && json_object_get_int64(v) == want,
+              "GET %s: want stock %" PRId64 ": %s", path, want, jtext(p));
+    json_object_put(p);
+}
+
+static int64_t pg_count(const char *sql, const char *p1, const char *p2) {
+    char err[IT_ERR_SIZE];
+    const char *params[] = {p1, p2};
+    int64_t n;
+    IT_OK(it_pg_int(ORD_DB, sql, params, p2 ? 2 : 1, &n, err, sizeof err), err);
+    return n;
+}
+
+static PGresult *pg_query(PGconn **conn, const char *db, const char *sql, const char *const params[], int n) {
+    char err[IT_ERR_SIZE];
+    IT_OK(it_pg_connect(conn, db, err, sizeof err), err);
+    PGresult *res = PQexecParams(*conn, sql, n, NULL, params, NULL, NULL, 0);
+    cr_assert(PQresultStatus(res) == PGRES_TUPLES_OK, "%s: %s", sql, PQerrorMessage(*conn));
+    return res;
+}
+
+/* The order placed with idempotency key `key`: its id into id_buf, returns its status (static). */
+static const char *db_order(const char *key, char *id_buf, size_t id_size) {
+    static char status[32];
+    PGconn *conn = NULL;
+    const char *params[] = {key};
+    PGresult *res = pg_query(&conn, ORD_DB, SQL_ORDER_BY_KEY, params, 1);
+    cr_assert_eq(PQntuples(res), 1, "orders with idempotency key %s: %d, want 1", key, PQntuples(res));
+    snprintf(id_buf, id_size, "%s", PQgetvalue(res, 0, 0));
+    snprintf(status, sizeof status, "%s", PQgetvalue(res, 0, 1));
+    PQclear(res);
+    PQfinish(conn);
+    return status;
+}
+
+/* GET /orders/{id} through the gateway: status and the statuses of its history, "A>B>C". */
+static void api_order(const char *id, char *status, size_t status_size, char *history, size_t history_size) {
+    char path[256];
+    json_object *h;
+    size_t pos = 0;
+    snprintf(path, sizeof path, "/orders/%s", id);
+    json_object *o = get_json(GW_ADDR, path, 200);
+    cr_assert(jstr(o, "id") && strcmp(jstr(o, "id"), id) == 0, "GET %s: %s", path, jtext(o));
+    snprintf(status, status_size, "%s", jstr(o, "status") ? jstr(o, "status") : "(none)");
+    history[0] = '\0';
+    cr_assert((h = jget(o, "history")) && json_object_is_type(h, json_type_array), "GET %s: no history: %s", path,
+              jtext(o));
+    for (size_t i = 0; i < json_object_array_length(h); i++) {
+        const char *st = jstr(json_object_array_get_idx(h, i), "status");
+        pos += (size_t)snprintf(history + pos, pos < history_size ? history_size - pos : 0, "%s%s", i ? ">" : "",
+                                st ? st : "?");
+    }
+    json_object_put(o);
+}
+
+/* ---- tests ---------------------------------------------------------------------------------- */
+
+Test(orders, post_confirmed_lowers_stock_by_its_quantity_and_records_pending_then_confirmed) {
+    stack s;
+    char id[128], status[32], history[256];
+    stack_up(&s, "t1", true, NULL);
+    restock(&s, "t1-p", 10);
+
+    char *body = order_body1("cust-t1", "t1-p", 3);
+    http_resp r = post_order(GW_ADDR, "t1-key", body);
+    cr_assert_eq(r.status, 201, "POST /orders %s: status %d, body %s", body, r.status, r.body);
+    cr_assert(content_type_is(&r, "application/json"), "Content-Type %s", http_header(&r, "Content-Type"));
+    cr_assert_str_eq(jstr(r.json, "status") ? jstr(r.json, "status") : "(none)", "CONFIRMED", "%s", r.body);
+    cr_assert(answer_order_id(&r) && *answer_order_id(&r), "201 without an id: %s", r.body);
+    snprintf(id, sizeof id, "%s", answer_order_id(&r));
+    cr_assert_str_eq(jstr(r.json, "customer_id") ? jstr(r.json, "customer_id") : "(none)", "cust-t1", "%s", r.body);
+    cr_assert_str_eq(jstr(r.json, "idempotency_key") ? jstr(r.json, "idempotency_key") : "(none)", "t1-key", "%s",
+                     r.body);
+    json_object *want_items = items_json(1, (const char *const[]){"t1-p"}, (const int64_t[]){3});
+    cr_assert(json_object_equal(jget(r.json, "items"), want_items), "items %s, want %s", jtext(jget(r.json, "items")),
+              jtext(want_items));
+    json_object_put(want_items);
+    assert_order_headers(&r, id, "t1-key");
+    http_resp_clear(&r);
+
+    char db_id[128];
+    cr_assert_str_eq(db_order("t1-key", db_id, sizeof db_id), "CONFIRMED");
+    cr_assert_str_eq(db_id, id, "the answer's id is not the order's id in the database");
+    assert_stock("t1-p", 7);
+    assert_api_stock("t1-p", 7);
+
+    api_order(id, status, sizeof status, history, sizeof history);
+    cr_assert_str_eq(status, "CONFIRMED");
+    cr_assert_str_eq(history, "PENDING>CONFIRMED", "history of %s", id);
+
+    json_object *list = get_json(GW_ADDR, "/orders?limit=5", 200), *arr = jget(list, "orders");
+    bool found = false;
+    cr_assert(arr && json_object_is_type(arr, json_type_array), "GET /orders: %s", jtext(list));
+    cr_assert_leq(json_object_array_length(arr), 5, "GET /orders?limit=5 gave more: %s", jtext(list));
+    for (size_t i = 0; i < json_object_array_length(arr); i++)
+        found |= jstr(json_object_array_get_idx(arr, i), "id") &&
+                 strcmp(jstr(json_object_array_get_idx(arr, i), "id"), id) == 0;
+    cr_assert(found, "GET /orders?limit=5 lacks the order just placed: %s", jtext(list));
+    json_object_put(list);
+
+    free(body);
+    stack_down(&s);
+}
+
+/* POSTs body, expects 409 REJECTED for `reason` and `product`; returns the order id (static). */
+static const char *expect_rejected(const char *key, const char *body, const char *reason, const char *product) {
+    static char id[128];
+    http_resp r = post_order(GW_ADDR, key, body);
+    cr_assert_eq(r.status, 409, "POST %s: status %d, want 409; body %s", body, r.status, r.body);
+    cr_assert(content_type_is(&r, "application/problem+json"), "409 Content-Type %s",
+              http_header(&r, "Content-Type"));
+    json_object *order = jget(r.json, "order");
+    cr_assert(jstr(order, "status") && strcmp(jstr(order, "status"), "REJECTED") == 0, "order.status: %s", r.body);
+    cr_assert(jstr(r.json, "reason") && strcmp(jstr(r.json, "reason"), reason) == 0, "reason (want %s): %s", reason,
+              r.body);
+    cr_assert(jstr(r.json, "product_id") && strcmp(jstr(r.json, "product_id"), product) == 0,
+              "product_id (want %s): %s", product, r.body);
+    cr_assert(answer_order_id(&r), "409 without order.id: %s", r.body);
+    snprintf(id, sizeof id, "%s", answer_order_id(&r));
+    assert_order_headers(&r, id, key);
+    http_resp_clear(&r);
+    return id;
+}
+
+Test(orders, order_beyond_stock_is_rejected_409_and_nothing_is_reserved_on_any_line) {
+    stack s;
+    char status[32], history[256], db_id[128];
+    stack_up(&s, "t2", true, NULL);
+    restock(&s, "t2-p", 5);
+    restock(&s, "t2-a", 10);
+    restock(&s, "t2-b", 2);
+    restock(&s, "t2-c", 10);
+
+    char *body = order_body1("cust-t2", "t2-p", 6);
+    const char *id = expect_rejected("t2-one", body, "insufficient_stock", "t2-p");
+    free(body);
+    assert_stock("t2-p", 5);
+    assert_api_stock("t2-p", 5);
+    cr_assert_str_eq(db_order("t2-one", db_id, sizeof db_id), "REJECTED");
+    cr_assert_str_eq(db_id, id);
+    api_order(id, status, sizeof status, history, sizeof history);
+    cr_assert_str_eq(status, "REJECTED");
+    cr_assert_str_eq(history, "PENDING>REJECTED", "history of %s", id);
+
+    /* One short line among three: the whole order is refused, no line holds anything. */
+    body = order_body("cust-t2", 3, (const char *const[]){"t2-a", "t2-b", "t2-c"}, (const int64_t[]){4, 3, 1});
+    expect_rejected("t2-multi", body, "insufficient_stock", "t2-b");
+    free(body);
+    assert_stock("t2-a", 10);
+    assert_stock("t2-b", 2);
+    assert_stock("t2-c", 10);
+
+    /* The same product on two lines counts as their sum (2 + 1 > 2). */
+    body = order_body("cust-t2", 2, (const char *const[]){"t2-b", "t2-b"}, (const int64_t[]){2, 1});
+    expect_rejected("t2-sum", body, "insufficient_stock", "t2-b");
+    free(body);
+    assert_stock("t2-b", 2);
+
+    body = order_body("cust-t2", 2, (const char *const[]){"t2-a", "t2-nosuch"}, (const int64_t[]){1, 1});
+    expect_rejected("t2-unknown", body, "unknown_product", "t2-nosuch");
+    free(body);
+    assert_stock("t2-a", 10);
+    assert_api_stock("t2-a", 10);
+    stack_down(&s);
+}
+
+#define SAME_KEY_POSTS 50
+
+Test(orders, one_key_posted_50_times_at_once_makes_one_order_and_50_identical_answers) {
+    stack s;
+    post_job jobs[SAME_KEY_POSTS];
+    char db_id[128];
+    stack_up(&s, "t3", true, NULL);
+    restock(&s, "t3-p", 100);
+
+    char *body = order_body1("cust-t3", "t3-p", 7);
+    memset(jobs, 0, sizeof jobs);
+    for (size_t i = 0; i < SAME_KEY_POSTS; i++) jobs[i] = (post_job){.addr = GW_ADDR, .key = "t3-key", .body = body};
+    run_posts(jobs, SAME_KEY_POSTS);
+
+    const http_resp *first = &jobs[0].resp;
+    cr_assert_eq(first->status, 201, "first answer: %d %s", first->status, first->body);
+    for (size_t i = 1; i < SAME_KEY_POSTS; i++) {
+        const http_resp *r = &jobs[i].resp;
+        cr_assert_eq(r->status, first->status, "answer %zu: status %d, answer 0: %d (%s)", i, r->status,
+                     first->status, r->body);
+        cr_assert(r->body_len == first->body_len && memcmp(r->body, first->body, r->body_len) == 0,
+                  "answer %zu differs:\n  %s\n  %s", i, first->body, r->body);
+    }
+    char id[128];
+    snprintf(id, sizeof id, "%s", answer_order_id(first));
+    for (size_t i = 0; i < SAME_KEY_POSTS; i++) assert_order_headers(&jobs[i].resp, id, "t3-key");
+    cr_assert_eq(pg_count(SQL_COUNT_BY_KEY, "t3-key", NULL), 1, "orders for the key");
+    cr_assert_str_eq(db_order("t3-key", db_id, sizeof db_id), "CONFIRMED");
+    cr_assert_str_eq(db_id, id);
+    cr_assert_eq(pg_count(SQL_HISTORY_COUNT, id, "CONFIRMED"), 1, "CONFIRMED rows in the order's history");
+    assert_stock("t3-p", 93);
+
+    /* The key with another body: refused, and the order stays as it was. */
+    char *other = order_body1("cust-t3", "t3-p", 8);
+    http_resp r = post_order(GW_ADDR, "t3-key", other);
+    cr_assert_eq(r.status, 422, "same key, other body: status %d, body %s", r.status, r.body);
+    cr_assert(content_type_is(&r, "application/problem+json"), "422 Content-Type %s", http_header(&r, "Content-Type"));
+    http_resp_clear(&r);
+    assert_stock("t3-p", 93);
+    cr_assert_eq(pg_count(SQL_COUNT_BY_KEY, "t3-key", NULL), 1, "orders for the key");
+
+    /* The key with its own body once more: the first answer again, marked as a replay. */
+    r = post_order(GW_ADDR, "t3-key", body);
+    cr_assert_eq(r.status, first->status, "replay: status %d, body %s", r.status, r.body);
+    cr_assert(r.body_len == first->body_len && memcmp(r.body, first->body, r.body_len) == 0,
+              "replay differs:\n  %s\n  %s", first->body, r.body);
+    const char *replayed = http_header(&r, "Idempotent-Replayed");
+    cr_assert(replayed && strcmp(replayed, "true") == 0, "Idempotent-Replayed: %s", replayed ? replayed : "(none)");
+    assert_order_headers(&r, id, "t3-key");
+    http_resp_clear(&r);
+    assert_stock("t3-p", 93);
+    cr_assert_eq(pg_count(SQL_COUNT_BY_KEY, "t3-key", NULL), 1, "orders for the key");
+
+    for (size_t i = 0; i < SAME_KEY_POSTS; i++) http_resp_clear(&jobs[i].resp);
+    free(other);
+    free(body);
+    stack_down(&s);
+}
+
+/* A whole-body problem (not JSON, not an object) has no field of its own. */
+#define WHOLE_BODY NULL
+
+typedef struct bad_body {
+    const char *what;
+    char *body;
+    const char *field; /* WHOLE_BODY: "(body)" or "(root)" */
+    const char *reason;
+} bad_body;
+
+static char *repeat(char c, size_t n) {
+    char *s = malloc(n + 1);
+    cr_assert(s != NULL);
+    memset(s, c, n);
+    s[n] = '\0';
+    return s;
+}
+
+static char *fmt(const char *f, ...) __attribute__((format(printf, 1, 2)));
+static char *fmt(const char *f, ...) {
+    va_list ap;
+    char *s = NULL;
+    va_start(ap, f);
+    int n = vasprintf(&s, f, ap);
+    va_end(ap);
+    cr_assert(n >= 0, "out of memory");
+    return s;
+}
+
+static void expect_400(const char *what, const char *const hdrs[], const char *body, size_t len, const char *field,
+                       const char *reason) {
+    http_resp r = http(GW_ADDR, "POST", "/orders", hdrs, body, len);
+    cr_assert_eq(r.status, 400, "%s: status %d, want 400; body %s", what, r.status, r.body);
+    cr_assert(content_type_is(&r, "application/problem+json"), "%s: Content-Type %s", what,
+              http_header(&r, "Content-Type"));
+    const char *f = jstr(r.json, "field");
+    if (field)
+        cr_assert(f && strcmp(f, field) == 0, "%s: field %s, want %s (%s)", what, f ? f : "(none)", field, r.body);
+    else
+        cr_assert(f && (strcmp(f, "(body)") == 0 || strcmp(f, "(root)") == 0),
+                  "%s: field %s, want the whole body (%s)", what, f ? f : "(none)", r.body);
+    if (reason)
+        cr_assert(jstr(r.json, "reason") && strcmp(jstr(r.json, "reason"), reason) == 0, "%s: reason (want %s): %s",
+                  what, reason, r.body);
+    http_resp_clear(&r);
+}
+
+Test(orders, invalid_requests_get_400_naming_the_field_and_413_415_405_404) {
+    stack s;
+    stack_up(&s, "t4", true, NULL);
+    restock(&s, "t4-p", 10);
+
+    char *id65 = repeat('x', 65), *lines101;
+    {
+        size_t cap = 101 * 48 + 64, pos = 0;
+        lines101 = malloc(cap);
+        cr_assert(lines101 != NULL);
+        pos += (size_t)snprintf(lines101, cap, "{\"customer_id\":\"c\",\"items\":[");
+        for (int i = 0; i < 101; i++)
+            pos += (size_t)snprintf(lines101 + pos, cap - pos, "%s{\"product_id\":\"t4-p\",\"quantity\":1}",
+                                    i ? "," : "");
+        snprintf(lines101 + pos, cap - pos, "]}");
+    }
+#define LINE "{\"product_id\":\"t4-p\",\"quantity\":1}"
+    bad_body cases[] = {
+        {"missing customer_id", fmt("{\"items\":[" LINE "]}"), "customer_id", "missing_field"},
+        {"customer_id null", fmt("{\"customer_id\":null,\"items\":[" LINE "]}"), "customer_id", "missing_field"},
+        {"customer_id a number", fmt("{\"customer_id\":42,\"items\":[" LINE "]}"), "customer_id", "wrong_type"},
+        {"customer_id empty", fmt("{\"customer_id\":\"\",\"items\":[" LINE "]}"), "customer_id", "invalid_value"},
+        {"customer_id 65 chars", fmt("{\"customer_id\":\"%s\",\"items\":[" LINE "]}", id65), "customer_id",
+         "invalid_value"},
+        {"missing items", fmt("{\"customer_id\":\"c\"}"), "items", "missing_field"},
+        {"items an object", fmt("{\"customer_id\":\"c\",\"items\":{}}"), "items", "wrong_type"},
+        {"items a string", fmt("{\"customer_id\":\"c\",\"items\":\"t4-p\"}"), "items", "wrong_type"},
+        {"items empty", fmt("{\"customer_id\":\"c\",\"items\":[]}"), "items", "invalid_value"},
+        {"101 lines", strdup(lines101), "items", "invalid_value"},
+        {"item not an object", fmt("{\"customer_id\":\"c\",\"items\":[1]}"), "items[0]", "wrong_type"},
+        {"item null", fmt("{\"customer_id\":\"c\",\"items\":[null]}"), "items[0]", "wrong_type"},
+        {"missing product_id", fmt("{\"customer_id\":\"c\",\"items\":[{\"quantity\":1}]}"), "items[0].product_id",
+         "missing_field"},
+        {"product_id empty", fmt("{\"customer_id\":\"c\",\"items\":[{\"product_id\":\"\",\"quantity\":1}]}"),
+         "items[0].product_id", "invalid_value"},
+        {"product_id 65 chars", fmt("{\"customer_id\":\"c\",\"items\":[{\"product_id\":\"%s\",\"quantity\":1}]}", id65),
+         "items[0].product_id", "invalid_value"},
+        {"product_id a number", fmt("{\"customer_id\":\"c\",\"items\":[{\"product_id\":7,\"quantity\":1}]}"),
+         "items[0].product_id", "wrong_type"},
+        {"missing quantity", fmt("{\"customer_id\":\"c\",\"items\":[{\"product_id\":\"t4-p\"}]}"),
+         "items[0].quantity", "missing_field"},
+        {"quantity 0", fmt("{\"customer_id\":\"c\",\"items\":[{\"product_id\":\"t4-p\",\"quantity\":0}]}"),
+         "items[0].quantity", "invalid_value"},
+        {"quantity -1", fmt("{\"customer_id\":\"c\",\"items\":[{\"product_id\":\"t4-p\",\"quantity\":-1}]}"),
+         "items[0].quantity", "invalid_value"},
+        {"quantity 1000001",
+         fmt("{\"customer_id\":\"c\",\"items\":[{\"product_id\":\"t4-p\",\"quantity\":1000001}]}"),
+         "items[0].quantity", "invalid_value"},
+        {"quantity \"2\"", fmt("{\"customer_id\":\"c\",\"items\":[{\"product_id\":\"t4-p\",\"quantity\":\"2\"}]}"),
+         "items[0].quantity", "wrong_type"},
+        {"quantity 1.5", fmt("{\"customer_id\":\"c\",\"items\":[{\"product_id\":\"t4-p\",\"quantity\":1.5}]}"),
+         "items[0].quantity", "wrong_type"},
+        {"quantity 2.0", fmt("{\"customer_id\":\"c\",\"items\":[{\"product_id\":\"t4-p\",\"quantity\":2.0}]}"),
+         "items[0].quantity", "wrong_type"},
+        {"quantity true", fmt("{\"customer_id\":\"c\",\"items\":[{\"product_id\":\"t4-p\",\"quantity\":true}]}"),
+         "items[0].quantity", "wrong_type"},
+        {"second line bad",
+         fmt("{\"customer_id\":\"c\",\"items\":[" LINE ",{\"product_id\":\"t4-p\",\"quantity\":0}]}"),
+         "items[1].quantity", "invalid_value"},
+        {"not JSON", fmt("{\"customer_id\":"), WHOLE_BODY, "not_json"},
+        {"JSON array", fmt("[{\"customer_id\":\"c\",\"items\":[" LINE "]}]"), WHOLE_BODY, "wrong_type"},
+        {"JSON string", fmt("\"an order\""), WHOLE_BODY, "wrong_type"},
+        {"trailing garbage", fmt("{\"customer_id\":\"c\",\"items\":[" LINE "]}x"), WHOLE_BODY, "not_json"},
+        {"two objects", fmt("{\"customer_id\":\"c\",\"items\":[" LINE "]}{}"), WHOLE_BODY, "not_json"},
+        {"empty body", fmt("%s", ""), WHOLE_BODY, "not_json"},
+        {"invalid UTF-8", fmt("{\"customer_id\":\"c\xff\xfe\",\"items\":[" LINE "]}"), WHOLE_BODY, "not_json"},
+    };
+#undef LINE
+    size_t n_cases = sizeof cases / sizeof cases[0];
+    cr_assert_geq(n_cases, 15);
+    for (size_t i = 0; i < n_cases; i++) {
+        char khdr[128];
+        const char *hdrs[] = {"Content-Type: application/json", khdr, NULL};
+        snprintf(khdr, sizeof khdr, "Idempotency-Key: t4-bad-%zu", i);
+        expect_400(cases[i].what, hdrs, cases[i].body, strlen(cases[i].body), cases[i].field, cases[i].reason);
+    }
+
+    /* The headers are checked like the body. */
+    char *good = order_body1("cust-t4", "t4-p", 1), *key129 = repeat('k', 129), khdr[256];
+    snprintf(khdr, sizeof khdr, "Idempotency-Key: %s", key129);
+    expect_400("Idempotency-Key of 129 characters", (const char *const[]){"Content-Type: application/json", khdr, NULL},
+               good, strlen(good), "Idempotency-Key", NULL);
+    expect_400("Request-Timeout not a number",
+               (const char *const[]){"Content-Type: application/json", "Idempotency-Key: t4-bad-rt",
+                                     "Request-Timeout: soon", NULL},
+               good, strlen(good), "Request-Timeout", NULL);
+    cr_assert_eq(pg_count(SQL_COUNT_LIKE, "t4-bad-%", NULL), 0, "a refused request made an order");
+
+    /* Size, media type, method, route. */
+    size_t big_len = 2u << 20;
+    char *big = repeat(' ', big_len);
+    memcpy(big, good, strlen(good)); /* a valid order padded with blanks to 2 MiB */
+    const char *json_hdrs[] = {"Content-Type: application/json", "Idempotency-Key: t4-big", NULL};
+    http_resp r = http(GW_ADDR, "POST", "/orders", json_hdrs, big, big_len);
+    cr_assert_eq(r.status, 413, "2 MiB body: status %d, body %.300s", r.status, r.body);
+    http_resp_clear(&r);
+    r = http(GW_ADDR, "POST", "/orders", json_hdrs, big, 65537);
+    cr_assert_eq(r.status, 413, "65537-byte body: status %d, body %.300s", r.status, r.body);
+    http_resp_clear(&r);
+
+    r = http(GW_ADDR, "POST", "/orders", (const char *const[]){"Content-Type: text/plain", NULL}, good, strlen(good));
+    cr_assert_eq(r.status, 415, "text/plain: status %d, body %s", r.status, r.body);
+    http_resp_clear(&r);
+    r = http(GW_ADDR, "POST", "/orders", NULL, good, strlen(good));
+    cr_assert_eq(r.status, 415, "no Content-Type: status %d, body %s", r.status, r.body);
+    http_resp_clear(&r);
+
+    r = http(GW_ADDR, "DELETE", "/orders", NULL, NULL, 0);
+    cr_assert_eq(r.status, 405, "DELETE /orders: status %d, body %s", r.status, r.body);
+    cr_assert(http_header(&r, "Allow") && strstr(http_header(&r, "Allow"), "POST"), "405 Allow: %s",
+              http_header(&r, "Allow") ? http_header(&r, "Allow") : "(none)");
+    http_resp_clear(&r);
+    r = http(GW_ADDR, "PUT", "/orders/t4-x", NULL, "{}", 2);
+    cr_assert_eq(r.status, 405, "PUT /orders/t4-x: status %d, body %s", r.status, r.body);
+    http_resp_clear(&r);
+    r = http(GW_ADDR, "GET", "/nope", NULL, NULL, 0);
+    cr_assert_eq(r.status, 404, "GET /nope: status %d, body %s", r.status, r.body);
+    http_resp_clear(&r);
+    json_object_put(get_json(GW_ADDR, "/orders/t4-no-such-order", 404));
+    json_object_put(get_json(GW_ADDR, "/products/t4-no-such-product", 404));
+    cr_assert_eq(pg_count(SQL_COUNT_LIKE, "t4-b%", NULL), 0, "a refused request made an order");
+
+    /* What an operator reads. */
+    json_object *h = get_json(GW_ADDR, "/health", 200);
+    cr_assert(jstr(jget(h, "breaker"), "state") && strcmp(jstr(jget(h, "breaker"), "state"), "closed") == 0,
+              "GET /health: %s", jtext(h));
+    json_object_put(h);
+    json_object_put(get_json(GW_ADDR, "/ready", 200));
+    r = http(GW_ADDR, "GET", "/metrics", NULL, NULL, 0);
+    cr_assert(r.status == 200 && content_type_is(&r, "text/plain"), "GET /metrics: %d %s", r.status,
+              http_header(&r, "Content-Type"));
+    http_resp_clear(&r);
+    json_object *all = get_json(GW_ADDR, "/products", 200);
+    cr_assert(strstr(jtext(all), "\"t4-p\""), "GET /products lacks t4-p: %.500s", jtext(all));
+    json_object_put(all);
+
+    for (size_t i = 0; i < n_cases; i++) free(cases[i].body);
+    free(big);
+    free(key129);
+    free(good);
+    free(lines101);
+    free(id65);
+    stack_down(&s);
+}
+
+/* breaker_state_changed lines the gateway logged in this run, as "from>to,from>to,...". */
+static void breaker_transitions(const char *log_path, char *out, size_t size) {
+    FILE *f = fopen(log_path, "r");
+    char *line = NULL, marker[128];
+    size_t cap = 0, pos = 0;
+    cr_assert(f != NULL, "open %s: %s", log_path, strerror(errno));
+    snprintf(marker, sizeof marker, "=== it run %s:", it_run_id());
+    out[0] = '\0';
+    while (getline(&line, &cap, f) > 0) {
+        if (strncmp(line, marker, strlen(marker)) == 0) { /* this run's instance starts here */
+            pos = 0;
+            out[0] = '\0';
+            continue;
+        }
+        if (!strstr(line, "breaker_state_changed")) continue;
+        json_object *j = json_tokener_parse(line);
+        const char *from = jstr(j, "from"), *to = jstr(j, "to");
+        pos += (size_t)snprintf(out + pos, pos < size ? size - pos : 0, "%s%s>%s", pos ? "," : "",
+                                from ? from : "?", to ? to : "?");
+        json_object_put(j);
+    }
+    free(line);
+    fclose(f);
+}
+
+static const char *breaker_state(const char *addr) {
+    static char state[32];
+    json_object *h = get_json(addr, "/health", 200);
+    const char *st = jstr(jget(h, "breaker"), "state");
+    cr_assert(st, "GET /health without breaker.state: %s", jtext(h));
+    snprintf(state, sizeof state, "%s", st);
+    json_object_put(h);
+    return state;
+}
+
+#define OUTAGE_BATCH 8
+#define OUTAGE_MAX_ORDERS 128
+
+Test(orders, inventory_outage_answers_202_then_503_and_the_breaker_recloses_through_half_open) {
+    static const char *const gw_env[] = {"GATEWAY_TIMEOUT_MS=1000",
+                                         "GATEWAY_BREAKER_WINDOW_MS=2000",
+                                         "GATEWAY_BREAKER_OPEN_MS=3000",
+                                         "GATEWAY_BREAKER_MIN_CALLS=5",
+                                         "GATEWAY_BREAKER_FAILURE_RATE=0.5",
+                                         "GATEWAY_BREAKER_PROBES=3",
+                                         NULL};
+    stack s;
+    char accepted[OUTAGE_MAX_ORDERS][64], keys[OUTAGE_BATCH][64];
+    size_t n_accepted = 0, n_503 = 0;
+    stack_up(&s, "t5", true, gw_env);
+    restock(&s, "t5-p", 1000);
+    char *body = order_body1("cust-t5", "t5-p", 1);
+
+    http_resp r = post_order(GW_ADDR, "t5-before", body);
+    cr_assert_eq(r.status, 201, "with inventory-svc up: status %d, body %s", r.status, r.body);
+    http_resp_clear(&r);
+
+    svc_stop(s.inv, "inventory-svc");
+    s.inv = NULL;
+    /* Concurrent batches, so that enough calls fail inside one breaker window. */
+    for (int batch = 0; batch < 10 && n_503 == 0; batch++) {
+        post_job jobs[OUTAGE_BATCH];
+        memset(jobs, 0, sizeof jobs);
+        for (int i = 0; i < OUTAGE_BATCH; i++) {
+            snprintf(keys[i], sizeof keys[i], "t5-out-%d-%d", batch, i);
+            jobs[i] = (post_job){.addr = GW_ADDR, .key = keys[i], .body = body};
+        }
+        run_posts(jobs, OUTAGE_BATCH);
+        for (int i = 0; i < OUTAGE_BATCH; i++) {
+            http_resp *a = &jobs[i].resp;
+            if (a->status == 202) {
+                const char *id = answer_order_id(a);
+                cr_assert(id && jstr(a->json, "status") && strcmp(jstr(a->json, "status"), "PENDING") == 0,
+                          "202 body: %s", a->body);
+                assert_order_headers(a, id, keys[i]);
+                cr_assert_lt(n_accepted, OUTAGE_MAX_ORDERS);
+                snprintf(accepted[n_accepted++], sizeof accepted[0], "%s", id);
+            } else {
+                cr_assert_eq(a->status, 503, "inventory-svc down, key %s: status %d, want 202 or 503; body %s",
+                             keys[i], a->status, a->body);
+                const char *ra = http_header(a, "Retry-After");
+                cr_assert(ra && atoi(ra) >= 1, "503 without a Retry-After of 1 s or more: %s", ra ? ra : "(none)");
+                n_503++;
+            }
+            http_resp_clear(a);
+        }
+    }
+    cr_assert_gt(n_accepted, 0, "no POST was accepted (202) while inventory-svc was down");
+    cr_assert_gt(n_503, 0, "the breaker never refused a POST (503) while inventory-svc was down");
+    cr_assert_str_eq(breaker_state(GW_ADDR), "open", "GET /health right after the first 503");
+    r = post_order(GW_ADDR, "t5-while-open", body);
+    cr_assert_eq(r.status, 503, "POST while the breaker is open: status %d, body %s", r.status, r.body);
+    cr_assert(http_header(&r, "Retry-After"), "503 without Retry-After");
+    http_resp_clear(&r);
+    cr_assert_eq(pg_count(SQL_COUNT_BY_KEY, "t5-while-open", NULL), 0, "a POST refused by the breaker made an order");
+
+    /* Back up: every accepted order reaches a final state. */
+    s.inv = inv_spawn("2");
+    int64_t deadline = it_now_ms() + LOAD_WAIT_MS;
+    for (size_t i = 0; i < n_accepted; i++) {
+        char status[32], history[256];
+        for (;;) {
+            api_order(accepted[i], status, sizeof status, history, sizeof history);
+            if (strcmp(status, "PENDING") != 0) break;
+            cr_assert(it_now_ms() < deadline, "order %s still PENDING after inventory-svc came back", accepted[i]);
+            sleep_ms(200);
+        }
+        cr_assert_str_eq(status, "CONFIRMED", "order %s accepted during the outage", accepted[i]);
+        cr_assert_str_eq(history, "PENDING>CONFIRMED", "history of %s", accepted[i]);
+    }
+
+    /* Traffic closes the breaker again, through half-open probes. */
+    deadline = it_now_ms() + IT_WAIT_MS;
+    for (int i = 0; strcmp(breaker_state(GW_ADDR), "closed") != 0; i++) {
+        char key[64];
+        cr_assert(it_now_ms() < deadline, "the breaker did not close within %d ms of inventory-svc's return",
+                  IT_WAIT_MS);
+        snprintf(key, sizeof key, "t5-after-%d", i);
+        r = post_order(GW_ADDR, key, body);
+        cr_assert(r.status == 201 || r.status == 202 || r.status == 503, "POST after the outage: %d %s", r.status,
+                  r.body);
+        if (r.status == 503) sleep_ms(250);
+        http_resp_clear(&r);
+    }
+    r = post_order(GW_ADDR, "t5-closed", body);
+    cr_assert_eq(r.status, 201, "POST with the breaker closed: %d %s", r.status, r.body);
+    http_resp_clear(&r);
+
+    char transitions[1024];
+    breaker_transitions(it_proc_log_path(s.gw), transitions, sizeof transitions);
+    cr_assert(strstr(transitions, "closed>open") && strstr(transitions, "open>half_open") &&
+                  strstr(transitions, "half_open>closed"),
+              "breaker transitions in %s: %s", it_proc_log_path(s.gw), transitions);
+    size_t tl = strlen(transitions), want = strlen("half_open>closed");
+    cr_assert(tl >= want && strcmp(transitions + tl - want, "half_open>closed") == 0,
+              "the last transition should be half_open>closed: %s", transitions);
+    cr_assert(!strstr(transitions, "open>closed,") || strstr(transitions, "half_open>closed"),
+              "closed without half-open: %s", transitions);
+    free(body);
+    stack_down(&s);
+}
+
+/* ---- kill -9 under load ------------------------------------------------------------------- */
+
+#define LOAD_THREADS 8
+#define LOAD_ORDERS 2000
+#define LOAD_KILL_AFTER 500
+#define LOAD_PRODUCTS 8
+#define LOAD_STOCK 700
+
+typedef struct load_order {
+    char key[48];
+    char id[64];
+    int status;
+} load_order;
+
+typedef struct load_worker {
+    int index, n;
+    load_order *orders;        /* n of them, owned by the test */
+    char (*products)[32];      /* LOAD_PRODUCTS, borrowed */
+    atomic_int *answered;      /* shared */
+    int failed, n_503;
+    char err[1024];
+} load_worker;
+
+static uint64_t rng_next(uint64_t *s) { /* xorshift64*: the same stream per seed */
+    *s ^= *s >> 12;
+    *s ^= *s << 25;
+    *s ^= *s >> 27;
+    return *s * 2685821657736338717ULL;
+}
+
+/* One client: its own keys, one order at a time; a 503 is retried with the same key after
+ * Retry-After, as the API asks. */
+static void *load_run(void *arg) {
+    load_worker *w = arg;
+    uint64_t seed = 0x9E3779B97F4A7C15ULL * (uint64_t)(w->index + 1);
+    for (int i = 0; i < w->n && !w->failed; i++) {
+        load_order *o = &w->orders[i];
+        const char *pids[2];
+        int64_t qtys[2];
+        size_t lines = 1 + rng_next(&seed) % 2;
+        for (size_t l = 0; l < lines; l++) {
+            pids[l] = w->products[rng_next(&seed) % LOAD_PRODUCTS];
+            qtys[l] = 1 + (int64_t)(rng_next(&seed) % 4);
+        }
+        char *body = order_body("cust-t6", lines, pids, qtys), khdr[96];
+        const char *hdrs[] = {"Content-Type: application/json", khdr, NULL};
+        snprintf(o->key, sizeof o->key, "t6-L%d-%04d", w->index, i);
+        key_header(khdr, sizeof khdr, o->key);
+        int64_t deadline = it_now_ms() + LOAD_WAIT_MS;
+        for (;;) {
+            http_resp r;
+            char err[512];
+            if (http_do(GW_ADDR, "POST", "/orders", hdrs, body, strlen(body), &r, err, sizeof err) == -1) {
+                snprintf(w->err, sizeof w->err, "POST %s: %s", o->key, err);
+                w->failed = 1;
+                break;
+            }
+            if (r.status == 201 || r.status == 202 || r.status == 409) {
+                const char *id = answer_order_id(&r);
+                o->status = r.status;
+                snprintf(o->id, sizeof o->id, "%s", id ? id : "");
+                if (!id) {
+                    snprintf(w->err, sizeof w->err, "POST %s: %d without an order id: %.300s", o->key, r.status,
+                             r.body);
+                    w->failed = 1;
+                }
+                http_resp_clear(&r);
+                atomic_fetch_add(w->answered, 1);
+                break;
+            }
+            if (r.status != 503 || it_now_ms() > deadline) {
+                snprintf(w->err, sizeof w->err, "POST %s: status %d: %.300s", o->key, r.status, r.body);
+                w->failed = 1;
+                http_resp_clear(&r);
+                break;
+            }
+            const char *ra = http_header(&r, "Retry-After");
+            int wait_s = ra ? atoi(ra) : 1;
+            w->n_503++;
+            http_resp_clear(&r);
+            sleep_ms(1000 * (wait_s < 1 ? 1 : wait_s > 3 ? 3 : wait_s));
+        }
+        free(body);
+    }
+    return NULL;
+}
+
+static int cmp_load_order(const void *a, const void *b) {
+    return strcmp(((const load_order *)a)->key, ((const load_order *)b)->key);
+}
+
+Test(orders, kill_9_of_order_svc_under_load_leaves_one_final_state_per_order_and_conserves_stock) {
+    static const char *const gw_env[] = {"GATEWAY_BREAKER_OPEN_MS=2000", NULL};
+    char err[IT_ERR_SIZE], how[128];
+    char products[LOAD_PRODUCTS][32];
+    load_worker workers[LOAD_THREADS];
+    pthread_t threads[LOAD_THREADS];
+    atomic_int answered = 0;
+    stack s;
+    stack_up(&s, "t6", true, gw_env);
+    for (int p = 0; p < LOAD_PRODUCTS; p++) {
+        snprintf(products[p], sizeof products[p], "t6-p%d", p);
+        restock(&s, products[p], LOAD_STOCK);
+    }
+    load_order *orders = calloc(LOAD_ORDERS, sizeof *orders);
+    cr_assert(orders != NULL);
+    memset(workers, 0, sizeof workers);
+    for (int t = 0; t < LOAD_THREADS; t++) {
+        workers[t] = (load_worker){.index = t,
+                                   .n = LOAD_ORDERS / LOAD_THREADS,
+                                   .orders = orders + t * (LOAD_ORDERS / LOAD_THREADS),
+                                   .products = products,
+                                   .answered = &answered};
+        cr_assert_eq(pthread_create(&threads[t], NULL, load_run, &workers[t]), 0);
+    }
+    int64_t deadline = it_now_ms() + LOAD_WAIT_MS;
+    while (atomic_load(&answered) < LOAD_KILL_AFTER && it_now_ms() < deadline) sleep_ms(5);
+    int at_kill = atomic_load(&answered), status;
+    bool killed;
+    IT_OK(it_proc_stop(s.ord, SIGKILL, 10000, &status, &killed, err, sizeof err), err);
+    it_status_describe(status, how, sizeof how);
+    cr_log_info("order-svc %s after %d answers", how, at_kill);
+    it_proc_free(s.ord);
+    s.ord = ord_spawn("2");
+    for (int t = 0; t < LOAD_THREADS; t++) pthread_join(threads[t], NULL);
+    int n_503 = 0;
+    for (int t = 0; t < LOAD_THREADS; t++) {
+        cr_assert(!workers[t].failed, "client %d: %s", t, workers[t].err);
+        n_503 += workers[t].n_503;
+    }
+    cr_assert_geq(at_kill, LOAD_KILL_AFTER, "only %d answers before the kill", at_kill);
+    cr_assert_lt(at_kill, LOAD_ORDERS, "every order was answered before the kill");
+
+    /* Every order ends; none is left PENDING. */
+    deadline = it_now_ms() + LOAD_WAIT_MS;
+    for (;;) {
+        int64_t pending = pg_count(SQL_PENDING_LIKE, "t6-L%", NULL);
+        if (pending == 0) break;
+        cr_assert(it_now_ms() < deadline, "%" PRId64 " orders still PENDING after %d ms", pending, LOAD_WAIT_MS);
+        sleep_ms(500);
+    }
+
+    /* Each accepted answer has its order, with the answer's id, one PENDING and one final state. */
+    qsort(orders, LOAD_ORDERS, sizeof *orders, cmp_load_order);
+    PGconn *conn = NULL;
+    PGresult *res = pg_query(&conn, ORD_DB, SQL_LOAD_ORDERS, (const char *const[]){"t6-L%"}, 1);
+    int rows = PQntuples(res), n_by_status[3] = {0};
+    cr_assert_eq(rows, LOAD_ORDERS, "%d orders in the database for %d accepted requests", rows, LOAD_ORDERS);
+    for (int i = 0; i < rows; i++) {
+        const char *key = PQgetvalue(res, i, 0), *id = PQgetvalue(res, i, 1), *st = PQgetvalue(res, i, 2);
+        load_order probe, *o;
+        snprintf(probe.key, sizeof probe.key, "%s", key);
+        o = bsearch(&probe, orders, LOAD_ORDERS, sizeof *orders, cmp_load_order);
+        cr_assert(o != NULL, "order %s in the database was never requested", key);
+        cr_assert_str_eq(id, o->id, "order %s: answer said id %s, database has %s", key, o->id, id);
+        cr_assert(strcmp(st, "CONFIRMED") == 0 || strcmp(st, "REJECTED") == 0, "order %s is %s", key, st);
+        if (o->status == 201) cr_assert_str_eq(st, "CONFIRMED", "order %s was answered 201", key);
+        if (o->status == 409) cr_assert_str_eq(st, "REJECTED", "order %s was answered 409", key);
+        cr_assert(strcmp(PQgetvalue(res, i, 3), "1") == 0 && strcmp(PQgetvalue(res, i, 4), "1") == 0,
+                  "order %s: %s PENDING and %s final rows in its history, want 1 and 1", key, PQgetvalue(res, i, 3),
+                  PQgetvalue(res, i, 4));
+        n_by_status[o->status == 201 ? 0 : o->status == 202 ? 1 : 2]++;
+    }
+    PQclear(res);
+
+    /* Stock is conserved: what is gone is exactly what confirmed orders hold. */
+    int64_t confirmed[LOAD_PRODUCTS] = {0};
+    res = PQexecParams(conn, SQL_CONFIRMED_QTY, 1, NULL, (const char *const[]){"t6-L%"}, NULL, NULL, 0);
+    cr_assert(PQresultStatus(res) == PGRES_TUPLES_OK, "%s", PQerrorMessage(conn));
+    for (int i = 0; i < PQntuples(res); i++)
+        for (int p = 0; p < LOAD_PRODUCTS; p++)
+            if (strcmp(PQgetvalue(res, i, 0), products[p]) == 0) confirmed[p] = strtoll(PQgetvalue(res, i, 1), NULL, 10);
+    PQclear(res);
+    PQfinish(conn);
+    for (int p = 0; p < LOAD_PRODUCTS; p++) {
+        int64_t now = stock_of(products[p]);
+        cr_assert_eq(LOAD_STOCK - confirmed[p], now,
+                     "%s: %d at start - %" PRId64 " in confirmed orders = %" PRId64 ", but the stock is %" PRId64,
+                     products[p], LOAD_STOCK, confirmed[p], LOAD_STOCK - confirmed[p], now);
+    }
+    cr_log_info("load: %d answers before the kill; 201 %d, 202 %d, 409 %d; %d retries after 503", at_kill,
+                n_by_status[0], n_by_status[1], n_by_status[2], n_503);
+    free(orders);
+    stack_down(&s);
+}
+
+/* ---- Kafka only --------------------------------------------------------------------------- */
+
+Test(orders, place_order_produced_with_kcat_gets_its_result_with_the_same_correlation_id) {
+    stack s;
+    char db_id[128];
+    stack_up(&s, "t7", false, NULL);
+    restock(&s, "t7-p", 10);
+
+    char *cmd = place_order_cmd("t7-k1", NULL, "cust-t7", 1, (const char *const[]){"t7-p"}, (const int64_t[]){2});
+    kcat_produce_h(t_ocmd, "t7-k1", cmd, "correlation-id", "t7-cid-1");
+    free(cmd);
+    const it_msg *m = await_msg(s.results, "idempotency_key", "t7-k1", 1);
+    const char *cid = it_msg_header_get(m, "correlation-id", NULL);
+    cr_assert(cid && strcmp(cid, "t7-cid-1") == 0, "correlation-id header %s, want t7-cid-1: %s",
+              cid ? cid : "(none)", m->value);
+    cr_assert_str_eq(it_msg_str(m, "type"), "OrderResult", "%s", m->value);
+    cr_assert_str_eq(it_msg_str(m, "status"), "CONFIRMED", "%s", m->value);
+    cr_assert_str_eq(db_order("t7-k1", db_id, sizeof db_id), "CONFIRMED");
+    cr_assert_str_eq(it_msg_str(m, "order_id"), db_id, "%s", m->value);
+    cr_assert(m->key && strcmp(m->key, db_id) == 0, "result keyed %s, want the order id %s", m->key ? m->key : "(none)",
+              db_id);
+    assert_stock("t7-p", 8);
+
+    /* With an order id of the producer's choosing, and a rejection. */
+    cmd = place_order_cmd("t7-k2", "t7-order-2", "cust-t7", 1, (const char *const[]){"t7-p"}, (const int64_t[]){20});
+    kcat_produce_h(t_ocmd, "t7-k2", cmd, "correlation-id", "t7-cid-2");
+    free(cmd);
+    m = await_msg(s.results, "idempotency_key", "t7-k2", 1);
+    cid = it_msg_header_get(m, "correlation-id", NULL);
+    cr_assert(cid && strcmp(cid, "t7-cid-2") == 0, "correlation-id header %s, want t7-cid-2: %s",
+              cid ? cid : "(none)", m->value);
+    cr_assert_str_eq(it_msg_str(m, "order_id"), "t7-order-2", "%s", m->value);
+    cr_assert_str_eq(it_msg_str(m, "status"), "REJECTED", "%s", m->value);
+    cr_assert_str_eq(it_msg_str(m, "reason"), "insufficient_stock", "%s", m->value);
+    cr_assert_str_eq(it_msg_str(m, "product_id"), "t7-p", "%s", m->value);
+    assert_stock("t7-p", 8);
+    stack_down(&s);
+}
+
+/* ---- two gateways ----------------------------------------------------------------------------- */
+
+#define PER_GATEWAY 20
+
+typedef struct gw_client {
+    const char *addr, *prefix;
+    char keys[PER_GATEWAY][48];
+    http_resp resp[PER_GATEWAY];
+    int failed;
+    char err[512];
+} gw_client;
+
+static void *gw_client_run(void *arg) {
+    gw_client *c = arg;
+    char *body = order_body1("cust-t8", "t8-p", 1);
+    for (int i = 0; i < PER_GATEWAY && !c->failed; i++) {
+        char khdr[96];
+        const char *hdrs[] = {"Content-Type: application/json", khdr, NULL};
+        snprintf(c->keys[i], sizeof c->keys[i], "%s-%02d", c->prefix, i);
+        key_header(khdr, sizeof khdr, c->keys[i]);
+        if (http_do(c->addr, "POST", "/orders", hdrs, body, strlen(body), &c->resp[i], c->err, sizeof c->err) == -1)
+            c->failed = 1;
+    }
+    free(body);
+    return NULL;
+}
+
+Test(orders, two_gateways_at_once_each_answer_their_own_requests) {
+    stack s;
+    gw_client clients[2] = {{.addr = GW_ADDR, .prefix = "t8-g1"}, {.addr = GW2_ADDR, .prefix = "t8-g2"}};
+    pthread_t threads[2];
+    stack_up(&s, "t8", true, NULL);
+    it_proc_t *gw2 = gw_spawn(GW2_ADDR, NULL);
+    restock(&s, "t8-p", 1000);
+
+    for (int c = 0; c < 2; c++) cr_assert_eq(pthread_create(&threads[c], NULL, gw_client_run, &clients[c]), 0);
+    for (int c = 0; c < 2; c++) pthread_join(threads[c], NULL);
+    for (int c = 0; c < 2; c++) {
+        cr_assert(!clients[c].failed, "client of %s: %s", clients[c].addr, clients[c].err);
+        for (int i = 0; i < PER_GATEWAY; i++) {
+            http_resp *r = &clients[c].resp[i];
+            char db_id[128];
+            cr_assert_eq(r->status, 201, "%s, key %s: status %d, body %s", clients[c].addr, clients[c].keys[i],
+                         r->status, r->body);
+            cr_assert_str_eq(db_order(clients[c].keys[i], db_id, sizeof db_id), "CONFIRMED");
+            cr_assert(answer_order_id(r) && strcmp(answer_order_id(r), db_id) == 0,
+                      "%s answered key %s with order %s, the key's order is %s", clients[c].addr, clients[c].keys[i],
+                      answer_order_id(r) ? answer_order_id(r) : "(none)", db_id);
+            cr_assert_str_eq(jstr(r->json, "idempotency_key") ? jstr(r->json, "idempotency_key") : "(none)",
+                             clients[c].keys[i]);
+            assert_order_headers(r, db_id, clients[c].keys[i]);
+            http_resp_clear(r);
+        }
+    }
+    assert_stock("t8-p", 1000 - 2 * PER_GATEWAY);
+
+    /* A key first used at one instance is known at the other: the same order, replayed. */
+    char *body = order_body1("cust-t8", "t8-p", 1), db_id[128];
+    http_resp r = post_order(GW2_ADDR, "t8-g1-00", body);
+    db_order("t8-g1-00", db_id, sizeof db_id);
+    cr_assert_eq(r.status, 201, "key of gateway 1 at gateway 2: %d %s", r.status, r.body);
+    cr_assert(answer_order_id(&r) && strcmp(answer_order_id(&r), db_id) == 0, "order %s, want %s",
+              answer_order_id(&r) ? answer_order_id(&r) : "(none)", db_id);
+    cr_assert(http_header(&r, "Idempotent-Replayed"), "no Idempotent-Replayed on a replay at the other instance");
+    http_resp_clear(&r);
+    assert_stock("t8-p", 1000 - 2 * PER_GATEWAY);
+    free(body);
+    svc_stop(gw2, "second gateway");
+    stack_down(&s);
+}
+
+/* ---- cancellation ------------------------------------------------------------------------------ */
+
+static size_t count_type_for_order(const it_collector_t *c, const char *type, const char *order_id) {
+    size_t n = 0;
+    for (size_t i = 0; i < it_collector_count(c); i++) {
+        const it_msg *m = it_collector_at(c, i);
+        const char *t = it_msg_str(m, "type"), *o = it_msg_str(m, "order_id");
+        n += t && o && strcmp(t, type) == 0 && strcmp(o, order_id) == 0;
+    }
+    return n;
+}
+
+Test(orders, cancel_of_a_confirmed_order_gives_its_stock_back_once) {
+    stack s;
+    char id[128], status[32], history[256], err[IT_ERR_SIZE];
+    stack_up(&s, "t9", true, NULL);
+    restock(&s, "t9-p", 10);
+    char *body = order_body1("cust-t9", "t9-p", 4);
+    http_resp r = post_order(GW_ADDR, "t9-key", body);
+    cr_assert_eq(r.status, 201, "POST: %d %s", r.status, r.body);
+    snprintf(id, sizeof id, "%s", answer_order_id(&r));
+    http_resp_clear(&r);
+    free(body);
+    assert_stock("t9-p", 6);
+
+    produce(t_ocmd, "t9-cancel-1", cancel_order_cmd("t9-cancel-1", id), "t9-cid-1");
+    const it_msg *m = await_msg(s.results, "idempotency_key", "t9-cancel-1", 1);
+    cr_assert_str_eq(it_msg_str(m, "order_id"), id, "%s", m->value);
+    cr_assert_str_eq(it_msg_str(m, "status"), "CANCELLED", "%s", m->value);
+    cr_assert_str_eq(it_msg_str(m, "reason"), "cancelled", "%s", m->value);
+    const char *cid = it_msg_header_get(m, "correlation-id", NULL);
+    cr_assert(cid && strcmp(cid, "t9-cid-1") == 0, "correlation-id %s, want t9-cid-1", cid ? cid : "(none)");
+
+    /* The ReleaseStock goes to inventory through order-svc's outbox: the stock comes back. */
+    int64_t deadline = it_now_ms() + IT_WAIT_MS;
+    while (stock_of("t9-p") != 10) {
+        cr_assert(it_now_ms() < deadline, "stock of t9-p is %" PRId64 " after the cancel, want 10", stock_of("t9-p"));
+        sleep_ms(100);
+    }
+    api_order(id, status, sizeof status, history, sizeof history);
+    cr_assert_str_eq(status, "CANCELLED");
+    cr_assert_str_eq(history, "PENDING>CONFIRMED>CANCELLED", "history of %s", id);
+    assert_api_stock("t9-p", 10);
+
+    /* The same CancelOrder again, and another one: answered, nothing changes. */
+    size_t results_before = it_collector_count_str(s.results, "order_id", id);
+    produce(t_ocmd, "t9-cancel-1", cancel_order_cmd("t9-cancel-1", id), "t9-cid-1b");
+    produce(t_ocmd, "t9-cancel-2", cancel_order_cmd("t9-cancel-2", id), "t9-cid-2");
+    await_msg(s.results, "order_id", id, results_before + 2);
+    for (size_t i = results_before; i < results_before + 2; i++) {
+        const it_msg *again = nth_msg(s.results, "order_id", id, i);
+        cr_assert_str_eq(it_msg_str(again, "status"), "CANCELLED", "%s", again->value);
+    }
+    await_group_done(g_ord, t_ocmd);
+    await_group_done(g_inv, t_icmd);
+    assert_stock("t9-p", 10);
+    cr_assert_eq(pg_count(SQL_HISTORY_COUNT, id, "CANCELLED"), 1, "CANCELLED rows in the history of %s", id);
+    IT_OK(it_collector_catch_up(s.events, IT_WAIT_MS, err, sizeof err), err);
+    cr_assert_eq(count_type_for_order(s.events, "StockReleased", id), 1, "StockReleased events for %s", id);
+
+    /* An order that does not exist. */
+    produce(t_ocmd, "t9-cancel-3", cancel_order_cmd("t9-cancel-3", "t9-no-such-order"), NULL);
+    m = await_msg(s.results, "idempotency_key", "t9-cancel-3", 1);
+    cr_assert_str_eq(it_msg_str(m, "status"), "REJECTED", "%s", m->value);
+    cr_assert_str_eq(it_msg_str(m, "reason"), "not_found", "%s", m->value);
+    stack_down(&s);
+}
+
+/* ---- after every other test ---------------------------------------------------------------------- */
+
+static void record_topic(const char *topic, const char *label, const char *const types[]) {
+    it_collector_t *c = collect(topic, IT_FROM_BEGINNING, label);
+    catch_up(c);
+    cr_assert_gt(it_collector_count(c), 0, "nothing in %s: did the other tests run?", topic);
+    for (size_t i = 0; i < it_collector_count(c); i++) {
+        const it_msg *m = it_collector_at(c, i);
+        const char *t = it_msg_str(m, "type");
+        bool known = false;
+        for (size_t k = 0; t && types[k]; k++) known |= strcmp(t, types[k]) == 0;
+        cr_assert(known, "%s [%d] @%" PRId64 ": not a known message: %.300s", topic, (int)m->partition, m->offset,
+                  m->value ? m->value : "(null)");
+    }
+    cr_log_info("%s: %zu messages recorded as %s", topic, it_collector_count(c), label);
+    it_collector_free(c);
+}
+
+Test(orders_zz, every_result_and_inventory_event_of_the_run_is_recorded_for_the_schema_check) {
+    record_topic(t_ores, RESULTS_LABEL, (const char *const[]){"OrderResult", NULL});
+    record_topic(t_iev, EVENTS_LABEL,
+                 (const char *const[]){"StockReserved", "StockRejected", "StockReleased", "Restocked", NULL});
+}
+
+Test(orders_zz, no_command_of_the_run_was_dead_lettered) {
+    const char *dlqs[] = {t_odlq, t_idlq};
+    for (size_t d = 0; d < 2; d++) {
+        it_collector_t *c = collect(dlqs[d], IT_FROM_BEGINNING, NULL);
+        catch_up(c);
+        cr_assert_eq(it_collector_count(c), 0, "%s holds %zu messages, the first: %.300s", dlqs[d],
+                     it_collector_count(c), it_collector_count(c) ? it_collector_at(c, 0)->value : "");
+        it_collector_free(c);
+    }
+}
+
+int main(int argc, char **argv) {
+    static const char *const databases[] = {INV_DB, ORD_DB, NULL};
+    return it_main(argc, argv, databases);
+}
