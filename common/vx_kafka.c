@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 extern char **environ;
 
@@ -173,6 +174,24 @@ int vx_kafka_ensure_topics(rd_kafka_t *rk, const char *const *topics, int n, int
                 goto out;
             }
         }
+    }
+    /* Created is not yet visible: a consumer that subscribes before the metadata lists the topic
+     * would sit idle until its next metadata refresh (minutes). Wait until every one is listed. */
+    for (long long waited = 0;; waited += 200) {
+        const struct rd_kafka_metadata *md = NULL;
+        int found = 0;
+        if (rd_kafka_metadata(rk, 1, NULL, &md, timeout_ms) == RD_KAFKA_RESP_ERR_NO_ERROR)
+            for (int i = 0; i < n; i++)
+                for (int t = 0; t < md->topic_cnt; t++)
+                    found += strcmp(md->topics[t].topic, topics[i]) == 0 && !md->topics[t].err &&
+                             md->topics[t].partition_cnt > 0;
+        if (md) rd_kafka_metadata_destroy(md);
+        if (found == n) break;
+        if (waited > timeout_ms) {
+            snprintf(errstr, errstr_size, "the topics are not in the broker's metadata after %d ms", timeout_ms);
+            goto out;
+        }
+        usleep(200 * 1000);
     }
     rc = 0;
 out:

@@ -36,8 +36,9 @@ rd_kafka_t *vx_kafka_producer_new(void (*dr_cb)(rd_kafka_t *, const rd_kafka_mes
 rd_kafka_t *vx_kafka_consumer_new(const char *group_id, const char *const *topics, int n, char *errstr,
                                   size_t errstr_size);
 
-/* Creates each missing topic with `partitions` partitions and retention.ms; existing ones are left
- * as they are. Returns 0 or -1 with errstr. rk may be any client handle. */
+/* Creates each missing topic with `partitions` partitions and retention.ms (existing ones are left
+ * as they are) and returns once the broker's metadata lists them all. Returns 0 or -1 with errstr.
+ * rk may be any client handle. */
 int vx_kafka_ensure_topics(rd_kafka_t *rk, const char *const *topics, int n, int partitions, long long retention_ms,
                            int timeout_ms, char *errstr, size_t errstr_size);
 

@@ -2,6 +2,8 @@
 #define _DEFAULT_SOURCE
 #include "vx_pg.h"
 
+#include "vx_log.h"
+
 #include <dirent.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,11 +20,23 @@ static long long now_ms(void) {
     return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+/* Server notices (e.g. "relation already exists, skipping") as JSON log lines, not raw stderr. */
+static void on_notice(void *arg, const char *message) {
+    char line[512];
+    (void)arg;
+    snprintf(line, sizeof(line), "%s", message);
+    line[strcspn(line, "\n")] = '\0';
+    vx_log(VX_LOG_DEBUG, "postgres_notice", "detail", line, NULL);
+}
+
 PGconn *vx_pg_connect(const char *conninfo, int wait_ms, char *errstr, size_t errstr_size) {
     long long deadline = now_ms() + wait_ms;
     for (;;) {
         PGconn *c = PQconnectdb(conninfo);
-        if (PQstatus(c) == CONNECTION_OK) return c;
+        if (PQstatus(c) == CONNECTION_OK) {
+            PQsetNoticeProcessor(c, on_notice, NULL);
+            return c;
+        }
         snprintf(errstr, errstr_size, "PostgreSQL: %s", PQerrorMessage(c));
         errstr[strcspn(errstr, "\n")] = '\0';
         PQfinish(c);

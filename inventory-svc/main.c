@@ -424,9 +424,11 @@ static void housekeeping(svc_t *s, long long *next_sweep, long long *next_prune,
 static int run(svc_t *s) {
     item_t *items = calloc(BATCH_CAP, sizeof(*items));
     long long next_sweep = 0, next_prune = 0;
-    int startup = 1;
 
     if (!items) return 1;
+    /* Rows a previous run left unpublished go first, at once, before this run's fast path sends
+     * rows of its own (which a sweep with no grace would send a second time). */
+    housekeeping(s, &next_sweep, &next_prune, 1);
     while (!stopping) {
         int n = 0;
         rd_kafka_message_t *m = rd_kafka_consumer_poll(s->consumer, 100);
@@ -436,8 +438,7 @@ static int run(svc_t *s) {
             process(s, items, n);
             for (int i = 0; i < n; i++) rd_kafka_message_destroy(items[i].msg);
         }
-        housekeeping(s, &next_sweep, &next_prune, startup);
-        startup = 0;
+        housekeeping(s, &next_sweep, &next_prune, 0);
         vx_log_flush();
     }
     /* Stopping: the batch in hand is done; let the events reach the broker, stamp them, commit. */

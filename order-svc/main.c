@@ -517,24 +517,6 @@ static void housekeeping(svc_t *s, long long *next_sweep, long long *next_prune,
 /* Waits until the broker's metadata lists each topic with its partitions. A consumer that subscribes
  * to a topic created a moment ago, before the broker has it, only looks again at its next metadata
  * refresh (topic.metadata.refresh.interval.ms, 5 minutes by default). */
-static int wait_topics(rd_kafka_t *rk, const char *const *topics, int n, int timeout_ms) {
-    long long deadline = now_ms() + timeout_ms;
-    for (;;) {
-        const struct rd_kafka_metadata *md = NULL;
-        int found = 0;
-        if (rd_kafka_metadata(rk, 1, NULL, &md, 5000) == RD_KAFKA_RESP_ERR_NO_ERROR)
-            for (int i = 0; i < n; i++)
-                for (int t = 0; t < md->topic_cnt; t++)
-                    if (strcmp(md->topics[t].topic, topics[i]) == 0 && !md->topics[t].err &&
-                        md->topics[t].partition_cnt > 0)
-                        found++;
-        if (md) rd_kafka_metadata_destroy(md);
-        if (found == n) return 0;
-        if (now_ms() > deadline) return -1;
-        usleep(200 * 1000);
-    }
-}
-
 static int run(svc_t *s) {
     item_t *items = calloc(BATCH_CAP, sizeof(*items));
     long long next_sweep = 0, next_prune = 0;
@@ -603,10 +585,6 @@ int main(void) {
     if (vx_kafka_ensure_topics(s.producer, topics, 5, (int)s.cfg.partitions, s.cfg.topic_retention_ms, 30000, err,
                                sizeof(err))) {
         vx_log(VX_LOG_ERROR, "topic_setup_failed", "error", err, NULL);
-        goto out;
-    }
-    if (wait_topics(s.producer, topics, 5, 30000)) {
-        vx_log(VX_LOG_ERROR, "topic_setup_failed", "error", "the topics are not in the broker's metadata", NULL);
         goto out;
     }
     if (!(s.consumer = vx_kafka_consumer_new(s.cfg.group, topics, 2, err, sizeof(err)))) {

@@ -325,17 +325,19 @@ typedef struct {
     long count;
 } label_t;
 
+/* Counts one answer under name; once LABEL_MAX names are taken, the last one counts the rest too. */
 static void tally(label_t *labels, int *n, const char *name) {
-    for (int i = 0; i < *n; i++)
-        if (strcmp(labels[i].name, name) == 0) {
-            labels[i].count++;
-            return;
-        }
-    if (*n == LABEL_MAX) name = "(other)";
-    if (*n < LABEL_MAX) {
-        snprintf(labels[*n].name, sizeof(labels[*n].name), "%s", name);
-        labels[(*n)++].count = 1;
+    int i;
+    for (i = 0; i < *n && strcmp(labels[i].name, name) != 0; i++) {}
+    if (i == LABEL_MAX) {
+        i = LABEL_MAX - 1;
+        snprintf(labels[i].name, sizeof(labels[i].name), "(other)");
+    } else if (i == *n) {
+        snprintf(labels[i].name, sizeof(labels[i].name), "%s", name);
+        labels[i].count = 0;
+        (*n)++;
     }
+    labels[i].count++;
 }
 
 static int cmd_count(const char *topic, const char *prefix, const char *expect_arg, const char *timeout_arg,

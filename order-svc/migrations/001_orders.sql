@@ -258,8 +258,19 @@ BEGIN
                 UPDATE orders SET cancel_key = k, cancel_correlation_id = cid WHERE id = oid;
                 RETURN QUERY SELECT * FROM ord_cancel_held(oid, cid, k);
                 CONTINUE;
-            ELSE
+            ELSIF k = o.cancel_key THEN -- this very CancelOrder again: the same answer again
                 r := ord_replay(o, cid);
+                r.out_note := 'cancel_duplicate';
+            ELSE
+                -- Another CancelOrder of a decided order: nothing changes, and it is answered under
+                -- its own key, so whoever sent it can match the answer.
+                r := ord_emit('cancel:' || k, 'orders.results', oid, cid,
+                    jsonb_build_object('type', 'OrderResult', 'order_id', o.id, 'idempotency_key', k,
+                                       'customer_id', o.customer_id, 'status', o.status, 'reason', o.reason,
+                                       'items', o.items, 'request_hash', o.request_hash)
+                    || CASE WHEN o.product_id IS NULL THEN '{}'::jsonb
+                            ELSE jsonb_build_object('product_id', o.product_id) END,
+                    '{"idempotent-replayed":"true"}'::jsonb);
                 r.out_note := 'cancel_duplicate';
             END IF;
 

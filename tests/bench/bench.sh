@@ -86,7 +86,7 @@ start() {
 		say "!! $addr is already taken (a bench left running? another test?)" >&2
 		return 1
 	}
-	"$REPO/build/$name" >>"$OUT/$name.log" 2>&1 </dev/null &
+	"$REPO/build/$name" >>"$OUT/$name.log" 2>&1 </dev/null 8>&- &
 	PID[$name]=$!
 	until curl -fsS -o /dev/null --max-time 2 "http://$addr/ready" 2>/dev/null; do
 		if ! kill -0 "${PID[$name]}" 2>/dev/null; then
@@ -129,6 +129,7 @@ stop() {
 cleanup() {
 	local rc=$? p name
 	trap - EXIT INT TERM
+	((rc < 128)) || say "bench: interrupted; stopping the bench services" >&2
 	for p in "${BG[@]}"; do [[ -n $p ]] && kill -TERM "$p" 2>/dev/null && wait "$p" 2>/dev/null; done
 	for name in gateway order-svc inventory-svc; do stop "$name"; done
 	if [[ $BENCH_KEEP != 1 && -n ${TOPICS:-} ]]; then
@@ -139,7 +140,21 @@ cleanup() {
 	exit "$rc"
 }
 trap cleanup EXIT
-trap 'exit 130' INT TERM
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# run CMD...: CMD in the background, waited for, so that SIGINT/SIGTERM reach the trap at once
+# (bash runs a trap only after a foreground child ends) and the cleanup can stop CMD too.
+run() {
+	local p rc
+	"$@" &
+	p=$!
+	BG+=("$p")
+	wait "$p"
+	rc=$?
+	BG=("${BG[@]/$p/}")
+	return "$rc"
+}
 
 # count_start TOPIC PREFIX EXPECT FILE: reads answers in the background from TOPIC's beginning;
 # returns once the reader has its partitions (so a later "last answer" time is not a late read).
@@ -151,7 +166,7 @@ count_start() {
 	COUNT_PID=$!
 	BG+=("$COUNT_PID")
 	for ((i = 0; i < 300; i++)); do
-		[[ -e $ready ]] && return 0
+		[[ -e $ready ]] && rm -f "$ready" && return 0
 		kill -0 "$COUNT_PID" 2>/dev/null || break
 		sleep 0.1
 	done
@@ -167,7 +182,7 @@ count_wait() {
 }
 
 # produce FILE TOPIC: kcat, one message per line, key before the first '|'.
-produce() { kcat -P -b "$BROKER" -t "$2" -K'|' -l "$1"; }
+produce() { run kcat -P -b "$BROKER" -t "$2" -K'|' -l "$1"; }
 
 # outage FILE STAGE: warns when a Kafka client of the measurement lost the broker during it (the
 # broker is shared: someone may restart it); the figures stand but are marked in the summary.
@@ -193,6 +208,13 @@ metrics() {
 # ------------------------------------------------------------------------------------------ set-up
 
 mkdir -p "$OUT"
+# One bench at a time: a second one would recreate the first one's databases under it. Long-lived
+# children (Kafka, PostgreSQL, the services) are started with fd 8 closed, so only we hold the lock.
+exec 8>>"$OUT/.lock"
+flock -n 8 || {
+	say "bench: another bench is running (lock $OUT/.lock)" >&2
+	exit 1
+}
 : >"$OUT/inventory-svc.log"
 : >"$OUT/order-svc.log"
 : >"$OUT/gateway.log"
@@ -226,7 +248,7 @@ for c in kcat wrk psql curl; do
 done
 
 head1 "Environment"
-deploy/stack.sh up >"$OUT/stack.log" 2>&1 || {
+run deploy/stack.sh up >"$OUT/stack.log" 2>&1 8>&- || {
 	cat "$OUT/stack.log" >&2
 	say "bench: deploy/stack.sh up failed" >&2
 	exit 1
@@ -306,7 +328,8 @@ stage_a_paced() {
 	local f=$OUT/paced.out
 	head1 "A2. inventory-svc latency: ${BENCH_PACED_RATE} commands/s for ${BENCH_PACED_SECS} s (vxbench, librdkafka)"
 	say "same mix; latency = command handed to librdkafka -> its answer consumed from $INVENTORY_EVENTS_TOPIC"
-	if ! "$VXBENCH" paced "$INVENTORY_COMMANDS_TOPIC" "$INVENTORY_EVENTS_TOPIC" "$P-p-" "$BENCH_PACED_RATE" \
+	say "producer: Valerix's defaults (vx_kafka: idempotent, acks=all, linger.ms=2) plus any KAFKA_* set"
+	if ! run "$VXBENCH" paced "$INVENTORY_COMMANDS_TOPIC" "$INVENTORY_EVENTS_TOPIC" "$P-p-" "$BENCH_PACED_RATE" \
 		"$BENCH_PACED_SECS" "$PRODUCTS" 60 >"$f" 2>"$f.err"; then
 		tail -n 5 "$f.err" >&2
 		say "answers:   $(get "$f" received) of $(get "$f" sent)" >&2
@@ -320,8 +343,12 @@ stage_a_paced() {
 }
 
 if [[ $BENCH_STAGES == *A* ]]; then
-	stage_a_throughput || fail A1 "inventory throughput did not complete"
-	stage_a_paced || fail A2 "paced latency did not complete"
+	if stage_a_throughput; then
+		stage_a_paced || fail A2 "paced latency did not complete"
+	else
+		fail A1 "inventory throughput did not complete"
+		fail A2 "skipped: inventory-svc may still be working through A1's backlog"
+	fi
 fi
 
 # ----------------------------------------------------------------------------------- order path up
@@ -342,7 +369,7 @@ wrk_run() {
 	local name=$1 t=$2 c=$3 f=$OUT/wrk-$1.out before=$OUT/metrics-$1.before after=$OUT/metrics-$1.after
 	head1 "B. HTTP POST /orders, $c connection(s), $t wrk thread(s), ${BENCH_HTTP_SECS} s"
 	metrics >"$before" || return 1
-	wrk -t"$t" -c"$c" -d"${BENCH_HTTP_SECS}s" --timeout 10s -s tests/bench/post_orders.lua \
+	run wrk -t"$t" -c"$c" -d"${BENCH_HTTP_SECS}s" --timeout 10s -s tests/bench/post_orders.lua \
 		"http://$GATEWAY_HTTP_ADDR/orders" -- "$P-b$c" "$PRODUCTS" >"$f" 2>&1 || {
 		cat "$f" >&2
 		return 1
@@ -364,7 +391,7 @@ wrk_run() {
 		"$(us2ms "$(wrkval "$f" max_us)")"
 	say "errors:    socket $(awk '$1 == "wrk" && $2 ~ /^errors_/ { printf "%s%s=%d", sep, substr($2, 8), $3; sep = " " }' "$f"); non-2xx/3xx ${R[${name}_non2xx]}"
 	R[${name}_codes]=$(awk 'NR == FNR { b[$1] = $2; next } $1 ~ /^code_/ && $1 != "code_200" && $2 - b[$1] > 0 { printf "%s%s=%d", sep, substr($1, 6), $2 - b[$1]; sep = " " }' "$before" "$after")
-	say "answers by status (gateway /metrics, POST only): ${R[${name}_codes]:-none}"
+	say "answers by status (gateway /metrics; POST only, with those still in flight when wrk stopped): ${R[${name}_codes]:-none}"
 	say "request-reply: $(awk 'NR == FNR { b[$1] = $2; next } $1 ~ /^valerix_gateway/ { n = $1; sub(/^valerix_gateway_/, "", n); sub(/_total$/, "", n); printf "%s%s=%d", sep, n, $2 - b[$1]; sep = " " }' "$before" "$after")"
 }
 

@@ -7,6 +7,9 @@ Run with the venv python printed by tests/contract/setup.sh:
     "$PY" tests/contract/validate.py schemas            # the schemas themselves
     "$PY" tests/contract/validate.py readme README.md   # kcat / json examples in docs
     "$PY" tests/contract/validate.py messages out.jsonl # messages seen by C tests
+    "$PY" tests/contract/validate.py openapi schemas/openapi.yaml [http.jsonl]
+                                                        # the HTTP API document, and the
+                                                        # exchanges the C tests saw
     "$PY" tests/contract/validate.py selftest           # the validator can fail
 
 Every subcommand prints one line per check ("ok   ..." or "FAIL ...") and ends
@@ -20,6 +23,18 @@ Stricter than plain JSON Schema, to match the C consumers:
   * a message may be at most 65536 bytes (compact UTF-8 JSON);
   * "format": "date-time" is asserted (needs jsonschema[format-nongpl]).
 No network access: all $refs resolve from the files under schemas/.
+
+openapi FILE [HTTPLOG]: FILE must be OpenAPI 3.1, valid for openapi-spec-validator, written as
+JSON-compatible YAML (string keys, no duplicate keys), and every example of a parameter, header
+or media type must validate against its schema (every media type with a schema needs one).
+HTTPLOG is JSONL, one exchange a line: {"method": "GET", "path": "/orders/abc?x=1", "status": 200}
+with an optional "service" (matched against the x-service of the operation's servers). Each line
+must match a documented operation (path templates like /orders/{id}; a concrete path wins over a
+template; empty segments are ignored as the servers ignore them; HEAD falls back to GET) and its
+status must be documented (exact, 4XX range, or default). A path no operation describes, or a
+method a path does not list, passes only with a status listed in the root extension
+x-unrouted.unknown-path / x-unrouted.unknown-method. Identical exchanges are reported once, with
+their count; documented answers the log never showed are listed on stderr as a note.
 """
 
 from __future__ import annotations
@@ -504,7 +519,7 @@ class KcatProduce:
 
 
 def shell_tokens(text: str) -> list[tuple[str, bool]]:
-    """Split one POSIX shell line into (word, is_operator) pairs.
+    r"""Split one POSIX shell line into (word, is_operator) pairs.
 
     Handles '...', "..." (with \\ \" \$ \` escapes), backslash escapes, the control
     operators | || & && ; and # comments. A quoted '|' is a word, not a pipe.
@@ -784,6 +799,321 @@ def cmd_messages(contract: Contract, rep: Report, path: Path) -> None:
 
 
 # --------------------------------------------------------------------------
+# openapi
+# --------------------------------------------------------------------------
+
+HTTP_METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
+UNROUTED = "x-unrouted"          # root extension: answers to requests no operation describes
+STATUS_KEY_RE = re.compile(r"^([1-5][0-9][0-9]|[1-5]XX)$")
+
+
+def load_yaml_strict(text: str) -> Any:
+    """yaml.safe_load that keeps to JSON: string keys only, no duplicate keys, dates stay strings.
+
+    A duplicate key (two `/orders:` paths, two `"201":` responses) would silently drop one of them;
+    an unquoted `201:` key becomes an integer that OpenAPI tools disagree on."""
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        pass
+
+    def construct_mapping(loader, node, deep=False):
+        loader.flatten_mapping(node)
+        out = {}
+        for knode, vnode in node.value:
+            key = loader.construct_object(knode, deep=True)
+            where = f"line {knode.start_mark.line + 1}"
+            if not isinstance(key, str):
+                raise JSONError(f"{where}: key {key!r} is not a string (quote it)")
+            if key in out:
+                raise JSONError(f"{where}: duplicate key {key!r}")
+            out[key] = loader.construct_object(vnode, deep=True)
+        return out
+
+    Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, construct_mapping)
+    Loader.add_constructor("tag:yaml.org,2002:timestamp", yaml.SafeLoader.construct_yaml_str)
+    try:
+        return yaml.load(text, Loader=Loader)
+    except yaml.YAMLError as exc:
+        raise JSONError(short(str(exc), 200)) from None
+
+
+def _esc(segment) -> str:
+    return str(segment).replace("~", "~0").replace("/", "~1")
+
+
+def _pretty(pointer: str) -> str:
+    """'/paths/~1orders/post/responses/201/content/application~1json/examples/x' -> '/orders post 201 application/json x'"""
+    skip = {"paths", "responses", "content", "examples", "components"}
+    segs = [s.replace("~1", "/").replace("~0", "~") for s in pointer.split("/")[1:]]
+    return " ".join(s for s in segs if s not in skip) or "(root)"
+
+
+@dataclass
+class Operation:
+    method: str                  # lower case, as in the document
+    template: str                # the path key, e.g. /orders/{id}
+    statuses: list               # response keys: "201", "4XX", "default"
+    services: set | None         # x-service of its servers; None: not stated, any server
+
+
+def _template_regexes(template: str) -> list | None:
+    """One regex per path segment ('{id}' matches any one segment); None when not a path."""
+    if not template.startswith("/"):
+        return None
+    out = []
+    for seg in [s for s in template.split("/") if s]:
+        parts = re.split(r"(\{[^{}/]+\})", seg)
+        out.append(re.compile("".join("[^/]+" if p.startswith("{") else re.escape(p) for p in parts if p)))
+    return out
+
+
+class OpenAPIDoc:
+    """The operations of an OpenAPI document, for matching recorded HTTP exchanges."""
+
+    def __init__(self, spec: dict):
+        self.operations: dict[str, dict[str, Operation]] = {}   # template -> method -> op
+        self.matchers: list[tuple[str, list, int]] = []          # (template, regexes, variables)
+        root_servers = spec.get("servers")
+        paths = spec.get("paths") if isinstance(spec.get("paths"), dict) else {}
+        for template, item in paths.items():
+            regexes = _template_regexes(template)
+            if regexes is None or not isinstance(item, dict):
+                continue
+            self.matchers.append((template, regexes, template.count("{")))
+            ops = self.operations.setdefault(template, {})
+            for m in HTTP_METHODS:
+                op = item.get(m)
+                if not isinstance(op, dict):
+                    continue
+                servers = op.get("servers") or item.get("servers") or root_servers
+                servers = servers if isinstance(servers, list) else []
+                services = {s["x-service"] for s in servers if isinstance(s, dict) and isinstance(s.get("x-service"), str)}
+                responses = op.get("responses") if isinstance(op.get("responses"), dict) else {}
+                ops[m] = Operation(m, template, [str(k) for k in responses], services or None)
+        # a concrete path wins over a templated one (OpenAPI "Path Templating Matching")
+        self.matchers.sort(key=lambda t: t[2])
+        unrouted = spec.get(UNROUTED) if isinstance(spec.get(UNROUTED), dict) else {}
+        self.unrouted_path = [str(k) for k in (unrouted.get("unknown-path") or {})]
+        self.unrouted_method = [str(k) for k in (unrouted.get("unknown-method") or {})]
+
+    def match_paths(self, path: str) -> list[str]:
+        """The templates matching a request path, the most specific first."""
+        from urllib.parse import unquote
+        path = path.split("?", 1)[0].split("#", 1)[0]
+        segs = [unquote(s) for s in path.split("/") if s]      # as the servers route: empty segments ignored
+        return [template for template, regexes, _ in self.matchers
+                if len(regexes) == len(segs) and all(r.fullmatch(s) for r, s in zip(regexes, segs))]
+
+    @staticmethod
+    def status_documented(status: int, keys: list) -> bool:
+        return str(status) in keys or f"{status // 100}XX" in [k.upper() for k in keys] or "default" in keys
+
+    def check_exchange(self, rec: Any) -> tuple[str, str | None]:
+        """(group label, None when documented else the reason) for one {"method","path","status"} record.
+
+        With "service", only the operations whose servers carry that x-service count: a path none
+        of them serves is an unknown path there, a method they do not list an unknown method."""
+        if not isinstance(rec, dict):
+            return "(malformed)", 'line must be {"method": M, "path": P, "status": S}'
+        method, path, status, service = rec.get("method"), rec.get("path"), rec.get("status"), rec.get("service")
+        if not isinstance(method, str) or not re.fullmatch(r"[A-Za-z]+", method):
+            return "(malformed)", f"method must be an HTTP method name, got {method!r}"
+        if not isinstance(path, str) or not path.startswith("/"):
+            return "(malformed)", f"path must start with /, got {path!r}"
+        if not isinstance(status, int) or isinstance(status, bool) or not 100 <= status <= 599:
+            return "(malformed)", f"status must be an integer from 100 to 599, got {status!r}"
+        if service is not None and not isinstance(service, str):
+            return "(malformed)", f"service must be a string, got {service!r}"
+        method = method.upper()
+        at = f" @{service}" if service else ""
+
+        def served(op: Operation) -> bool:
+            return not service or op.services is None or service in op.services
+
+        templates = self.match_paths(path)
+        template = next((t for t in templates if any(served(op) for op in self.operations[t].values())), None)
+        if template is None:
+            if self.status_documented(status, self.unrouted_path):
+                return f"{method} (unrouted path) -> {status}{at}", None
+            label = f"{method} {path.split('?', 1)[0]} -> {status}{at}"
+            if templates:
+                elsewhere = sorted({s for t in templates for op in self.operations[t].values() for s in op.services or ()})
+                return label, f"{templates[0]} is not served by {service} (servers: {', '.join(elsewhere)})"
+            hint = f" ({UNROUTED}.unknown-path documents {', '.join(self.unrouted_path)})" if self.unrouted_path else ""
+            return label, f"no documented path matches{hint}"
+        ops = {m: op for m, op in self.operations[template].items() if served(op)}
+        op = ops.get(method.lower()) or (ops.get("get") if method == "HEAD" else None)
+        label = f"{method} {template} -> {status}{at}"
+        if op is None:
+            if self.status_documented(status, self.unrouted_method):
+                return label, None
+            other = self.operations[template].get(method.lower())
+            if other is not None:
+                return label, f"{method} {template} is not served by {service} (servers: {', '.join(sorted(other.services or ()))})"
+            documented = ", ".join(m.upper() for m in ops)
+            return label, f"{method} is not documented on {template} (documented: {documented})"
+        if not self.status_documented(status, op.statuses):
+            return label, f"status {status} is not documented for {method} {template} (documented: {', '.join(op.statuses)})"
+        return label, None
+
+
+def _example_sites(node: Any, ptr: str, parent: str = ""):
+    """Yields ("example", pointer of the value, pointer of its schema, value) for every example of a
+    parameter, header or media type, and ("missing", pointer, None, None) for a media type with a
+    schema and no example. Schemas themselves are not entered."""
+    if isinstance(node, dict):
+        if parent == "content":
+            for mt, obj in node.items():
+                if isinstance(obj, dict) and "schema" in obj and "example" not in obj and "examples" not in obj:
+                    yield "missing", f"{ptr}/{_esc(mt)}", None, None
+        if isinstance(node.get("schema"), dict) and parent != "content":
+            if "example" in node:
+                yield "example", f"{ptr}/example", f"{ptr}/schema", node["example"]
+            if isinstance(node.get("examples"), dict):
+                for name, ex in node["examples"].items():
+                    if isinstance(ex, dict) and "value" in ex:
+                        yield "example", f"{ptr}/examples/{_esc(name)}", f"{ptr}/schema", ex["value"]
+        for k, v in node.items():
+            if k in ("schema", "example", "examples") and parent != "content":
+                continue
+            yield from _example_sites(v, f"{ptr}/{_esc(k)}", k)
+    elif isinstance(node, list):
+        for i, v in enumerate(node):
+            yield from _example_sites(v, f"{ptr}/{i}", parent)
+
+
+def openapi_doc_results(contract: Contract, path: Path) -> tuple[dict | None, list[tuple[str, bool, str]]]:
+    """Checks an OpenAPI 3.1 document: openapi-spec-validator, then every example against its schema
+    (the local JSON Schemas resolve for relative $refs such as common.schema.json#/$defs/items),
+    every media type has an example, and x-unrouted is well formed."""
+    from urllib.parse import quote
+
+    name = path.name
+    out: list[tuple[str, bool, str]] = []
+    try:
+        spec = load_yaml_strict(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, JSONError) as exc:
+        return None, [(f"{name} is readable YAML", False, short(str(exc)))]
+    if not isinstance(spec, dict):
+        return None, [(f"{name} is an OpenAPI document", False, "the top level must be a mapping")]
+    version = spec.get("openapi")
+    out.append((f"{name} declares OpenAPI 3.1", isinstance(version, str) and version.startswith("3.1."),
+                f"openapi: {version!r}"))
+
+    try:
+        import openapi_spec_validator
+        from openapi_spec_validator import OpenAPIV31SpecValidator
+        tool = f"openapi-spec-validator {getattr(openapi_spec_validator, '__version__', '?')}"
+        problems = []
+        try:
+            for err in OpenAPIV31SpecValidator(spec, base_uri=path.resolve().as_uri()).iter_errors():
+                where = json_path(getattr(err, "absolute_path", None) or getattr(err, "path", None) or [])
+                problems.append(f"{where}: {short(getattr(err, 'message', str(err)), 200)}")
+                if len(problems) >= 5:
+                    problems.append("(stopped after 5)")
+                    break
+        except Exception as exc:    # the validator raises on a $ref it cannot follow
+            problems.append(f"cannot validate: {unresolvable_text(exc)}")
+        out.append((f"{name} is valid ({tool})", not problems, "; ".join(problems)))
+    except ImportError as exc:
+        out.append((f"{name} is valid (openapi-spec-validator)", False, f"{exc}: run setup.sh"))
+
+    # examples, validated as JSON Schema 2020-12 with the contract's strict integers and formats
+    base = path.resolve().as_uri()
+    resources = [(base, Resource(contents=spec, specification=DRAFT202012))]
+    for sid, p in contract.files.items():
+        resources.append((p.resolve().as_uri(),
+                          Resource(contents={k: v for k, v in contract.schemas[sid].items() if k != "$schema"},
+                                   specification=DRAFT202012)))
+    registry = contract.registry.with_resources(resources)
+    scopes = [("/paths", spec.get("paths"))]
+    components = spec.get("components") if isinstance(spec.get("components"), dict) else {}
+    for k, v in components.items():
+        if k not in ("schemas", "examples"):
+            scopes.append((f"/components/{_esc(k)}", v))
+    n_examples = 0
+    for scope, node in scopes:
+        for kind, ptr, schema_ptr, value in _example_sites(node, scope):
+            if kind == "missing":
+                out.append((f"example for {_pretty(ptr)}", False, "a media type with a schema needs an example"))
+                continue
+            n_examples += 1
+            try:
+                v = StrictValidator({"$ref": base + "#" + quote(schema_ptr, safe="/~")}, registry=registry,
+                                    format_checker=FORMAT_CHECKER)
+                errs = list(v.iter_errors(value))
+                why = describe_errors(errs) if errs else None
+            except Exception as exc:
+                why = f"cannot validate: {unresolvable_text(exc)}"
+            out.append((f"example {_pretty(ptr)}", why is None, why or ""))
+    out.append((f"{name} has examples", n_examples > 0, f"{n_examples} checked"))
+
+    unrouted = spec.get(UNROUTED)
+    if unrouted is not None:
+        bad = []
+        if not isinstance(unrouted, dict) or set(unrouted) - {"unknown-path", "unknown-method"}:
+            bad.append("must be a mapping with unknown-path and/or unknown-method")
+        else:
+            for k, v in unrouted.items():
+                if not isinstance(v, dict) or not v or not all(STATUS_KEY_RE.match(str(s)) for s in v):
+                    bad.append(f"{k} must map status codes to responses")
+        out.append((f"{name} {UNROUTED}", not bad, "; ".join(bad)))
+    doc = OpenAPIDoc(spec)
+    n_ops = sum(len(ops) for ops in doc.operations.values())
+    out.append((f"{name} has operations", n_ops > 0, f"{n_ops} operations on {len(doc.operations)} paths"))
+    return spec, out
+
+
+def http_log_results(doc: OpenAPIDoc, path: Path) -> list[tuple[int, str, str | None]]:
+    """[(line number, group label, reason or None)] per non-blank line of an HTTP log."""
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        return [(0, f"{path}", f"cannot read: {exc}")]
+    out = []
+    for n, line in enumerate(raw.split(b"\n"), 1):
+        if not line.strip():
+            continue
+        try:
+            rec = strict_loads(line.decode("utf-8"))
+        except (UnicodeDecodeError, JSONError) as exc:
+            out.append((n, f"line {n}", f"line is not JSON: {short(str(exc))}"))
+            continue
+        label, why = doc.check_exchange(rec)
+        out.append((n, label if label != "(malformed)" else f"line {n}", why))
+    return out
+
+
+def cmd_openapi(contract: Contract, rep: Report, path: Path, log: Path | None) -> None:
+    spec, results = openapi_doc_results(contract, path)
+    for label, ok, detail in results:
+        rep.add(label, ok, detail)
+    if spec is None or log is None:
+        return
+    doc = OpenAPIDoc(spec)
+    lines = http_log_results(doc, log)
+    if not lines:
+        rep.add(f"{log}", False, "no HTTP exchanges in file (nothing to check)")
+        return
+    groups: dict[str, list] = {}
+    for n, label, why in lines:
+        groups.setdefault(label, []).append((n, why))
+    for label, items in groups.items():
+        whys = [w for _, w in items if w]
+        nums = [str(n) for n, w in items if w]
+        where = f" (line {', '.join(nums[:5])}{', ...' if len(nums) > 5 else ''})" if nums else ""
+        rep.add(f"{log.name}: {label} x{len(items)}", not whys, (whys[0] + where) if whys else "")
+    # what the tests never exercised: a note, not a failure
+    seen = set(groups)
+    unseen = [f"{m.upper()} {t} -> {s}" for t, ops in doc.operations.items() for m, op in ops.items()
+              for s in op.statuses
+              if not any(lbl.startswith(f"{m.upper()} {t} -> {s}") for lbl in seen)]
+    if unseen:
+        sys.stderr.write(f"note: {len(unseen)} documented answers not seen in {log.name}: {'; '.join(unseen)}\n")
+
+
+# --------------------------------------------------------------------------
 # selftest
 # --------------------------------------------------------------------------
 
@@ -835,6 +1165,116 @@ def boundary_cases(contract: Contract):
     cases.append(("exactly 65536 bytes", C, reserve(pad="x" * pad), True))
     cases.append(("65537 bytes", C, reserve(pad="x" * (pad + 1)), False))
     return cases
+
+
+def selftest_openapi(contract: Contract, rep: Report) -> None:
+    """The openapi subcommand: a good document passes, each broken one fails for its reason, good
+    exchanges pass, and every undocumented path, method, status or server fails."""
+    import contextlib
+    import copy
+    import io
+    import tempfile
+
+    mini = FIXTURES / "openapi-mini.yaml"
+    spec, res = openapi_doc_results(contract, mini)
+    rep.add("selftest openapi-mini.yaml loads", spec is not None)
+    for label, ok, detail in res:
+        rep.add(f"selftest expects pass: {label}", ok, detail)
+    if spec is None:
+        return
+    doc = OpenAPIDoc(spec)
+
+    good = http_log_results(doc, FIXTURES / "http-good.jsonl")
+    rep.add("fixtures/http-good.jsonl is not empty", len(good) > 0)
+    for n, label, why in good:
+        rep.add(f"selftest expects pass: http-good.jsonl:{n} {label}", why is None, why or "")
+
+    bad_path = FIXTURES / "http-bad.jsonl"
+    expects = []
+    for line in bad_path.read_text(encoding="utf-8").split("\n"):
+        if line.strip():
+            try:
+                rec = json.loads(line)
+            except ValueError:
+                rec = None
+            expects.append(rec.get("expect") if isinstance(rec, dict) else None)
+    bad = http_log_results(doc, bad_path)
+    rep.add("selftest http-bad.jsonl: one result per line", len(bad) == len(expects),
+            f"{len(bad)} results, {len(expects)} lines")
+    for (n, label, why), exp in zip(bad, expects):
+        name = f"selftest expects fail: http-bad.jsonl:{n} {label}"
+        if why is None:
+            rep.add(name, False, "was accepted")
+        elif exp and exp not in why:
+            rep.add(name, False, f"failed for another reason: {why} (expected {exp!r})")
+        else:
+            rep.add(name, True, f"rejected: {short(why, 120)}")
+
+    # the project's own document answers for every status the C code can give (read from gateway/,
+    # common/vx_http.c and the services' on_http; one line per answer in http-valerix.jsonl)
+    real = contract.dir / "openapi.yaml"
+    if real.exists():
+        real_spec, real_res = openapi_doc_results(contract, real)
+        fails = [f"{label}: {detail}" for label, ok, detail in real_res if not ok]
+        rep.add(f"selftest {real.name} is valid", real_spec is not None and not fails, short("; ".join(fails)))
+        if real_spec is not None:
+            for n, label, why in http_log_results(OpenAPIDoc(real_spec), FIXTURES / "http-valerix.jsonl"):
+                rep.add(f"selftest {real.name} documents http-valerix.jsonl:{n} {label}", why is None, why or "")
+
+    # broken documents, each made from the good one: (description, text or dict, expected)
+    def mutate(fn):
+        s = copy.deepcopy(spec)
+        fn(s)
+        return s
+
+    get_one = lambda s: s["paths"]["/orders/{id}"]["get"]["responses"]["200"]
+    created = lambda s: s["paths"]["/orders"]["post"]["responses"]["201"]
+    text = mini.read_text(encoding="utf-8")
+    broken = [
+        ("OpenAPI 3.0", mutate(lambda s: s.update(openapi="3.0.3")), "declares OpenAPI 3.1"),
+        ("response without description", mutate(lambda s: created(s).pop("description")), "description"),
+        ("example breaks its schema", mutate(lambda s: created(s)["content"]["application/json"]["examples"]["one"]
+                                             ["value"].update(quantity=0)), "minimum"),
+        ("example integer written 7.0", mutate(lambda s: created(s)["content"]["application/json"]["examples"]["one"]
+                                               ["value"].update(quantity=7.0)), "integer"),
+        ("header example breaks its schema", mutate(lambda s: created(s)["headers"]["Location"].update(example="/x")),
+         "does not match"),
+        ("$ref to nowhere", mutate(lambda s: get_one(s)["content"]["application/json"]["schema"].update(
+            {"$ref": "#/components/schemas/Nope"})), "Nope"),
+        ("media type without example", mutate(lambda s: get_one(s)["content"]["application/json"].pop("example")),
+         "needs an example"),
+        ("x-unrouted without status codes", mutate(lambda s: s[UNROUTED].update({"unknown-path": {"nope": {}}})),
+         "must map status codes"),
+        ("duplicate key", text.replace("  title: mini\n", "  title: mini\n  title: again\n"), "duplicate key 'title'"),
+        ("unquoted status code", text.replace('"400":', "400:"), "is not a string"),
+        ("not YAML", text + "\n  : [\n", "readable YAML"),
+    ]
+    with tempfile.TemporaryDirectory() as tmp:
+        for i, (desc, content, expect) in enumerate(broken):
+            p = Path(tmp) / f"broken-{i}.yaml"
+            p.write_text(content if isinstance(content, str) else json.dumps(content, indent=1), encoding="utf-8")
+            _, res = openapi_doc_results(contract, p)
+            fails = [f"{label}: {detail}" for label, ok, detail in res if not ok]
+            hit = [f for f in fails if expect in f]
+            rep.add(f"selftest broken document fails: {desc}", bool(hit),
+                    short(hit[0], 160) if hit else (f"failed for other reasons: {short('; '.join(fails), 160)}"
+                                                     if fails else "was accepted") + f" (expected {expect!r})")
+        empty = Path(tmp) / "empty.jsonl"
+        empty.write_text("\n", encoding="utf-8")
+        for sub_args, want_rc in [(["openapi", mini], 0),
+                                  (["openapi", mini, FIXTURES / "http-good.jsonl"], 0),
+                                  (["openapi", mini, FIXTURES / "http-bad.jsonl"], 1),
+                                  (["openapi", mini, empty], 1),
+                                  (["openapi", Path(tmp) / "broken-2.yaml"], 1)]:
+            out = io.StringIO()
+            with contextlib.redirect_stdout(out), contextlib.redirect_stderr(io.StringIO()):
+                rc = main(["--schemas", str(contract.dir)] + [str(a) for a in sub_args])
+            lines = out.getvalue().strip().split("\n")
+            m = re.fullmatch(r"contract: (\d+) passed, (\d+) failed", lines[-1])
+            ok = rc == want_rc and m is not None and (int(m.group(2)) > 0) == (want_rc != 0)
+            names = " ".join(Path(a).name for a in sub_args[1:])
+            rep.add(f"selftest exit status: validate.py openapi {names} -> {want_rc}", ok,
+                    f"got {rc}, last line {lines[-1]!r}")
 
 
 def cmd_selftest(contract: Contract, rep: Report) -> None:
@@ -890,7 +1330,10 @@ def cmd_selftest(contract: Contract, rep: Report) -> None:
     res = readme_results(contract, FIXTURES / "readme-empty.md")
     rep.add("selftest readme-empty.md finds no examples (so `readme` would fail)", res == [], f"{len(res)} found")
 
-    # 5. end to end: exit status and summary line of the command line entry point
+    # 5. the openapi subcommand: documents, HTTP logs, exit status
+    selftest_openapi(contract, rep)
+
+    # 6. end to end: exit status and summary line of the command line entry point
     import contextlib
     import io
     for sub_args, want_rc in [(["messages", FIXTURES / "good.jsonl"], 0),
@@ -920,6 +1363,10 @@ def main(argv=None) -> int:
     p.add_argument("file", type=Path)
     p = sub.add_parser("messages", help='check a JSONL file of {"topic": T, "value": MESSAGE} lines')
     p.add_argument("file", type=Path)
+    p = sub.add_parser("openapi", help="check an OpenAPI 3.1 document, and an HTTP log against it")
+    p.add_argument("file", type=Path)
+    p.add_argument("httplog", type=Path, nargs="?",
+                   help='JSONL of {"method": M, "path": P, "status": S[, "service": NAME]} lines')
     sub.add_parser("selftest", help="prove the validator accepts good and rejects bad fixtures")
     args = ap.parse_args(argv)
 
@@ -934,6 +1381,8 @@ def main(argv=None) -> int:
             cmd_readme(contract, rep, args.file)
         elif args.cmd == "messages":
             cmd_messages(contract, rep, args.file)
+        elif args.cmd == "openapi":
+            cmd_openapi(contract, rep, args.file, args.httplog)
         else:
             cmd_selftest(contract, rep)
     return rep.finish()

@@ -1256,7 +1256,7 @@ int it_collector_new(it_collector_t **out, const char *topic, it_from from,
     return 0;
 err:
     rd_kafka_topic_partition_list_destroy(parts);
-    rd_kafka_conf_destroy(conf);
+    if (conf) rd_kafka_conf_destroy(conf); /* rd_kafka_new took it on success */
     it_collector_free(c);
     return -1;
 }
@@ -1387,8 +1387,8 @@ int it_kafka_group_lag(const char *group, const char *topic, int64_t *lag,
     }
     rc = 0;
 out:
-    rd_kafka_topic_partition_list_destroy(parts);
-    rd_kafka_conf_destroy(conf);
+    if (parts) rd_kafka_topic_partition_list_destroy(parts);
+    if (conf) rd_kafka_conf_destroy(conf); /* rd_kafka_new took it on success */
     if (rk) rd_kafka_destroy(rk);
     return rc;
 }
