@@ -75,6 +75,29 @@ us2ms() { awk -v us="$1" 'BEGIN { printf "%.2f", us / 1000 }'; }
 mib() { awk -v kb="$1" 'BEGIN { printf "%.1f", kb / 1024 }'; }
 vmhwm_kb() { awk '/^VmHWM:/ { print $2 }' "/proc/$1/status" 2>/dev/null; }
 
+# CPU time of our running services: cpu_mark before a measurement, cpu_report COUNT UNIT after it
+# prints each one's seconds and its cost per unit, a figure that a busy shared machine moves less
+# than a rate (PostgreSQL and Kafka are not included).
+TCK=$(getconf CLK_TCK)
+declare -A CPU0=()
+cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat" 2>/dev/null; }
+cpu_mark() {
+	local name
+	CPU0=()
+	for name in "${!PID[@]}"; do CPU0[$name]=$(cpu_ticks "${PID[$name]}"); done
+}
+cpu_report() {
+	local name t out=""
+	for name in inventory-svc order-svc gateway; do
+		[[ -n ${CPU0[$name]:-} ]] || continue
+		t=$(cpu_ticks "${PID[$name]:-0}")
+		[[ -n $t ]] || continue
+		out+="${out:+, }$(awk -v d=$((t - CPU0[$name])) -v hz="$TCK" -v n="$1" -v u="$2" -v s="$name" \
+			'BEGIN { printf "%s %.2f s (%.0f us/%s)", s, d / hz, d / hz * 1e6 / n, u }')"
+	done
+	say "service CPU: $out"
+}
+
 port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
 # start NAME ADDR: runs build/NAME in the background, logging to var/bench/NAME.log; waits for /ready.
@@ -299,6 +322,7 @@ stage_a_throughput() {
 	"$VXBENCH" inventory "$P-a-" "$BENCH_N" "$PRODUCTS" >"$OUT/inventory.txt" || return 1
 	say "mix:       $(cut -d'"' -f4 "$OUT/inventory.txt" | sort | uniq -c | awk '{ printf "%s%s %s", sep, $1, $2; sep = ", " }') (1-3 lines of 1-3 units over $PRODUCTS products)"
 	count_start "$INVENTORY_EVENTS_TOPIC" "$P-a-" "$BENCH_N" "$OUT/a.out" || return 1
+	cpu_mark
 	t0=$(now_ms)
 	produce "$OUT/inventory.txt" "$INVENTORY_COMMANDS_TOPIC" || {
 		say "kcat failed" >&2
@@ -319,7 +343,7 @@ stage_a_throughput() {
 	say "           duplicates (resent events): $(get "$OUT/a.out" duplicates)"
 	say "time:      $secs s from the first command produced to the last answer consumed"
 	outage "$OUT/a.out" A1
-	say "THROUGHPUT ${R[a_rate]} commands/s"
+	cpu_report "$BENCH_N" command	say "THROUGHPUT ${R[a_rate]} commands/s"
 	R[a_rss]=$(vmhwm_kb "${PID[inventory-svc]}")
 	say "inventory-svc peak RSS (VmHWM): $(mib "${R[a_rss]}") MiB"
 }
@@ -329,6 +353,7 @@ stage_a_paced() {
 	head1 "A2. inventory-svc latency: ${BENCH_PACED_RATE} commands/s for ${BENCH_PACED_SECS} s (vxbench, librdkafka)"
 	say "same mix; latency = command handed to librdkafka -> its answer consumed from $INVENTORY_EVENTS_TOPIC"
 	say "producer: Valerix's defaults (vx_kafka: idempotent, acks=all, linger.ms=2) plus any KAFKA_* set"
+	cpu_mark
 	if ! run "$VXBENCH" paced "$INVENTORY_COMMANDS_TOPIC" "$INVENTORY_EVENTS_TOPIC" "$P-p-" "$BENCH_PACED_RATE" \
 		"$BENCH_PACED_SECS" "$PRODUCTS" 60 >"$f" 2>"$f.err"; then
 		tail -n 5 "$f.err" >&2
@@ -337,6 +362,7 @@ stage_a_paced() {
 	fi
 	say "sent:      $(get "$f" sent) in $(get "$f" send_secs) s; answered: $(get "$f" received); duplicates: $(get "$f" duplicates)"
 	outage "$f" A2
+	cpu_report "$(get "$f" sent)" command
 	for k in p50 p90 p99 p99.9 max mean; do R[paced_$k]=$(get "$f" "${k}_ms"); done
 	printf 'LATENCY ms  p50 %s  p90 %s  p99 %s  p99.9 %s  max %s  (mean %s)\n' "${R[paced_p50]}" "${R[paced_p90]}" \
 		"${R[paced_p99]}" "${R[paced_p99.9]}" "${R[paced_max]}" "${R[paced_mean]}"
@@ -369,6 +395,7 @@ wrk_run() {
 	local name=$1 t=$2 c=$3 f=$OUT/wrk-$1.out before=$OUT/metrics-$1.before after=$OUT/metrics-$1.after
 	head1 "B. HTTP POST /orders, $c connection(s), $t wrk thread(s), ${BENCH_HTTP_SECS} s"
 	metrics >"$before" || return 1
+	cpu_mark
 	run wrk -t"$t" -c"$c" -d"${BENCH_HTTP_SECS}s" --timeout 10s -s tests/bench/post_orders.lua \
 		"http://$GATEWAY_HTTP_ADDR/orders" -- "$P-b$c" "$PRODUCTS" >"$f" 2>&1 || {
 		cat "$f" >&2
@@ -392,6 +419,7 @@ wrk_run() {
 	say "errors:    socket $(awk '$1 == "wrk" && $2 ~ /^errors_/ { printf "%s%s=%d", sep, substr($2, 8), $3; sep = " " }' "$f"); non-2xx/3xx ${R[${name}_non2xx]}"
 	R[${name}_codes]=$(awk 'NR == FNR { b[$1] = $2; next } $1 ~ /^code_/ && $1 != "code_200" && $2 - b[$1] > 0 { printf "%s%s=%d", sep, substr($1, 6), $2 - b[$1]; sep = " " }' "$before" "$after")
 	say "answers by status (gateway /metrics; POST only, with those still in flight when wrk stopped): ${R[${name}_codes]:-none}"
+	cpu_report "$(wrkval "$f" requests)" request
 	say "request-reply: $(awk 'NR == FNR { b[$1] = $2; next } $1 ~ /^valerix_gateway/ { n = $1; sub(/^valerix_gateway_/, "", n); sub(/_total$/, "", n); printf "%s%s=%d", sep, n, $2 - b[$1]; sep = " " }' "$before" "$after")"
 }
 
@@ -414,6 +442,7 @@ stage_c() {
 	head1 "C. order path over Kafka: $BENCH_ORDERS_N PlaceOrder through kcat, until the last OrderResult"
 	"$VXBENCH" orders "$P-c-" "$BENCH_ORDERS_N" "$PRODUCTS" >"$OUT/orders.txt" || return 1
 	count_start "$ORDERS_RESULTS_TOPIC" "$P-c-" "$BENCH_ORDERS_N" "$OUT/c.out" || return 1
+	cpu_mark
 	t0=$(now_ms)
 	produce "$OUT/orders.txt" "$ORDERS_COMMANDS_TOPIC" || return 1
 	t1=$(now_ms)
@@ -430,6 +459,7 @@ stage_c() {
 	say "           duplicates (resent results): $(get "$OUT/c.out" duplicates)"
 	say "time:      ${R[c_secs]} s from the first PlaceOrder produced to the last OrderResult consumed"
 	outage "$OUT/c.out" C
+	cpu_report "$BENCH_ORDERS_N" order
 	say "THROUGHPUT ${R[c_rate]} orders/s"
 }
 
@@ -454,7 +484,7 @@ for name in inventory-svc order-svc gateway; do
 	R[logw_$name]=${n:-0}
 done
 
-head1 "Summary ($(nproc) CPUs, commit $(git rev-parse --short HEAD 2>/dev/null))"
+head1 "Summary ($(nproc) CPUs, commit $(git rev-parse --short HEAD 2>/dev/null), load now $(cut -d' ' -f1-3 /proc/loadavg))"
 row() { printf '%-46s %s\n' "$1" "$2"; }
 # fig KEY TEXT: TEXT when figure KEY was measured, else says it was not.
 fig() { if [[ -n ${R[$1]:-} ]]; then echo "$2"; else echo "not measured"; fi; }

@@ -291,4 +291,8 @@ int it_stack(const char *action, const char *component, char *errstr,
 /* Waits until the broker answers a metadata request. */
 int it_kafka_wait_up(int timeout_ms, char *errstr, size_t errstr_size);
 
+/* Appends {"method","path","status"} to $VX_DATA_DIR/it/http.jsonl (query string dropped), one
+ * line per HTTP exchange a test saw, so the OpenAPI check can prove every one is documented. */
+void it_record_http(const char *method, const char *path, int status);
+
 #endif

@@ -323,6 +323,7 @@ static int http_do(const char *addr, const char *method, const char *path, const
     memcpy(r->body, buf + hdr_len, r->body_len);
     r->body[r->body_len] = '\0';
     r->json = r->body_len ? json_tokener_parse(r->body) : NULL;
+    it_record_http(method, path, r->status);
     rc = 0;
 out:
     if (rc == -1) http_resp_clear(r);
