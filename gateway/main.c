@@ -204,7 +204,7 @@ static void post_order(gw_t *g, vx_http_req_t *req) {
         vx_http_problem(req, 400, "Invalid request", err, x);
         return;
     }
-    gw_rr_submit(g->rr, req, &m, key, timeout);
+    gw_rr_submit(g->rr, req, &m, key, timeout, timeout == g->cfg.timeout_ms);
     vx_msg_clear(&m);
 }
 
@@ -236,7 +236,7 @@ static void on_http(vx_http_req_t *req, void *opaque) {
         }
     } else if (n == 2 && (strcmp(seg[0], "orders") == 0 || strcmp(seg[0], "products") == 0)) {
         if (!get) {
-            vx_http_method_not_allowed(req, "GET");
+            vx_http_method_not_allowed(req, "GET, HEAD");
         } else if (!safe_id(seg[1])) {
             vx_http_not_found(req);
         } else {
@@ -247,7 +247,10 @@ static void on_http(vx_http_req_t *req, void *opaque) {
         if (get)
             relay(req, g->cfg.inventory_url, "/products");
         else
-            vx_http_method_not_allowed(req, "GET");
+            vx_http_method_not_allowed(req, "GET, HEAD");
+    } else if (n == 1 && !get &&
+               (strcmp(seg[0], "health") == 0 || strcmp(seg[0], "ready") == 0 || strcmp(seg[0], "metrics") == 0)) {
+        vx_http_method_not_allowed(req, "GET, HEAD");
     } else if (n == 1 && strcmp(seg[0], "health") == 0) {
         json_object *o = json_object_new_object();
         json_object_object_add(o, "status", json_object_new_string("up"));

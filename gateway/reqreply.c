@@ -43,7 +43,8 @@ typedef struct {
     long long attempt_deadline; /* no reply by then: schedule a resend */
     long long next_send;        /* 0: none scheduled */
     int acked;                  /* the broker has the command: the order will be processed */
-    int probe;                  /* admitted as a half-open probe */
+    unsigned probe;             /* the half-open spell it probes, 0 for an ordinary call */
+    int full_deadline;          /* some waiter has the server's own deadline, not a shorter one */
     long long started;
     waiter_t *waiters;
 } entry_t;
@@ -251,11 +252,13 @@ static void on_error(rd_kafka_t *rk, int err, const char *reason, void *opaque) 
     vx_log(VX_LOG_WARN, "kafka_error", "error", reason, NULL);
 }
 
-void gw_rr_submit(gw_rr_t *rr, vx_http_req_t *req, const vx_msg_t *body, const char *key, long long timeout_ms) {
+void gw_rr_submit(gw_rr_t *rr, vx_http_req_t *req, const vx_msg_t *body, const char *key, long long timeout_ms,
+                  int full_deadline) {
     char order_id[37], hash[17];
     long long now = now_ms();
     waiter_t *w;
-    int i, probe;
+    unsigned probe;
+    int i;
 
     vx_msg_order_id(key, order_id);
     vx_msg_order_hash(body, hash);
@@ -309,6 +312,7 @@ void gw_rr_submit(gw_rr_t *rr, vx_http_req_t *req, const vx_msg_t *body, const c
         e->command_len = len;
         json_object_put(cmd);
         if (!e->command) {
+            gw_breaker_record(&rr->breaker, now, 0, probe); /* a probe must always report */
             release_slot(rr, i);
             vx_http_problem(req, 500, "Internal error", "out of memory", NULL);
             goto out;
@@ -317,10 +321,15 @@ void gw_rr_submit(gw_rr_t *rr, vx_http_req_t *req, const vx_msg_t *body, const c
     }
     if (!(w = calloc(1, sizeof(*w)))) {
         vx_http_problem(req, 500, "Internal error", "out of memory", NULL);
+        if (!rr->slots[i].waiters) { /* a fresh entry nobody waits for */
+            gw_breaker_record(&rr->breaker, now, 0, rr->slots[i].probe);
+            release_slot(rr, i);
+        }
         goto out;
     }
     w->req = req;
     w->deadline = now + timeout_ms;
+    rr->slots[i].full_deadline |= full_deadline;
     w->replay = rr->slots[i].waiters != NULL;
     memcpy(w->hash, hash, sizeof(w->hash));
     w->next = rr->slots[i].waiters;
@@ -395,7 +404,9 @@ static void scan(gw_rr_t *rr, long long now) {
             }
         }
         if (!e->waiters) { /* nobody waits: the call failed (its order, if accepted, goes on) */
-            gw_breaker_record(&rr->breaker, now, 0, e->probe);
+            /* A client that asked for a shorter deadline than the server's must not be able to
+             * open the breaker for everyone; a probe always reports, so half-open cannot stick. */
+            if (e->full_deadline || e->probe) gw_breaker_record(&rr->breaker, now, 0, e->probe);
             release_slot(rr, i);
             continue;
         }
@@ -477,7 +488,8 @@ gw_rr_t *gw_rr_start(const gw_rr_opts_t *o, char *errstr, size_t errstr_size) {
     if (!rr) return NULL;
     rr->o = *o;
     pthread_mutex_init(&rr->lock, NULL);
-    rr->seed = (unsigned)time(NULL) ^ (unsigned)getpid();
+    uuid_generate_random(u); /* not time ^ pid: in containers every pid is 1 */
+    memcpy(&rr->seed, u, sizeof(rr->seed));
     for (rr->nbuckets = 1; rr->nbuckets < (unsigned)o->max_inflight * 2; rr->nbuckets <<= 1) {
     }
     rr->slots = calloc((size_t)o->max_inflight, sizeof(*rr->slots));
@@ -508,7 +520,11 @@ gw_rr_t *gw_rr_start(const gw_rr_opts_t *o, char *errstr, size_t errstr_size) {
     if (!(rr->consumer = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, errstr_size))) goto err;
     conf = NULL;
     rd_kafka_poll_set_consumer(rr->consumer);
-    if (assign_results(rr, errstr, errstr_size)) goto err;
+    /* A results topic created a moment ago may not have a leader yet: retry for a while. */
+    for (int tries = 0; assign_results(rr, errstr, errstr_size); tries++) {
+        if (tries == 150) goto err;
+        usleep(200 * 1000);
+    }
     if (pthread_create(&rr->thread, NULL, reply_thread, rr)) {
         snprintf(errstr, errstr_size, "cannot start the reply thread");
         goto err;

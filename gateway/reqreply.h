@@ -40,8 +40,10 @@ void gw_rr_stop(gw_rr_t *rr);
 
 /* Takes POST /orders with its validated body: either answers req at once (breaker open, table
  * full, Kafka down, key reused with another body while in flight) or parks it until its result or
- * deadline. body and key are borrowed for the call. */
-void gw_rr_submit(gw_rr_t *rr, vx_http_req_t *req, const vx_msg_t *body, const char *key, long long timeout_ms);
+ * deadline. full_deadline: timeout_ms is the server's own (not shortened by the client), so its
+ * expiry counts against the breaker. body and key are borrowed for the call. */
+void gw_rr_submit(gw_rr_t *rr, vx_http_req_t *req, const vx_msg_t *body, const char *key, long long timeout_ms,
+                  int full_deadline);
 
 /* 1 when the broker answers and the reply consumer is in place. */
 int gw_rr_ready(gw_rr_t *rr);

@@ -13,6 +13,7 @@ static void set_state(gw_breaker_t *b, gw_breaker_state_t to, long long now) {
     if (from == to) return;
     b->state = to;
     b->probes_out = b->probes_ok = 0;
+    if (to == GW_BREAKER_HALF_OPEN) b->spell++;
     if (to == GW_BREAKER_OPEN) b->opened_at = now;
     if (to == GW_BREAKER_CLOSED) memset(b->bucket, 0, sizeof(b->bucket)); /* a fresh window */
     if (b->o.on_change) b->o.on_change(from, to, b->o.opaque);
@@ -21,6 +22,7 @@ static void set_state(gw_breaker_t *b, gw_breaker_state_t to, long long now) {
 void gw_breaker_init(gw_breaker_t *b, const gw_breaker_opts_t *o) {
     memset(b, 0, sizeof(*b));
     b->o = *o;
+    b->spell = 0; /* spells count from 1, so a probe token is never 0 */
     if (b->o.window_ms < 1000) b->o.window_ms = 1000;
     if (b->o.window_ms > GW_BREAKER_BUCKETS * 1000) b->o.window_ms = GW_BREAKER_BUCKETS * 1000;
     if (b->o.probes < 1) b->o.probes = 1;
@@ -44,7 +46,7 @@ gw_breaker_state_t gw_breaker_state(gw_breaker_t *b, long long now) {
     return b->state;
 }
 
-int gw_breaker_acquire(gw_breaker_t *b, long long now, int *probe) {
+int gw_breaker_acquire(gw_breaker_t *b, long long now, unsigned *probe) {
     *probe = 0;
     switch (gw_breaker_state(b, now)) {
     case GW_BREAKER_CLOSED:
@@ -54,18 +56,18 @@ int gw_breaker_acquire(gw_breaker_t *b, long long now, int *probe) {
     case GW_BREAKER_HALF_OPEN:
         if (b->probes_out >= b->o.probes) return 0;
         b->probes_out++;
-        *probe = 1;
+        *probe = b->spell;
         return 1;
     }
     return 0;
 }
 
-void gw_breaker_record(gw_breaker_t *b, long long now, int ok, int probe) {
+void gw_breaker_record(gw_breaker_t *b, long long now, int ok, unsigned probe) {
     long long sec = now / 1000;
     int calls, failures, slot = (int)(sec % GW_BREAKER_BUCKETS);
 
     if (probe) {
-        if (b->state != GW_BREAKER_HALF_OPEN) return; /* a probe of an earlier half-open spell */
+        if (b->state != GW_BREAKER_HALF_OPEN || probe != b->spell) return; /* an earlier spell's */
         b->probes_out--;
         if (!ok) {
             set_state(b, GW_BREAKER_OPEN, now);

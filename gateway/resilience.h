@@ -29,6 +29,7 @@ typedef struct {
     gw_breaker_state_t state;
     long long opened_at;
     int probes_out, probes_ok;
+    unsigned spell; /* which half-open spell a probe belongs to; older probes are ignored */
     struct {
         long long second; /* which second the counts belong to */
         int calls, failures;
@@ -38,10 +39,12 @@ typedef struct {
 void gw_breaker_init(gw_breaker_t *b, const gw_breaker_opts_t *o);
 /* The state at `now` (an OPEN breaker whose time is up becomes HALF_OPEN here). */
 gw_breaker_state_t gw_breaker_state(gw_breaker_t *b, long long now);
-/* May a call start now? Returns 1 and sets *probe when it is a half-open probe, 0 when refused. */
-int gw_breaker_acquire(gw_breaker_t *b, long long now, int *probe);
-/* Records how an admitted call ended; probe as returned by gw_breaker_acquire. */
-void gw_breaker_record(gw_breaker_t *b, long long now, int ok, int probe);
+/* May a call start now? Returns 1 when admitted, 0 when refused. *probe is 0 for an ordinary call,
+ * else a token naming the half-open spell the probe belongs to. */
+int gw_breaker_acquire(gw_breaker_t *b, long long now, unsigned *probe);
+/* Records how an admitted call ended; probe as set by gw_breaker_acquire. A probe of an earlier
+ * spell (the breaker opened and half-opened again meanwhile) is ignored. */
+void gw_breaker_record(gw_breaker_t *b, long long now, int ok, unsigned probe);
 /* Milliseconds until an OPEN breaker lets probes in (0 when not OPEN). */
 long long gw_breaker_retry_after_ms(gw_breaker_t *b, long long now);
 /* Calls and failures in the window now, for /health and /metrics. */
