@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/file.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -123,6 +124,22 @@ const char *it_data_dir(void) {
     return dir;
 }
 
+/* Writes it_data_dir()/<printf(fmt, ...)> into buf; -1 when it does not fit. */
+static int data_path(char *buf, size_t size, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static int data_path(char *buf, size_t size, const char *fmt, ...) {
+    char name[512];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(name, sizeof name, fmt, ap);
+    va_end(ap);
+    buf[0] = '\0';
+    if (n < 0 || (size_t)n >= sizeof name) return -1;
+    n = snprintf(buf, size, "%s/%s", it_data_dir(), name);
+    return n >= 0 && (size_t)n < size ? 0 : -1;
+}
+
 const char *it_run_id(void) {
     const char *id = getenv(ENV_RUN_ID);
     return id && *id ? id : "norun";
@@ -133,7 +150,7 @@ void it_run_name(char *buf, size_t size, const char *name) {
 }
 
 static void kafka_marker_path(char *buf, size_t size) {
-    snprintf(buf, size, "%s/%s.kafka-stopped", it_data_dir(), it_run_id());
+    data_path(buf, size, "%s.kafka-stopped", it_run_id());
 }
 
 static int recreate_database(PGconn *conn, const char *dbname, char *errstr,
@@ -208,15 +225,35 @@ static void restore_broker(void) {
         fprintf(stderr, "it: could not restart kafka: %s\n", err);
 }
 
+/* Two runs of one suite would drop each other's database and fight over
+ * ports: a run holds <data dir>/<binary>.lock and a second one waits for it.
+ * Returns the open lock (close-on-exec, so no service inherits it) or -1. */
+static int run_lock(const char *argv0, char *errstr, size_t errstr_size) {
+    char path[PATH_MAX];
+    const char *base = strrchr(argv0, '/');
+    data_path(path, sizeof path, "%s.lock", base ? base + 1 : argv0);
+    int fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
+    if (fd == -1) return fail(errstr, errstr_size, "open %s: %s", path, strerror(errno));
+    if (flock(fd, LOCK_EX | LOCK_NB) == 0) return fd;
+    fprintf(stderr, "it: another run of %s holds %s; waiting for it\n", argv0, path);
+    for (int64_t deadline = it_now_ms() + 30 * 60000; it_now_ms() < deadline;) {
+        if (flock(fd, LOCK_EX | LOCK_NB) == 0) return fd;
+        sleep_ms(1000);
+    }
+    close(fd);
+    return fail(errstr, errstr_size, "another run of %s held %s for 30 minutes", argv0, path);
+}
+
 int it_main(int argc, char **argv, const char *const databases[]) {
     struct criterion_test_set *tests = criterion_initialize();
-    int rc = 0;
+    int rc = 0, lock_fd = -1;
     if (!criterion_handle_args(argc, argv, true)) goto out;
     /* The tests share one broker, one database and the stack scripts. */
     criterion_options.jobs = 1;
 
     char err[IT_ERR_SIZE];
-    if (run_setup(databases, err, sizeof err) == -1) {
+    if ((lock_fd = run_lock(argv[0], err, sizeof err)) == -1 ||
+        run_setup(databases, err, sizeof err) == -1) {
         fprintf(stderr, "it: run setup failed, every test will fail: %s\n", err);
         setenv(ENV_SETUP_ERROR, err, 1);
     } else {
@@ -225,15 +262,16 @@ int it_main(int argc, char **argv, const char *const databases[]) {
     rc = criterion_run_all_tests(tests) ? 0 : 1;
     restore_broker();
 out:
+    if (lock_fd != -1) close(lock_fd);
     criterion_finalize(tests);
     return rc;
 }
 
 void it_test_begin(void) {
     const char *setup_error = getenv(ENV_SETUP_ERROR);
+    cr_assert(setup_error == NULL, "run setup failed: %s", setup_error);
     cr_assert(getenv(ENV_RUN_ID) != NULL,
               "no run context: this suite must be started through it_main()");
-    cr_assert(setup_error == NULL, "run setup failed: %s", setup_error);
     /* A peer that closes a pipe or socket must give EPIPE, not kill us. */
     signal(SIGPIPE, SIG_IGN);
 }
@@ -306,7 +344,7 @@ int it_proc_spawn(it_proc_t **out, const char *log_name, const char *exe,
              strerror(errno));
         goto out;
     }
-    snprintf(p->log_path, sizeof p->log_path, "%s/%s.log", it_data_dir(), log_name);
+    data_path(p->log_path, sizeof p->log_path, "%s.log", log_name);
     log_fd = open(p->log_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
     null_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
     if (log_fd == -1 || null_fd == -1) {
@@ -509,6 +547,16 @@ static int parse_addr(const char *addr, struct sockaddr_in *sa) {
     return inet_pton(AF_INET, host, &sa->sin_addr) == 1 ? 0 : -1;
 }
 
+bool it_port_in_use(const char *addr) {
+    struct sockaddr_in sa;
+    if (parse_addr(addr, &sa) == -1) return false;
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd == -1) return false;
+    bool used = connect(fd, (struct sockaddr *)&sa, sizeof sa) == 0;
+    close(fd);
+    return used;
+}
+
 /* Value of header `name` in the header block [hdr, hdr_end), or NULL. */
 static char *header_value(const char *hdr, const char *hdr_end, const char *name) {
     size_t nlen = strlen(name);
@@ -641,6 +689,26 @@ out:
 
 /* ---- Kafka: common ------------------------------------------------------- */
 
+/* librdkafka's own log lines go to it_data_dir()/rdkafka.<run>.log: a broker
+ * restart makes every client complain, and test output should stay readable. */
+static void kafka_log_to_file(const rd_kafka_t *rk, int level, const char *fac,
+                              const char *buf) {
+    static int fd = -1; /* opened once per process; write(2) appends atomically */
+    if (fd == -1) {
+        char path[PATH_MAX];
+        if (data_path(path, sizeof path, "rdkafka.%s.log", it_run_id()) == -1) return;
+        fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+        if (fd == -1) return;
+    }
+    dprintf(fd, "%d %d %s %s: %s\n", (int)getpid(), level, rd_kafka_name(rk), fac, buf);
+}
+
+static rd_kafka_conf_t *kafka_conf_new(void) {
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    rd_kafka_conf_set_log_cb(conf, kafka_log_to_file);
+    return conf;
+}
+
 static int conf_set(rd_kafka_conf_t *conf, const char *name, const char *value,
                     char *errstr, size_t errstr_size) {
     char err[512];
@@ -700,7 +768,7 @@ static int topic_partitions(rd_kafka_t *rk, const char *topic, int timeout_ms,
 
 int it_kafka_wait_up(int timeout_ms, char *errstr, size_t errstr_size) {
     char err[512];
-    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    rd_kafka_conf_t *conf = kafka_conf_new();
     if (conf_set(conf, "bootstrap.servers", IT_KAFKA_BOOTSTRAP, errstr,
                  errstr_size) == -1) {
         rd_kafka_conf_destroy(conf);
@@ -756,7 +824,7 @@ int it_producer_new(it_producer_t **out, const char *const conf_entries[],
                     char *errstr, size_t errstr_size) {
     char err[512];
     it_producer_t *p = calloc(1, sizeof *p);
-    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    rd_kafka_conf_t *conf = kafka_conf_new();
     *out = NULL;
     if (!p) goto fail_conf;
     if (conf_set(conf, "bootstrap.servers", IT_KAFKA_BOOTSTRAP, errstr, errstr_size) ||
@@ -870,7 +938,7 @@ int it_kcat_produce(const char *topic, const char *key, const char *json,
     char log_path[PATH_MAX];
     if (strchr(json, '\n') || strchr(key, '|') || strchr(key, '\n'))
         return fail(errstr, errstr_size, "kcat line needs a one-line json and a key without '|'");
-    snprintf(log_path, sizeof log_path, "%s/kcat.%s.log", it_data_dir(), it_run_id());
+    data_path(log_path, sizeof log_path, "kcat.%s.log", it_run_id());
     log_fd = open(log_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
     if (log_fd == -1 || pipe2(pipefd, O_CLOEXEC) == -1) {
         fail(errstr, errstr_size, "kcat setup: %s", strerror(errno));
@@ -1131,33 +1199,48 @@ int it_collector_wait(it_collector_t *c, it_pred_fn *pred, void *arg,
     }
 }
 
+/* The end offset of every partition, in one ListOffsets request per leader:
+ * one query per partition would each wait behind the consumer's long poll. */
+static int collector_ends(it_collector_t *c, int64_t deadline, int64_t *high,
+                          char *errstr, size_t errstr_size) {
+    for (;;) {
+        rd_kafka_topic_partition_list_t *q = rd_kafka_topic_partition_list_new(c->n_parts);
+        for (int32_t p = 0; p < c->n_parts; p++)
+            rd_kafka_topic_partition_list_add(q, c->topic, p)->offset = RD_KAFKA_OFFSET_END;
+        rd_kafka_resp_err_t err = rd_kafka_offsets_for_times(c->rk, q, 5000);
+        for (int i = 0; !err && i < q->cnt; i++) {
+            err = q->elems[i].err;
+            if (!err && q->elems[i].offset < 0) err = RD_KAFKA_RESP_ERR__BAD_MSG;
+            if (!err && q->elems[i].partition < c->n_parts)
+                high[q->elems[i].partition] = q->elems[i].offset;
+        }
+        rd_kafka_topic_partition_list_destroy(q);
+        if (!err) break;
+        if (it_now_ms() >= deadline)
+            return fail(errstr, errstr_size, "end offsets of %s: %s", c->topic,
+                        rd_kafka_err2str(err));
+        /* The broker may be restarting: keep reading meanwhile. */
+        if (collector_batch(c, 200, errstr, errstr_size) == -1) return -1;
+    }
+    return 0;
+}
+
 int it_collector_catch_up(it_collector_t *c, int timeout_ms, char *errstr,
                           size_t errstr_size) {
     int64_t deadline = it_now_ms() + timeout_ms;
     int64_t *high = calloc((size_t)c->n_parts, sizeof *high);
-    int64_t *low = calloc((size_t)c->n_parts, sizeof *low);
     int rc = -1;
-    if (!high || !low) {
+    if (!high) {
         fail(errstr, errstr_size, "out of memory");
         goto out;
     }
-    for (int32_t p = 0; p < c->n_parts; p++) {
-        rd_kafka_resp_err_t err;
-        while ((err = rd_kafka_query_watermark_offsets(c->rk, c->topic, p, &low[p],
-                                                       &high[p], 5000))) {
-            if (it_now_ms() >= deadline) {
-                fail(errstr, errstr_size, "watermarks of %s [%d]: %s", c->topic, (int)p,
-                     rd_kafka_err2str(err));
-                goto out;
-            }
-            if (collector_batch(c, 100, errstr, errstr_size) == -1) goto out;
-        }
-    }
+    if (collector_ends(c, deadline, high, errstr, errstr_size) == -1) goto out;
     for (;;) {
         int32_t behind = -1;
+        /* Behind: a message before the end not read yet, and the end of the
+         * partition not reached (the end may follow records never delivered). */
         for (int32_t p = 0; p < c->n_parts && behind < 0; p++)
-            if (high[p] > low[p] && c->next[p] < high[p] && c->eof[p] < high[p])
-                behind = p;
+            if (c->next[p] < high[p] && c->eof[p] < high[p]) behind = p;
         if (behind < 0) break;
         if (it_now_ms() >= deadline) {
             fail(errstr, errstr_size,
@@ -1172,7 +1255,6 @@ int it_collector_catch_up(it_collector_t *c, int timeout_ms, char *errstr,
     rc = 0;
 out:
     free(high);
-    free(low);
     return rc;
 }
 
@@ -1182,7 +1264,7 @@ int it_collector_new(it_collector_t **out, const char *topic, it_from from,
     int64_t deadline = it_now_ms() + timeout_ms;
     char err[512], group[256], path[PATH_MAX];
     it_collector_t *c = calloc(1, sizeof *c);
-    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    rd_kafka_conf_t *conf = kafka_conf_new();
     rd_kafka_topic_partition_list_t *parts = NULL;
     *out = NULL;
     if (!c) {
@@ -1200,6 +1282,7 @@ int it_collector_new(it_collector_t **out, const char *topic, it_from from,
         conf_set(conf, "enable.partition.eof", "true", errstr, errstr_size) ||
         conf_set(conf, "auto.offset.reset", "earliest", errstr, errstr_size) ||
         conf_set(conf, "isolation.level", "read_committed", errstr, errstr_size) ||
+        conf_set(conf, "fetch.wait.max.ms", "100", errstr, errstr_size) ||
         conf_set(conf, "client.id", "vx-it-collector", errstr, errstr_size))
         goto err;
     c->rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, err, sizeof err);
@@ -1244,7 +1327,7 @@ int it_collector_new(it_collector_t **out, const char *topic, it_from from,
         goto err;
     }
     if (jsonl_topic) {
-        snprintf(path, sizeof path, "%s/messages.jsonl", it_data_dir());
+        data_path(path, sizeof path, "messages.jsonl");
         c->jsonl_fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
         c->jsonl_topic = strdup(jsonl_topic);
         if (c->jsonl_fd == -1 || !c->jsonl_topic) {
@@ -1352,7 +1435,7 @@ int it_kafka_group_lag(const char *group, const char *topic, int64_t *lag,
     int32_t n_parts = 0;
     rd_kafka_t *rk = NULL;
     rd_kafka_topic_partition_list_t *parts = NULL;
-    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    rd_kafka_conf_t *conf = kafka_conf_new();
     /* Only OffsetFetch: this handle never subscribes, so it never joins. */
     if (conf_set(conf, "bootstrap.servers", IT_KAFKA_BOOTSTRAP, errstr, errstr_size) ||
         conf_set(conf, "group.id", group, errstr, errstr_size) ||
@@ -1390,6 +1473,61 @@ int it_kafka_group_lag(const char *group, const char *topic, int64_t *lag,
 out:
     if (parts) rd_kafka_topic_partition_list_destroy(parts);
     if (conf) rd_kafka_conf_destroy(conf); /* rd_kafka_new took it on success */
+    if (rk) rd_kafka_destroy(rk);
+    return rc;
+}
+
+int it_kafka_group_describe(const char *group, int *members, int *assigned,
+                            bool *stable, char *errstr, size_t errstr_size) {
+    char err[512];
+    int rc = -1;
+    rd_kafka_t *rk = NULL;
+    rd_kafka_queue_t *q = NULL;
+    rd_kafka_event_t *ev = NULL;
+    rd_kafka_conf_t *conf = kafka_conf_new();
+    if (conf_set(conf, "bootstrap.servers", IT_KAFKA_BOOTSTRAP, errstr, errstr_size))
+        goto out;
+    rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof err);
+    if (!rk) {
+        fail(errstr, errstr_size, "rd_kafka_new: %s", err);
+        goto out;
+    }
+    conf = NULL; /* rd_kafka_new took it */
+    q = rd_kafka_queue_new(rk);
+    rd_kafka_DescribeConsumerGroups(rk, &group, 1, NULL, q);
+    ev = rd_kafka_queue_poll(q, 30000);
+    if (!ev || rd_kafka_event_error(ev)) {
+        fail(errstr, errstr_size, "describe group %s: %s", group,
+             ev ? rd_kafka_event_error_string(ev) : "no answer in 30 s");
+        goto out;
+    }
+    size_t n_groups = 0;
+    const rd_kafka_ConsumerGroupDescription_t **groups =
+        rd_kafka_DescribeConsumerGroups_result_groups(
+            rd_kafka_event_DescribeConsumerGroups_result(ev), &n_groups);
+    if (n_groups != 1 || rd_kafka_ConsumerGroupDescription_error(groups[0])) {
+        fail(errstr, errstr_size, "describe group %s: %s", group,
+             n_groups != 1 ? "no description"
+                           : rd_kafka_error_string(
+                                 rd_kafka_ConsumerGroupDescription_error(groups[0])));
+        goto out;
+    }
+    *stable = rd_kafka_ConsumerGroupDescription_state(groups[0]) ==
+              RD_KAFKA_CONSUMER_GROUP_STATE_STABLE;
+    *members = (int)rd_kafka_ConsumerGroupDescription_member_count(groups[0]);
+    *assigned = 0;
+    for (int i = 0; i < *members; i++) {
+        const rd_kafka_MemberDescription_t *m =
+            rd_kafka_ConsumerGroupDescription_member(groups[0], (size_t)i);
+        const rd_kafka_topic_partition_list_t *parts =
+            rd_kafka_MemberAssignment_partitions(rd_kafka_MemberDescription_assignment(m));
+        if (parts && parts->cnt > 0) ++*assigned;
+    }
+    rc = 0;
+out:
+    if (ev) rd_kafka_event_destroy(ev);
+    if (q) rd_kafka_queue_destroy(q);
+    if (conf) rd_kafka_conf_destroy(conf);
     if (rk) rd_kafka_destroy(rk);
     return rc;
 }
@@ -1480,7 +1618,7 @@ int it_stack(const char *action, const char *component, char *errstr,
              size_t errstr_size) {
     char script[PATH_MAX], log_path[PATH_MAX], marker[PATH_MAX];
     snprintf(script, sizeof script, "%s/deploy/stack.sh", it_root());
-    snprintf(log_path, sizeof log_path, "%s/stack.%s.log", it_data_dir(), it_run_id());
+    data_path(log_path, sizeof log_path, "stack.%s.log", it_run_id());
     kafka_marker_path(marker, sizeof marker);
     if (access(script, R_OK) != 0)
         return fail(errstr, errstr_size, "%s: %s", script, strerror(errno));
@@ -1535,11 +1673,13 @@ int it_stack(const char *action, const char *component, char *errstr,
 
 void it_record_http(const char *method, const char *path, int status) {
     char file[4096], line[1024];
-    size_t plen = strcspn(path, "?"); /* the query string is not part of the route */
+    size_t plen;
     int fd, n;
 
+    if (!method || !path) return;
+    plen = strcspn(path, "?"); /* the query string is not part of the route */
     if (plen > 512) plen = 512;
-    snprintf(file, sizeof file, "%s/http.jsonl", it_data_dir());
+    data_path(file, sizeof file, "http.jsonl");
     n = snprintf(line, sizeof line, "{\"method\":\"%s\",\"path\":\"%.*s\",\"status\":%d}\n", method, (int)plen, path,
                  status);
     if (n <= 0 || (size_t)n >= sizeof line || strpbrk(path, "\"\\")) return; /* no JSON escaping needed */

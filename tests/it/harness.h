@@ -132,6 +132,10 @@ int it_http_request(const char *addr, const char *method, const char *path,
                     it_http_response *resp, char *errstr, size_t errstr_size);
 void it_http_response_clear(it_http_response *resp);
 
+/* True when something accepts TCP connections at `addr`: a port about to be
+ * given to a service must not be, or /ready may be answered by a stranger. */
+bool it_port_in_use(const char *addr);
+
 /* ---- Kafka: producing ---------------------------------------------------- */
 
 typedef struct it_header {
@@ -261,6 +265,12 @@ int64_t it_msg_int(const it_msg *m, const char *field, int64_t dflt);
  * `topic`: 0 once the group has committed everything in the topic. */
 int it_kafka_group_lag(const char *group, const char *topic, int64_t *lag,
                        char *errstr, size_t errstr_size);
+
+/* What the group coordinator says about `group`: its member count, how many
+ * members hold at least one partition, and whether it is Stable (no
+ * rebalance going on). A group nobody joined yet has 0 members. */
+int it_kafka_group_describe(const char *group, int *members, int *assigned,
+                            bool *stable, char *errstr, size_t errstr_size);
 
 /* ---- PostgreSQL ---------------------------------------------------------- */
 

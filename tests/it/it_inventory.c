@@ -30,7 +30,6 @@
 static char commands_topic[256], events_topic[256], dlq_topic[256], group_id[256];
 
 static void inv_init(void) {
-    it_test_begin();
     it_run_name(commands_topic, sizeof commands_topic, "inventory.commands");
     it_run_name(events_topic, sizeof events_topic, "inventory.events");
     it_run_name(dlq_topic, sizeof dlq_topic, "inventory.dlq");
@@ -47,6 +46,7 @@ TestSuite(inventory_replay, .init = inv_init, .fini = inv_fini);
 /* Starts inventory-svc on the run's topics, group and database and waits
  * until /ready answers 200. crash_points NULL: none. */
 static it_proc_t *inv_spawn(const char *addr, const char *crash_points) {
+    it_test_begin(); /* here, not in .init: a broken setup is a failure, not a crash */
     char err[IT_ERR_SIZE], db[256], log_name[256];
     char e_bootstrap[300], e_db[300], e_http[300], e_group[300], e_cmd[300],
         e_ev[300], e_dlq[300], e_crash[300];
@@ -61,11 +61,18 @@ static it_proc_t *inv_spawn(const char *addr, const char *crash_points) {
     snprintf(e_dlq, sizeof e_dlq, "INVENTORY_DLQ_TOPIC=%s", dlq_topic);
     snprintf(e_crash, sizeof e_crash, "VX_CRASH_POINTS=%s",
              crash_points ? crash_points : "");
-    const char *env[] = {e_bootstrap, e_db, e_http, e_group, e_cmd, e_ev, e_dlq,
-                         crash_points ? e_crash : NULL, NULL};
+    /* VX_CRASH_POINTS is always set, so none leaks in from the caller's shell.
+     * A crashing instance leaves the group without saying so: a short session
+     * lets the coordinator forget it before the next instance has to wait. */
+    const char *env[] = {e_bootstrap, e_db, e_http, e_group, e_cmd, e_ev, e_dlq, e_crash,
+                         crash_points ? "KAFKA_CONSUMER_SESSION_TIMEOUT_MS=6000" : NULL, NULL};
     snprintf(log_name, sizeof log_name, "%s.inventory-svc.%s",
              criterion_current_test->name, strrchr(addr, ':') + 1);
     it_proc_t *p = NULL;
+    int64_t deadline = it_now_ms() + IT_WAIT_MS; /* a previous instance may be closing */
+    while (it_port_in_use(addr) && it_now_ms() < deadline) usleep(100000);
+    cr_assert(!it_port_in_use(addr), "%s is taken by another process: is a second run of "
+              "this suite going on?", addr);
     IT_OK(it_proc_spawn(&p, log_name, INV_EXE, env, err, sizeof err), err);
     IT_OK(it_proc_wait_http(p, addr, "/ready", IT_WAIT_MS, err, sizeof err), err);
     return p;
@@ -154,6 +161,12 @@ static void send_cmd(const char *key, char *json) {
     free(json);
 }
 
+/* A string field of an event, "(absent)" when it has none: safe to compare. */
+static const char *field(const it_msg *m, const char *name) {
+    const char *s = it_msg_str(m, name);
+    return s ? s : "(absent)";
+}
+
 /* Waits for the event answering idempotency key `ikey`; borrowed result. */
 static const it_msg *await_event(it_collector_t *ev, const char *ikey) {
     char err[IT_ERR_SIZE];
@@ -169,7 +182,7 @@ static void restock_and_wait(it_collector_t *ev, const char *ikey,
     snprintf(name, sizeof name, "Product %s", product);
     send_cmd(product, cmd_restock(ikey, product, qty, name));
     const it_msg *m = await_event(ev, ikey);
-    cr_assert_str_eq(it_msg_str(m, "type"), "Restocked", "restock %s answered with %s",
+    cr_assert_str_eq(field(m, "type"), "Restocked", "restock %s answered with %s",
                      ikey, m->value);
 }
 
@@ -214,9 +227,9 @@ static size_t items_len(const it_msg *m) {
 /* Fields every event carries. */
 static void assert_envelope(const it_msg *m, const char *type, const char *ikey) {
     cr_assert(m->json != NULL, "event is not JSON: %s", m->value ? m->value : "(null)");
-    cr_assert_str_eq(it_msg_str(m, "type") ? it_msg_str(m, "type") : "(none)", type,
+    cr_assert_str_eq(field(m, "type"), type,
                      "event type: %s", m->value);
-    cr_assert_str_eq(it_msg_str(m, "idempotency_key"), ikey, "%s", m->value);
+    cr_assert_str_eq(field(m, "idempotency_key"), ikey, "%s", m->value);
     cr_assert(it_msg_str(m, "event_id") && *it_msg_str(m, "event_id"),
               "no event_id: %s", m->value);
     cr_assert(it_msg_str(m, "occurred_at") && *it_msg_str(m, "occurred_at"),
@@ -460,8 +473,8 @@ Test(inventory, reserve_produced_with_kcat_lowers_stock_and_emits_event) {
     const it_msg *m = await_event(ev, "kcat-restock-1");
     assert_envelope(m, "Restocked", "kcat-restock-1");
     assert_key(m, "kcat-p1");
-    cr_assert_str_eq(it_msg_str(m, "product_id"), "kcat-p1");
-    cr_assert_str_eq(it_msg_str(m, "name"), "Kcat widget");
+    cr_assert_str_eq(field(m, "product_id"), "kcat-p1");
+    cr_assert_str_eq(field(m, "name"), "Kcat widget");
     cr_assert_eq(it_msg_int(m, "quantity", -1), 10, "%s", m->value);
     cr_assert_eq(it_msg_int(m, "stock", -1), 10, "%s", m->value);
     cr_assert_eq(items_len(m), 1, "%s", m->value);
@@ -474,7 +487,7 @@ Test(inventory, reserve_produced_with_kcat_lowers_stock_and_emits_event) {
     m = await_event(ev, "kcat-reserve-1");
     assert_envelope(m, "StockReserved", "kcat-reserve-1");
     assert_key(m, "kcat-o1");
-    cr_assert_str_eq(it_msg_str(m, "order_id"), "kcat-o1");
+    cr_assert_str_eq(field(m, "order_id"), "kcat-o1");
     cr_assert_eq(items_len(m), 1, "%s", m->value);
     cr_assert_eq(items_qty(m, "kcat-p1"), 3, "%s", m->value);
     assert_stock("kcat-p1", 7);
@@ -557,9 +570,9 @@ Test(inventory, reserve_beyond_stock_is_rejected_and_reserves_no_line) {
     const it_msg *m = await_event(ev, "short-reserve-1");
     assert_envelope(m, "StockRejected", "short-reserve-1");
     assert_key(m, "short-o1");
-    cr_assert_str_eq(it_msg_str(m, "order_id"), "short-o1");
-    cr_assert_str_eq(it_msg_str(m, "reason"), "insufficient_stock", "%s", m->value);
-    cr_assert_str_eq(it_msg_str(m, "product_id"), "short-p1", "%s", m->value);
+    cr_assert_str_eq(field(m, "order_id"), "short-o1");
+    cr_assert_str_eq(field(m, "reason"), "insufficient_stock", "%s", m->value);
+    cr_assert_str_eq(field(m, "product_id"), "short-p1", "%s", m->value);
     cr_assert_eq(it_msg_int(m, "requested", -1), 6, "%s", m->value);
     cr_assert_eq(it_msg_int(m, "available", -1), 5, "%s", m->value);
     assert_stock("short-p1", 5);
@@ -570,16 +583,16 @@ Test(inventory, reserve_beyond_stock_is_rejected_and_reserves_no_line) {
     send_cmd("short-o2", cmd_reserve("short-reserve-2", "short-o2", 2, lines_a, qty_a));
     m = await_event(ev, "short-reserve-2");
     assert_envelope(m, "StockRejected", "short-reserve-2");
-    cr_assert_str_eq(it_msg_str(m, "reason"), "insufficient_stock", "%s", m->value);
-    cr_assert_str_eq(it_msg_str(m, "product_id"), "short-p1", "%s", m->value);
+    cr_assert_str_eq(field(m, "reason"), "insufficient_stock", "%s", m->value);
+    cr_assert_str_eq(field(m, "product_id"), "short-p1", "%s", m->value);
 
     const char *lines_b[] = {"short-p1", "short-p2"};
     const int64_t qty_b[] = {2, 51};
     send_cmd("short-o3", cmd_reserve("short-reserve-3", "short-o3", 2, lines_b, qty_b));
     m = await_event(ev, "short-reserve-3");
     assert_envelope(m, "StockRejected", "short-reserve-3");
-    cr_assert_str_eq(it_msg_str(m, "reason"), "insufficient_stock", "%s", m->value);
-    cr_assert_str_eq(it_msg_str(m, "product_id"), "short-p2", "%s", m->value);
+    cr_assert_str_eq(field(m, "reason"), "insufficient_stock", "%s", m->value);
+    cr_assert_str_eq(field(m, "product_id"), "short-p2", "%s", m->value);
     cr_assert_eq(it_msg_int(m, "requested", -1), 51, "%s", m->value);
     cr_assert_eq(it_msg_int(m, "available", -1), 50, "%s", m->value);
 
@@ -597,17 +610,17 @@ Test(inventory, reserve_of_unknown_product_is_rejected) {
     send_cmd("unk-o1", cmd_reserve1("unk-reserve-1", "unk-o1", "unk-nosuch", 1));
     const it_msg *m = await_event(ev, "unk-reserve-1");
     assert_envelope(m, "StockRejected", "unk-reserve-1");
-    cr_assert_str_eq(it_msg_str(m, "reason"), "unknown_product", "%s", m->value);
-    cr_assert_str_eq(it_msg_str(m, "product_id"), "unk-nosuch", "%s", m->value);
-    cr_assert_str_eq(it_msg_str(m, "order_id"), "unk-o1", "%s", m->value);
+    cr_assert_str_eq(field(m, "reason"), "unknown_product", "%s", m->value);
+    cr_assert_str_eq(field(m, "product_id"), "unk-nosuch", "%s", m->value);
+    cr_assert_str_eq(field(m, "order_id"), "unk-o1", "%s", m->value);
 
     const char *lines[] = {"unk-p1", "unk-nosuch"};
     const int64_t qtys[] = {3, 1};
     send_cmd("unk-o2", cmd_reserve("unk-reserve-2", "unk-o2", 2, lines, qtys));
     m = await_event(ev, "unk-reserve-2");
     assert_envelope(m, "StockRejected", "unk-reserve-2");
-    cr_assert_str_eq(it_msg_str(m, "reason"), "unknown_product", "%s", m->value);
-    cr_assert_str_eq(it_msg_str(m, "product_id"), "unk-nosuch", "%s", m->value);
+    cr_assert_str_eq(field(m, "reason"), "unknown_product", "%s", m->value);
+    cr_assert_str_eq(field(m, "product_id"), "unk-nosuch", "%s", m->value);
 
     assert_stock("unk-p1", 8);
     assert_stock("unk-nosuch", -1);
@@ -632,7 +645,7 @@ Test(inventory, release_gives_back_the_reservation_once) {
     const it_msg *m = await_event(ev, "rel-release-1");
     assert_envelope(m, "StockReleased", "rel-release-1");
     assert_key(m, "rel-o1");
-    cr_assert_str_eq(it_msg_str(m, "order_id"), "rel-o1");
+    cr_assert_str_eq(field(m, "order_id"), "rel-o1");
     cr_assert_eq(items_qty(m, "rel-p1"), 5, "%s", m->value);
     cr_assert_eq(items_qty(m, "rel-p2"), 3, "%s", m->value);
     assert_stock("rel-p1", 20);
@@ -681,7 +694,7 @@ Test(inventory, product_listed_twice_reserves_the_sum) {
     send_cmd("twice-o2", cmd_reserve("twice-reserve-2", "twice-o2", 2, lines, big));
     m = await_event(ev, "twice-reserve-2");
     assert_envelope(m, "StockRejected", "twice-reserve-2");
-    cr_assert_str_eq(it_msg_str(m, "reason"), "insufficient_stock", "%s", m->value);
+    cr_assert_str_eq(field(m, "reason"), "insufficient_stock", "%s", m->value);
     assert_stock("twice-p1", 5);
 
     send_cmd("twice-o1", cmd_release("twice-release-1", "twice-o1"));
@@ -694,11 +707,32 @@ Test(inventory, product_listed_twice_reserves_the_sum) {
     inv_stop(svc);
 }
 
+/* Waits until the service's group is Stable with n members that all hold
+ * partitions: only then does each instance get a share of what follows. */
+static void await_group_shared_by(int n) {
+    char err[IT_ERR_SIZE];
+    int members = 0, assigned = 0;
+    bool stable = false;
+    int64_t deadline = it_now_ms() + IT_WAIT_MS;
+    for (;;) {
+        IT_OK(it_kafka_group_describe(group_id, &members, &assigned, &stable, err,
+                                      sizeof err),
+              err);
+        if (stable && members == n && assigned == n) return;
+        cr_assert(it_now_ms() < deadline,
+                  "group %s: %d members, %d with partitions, %s after %d ms; want %d",
+                  group_id, members, assigned, stable ? "stable" : "rebalancing",
+                  IT_WAIT_MS, n);
+        usleep(250000);
+    }
+}
+
 Test(inventory, two_instances_in_one_group_keep_stock_consistent_over_5000_commands) {
     gen g = {0};
     gen_make(&g, "load", 50, 5000, 100, 20251121);
     it_proc_t *a = inv_spawn(INV_ADDR, NULL);
     it_proc_t *b = inv_spawn(INV_ADDR2, NULL);
+    await_group_shared_by(2);
     it_collector_t *ev = collect_events(IT_FROM_END);
 
     produce_all(&g, 0, g.n_products);
