@@ -113,3 +113,6 @@ clean:
 	rm -rf $(B)/obj $(B)/asan $(SERVICES) $(TOOLS) $(B)/unit_tests $(B)/unit_tests_asan $(B)/it_*
 
 -include $(shell find $(B) -name '*.d' 2>/dev/null)
+
+# Objects made by pattern chains are kept, so a second `make test` does not rebuild them.
+.SECONDARY:
