@@ -58,7 +58,9 @@ rd_kafka_conf_t *vx_kafka_conf_new(vx_kafka_role_t role, const char *const *defa
          conf_set(conf, "acks", "all", errstr, errstr_size) ||
          conf_set(conf, "linger.ms", "2", errstr, errstr_size) ||
          conf_set(conf, "message.timeout.ms", "0", errstr, errstr_size) || /* retry until delivered */
-         conf_set(conf, "queue.buffering.max.messages", "1000000", errstr, errstr_size)))
+         conf_set(conf, "queue.buffering.max.messages", "1000000", errstr, errstr_size) ||
+         /* at most 16 MiB waiting for the broker: beyond it produce waits (vx_kafka_produce) */
+         conf_set(conf, "queue.buffering.max.kbytes", "16384", errstr, errstr_size)))
         goto err;
     if (role == VX_KAFKA_CONSUMER &&
         (conf_set(conf, "enable.auto.offset.store", "false", errstr, errstr_size) ||
