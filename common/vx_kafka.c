@@ -69,8 +69,8 @@ rd_kafka_conf_t *vx_kafka_conf_new(vx_kafka_role_t role, const char *const *defa
          conf_set(conf, "auto.offset.reset", "earliest", errstr, errstr_size) ||
          conf_set(conf, "enable.partition.eof", "false", errstr, errstr_size) ||
          conf_set(conf, "fetch.wait.max.ms", "10", errstr, errstr_size) ||
-         /* prefetch at most 16 MiB per consumer instead of 64: memory stays small, batches big */
-         conf_set(conf, "queued.max.messages.kbytes", "16384", errstr, errstr_size)))
+         /* prefetch at most 4 MiB per partition (librdkafka counts it per partition here): memory stays small */
+         conf_set(conf, "queued.max.messages.kbytes", "4096", errstr, errstr_size)))
         goto err;
     for (; defaults && defaults[0] && defaults[1]; defaults += 2)
         if (conf_set(conf, defaults[0], defaults[1], errstr, errstr_size)) goto err;
