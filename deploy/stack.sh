@@ -284,9 +284,12 @@ EOF
 kafka_format() {
 	local id out
 	if [[ ! -s $KAFKA_CLUSTER_ID ]]; then
-		java -Dlog4j.configuration="file:$KAFKA_LOG4J" -cp "$VX_KAFKA_LIBS/*" kafka.tools.StorageTool random-uuid \
-			>"$KAFKA_CLUSTER_ID.tmp" || die "StorageTool random-uuid failed"
-		mv "$KAFKA_CLUSTER_ID.tmp" "$KAFKA_CLUSTER_ID"
+		# log4j may print to stdout too: the id is the last line, 22 base64url characters
+		out=$(java -Dlog4j.configuration="file:$KAFKA_LOG4J" -cp "$VX_KAFKA_LIBS/*" kafka.tools.StorageTool \
+			random-uuid) || die "StorageTool random-uuid failed"
+		id=$(printf '%s\n' "$out" | tail -n 1)
+		[[ $id =~ ^[A-Za-z0-9_-]{22}$ ]] || die "StorageTool random-uuid gave no cluster id: $out"
+		printf '%s\n' "$id" >"$KAFKA_CLUSTER_ID"
 	fi
 	id=$(cat "$KAFKA_CLUSTER_ID")
 	out=$(java -Dlog4j.configuration="file:$KAFKA_LOG4J" -cp "$VX_KAFKA_LIBS/*" kafka.tools.StorageTool format \

@@ -225,13 +225,15 @@ static void restore_broker(void) {
         fprintf(stderr, "it: could not restart kafka: %s\n", err);
 }
 
-/* Two runs of one suite would drop each other's database and fight over
- * ports: a run holds <data dir>/<binary>.lock and a second one waits for it.
+/* Two runs of one suite, even from two checkouts, would drop each other's
+ * database and fight over ports on this machine: a run holds
+ * ${TMPDIR:-/tmp}/valerix-<binary>.lock and a second one waits for it.
  * Returns the open lock (close-on-exec, so no service inherits it) or -1. */
 static int run_lock(const char *argv0, char *errstr, size_t errstr_size) {
     char path[PATH_MAX];
-    const char *base = strrchr(argv0, '/');
-    data_path(path, sizeof path, "%s.lock", base ? base + 1 : argv0);
+    const char *base = strrchr(argv0, '/'), *tmp = getenv("TMPDIR");
+    snprintf(path, sizeof path, "%s/valerix-%s.lock", tmp && *tmp ? tmp : "/tmp",
+             base ? base + 1 : argv0);
     int fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
     if (fd == -1) return fail(errstr, errstr_size, "open %s: %s", path, strerror(errno));
     if (flock(fd, LOCK_EX | LOCK_NB) == 0) return fd;

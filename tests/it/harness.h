@@ -41,15 +41,18 @@
 
 /* A replacement for Criterion's main: parses Criterion's arguments, runs the
  * tests one at a time (jobs = 1), and before that sets up the run once:
- * a run id, every database in `databases` (NULL-terminated, borrowed)
- * dropped WITH (FORCE) and created again, and a check that Kafka answers.
+ * waits for any other run of the same binary on this machine to finish
+ * (${TMPDIR:-/tmp}/valerix-<binary>.lock: they would share databases and
+ * ports), makes a run id, drops WITH (FORCE) and creates again every
+ * database in `databases` (NULL-terminated, borrowed), checks Kafka answers.
  * Tests run in processes that do not share this one's memory, so the context
  * is handed down through the environment (VX_IT_RUN_ID, VX_IT_SETUP_ERROR).
  * A setup failure does not skip anything: every test then fails with it. */
 int it_main(int argc, char **argv, const char *const databases[]);
 
-/* Call first in every test (or in its suite's .init): asserts that the run
- * setup succeeded, with the setup's own message when it did not. */
+/* Call first in every test body: asserts that the run setup succeeded, with
+ * the setup's own message when it did not (in a suite's .init the same
+ * failure would be reported as a crash). Also ignores SIGPIPE. */
 void it_test_begin(void);
 
 /* Call from every suite's .fini: stops all processes this test spawned and
@@ -137,6 +140,9 @@ void it_http_response_clear(it_http_response *resp);
 bool it_port_in_use(const char *addr);
 
 /* ---- Kafka: producing ---------------------------------------------------- */
+
+/* Every Kafka client made here logs to it_data_dir()/rdkafka.<run id>.log,
+ * not to stderr: a broker restart makes each of them complain. */
 
 typedef struct it_header {
     const char *name;
