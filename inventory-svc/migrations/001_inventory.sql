@@ -34,9 +34,11 @@ CREATE INDEX released_orders_at ON released_orders (released_at);
 -- Shape, for speed: a handful of set-based statements load and lock everything the batch touches,
 -- the commands are then applied one after another on in-memory arrays (no statement per command),
 -- and a handful of set-based statements write the results back. Returns the outbox rows to
--- publish as (id, topic, msg_key, payload, correlation_id).
+-- publish as (id, topic, msg_key, payload, correlation_id, headers), then for the service's log
+-- the event's type, idempotency key and reason.
 CREATE FUNCTION inv_apply_batch(cmds jsonb)
-RETURNS TABLE (out_id bigint, out_topic text, out_key text, out_payload text, out_cid text)
+RETURNS TABLE (out_id bigint, out_topic text, out_key text, out_payload text, out_cid text, out_headers jsonb,
+               out_type text, out_ikey text, out_reason text)
 LANGUAGE plpgsql AS $$
 DECLARE
     n int := jsonb_array_length(cmds);
@@ -50,7 +52,7 @@ DECLARE
     held jsonb;         -- order id -> {product id: quantity held} for the orders released here
     ids bigint[];       -- outbox ids, one per command
     o_ids bigint[] := '{}'; o_keys text[] := '{}'; o_mkeys text[] := '{}';
-    o_cids text[] := '{}'; o_payloads text[] := '{}';
+    o_cids text[] := '{}'; o_payloads text[] := '{}'; o_types text[] := '{}'; o_reasons text[] := '{}';
     d_keys text[] := '{}'; d_cids text[] := '{}';
     h_ord text[] := '{}'; h_pid text[] := '{}'; h_qty bigint[] := '{}';
     freed text[] := '{}';
@@ -189,6 +191,8 @@ BEGIN
         o_keys := o_keys || k;
         o_mkeys := o_mkeys || coalesce(e->>'k', k);
         o_cids := o_cids || (e->>'cid');
+        o_types := o_types || (ev->>'type');
+        o_reasons := o_reasons || (ev->>'reason');
         o_payloads := o_payloads || (ev || jsonb_build_object('idempotency_key', k,
                                                               'event_id', 'inventory-' || ids[i + 1],
                                                               'occurred_at', ts))::text;
@@ -207,10 +211,12 @@ BEGIN
     INSERT INTO outbox (id, dedup_key, topic, msg_key, correlation_id, payload)
     SELECT u.id, u.k, 'events', u.mk, u.cid, u.p FROM unnest(o_ids, o_keys, o_mkeys, o_cids, o_payloads) AS u(id, k, mk, cid, p);
 
-    RETURN QUERY SELECT u.id, 'events'::text, u.mk, u.p, u.cid
-                   FROM unnest(o_ids, o_mkeys, o_payloads, o_cids) AS u(id, mk, p, cid);
+    RETURN QUERY SELECT u.id, 'events'::text, u.mk, u.p, u.cid, NULL::jsonb, u.t, u.k, u.r
+                   FROM unnest(o_ids, o_keys, o_mkeys, o_payloads, o_cids, o_types, o_reasons)
+                     AS u(id, k, mk, p, cid, t, r);
     RETURN QUERY UPDATE outbox ob SET published_at = NULL, correlation_id = coalesce(d.cid, ob.correlation_id)
                    FROM unnest(d_keys, d_cids) AS d(k, cid)
                   WHERE ob.dedup_key = d.k
-              RETURNING ob.id, ob.topic, ob.msg_key, ob.payload, ob.correlation_id;
+              RETURNING ob.id, ob.topic, ob.msg_key, ob.payload, ob.correlation_id, ob.headers,
+                        ob.payload::jsonb->>'type', ob.dedup_key, ob.payload::jsonb->>'reason';
 END $$;

@@ -1,0 +1,333 @@
+/* vx_worker: the consuming services' skeleton. See vx_worker.h.
+ *
+ * One thread runs the loop: poll a batch, hand it to the service, wait for its dead letters, store
+ * its offsets, then the relay's upkeep (stamp delivered rows, sweep forgotten ones, prune old
+ * ones). libmicrohttpd's single polling thread answers HTTP on a connection of its own. */
+#include "vx_worker.h"
+
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "vx_config.h"
+#include "vx_kafka.h"
+#include "vx_log.h"
+#include "vx_outbox.h"
+#include "vx_pg.h"
+
+#define BATCH_CAP 5000
+#define STOP_GRACE_MS 10000 /* how long a stopping worker still retries a failing transaction */
+#define SWEEP_EVERY_MS 1000
+#define PRUNE_EVERY_MS 60000
+
+struct vx_worker_s {
+    const vx_worker_opts_t *o;
+    PGconn *db;      /* the loop's connection */
+    PGconn *http_db; /* the HTTP thread's connection (one polling thread: never shared) */
+    rd_kafka_t *producer, *consumer;
+    vx_outbox_t *outbox;
+    vx_http_t *http;
+    long long dlq_pending, dlq_failed; /* dead letters produced, not yet acknowledged / failed */
+    long long next_sweep, next_prune;
+};
+
+static volatile sig_atomic_t stopping;
+static void on_signal(int sig) {
+    (void)sig;
+    stopping = 1;
+}
+
+static long long now_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+int vx_worker_config(vx_worker_opts_t *o, const char *prefix, char *errstr, size_t errstr_size) {
+    char name[64];
+    snprintf(name, sizeof(name), "%s_BATCH_MAX", prefix);
+    return vx_cfg_int(name, 1000, 1, BATCH_CAP, &o->batch_max, errstr, errstr_size) ||
+           vx_cfg_int("VX_TOPIC_PARTITIONS", 6, 1, 1000, &o->partitions, errstr, errstr_size) ||
+           vx_cfg_int("VX_TOPIC_RETENTION_MS", 7LL * 24 * 3600 * 1000, 60000, 1LL << 50, &o->topic_retention_ms,
+                      errstr, errstr_size) ||
+           vx_cfg_int("VX_OUTBOX_RETENTION_S", 7 * 24 * 3600, 60, 1LL << 40, &o->outbox_retention_s, errstr,
+                      errstr_size) ||
+           vx_cfg_int("VX_OUTBOX_SWEEP_GRACE_MS", 5000, 0, 3600000, &o->sweep_grace_ms, errstr, errstr_size);
+}
+
+/* Delivery reports: outbox rows are stamped later in one statement; dead letters are counted,
+ * because their offsets may be stored only once they are safely in the DLQ topic. */
+static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque) {
+    vx_worker_t *w = opaque;
+    (void)rk;
+    if (vx_outbox_on_delivery(w->outbox, m)) {
+        if (m->err) vx_log(VX_LOG_WARN, "outbox_delivery_failed", "error", rd_kafka_err2str(m->err), NULL);
+        return;
+    }
+    w->dlq_pending--;
+    if (m->err) {
+        w->dlq_failed++;
+        vx_log(VX_LOG_ERROR, "dead_letter_delivery_failed", "error", rd_kafka_err2str(m->err), NULL);
+    }
+}
+
+/* ---- for the services' callbacks -------------------------------------------------------------- */
+
+PGresult *vx_worker_apply(vx_worker_t *w, const char *sql, const char *json, int *fatal) {
+    const char *params[1] = {json};
+    int backoff_ms = 50;
+    long long give_up = 0;
+
+    *fatal = 0;
+    for (;;) {
+        if (vx_pg_ensure(w->db) == 0) {
+            PGresult *r = PQexecParams(w->db, sql, 1, NULL, params, NULL, NULL, 0);
+            const char *state;
+            int retry;
+
+            if (PQresultStatus(r) == PGRES_TUPLES_OK) return r;
+            state = PQresultErrorField(r, PG_DIAG_SQLSTATE);
+            retry = vx_pg_transient(w->db, r) ||
+                    (w->o->retry_unique_violation && state && strcmp(state, "23505") == 0);
+            vx_log(retry ? VX_LOG_WARN : VX_LOG_ERROR, "batch_failed", "sqlstate", state, "error",
+                   PQresultErrorMessage(r), NULL);
+            PQclear(r);
+            if (!retry) {
+                *fatal = 1;
+                return NULL;
+            }
+        } else {
+            vx_log(VX_LOG_WARN, "database_unreachable", "error", PQerrorMessage(w->db), NULL);
+        }
+        if (stopping && !give_up) give_up = now_ms() + STOP_GRACE_MS;
+        if (give_up && now_ms() > give_up) return NULL;
+        usleep((useconds_t)backoff_ms * 1000);
+        if (backoff_ms < 2000) backoff_ms *= 2;
+    }
+}
+
+void vx_worker_publish(vx_worker_t *w, const PGresult *rows) {
+    char err[256];
+    if (vx_outbox_publish(w->outbox, rows, err, sizeof(err)) < 0)
+        vx_log(VX_LOG_ERROR, "publish_failed", "error", err, NULL); /* rows stay for the sweep */
+}
+
+void vx_worker_dead_letter(vx_worker_t *w, const rd_kafka_message_t *m, const char *reason, const char *detail,
+                           const char *idempotency_key, const char *correlation_id) {
+    char err[256];
+    if (vx_kafka_dead_letter(w->producer, w->o->dlq, m, reason, detail, w->o->service, err, sizeof(err))) {
+        vx_log(VX_LOG_ERROR, "dead_letter_failed", "error", err, NULL);
+        w->dlq_failed++;
+        return;
+    }
+    w->dlq_pending++;
+    vx_log(VX_LOG_WARN, "dead_lettered", "reason", reason, "error", detail, "topic", rd_kafka_topic_name(m->rkt),
+           "idempotency_key", idempotency_key, "correlation_id", correlation_id, NULL);
+}
+
+void vx_worker_reply_query(vx_worker_t *w, vx_http_req_t *req, const char *sql, int nparams,
+                           const char *const *params, const char *what) {
+    char detail[96];
+    PGresult *r;
+
+    if (vx_pg_ensure(w->http_db)) {
+        vx_http_problem(req, 503, "Database unavailable", "cannot reach the database", NULL);
+        return;
+    }
+    r = PQexecParams(w->http_db, sql, nparams, NULL, params, NULL, NULL, 0);
+    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+        vx_http_problem(req, 503, "Database unavailable", "the query failed", NULL);
+    } else if (PQntuples(r) == 0) {
+        snprintf(detail, sizeof(detail), "no %s with this id", what);
+        vx_http_problem(req, 404, "Not found", detail, NULL);
+    } else {
+        vx_http_reply(req, 200, "application/json", PQgetvalue(r, 0, 0), (size_t)PQgetlength(r, 0, 0));
+    }
+    PQclear(r);
+}
+
+/* ---- HTTP: /health, /ready, then the service's routes ------------------------------------------ */
+
+static int ready(vx_worker_t *w) {
+    PGresult *r;
+    int ok;
+    if (!vx_kafka_reachable(w->producer, 1000) || vx_pg_ensure(w->http_db)) return 0;
+    r = PQexec(w->http_db, "SELECT 1");
+    ok = PQresultStatus(r) == PGRES_TUPLES_OK;
+    PQclear(r);
+    return ok;
+}
+
+static void on_http(vx_http_req_t *req, void *opaque) {
+    vx_worker_t *w = opaque;
+    char buf[512];
+    const char *seg[3];
+    int n = vx_http_segments(req, buf, sizeof(buf), seg, 2);
+    int get = strcmp(vx_http_method(req), "GET") == 0 || strcmp(vx_http_method(req), "HEAD") == 0;
+
+    if (n == 1 && (strcmp(seg[0], "health") == 0 || strcmp(seg[0], "ready") == 0)) {
+        if (!get)
+            vx_http_method_not_allowed(req, "GET, HEAD");
+        else if (seg[0][0] == 'h')
+            vx_http_reply(req, 200, "application/json", "{\"status\":\"up\"}", 15);
+        else if (ready(w))
+            vx_http_reply(req, 200, "application/json", "{\"status\":\"ready\"}", 18);
+        else
+            vx_http_problem(req, 503, "Not ready", "the broker or the database is unreachable", NULL);
+    } else if (!w->o->http || !w->o->http(w, req, seg, n, w->o->opaque)) {
+        vx_http_not_found(req);
+    }
+}
+
+/* ---- the loop --------------------------------------------------------------------------------- */
+
+/* Stores offset+1 of the last message of each partition in the batch: everything up to it is done. */
+static void store_offsets(vx_worker_t *w, rd_kafka_message_t **msgs, int n) {
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(n);
+    rd_kafka_resp_err_t err;
+
+    for (int i = 0; i < n; i++) {
+        rd_kafka_topic_partition_t *p;
+        if (msgs[i]->err) continue;
+        p = rd_kafka_topic_partition_list_find(l, rd_kafka_topic_name(msgs[i]->rkt), msgs[i]->partition);
+        if (!p) p = rd_kafka_topic_partition_list_add(l, rd_kafka_topic_name(msgs[i]->rkt), msgs[i]->partition);
+        if (msgs[i]->offset + 1 > p->offset) p->offset = msgs[i]->offset + 1;
+    }
+    if (l->cnt && (err = rd_kafka_offsets_store(w->consumer, l)))
+        vx_log(VX_LOG_WARN, "offset_store_failed", "error", rd_kafka_err2str(err), NULL);
+    rd_kafka_topic_partition_list_destroy(l);
+}
+
+static void handle(vx_worker_t *w, rd_kafka_message_t **msgs, int n) {
+    int done = w->o->process(w, msgs, n, w->o->opaque) == 0;
+
+    if (w->dlq_pending) rd_kafka_flush(w->producer, 30000); /* a dead letter must be durable first */
+    if (w->dlq_failed) {
+        vx_log(VX_LOG_ERROR, "dead_letter_lost", "detail", "exiting without storing offsets", NULL);
+        vx_log_flush();
+        exit(1); /* the batch is redelivered to the next instance: nothing is lost */
+    }
+    if (done) store_offsets(w, msgs, n);
+}
+
+/* The relay's upkeep: stamp what was delivered, sweep rows left unpublished, prune old ones. A
+ * sweep with no grace (at start) takes every unpublished row at once. */
+static void upkeep(vx_worker_t *w, int startup) {
+    char err[256];
+    long long t = now_ms();
+    int n;
+
+    rd_kafka_poll(w->producer, 0);
+    if (vx_outbox_unmarked(w->outbox) && vx_pg_ensure(w->db) == 0 && vx_outbox_mark(w->outbox, w->db, err, sizeof(err)))
+        vx_log(VX_LOG_WARN, "mark_failed", "error", err, NULL);
+    if (t >= w->next_sweep && vx_pg_ensure(w->db) == 0) {
+        n = vx_outbox_sweep(w->outbox, w->db, startup ? 0 : (int)w->o->sweep_grace_ms, 1000, err, sizeof(err));
+        if (n < 0) vx_log(VX_LOG_WARN, "sweep_failed", "error", err, NULL);
+        if (n > 0) {
+            char cnt[16];
+            snprintf(cnt, sizeof(cnt), "%d", n);
+            vx_log(VX_LOG_INFO, "outbox_swept", "#rows", cnt, NULL);
+        }
+        w->next_sweep = t + SWEEP_EVERY_MS;
+    }
+    if (t >= w->next_prune && vx_pg_ensure(w->db) == 0) {
+        if (vx_outbox_prune(w->outbox, w->db, w->o->outbox_retention_s, err, sizeof(err)) < 0)
+            vx_log(VX_LOG_WARN, "prune_failed", "error", err, NULL);
+        if (w->o->prune) w->o->prune(w, w->db, w->o->opaque);
+        w->next_prune = t + PRUNE_EVERY_MS;
+    }
+}
+
+static int run(vx_worker_t *w) {
+    rd_kafka_message_t **msgs = calloc((size_t)w->o->batch_max, sizeof(*msgs));
+
+    if (!msgs) return 1;
+    /* Rows a previous run left unpublished go first, at once, before this run's fast path sends
+     * rows of its own (which a sweep with no grace would send a second time). */
+    upkeep(w, 1);
+    while (!stopping) {
+        int n = 0;
+        rd_kafka_message_t *m = rd_kafka_consumer_poll(w->consumer, 100);
+        if (m) {
+            msgs[n++] = m;
+            while (n < w->o->batch_max && (m = rd_kafka_consumer_poll(w->consumer, 0))) msgs[n++] = m;
+            handle(w, msgs, n);
+            for (int i = 0; i < n; i++) rd_kafka_message_destroy(msgs[i]);
+        }
+        upkeep(w, 0);
+        vx_log_flush();
+    }
+    /* Stopping: the batch in hand is done; let the messages reach the broker, stamp them, commit. */
+    rd_kafka_flush(w->producer, 10000);
+    upkeep(w, 0);
+    free(msgs);
+    return 0;
+}
+
+int vx_worker_main(const vx_worker_opts_t *o) {
+    vx_worker_t w = {.o = o};
+    struct sigaction sa = {0};
+    char err[512];
+    int rc = 1;
+
+    sa.sa_handler = on_signal;
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    if (!(w.db = vx_pg_connect(o->db, 60000, err, sizeof(err))) ||
+        !(w.http_db = vx_pg_connect(o->db, 60000, err, sizeof(err)))) {
+        vx_log(VX_LOG_ERROR, "database_unreachable", "error", err, NULL);
+        goto out;
+    }
+    if (vx_pg_migrate(w.db, o->migrations, err, sizeof(err)) < 0) {
+        vx_log(VX_LOG_ERROR, "migration_failed", "error", err, NULL);
+        goto out;
+    }
+    if (!(w.producer = vx_kafka_producer_new(on_delivery, &w, NULL, err, sizeof(err))) ||
+        !(w.outbox = vx_outbox_new(w.producer))) {
+        vx_log(VX_LOG_ERROR, "kafka_setup_failed", "error", err, NULL);
+        goto out;
+    }
+    for (const char *const *r = o->routes; r && r[0] && r[1]; r += 2) {
+        if (vx_outbox_route(w.outbox, r[0], r[1])) {
+            vx_log(VX_LOG_ERROR, "kafka_setup_failed", "error", "too many outbox routes", NULL);
+            goto out;
+        }
+    }
+    if (vx_kafka_ensure_topics(w.producer, o->topics, o->ntopics, (int)o->partitions, o->topic_retention_ms, 30000,
+                               err, sizeof(err))) {
+        vx_log(VX_LOG_ERROR, "topic_setup_failed", "error", err, NULL);
+        goto out;
+    }
+    if (!(w.consumer = vx_kafka_consumer_new(o->group, o->consume, o->nconsume, err, sizeof(err)))) {
+        vx_log(VX_LOG_ERROR, "kafka_setup_failed", "error", err, NULL);
+        goto out;
+    }
+    {
+        vx_http_opts_t h = {.addr = o->http_addr, .threads = 1, .body_cap = 4096, .handler = on_http, .opaque = &w};
+        if (!(w.http = vx_http_start(&h, err, sizeof(err)))) {
+            vx_log(VX_LOG_ERROR, "http_failed", "error", err, NULL);
+            goto out;
+        }
+    }
+    vx_log(VX_LOG_INFO, "started", "http", o->http_addr, "consumes", o->consume[0], "group", o->group, NULL);
+    vx_log_flush();
+    rc = run(&w);
+    vx_log(VX_LOG_INFO, "stopped", NULL);
+out:
+    vx_http_stop(w.http);
+    if (w.consumer) {
+        rd_kafka_consumer_close(w.consumer); /* commits the stored offsets */
+        rd_kafka_destroy(w.consumer);
+    }
+    vx_outbox_destroy(w.outbox);
+    if (w.producer) rd_kafka_destroy(w.producer);
+    PQfinish(w.http_db);
+    PQfinish(w.db);
+    vx_log_flush();
+    return rc;
+}
