@@ -1,16 +1,63 @@
-/* vx_chaos: fault injection built into the services, off unless configured.
+/* vx_chaos: fault injection built into the services, off unless configured. It exists so that a
+ * soak can prove that failures cost latency, never correctness.
  *
- * Crash points are named places in the code (vx_chaos_point("after_commit_before_publish")) where
- * the process can be made to die abruptly, as a kill -9 would, to prove that no state is lost or
- * applied twice. VX_CRASH_POINTS="name[@N],..." arms them: the process calls _exit(70) at the Nth
- * hit of that point (the first when N is absent). Unarmed points cost one load and a branch. */
+ * Crash points are named places in the code (vx_chaos_point("before_commit")) where the process
+ * dies abruptly, as a kill -9 would: _exit(70), after one log line {"event":"crash_point",...}.
+ *   VX_CRASH_POINTS="name[@N|%P],..."   name@N: at the Nth hit of the point in this process's life
+ *                                        (name alone: the first); name%P: with probability P percent
+ *                                        at every hit (0 < P <= 100).
+ * The points: before_commit, after_commit_before_publish, mid_batch (half of a batch's outbox rows
+ * produced), after_publish_before_offset_commit (inventory-svc, order-svc), and
+ * after_produce_before_reply (gateway).
+ *
+ * The latency gremlin delays the processing of chosen commands (inventory-svc, order-svc):
+ *   VX_GREMLIN_DELAY_MS  [0 = off]  how long
+ *   VX_GREMLIN_EVERY     [0]        every Nth command (deterministic), or else
+ *   VX_GREMLIN_FRACTION  [0]        a random fraction of them (0..1)
+ * What a delayed command produces carries the Kafka header chaos-delay-ms.
+ *
+ * Both change at runtime through POST /admin/chaos (vx_chaos_admin), allowed only with
+ * "Authorization: Bearer $VX_CHAOS_TOKEN"; without VX_CHAOS_TOKEN the route does not exist.
+ * GET /health shows the state (vx_chaos_state).
+ *
+ * Thread safety: every function may be called from any thread. An unarmed point and an idle
+ * gremlin cost one atomic load. */
 #ifndef VX_CHAOS_H
 #define VX_CHAOS_H
 
-#define VX_CHAOS_EXIT_CODE 70
+#include <json-c/json.h>
+#include <stddef.h>
 
-/* Reads VX_CRASH_POINTS. Returns 0, or -1 with errstr on a malformed value. */
-int vx_chaos_init(char *errstr, unsigned long errstr_size);
+#include "vx_http.h"
+
+#define VX_CHAOS_EXIT_CODE 70
+#define VX_CHAOS_DELAY_HEADER "chaos-delay-ms"
+
+/* Reads VX_CRASH_POINTS, VX_GREMLIN_* and VX_CHAOS_TOKEN. Returns 0, or -1 with errstr on a
+ * malformed value. */
+int vx_chaos_init(char *errstr, size_t errstr_size);
+
+/* Replaces every crash point with those of spec (VX_CRASH_POINTS syntax; "" disarms them all). On
+ * a malformed spec returns -1 with errstr and changes nothing. */
+int vx_chaos_set_points(const char *spec, char *errstr, size_t errstr_size);
+/* Replaces the gremlin's settings (delay_ms 0 switches it off). Returns -1 with errstr when out of
+ * range (delay_ms 0..600000, every >= 0, fraction 0..1). */
+int vx_chaos_set_gremlin(long delay_ms, long every, double fraction, char *errstr, size_t errstr_size);
+
+/* A crash point: returns unless armed and due. */
 void vx_chaos_point(const char *name);
+
+/* The gremlin's verdict on one more command: the delay in milliseconds, 0 when not delayed. */
+long vx_chaos_gremlin(void);
+
+/* {"crash_points":[{"point","at"|"percent","hits"}...],"gremlin":{"delay_ms","every","fraction",
+ * "delayed"},"admin":bool}: a new object, the caller's. */
+json_object *vx_chaos_state(void);
+
+/* Answers POST /admin/chaos: 404 without a configured token, 405 for another method, 401 without
+ * a bearer token, 403 with a wrong one, 400 for a bad body; else applies the body
+ * {"crash_points": spec, "gremlin": {"delay_ms", "every", "fraction"}} (each member optional,
+ * absent ones unchanged) and answers 200 with vx_chaos_state. */
+void vx_chaos_admin(vx_http_req_t *req);
 
 #endif

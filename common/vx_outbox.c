@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "vx_chaos.h"
 #include "vx_kafka.h"
 
 #define MAX_ROUTES 8
@@ -87,6 +88,7 @@ int vx_outbox_publish(vx_outbox_t *ob, const PGresult *rows, char *errstr, size_
         rd_kafka_headers_t *hdrs = NULL;
         rd_kafka_resp_err_t err;
 
+        if (n > 1 && i == n / 2) vx_chaos_point("mid_batch"); /* half of them on their way */
         if (!topic) {
             snprintf(errstr, errstr_size, "outbox row %lld names unknown topic \"%s\"", id, PQgetvalue(rows, i, 1));
             return -1;

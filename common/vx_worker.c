@@ -12,6 +12,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "vx_chaos.h"
 #include "vx_config.h"
 #include "vx_kafka.h"
 #include "vx_log.h"
@@ -32,6 +33,7 @@ struct vx_worker_s {
     vx_http_t *http;
     long long dlq_pending, dlq_failed; /* dead letters produced, not yet acknowledged / failed */
     long long next_sweep, next_prune;
+    long *delay; /* the gremlin's delay of each message of the batch in hand, ms */
 };
 
 static volatile sig_atomic_t stopping;
@@ -76,6 +78,28 @@ static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaqu
 
 /* ---- for the services' callbacks -------------------------------------------------------------- */
 
+/* One transaction: BEGIN, the statement, COMMIT. Returns the statement's rows, or the first
+ * failed step's result (the transaction rolled back). */
+static PGresult *exec_txn(vx_worker_t *w, const char *sql, const char *const *params) {
+    PGresult *r = PQexec(w->db, "BEGIN"), *c;
+
+    if (PQresultStatus(r) != PGRES_COMMAND_OK) return r;
+    PQclear(r);
+    r = PQexecParams(w->db, sql, 1, NULL, params, NULL, NULL, 0);
+    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+        PQclear(PQexec(w->db, "ROLLBACK"));
+        return r;
+    }
+    vx_chaos_point("before_commit");
+    c = PQexec(w->db, "COMMIT");
+    if (PQresultStatus(c) != PGRES_COMMAND_OK) {
+        PQclear(r);
+        return c;
+    }
+    PQclear(c);
+    return r;
+}
+
 PGresult *vx_worker_apply(vx_worker_t *w, const char *sql, const char *json, int *fatal) {
     const char *params[1] = {json};
     int backoff_ms = 50;
@@ -84,7 +108,7 @@ PGresult *vx_worker_apply(vx_worker_t *w, const char *sql, const char *json, int
     *fatal = 0;
     for (;;) {
         if (vx_pg_ensure(w->db) == 0) {
-            PGresult *r = PQexecParams(w->db, sql, 1, NULL, params, NULL, NULL, 0);
+            PGresult *r = exec_txn(w, sql, params);
             const char *state;
             int retry;
 
@@ -111,6 +135,7 @@ PGresult *vx_worker_apply(vx_worker_t *w, const char *sql, const char *json, int
 
 void vx_worker_publish(vx_worker_t *w, const PGresult *rows) {
     char err[256];
+    vx_chaos_point("after_commit_before_publish");
     if (vx_outbox_publish(w->outbox, rows, err, sizeof(err)) < 0)
         vx_log(VX_LOG_ERROR, "publish_failed", "error", err, NULL); /* rows stay for the sweep */
 }
@@ -168,15 +193,22 @@ static void on_http(vx_http_req_t *req, void *opaque) {
     int n = vx_http_segments(req, buf, sizeof(buf), seg, 2);
     int get = strcmp(vx_http_method(req), "GET") == 0 || strcmp(vx_http_method(req), "HEAD") == 0;
 
-    if (n == 1 && (strcmp(seg[0], "health") == 0 || strcmp(seg[0], "ready") == 0)) {
-        if (!get)
+    if (n == 2 && strcmp(seg[0], "admin") == 0 && strcmp(seg[1], "chaos") == 0) {
+        vx_chaos_admin(req);
+    } else if (n == 1 && (strcmp(seg[0], "health") == 0 || strcmp(seg[0], "ready") == 0)) {
+        if (!get) {
             vx_http_method_not_allowed(req, "GET, HEAD");
-        else if (seg[0][0] == 'h')
-            vx_http_reply(req, 200, "application/json", "{\"status\":\"up\"}", 15);
-        else if (ready(w))
+        } else if (seg[0][0] == 'h') {
+            json_object *h = json_object_new_object();
+            json_object_object_add(h, "status", json_object_new_string("up"));
+            json_object_object_add(h, "chaos", vx_chaos_state());
+            vx_http_reply_json(req, 200, h);
+            json_object_put(h);
+        } else if (ready(w)) {
             vx_http_reply(req, 200, "application/json", "{\"status\":\"ready\"}", 18);
-        else
+        } else {
             vx_http_problem(req, 503, "Not ready", "the broker or the database is unreachable", NULL);
+        }
     } else if (!w->o->http || !w->o->http(w, req, seg, n, w->o->opaque)) {
         vx_http_not_found(req);
     }
@@ -201,8 +233,29 @@ static void store_offsets(vx_worker_t *w, rd_kafka_message_t **msgs, int n) {
     rd_kafka_topic_partition_list_destroy(l);
 }
 
+/* The latency gremlin: each message gets its verdict; the batch, processed as one, waits for the
+ * longest delay among them. */
+static void gremlin(vx_worker_t *w, int n) {
+    long longest = 0;
+    for (int i = 0; i < n; i++) {
+        w->delay[i] = vx_chaos_gremlin();
+        if (w->delay[i] > longest) longest = w->delay[i];
+    }
+    if (longest) {
+        char ms[24];
+        snprintf(ms, sizeof(ms), "%ld", longest);
+        vx_log(VX_LOG_INFO, "gremlin_delay", "#delay_ms", ms, NULL);
+        usleep((useconds_t)longest * 1000);
+    }
+}
+
+long vx_worker_delay(const vx_worker_t *w, int i) { return w->delay[i]; }
+
 static void handle(vx_worker_t *w, rd_kafka_message_t **msgs, int n) {
-    int done = w->o->process(w, msgs, n, w->o->opaque) == 0;
+    int done;
+
+    gremlin(w, n);
+    done = w->o->process(w, msgs, n, w->o->opaque) == 0;
 
     if (w->dlq_pending) rd_kafka_flush(w->producer, 30000); /* a dead letter must be durable first */
     if (w->dlq_failed) {
@@ -210,7 +263,10 @@ static void handle(vx_worker_t *w, rd_kafka_message_t **msgs, int n) {
         vx_log_flush();
         exit(1); /* the batch is redelivered to the next instance: nothing is lost */
     }
-    if (done) store_offsets(w, msgs, n);
+    if (done) {
+        vx_chaos_point("after_publish_before_offset_commit");
+        store_offsets(w, msgs, n);
+    }
 }
 
 /* The relay's upkeep: stamp what was delivered, sweep rows left unpublished, prune old ones. A
@@ -244,7 +300,11 @@ static void upkeep(vx_worker_t *w, int startup) {
 static int run(vx_worker_t *w) {
     rd_kafka_message_t **msgs = calloc((size_t)w->o->batch_max, sizeof(*msgs));
 
-    if (!msgs) return 1;
+    w->delay = calloc((size_t)w->o->batch_max, sizeof(*w->delay));
+    if (!msgs || !w->delay) {
+        free(msgs);
+        return 1;
+    }
     /* Rows a previous run left unpublished go first, at once, before this run's fast path sends
      * rows of its own (which a sweep with no grace would send a second time). */
     upkeep(w, 1);
@@ -264,6 +324,7 @@ static int run(vx_worker_t *w) {
     rd_kafka_flush(w->producer, 10000);
     upkeep(w, 0);
     free(msgs);
+    free(w->delay);
     return 0;
 }
 

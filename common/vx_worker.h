@@ -1,6 +1,6 @@
 /* vx_worker: the skeleton of a service that consumes Kafka and owns a PostgreSQL database
  * (inventory-svc, order-svc): set-up, the poll-apply-publish loop, the outbox relay's upkeep,
- * dead letters, offsets, /health and /ready, and a clean stop on SIGTERM/SIGINT.
+ * dead letters, offsets, /health, /ready and /admin/chaos (vx_chaos.h), and a clean stop on SIGTERM/SIGINT.
  *
  * Invariant it keeps for every service: a polled batch's offsets are stored only after the service's
  * process callback says the batch is done (its effects committed with their outbox rows) and every
@@ -59,6 +59,10 @@ void vx_worker_publish(vx_worker_t *w, const PGresult *rows);
  * idempotency_key and correlation_id are for the log line (may be NULL). */
 void vx_worker_dead_letter(vx_worker_t *w, const rd_kafka_message_t *m, const char *reason, const char *detail,
                            const char *idempotency_key, const char *correlation_id);
+
+/* For process callbacks: the latency gremlin's delay of msgs[i] of the batch in hand, in ms (0:
+ * not delayed). What the message produces should carry it as header VX_CHAOS_DELAY_HEADER. */
+long vx_worker_delay(const vx_worker_t *w, int i);
 
 /* For http callbacks: answers 200 with the first column of the one-row result of sql (JSON built
  * by the database), 404 "no <what> with this id" when no row, 503 when the database fails. Runs on

@@ -4,7 +4,8 @@
 # `deps` or `up` does nothing, needs no network, and says so. Everything listens on 127.0.0.1 only.
 #
 # Usage: deploy/stack.sh deps | up [kafka|postgres|all] | status | down | wipe
-#                        | start NAME | stop NAME | kill NAME      (NAME: kafka, postgres)
+#                        | start NAME | stop NAME | kill NAME
+#                          (NAME: kafka, postgres, inventory-svc, order-svc, gateway)
 #                        | services-up | run
 #
 # Settings (environment variables, default in brackets):
@@ -585,10 +586,29 @@ service_start() {
 	log "$name: up (pid $(cat "$RUN_DIR/$name.pid")) on http://$addr in $(since "$t0")"
 }
 
-# Every *.pid in RUN_DIR but Kafka's is a service of ours: SIGTERM all, wait, SIGKILL the stragglers.
+# A crash: SIGKILL to one service's process group, as kill -9 would.
+service_kill() {
+	local name=$1 pid
+	if ! pid=$(service_pid "$name"); then
+		log "$name: not running"
+		return 0
+	fi
+	kill -KILL -- "-$pid" 2>/dev/null || true
+	wait_gone "$pid" 10 || die "$name (pid $pid) survives SIGKILL"
+	rm -f "$RUN_DIR/$name.pid"
+	log "$name: killed (pid $pid)"
+}
+
+# services_stop [NAME...]: SIGTERM the named services (default: every *.pid in RUN_DIR but Kafka's),
+# wait, SIGKILL the stragglers.
 services_stop() {
-	local f name pid pids=() names=() deadline i
-	for f in "$RUN_DIR"/*.pid; do
+	local f name pid pids=() names=() deadline i files=()
+	if (($#)); then
+		for name in "$@"; do files+=("$RUN_DIR/$name.pid"); done
+	else
+		files=("$RUN_DIR"/*.pid)
+	fi
+	for f in "${files[@]}"; do
 		[[ -e $f && $f != "$KAFKA_PIDFILE" ]] || continue
 		name=$(basename "$f" .pid)
 		if pid=$(pid_of "$f" "$name"); then
@@ -677,7 +697,16 @@ cmd_component() {
 	local action=$1 name=${2:-}
 	case $name in
 	kafka | postgres) ;;
-	*) die "$action: name kafka or postgres" ;;
+	inventory-svc | order-svc | gateway)
+		[[ -x $REPO/build/$name ]] || die "$action: no build/$name (run make)"
+		case $action in
+		start) service_start "$name" ;;
+		stop) services_stop "$name" ;;
+		kill) service_kill "$name" ;;
+		esac
+		return 0
+		;;
+	*) die "$action: name kafka, postgres, inventory-svc, order-svc or gateway" ;;
 	esac
 	case $action:$name in
 	start:kafka) kafka_start ;;

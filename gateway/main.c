@@ -4,13 +4,15 @@
  *   GET  /orders[/{id}]   read from order-svc, which owns orders
  *   GET  /products[/{id}] read from inventory-svc, which owns stock
  *   GET  /health, /ready, /metrics
+ *   POST /admin/chaos     crash point after_produce_before_reply at runtime (vx_chaos.h)
  *
  * The gateway keeps no state another instance would need: an order is found by its idempotency
  * key's derived id, and every instance reads all replies. Settings (see the README):
  * GATEWAY_HTTP_ADDR, GATEWAY_HTTP_THREADS, GATEWAY_MAX_CONNECTIONS, GATEWAY_MAX_INFLIGHT,
  * GATEWAY_TIMEOUT_MS, GATEWAY_ATTEMPT_TIMEOUT_MS, GATEWAY_BACKOFF_BASE_MS, GATEWAY_BACKOFF_CAP_MS,
  * GATEWAY_PRODUCE_TIMEOUT_MS, GATEWAY_BREAKER_{FAILURE_RATE,MIN_CALLS,WINDOW_MS,OPEN_MS,PROBES},
- * ORDERS_COMMANDS_TOPIC, ORDERS_RESULTS_TOPIC, ORDERS_URL, INVENTORY_URL, KAFKA_*. */
+ * ORDERS_COMMANDS_TOPIC, ORDERS_RESULTS_TOPIC, ORDERS_URL, INVENTORY_URL, KAFKA_*, and VX_CRASH_POINTS,
+ * VX_CHAOS_TOKEN (vx_chaos.h). */
 #include <curl/curl.h>
 #include <signal.h>
 #include <stdio.h>
@@ -248,6 +250,8 @@ static void on_http(vx_http_req_t *req, void *opaque) {
             relay(req, g->cfg.inventory_url, "/products");
         else
             vx_http_method_not_allowed(req, "GET, HEAD");
+    } else if (n == 2 && strcmp(seg[0], "admin") == 0 && strcmp(seg[1], "chaos") == 0) {
+        vx_chaos_admin(req);
     } else if (n == 1 && !get &&
                (strcmp(seg[0], "health") == 0 || strcmp(seg[0], "ready") == 0 || strcmp(seg[0], "metrics") == 0)) {
         vx_http_method_not_allowed(req, "GET, HEAD");
@@ -255,6 +259,7 @@ static void on_http(vx_http_req_t *req, void *opaque) {
         json_object *o = json_object_new_object();
         json_object_object_add(o, "status", json_object_new_string("up"));
         gw_rr_health(g->rr, o);
+        json_object_object_add(o, "chaos", vx_chaos_state());
         vx_http_reply_json(req, 200, o);
         json_object_put(o);
     } else if (n == 1 && strcmp(seg[0], "ready") == 0) {

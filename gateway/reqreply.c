@@ -16,6 +16,7 @@
 #include <unistd.h>
 #include <uuid/uuid.h>
 
+#include "vx_chaos.h"
 #include "vx_kafka.h"
 #include "vx_log.h"
 
@@ -223,7 +224,7 @@ static void send_command(gw_rr_t *rr, int i, long long now) {
 static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque) {
     gw_rr_t *rr = opaque;
     uintptr_t v = (uintptr_t)m->_private - 1;
-    int i = (int)(v >> 32);
+    int i = (int)(v >> 32), acked = 0;
     unsigned gen = (unsigned)(v & 0xffffffffu);
     (void)rk;
 
@@ -232,13 +233,14 @@ static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaqu
     if (i >= 0 && i < rr->o.max_inflight && rr->slots[i].used && rr->slots[i].gen == gen) {
         entry_t *e = &rr->slots[i];
         if (!m->err) {
-            e->acked = 1;
+            e->acked = acked = 1;
         } else if (!e->next_send) {
             e->next_send = now_ms() + gw_backoff_ms(e->attempts - 1, rr->o.backoff_base_ms, rr->o.backoff_cap_ms, &rr->seed);
             vx_log(VX_LOG_WARN, "delivery_failed", "order_id", e->order_id, "error", rd_kafka_err2str(m->err), NULL);
         }
     }
     pthread_mutex_unlock(&rr->lock);
+    if (acked) vx_chaos_point("after_produce_before_reply"); /* the command is in Kafka, the client waits */
 }
 
 static void on_error(rd_kafka_t *rk, int err, const char *reason, void *opaque) {

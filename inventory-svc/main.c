@@ -10,7 +10,8 @@
  * INVENTORY_HTTP_ADDR [127.0.0.1:8082], INVENTORY_GROUP_ID [inventory-svc],
  * INVENTORY_COMMANDS_TOPIC / _EVENTS_TOPIC / _DLQ_TOPIC [inventory.commands / .events / .dlq],
  * INVENTORY_MIGRATIONS [<src>/common/migrations:<src>/inventory-svc/migrations], INVENTORY_BATCH_MAX
- * and the VX_* settings of vx_worker.h, VX_CRASH_POINTS (point after_commit_before_publish). */
+ * and the VX_* settings of vx_worker.h; the chaos settings of vx_chaos.h (VX_CRASH_POINTS, VX_GREMLIN_*,
+ * VX_CHAOS_TOKEN). */
 #include <json-c/json.h>
 #include <librdkafka/rdkafka.h>
 #include <libpq-fe.h>
@@ -46,6 +47,7 @@ typedef struct {
     rd_kafka_message_t *msg; /* borrowed from the worker */
     vx_msg_t cmd;
     int valid;
+    long delay; /* the latency gremlin's, ms */
     char cid[129];
 } item_t;
 
@@ -83,6 +85,13 @@ static json_object *batch_entry(item_t *it) {
     if (it->msg->key)
         json_object_object_add(e, "k", json_object_new_string_len(it->msg->key, (int)it->msg->key_len));
     if (it->cid[0]) json_object_object_add(e, "cid", json_object_new_string(it->cid));
+    if (it->delay) { /* "h": headers for what this command produces */
+        json_object *h = json_object_new_object();
+        char ms[24];
+        snprintf(ms, sizeof(ms), "%ld", it->delay);
+        json_object_object_add(h, VX_CHAOS_DELAY_HEADER, json_object_new_string(ms));
+        json_object_object_add(e, "h", h);
+    }
     return e;
 }
 
@@ -106,7 +115,6 @@ static int flush_batch(vx_worker_t *w, inv_t *v, int upto) {
     if (!v->count) goto reset;
     r = vx_worker_apply(w, SQL_APPLY, json_object_to_json_string_ext(v->arr, JSON_C_TO_STRING_PLAIN), &fatal);
     if (r) {
-        vx_chaos_point("after_commit_before_publish");
         publish(w, r);
         PQclear(r);
     } else if (!fatal) {
@@ -152,6 +160,7 @@ static int process(vx_worker_t *w, rd_kafka_message_t **msgs, int n, void *opaqu
     for (int i = 0; i < n; i++) {
         v->items[i].msg = msgs[i];
         v->items[i].valid = 0;
+        v->items[i].delay = vx_worker_delay(w, i);
     }
     for (int i = 0; i < n && rc == 0; i++) {
         item_t *it = &v->items[i];

@@ -1,5 +1,7 @@
 /* Unit tests of vx_chaos: VX_CRASH_POINTS arms named points that kill the process with exit code
- * 70 at their Nth hit, and a malformed value is refused at start-up. Tests that crash on purpose
+ * 70 at their Nth hit or with a probability, a malformed value is refused at start-up, and the
+ * latency gremlin delays every Nth command or a random fraction of them. (POST /admin/chaos is
+ * tested over a real socket in test_http.c.) Tests that crash on purpose
  * declare .exit_code; Criterion runs each test in its own process. */
 #include <criterion/criterion.h>
 #include <stdio.h>
@@ -97,4 +99,99 @@ Test(chaos, long_list_is_not_cut_silently) {
     snprintf(spec + len, sizeof(spec) - len, "x@12");
     if (init(spec) != 0) return; /* refused: fine */
     vx_chaos_point("x");         /* armed for its 12th hit: must survive the first */
+}
+
+Test(chaos, percentages_are_accepted_in_range) {
+    static const char *const good[] = {"a%1", "a%0.5", "a%100", "a@2,b%0.01"};
+    static const char *const bad[] = {"a%0", "a%101", "a%x", "a%", "a%-1", "a%1x", "a@2%1", "Bad", "a-b"};
+    for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++)
+        cr_expect_eq(init(good[i]), 0, "\"%s\": %s", good[i], errstr);
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        cr_expect_eq(init(bad[i]), -1, "\"%s\" accepted", bad[i]);
+        cr_expect_not_null(strstr(errstr, "VX_CRASH_POINTS"), "\"%s\": %s", bad[i], errstr);
+    }
+}
+
+Test(chaos, hundred_percent_crashes_at_the_first_hit, .exit_code = VX_CHAOS_EXIT_CODE) {
+    cr_assert_eq(init("a%100"), 0, "%s", errstr);
+    quiet();
+    vx_chaos_point("a");
+    cr_assert_fail("still alive after a hit of a%%100");
+}
+
+/* A small percentage crashes only now and then: the hits are counted and show in the state. */
+Test(chaos, small_percentage_counts_its_hits) {
+    json_object *st, *p;
+
+    cr_assert_eq(init("a%0.0001"), 0, "%s", errstr);
+    for (int i = 0; i < 1000; i++) vx_chaos_point("a"); /* dies with odds of 1 in 1000 */
+    st = vx_chaos_state();
+    p = json_object_array_get_idx(json_object_object_get(st, "crash_points"), 0);
+    cr_expect_str_eq(json_object_get_string(json_object_object_get(p, "point")), "a");
+    cr_expect_eq(json_object_get_int(json_object_object_get(p, "hits")), 1000);
+    cr_expect_null(json_object_object_get(p, "at"));
+    json_object_put(st);
+}
+
+Test(chaos, set_points_replaces_them_all_and_a_bad_spec_changes_nothing) {
+    cr_assert_eq(init("a@2"), 0, "%s", errstr);
+    vx_chaos_point("a");
+    cr_assert_eq(vx_chaos_set_points("b@5", errstr, sizeof(errstr)), 0, "%s", errstr);
+    vx_chaos_point("a"); /* a is no longer armed: its second hit passes */
+    cr_expect_eq(vx_chaos_set_points("b@0", errstr, sizeof(errstr)), -1);
+    for (int i = 0; i < 4; i++) vx_chaos_point("b"); /* still b@5 */
+    cr_expect_eq(vx_chaos_set_points("", errstr, sizeof(errstr)), 0);
+    for (int i = 0; i < 10; i++) vx_chaos_point("b");
+}
+
+static int gremlin_env(const char *delay, const char *every, const char *fraction) {
+    setenv("VX_GREMLIN_DELAY_MS", delay, 1);
+    setenv("VX_GREMLIN_EVERY", every, 1);
+    setenv("VX_GREMLIN_FRACTION", fraction, 1);
+    return init(NULL);
+}
+
+Test(chaos, gremlin_is_off_by_default) {
+    unsetenv("VX_GREMLIN_DELAY_MS");
+    unsetenv("VX_GREMLIN_EVERY");
+    unsetenv("VX_GREMLIN_FRACTION");
+    cr_assert_eq(init(NULL), 0, "%s", errstr);
+    for (int i = 0; i < 100; i++) cr_expect_eq(vx_chaos_gremlin(), 0);
+    cr_assert_eq(gremlin_env("0", "1", "0"), 0, "%s", errstr); /* no delay: off */
+    cr_expect_eq(vx_chaos_gremlin(), 0);
+    cr_assert_eq(gremlin_env("50", "0", "0"), 0, "%s", errstr); /* no pattern: off */
+    cr_expect_eq(vx_chaos_gremlin(), 0);
+}
+
+Test(chaos, gremlin_delays_every_nth_command) {
+    cr_assert_eq(gremlin_env("200", "3", "0.9"), 0, "%s", errstr); /* every wins over fraction */
+    for (int i = 1; i <= 30; i++) cr_expect_eq(vx_chaos_gremlin(), i % 3 ? 0 : 200, "command %d", i);
+}
+
+Test(chaos, gremlin_delays_a_random_fraction) {
+    int delayed = 0;
+    json_object *st;
+
+    cr_assert_eq(gremlin_env("7", "0", "0.25"), 0, "%s", errstr);
+    for (int i = 0; i < 20000; i++) {
+        long d = vx_chaos_gremlin();
+        cr_assert(d == 0 || d == 7, "delay %ld", d);
+        delayed += d == 7;
+    }
+    /* binomial(20000, 0.25): mean 5000, sd 61; these bounds are 16 sd away */
+    cr_expect(delayed > 4000 && delayed < 6000, "%d of 20000 delayed", delayed);
+    st = vx_chaos_state();
+    cr_expect_eq(json_object_get_int(json_object_object_get(json_object_object_get(st, "gremlin"), "delayed")), delayed);
+    json_object_put(st);
+}
+
+Test(chaos, gremlin_settings_are_checked) {
+    cr_expect_eq(gremlin_env("-1", "0", "0"), -1);
+    cr_expect_eq(gremlin_env("700000", "0", "0"), -1);
+    cr_expect_eq(gremlin_env("10", "-2", "0"), -1);
+    cr_expect_eq(gremlin_env("10", "0", "1.5"), -1);
+    cr_expect_eq(gremlin_env("10", "x", "0"), -1);
+    cr_expect_eq(vx_chaos_set_gremlin(10, 0, -0.1, errstr, sizeof(errstr)), -1);
+    cr_expect_eq(vx_chaos_set_gremlin(10, 0, 1, errstr, sizeof(errstr)), 0, "%s", errstr);
+    cr_expect_eq(vx_chaos_gremlin(), 10);
 }

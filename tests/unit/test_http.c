@@ -1,6 +1,7 @@
 /* Unit tests of vx_http over a real socket on 127.0.0.1: a handler's answer reaches the client, a
  * body above the cap is answered 413 problem+json without calling the handler, and a suspended
- * request is answered later from another thread without holding up other requests.
+ * request is answered later from another thread without holding up other requests; vx_chaos's
+ * POST /admin/chaos asks for the bearer token and changes nothing on a bad request.
  * Criterion runs tests in parallel processes, so every test listens on a port of its own. */
 #include <criterion/criterion.h>
 #include <arpa/inet.h>
@@ -14,6 +15,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "vx_chaos.h"
 #include "vx_http.h"
 
 static char errstr[256];
@@ -57,6 +59,8 @@ static void handler(vx_http_req_t *req, void *opaque) {
         s->later_started = 1;
     } else if (strcmp(path, "/silent") == 0) {
         /* no answer */
+    } else if (strcmp(path, "/admin/chaos") == 0) {
+        vx_chaos_admin(req);
     } else if (strcmp(path, "/only-get") == 0) {
         vx_http_method_not_allowed(req, "GET");
     } else if (strcmp(path, "/arg") == 0) {
@@ -338,5 +342,116 @@ Test(http, port_already_in_use_is_refused) {
 
     cr_expect_null(second, "a second server listens on a port in use");
     vx_http_stop(second);
+    server_stop(s);
+}
+
+/* ---- POST /admin/chaos (vx_chaos_admin) ------------------------------------------------------- */
+
+static void chaos_env(const char *token) {
+    if (token)
+        setenv("VX_CHAOS_TOKEN", token, 1);
+    else
+        unsetenv("VX_CHAOS_TOKEN");
+    unsetenv("VX_CRASH_POINTS");
+    unsetenv("VX_GREMLIN_DELAY_MS");
+    cr_assert_eq(vx_chaos_init(errstr, sizeof(errstr)), 0, "%s", errstr);
+}
+
+/* Whether vx_chaos_state's JSON text holds needle. */
+static int chaos_state_has(const char *needle) {
+    json_object *st = vx_chaos_state();
+    int has = strstr(json_object_to_json_string_ext(st, JSON_C_TO_STRING_PLAIN), needle) != NULL;
+    json_object_put(st);
+    return has;
+}
+
+static void chaos_post(int port, const char *auth, const char *body, struct response *r) {
+    char raw[2048];
+    snprintf(raw, sizeof(raw),
+             "POST /admin/chaos HTTP/1.1\r\nHost: t\r\nConnection: close\r\n%s%s%sContent-Type: application/json\r\n"
+             "Content-Length: %zu\r\n\r\n%s",
+             auth ? "Authorization: " : "", auth ? auth : "", auth ? "\r\n" : "", strlen(body), body);
+    request(port, raw, r);
+}
+
+Test(http, chaos_admin_does_not_exist_without_a_token) {
+    struct server *s = server_start(18987, 1, 4096);
+    struct response r;
+
+    chaos_env(NULL);
+    chaos_post(s->port, "Bearer x", "{\"crash_points\":\"a\"}", &r);
+    cr_expect_eq(r.status, 404);
+    chaos_env("");
+    chaos_post(s->port, "Bearer ", "{}", &r);
+    cr_expect_eq(r.status, 404);
+    server_stop(s);
+}
+
+Test(http, chaos_admin_wants_the_bearer_token) {
+    struct server *s = server_start(18986, 1, 4096);
+    struct response r;
+
+    chaos_env("s3cret");
+    chaos_post(s->port, NULL, "{\"crash_points\":\"a\"}", &r);
+    cr_expect_eq(r.status, 401);
+    cr_expect_not_null(strcasestr(r.head, "WWW-Authenticate: Bearer"), "%s", r.head);
+    cr_expect_not_null(strcasestr(r.head, "application/problem+json"), "%s", r.head);
+    chaos_post(s->port, "Basic czNjcmV0", "{\"crash_points\":\"a\"}", &r);
+    cr_expect_eq(r.status, 401);
+    chaos_post(s->port, "Bearer s3cre", "{\"crash_points\":\"a\"}", &r);
+    cr_expect_eq(r.status, 403);
+    chaos_post(s->port, "Bearer s3cret!", "{\"crash_points\":\"a\"}", &r);
+    cr_expect_eq(r.status, 403);
+    request(s->port, "GET /admin/chaos HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n", &r);
+    cr_expect_eq(r.status, 405);
+    /* nothing was armed by the refused requests */
+    cr_expect(chaos_state_has("\"crash_points\":[]"));
+    server_stop(s);
+}
+
+Test(http, chaos_admin_applies_a_good_body_and_answers_the_state) {
+    struct server *s = server_start(18985, 1, 4096);
+    struct response r;
+    json_object *st, *g, *v;
+
+    chaos_env("s3cret");
+    chaos_post(s->port, "Bearer s3cret",
+               "{\"crash_points\":\"before_commit@3,mid_batch%2.5\",\"gremlin\":{\"delay_ms\":150,\"every\":4}}", &r);
+    cr_assert_eq(r.status, 200, "%s", r.body);
+    st = json_tokener_parse(r.body);
+    cr_assert_not_null(st, "%s", r.body);
+    cr_expect_eq(json_object_array_length(json_object_object_get(st, "crash_points")), 2, "%s", r.body);
+    g = json_object_object_get(st, "gremlin");
+    cr_expect_eq(json_object_get_int(json_object_object_get(g, "delay_ms")), 150);
+    cr_expect_eq(json_object_get_int(json_object_object_get(g, "every")), 4);
+    cr_expect(json_object_object_get_ex(st, "admin", &v) && json_object_get_boolean(v));
+    json_object_put(st);
+    for (int i = 1; i <= 8; i++) cr_expect_eq(vx_chaos_gremlin(), i % 4 ? 0 : 150, "command %d", i);
+    /* "" disarms every point; the gremlin, absent from the body, stays as it is */
+    chaos_post(s->port, "bearer s3cret", "{\"crash_points\":\"\"}", &r);
+    cr_expect_eq(r.status, 200, "%s", r.body);
+    cr_expect_not_null(strstr(r.body, "\"crash_points\":[]"), "%s", r.body);
+    cr_expect_not_null(strstr(r.body, "\"delay_ms\":150"), "%s", r.body);
+    server_stop(s);
+}
+
+Test(http, chaos_admin_refuses_a_bad_body_and_changes_nothing) {
+    static const char *const bad[] = {
+        "", "[]", "{\"crash_points\":3}", "{\"crash_points\":\"a@0\"}", "{\"crash_points\":\"a%200\"}",
+        "{\"gremlin\":{\"delay_ms\":-1}}", "{\"gremlin\":{\"fraction\":2}}", "{\"gremlin\":{\"every\":1.5}}",
+        "{\"gremlin\":5}", "{\"crash\":\"a\"}", "{\"crash_points\":\"a\"} x",
+        "{\"crash_points\":\"a\",\"gremlin\":{\"delay_ms\":999999999}}",
+    };
+    struct server *s = server_start(18984, 1, 4096);
+    struct response r;
+
+    chaos_env("s3cret");
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        chaos_post(s->port, "Bearer s3cret", bad[i], &r);
+        cr_expect_eq(r.status, 400, "%s -> %d %s", bad[i], r.status, r.body);
+        cr_expect_not_null(json_member(r.body, "detail"), "%s: %s", bad[i], r.body);
+    }
+    cr_expect(chaos_state_has("\"crash_points\":[]"));
+    cr_expect_eq(vx_chaos_gremlin(), 0);
     server_stop(s);
 }
