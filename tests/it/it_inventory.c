@@ -43,9 +43,12 @@ TestSuite(inventory_replay, .init = inv_init, .fini = inv_fini);
 
 /* ---- the service -------------------------------------------------------- */
 
-/* Starts inventory-svc on the run's topics, group and database and waits
- * until /ready answers 200. crash_points NULL: none. */
-static it_proc_t *inv_spawn(const char *addr, const char *crash_points) {
+/* Starts inventory-svc on the run's topics, group and database with
+ * VX_CRASH_POINTS=crash_points (NULL: none) and the extra "NAME=value"
+ * settings of `extra` (NULL-terminated, may be NULL), and, when `ready`,
+ * waits until /ready answers 200 (a crash point may end it before that). */
+static it_proc_t *inv_spawn_with(const char *addr, const char *crash_points,
+                                 const char *const *extra, bool ready) {
     it_test_begin(); /* here, not in .init: a broken setup is a failure, not a crash */
     char err[IT_ERR_SIZE], db[256], log_name[256];
     char e_bootstrap[300], e_db[300], e_http[300], e_group[300], e_cmd[300],
@@ -61,11 +64,20 @@ static it_proc_t *inv_spawn(const char *addr, const char *crash_points) {
     snprintf(e_dlq, sizeof e_dlq, "INVENTORY_DLQ_TOPIC=%s", dlq_topic);
     snprintf(e_crash, sizeof e_crash, "VX_CRASH_POINTS=%s",
              crash_points ? crash_points : "");
-    /* VX_CRASH_POINTS is always set, so none leaks in from the caller's shell.
-     * A crashing instance leaves the group without saying so: a short session
+    /* VX_CRASH_POINTS and the gremlin are always set, so none leaks in from
+     * the caller's shell; `extra` goes first, and the first of a name wins. A
+     * crashing instance leaves the group without saying so: a short session
      * lets the coordinator forget it before the next instance has to wait. */
-    const char *env[] = {e_bootstrap, e_db, e_http, e_group, e_cmd, e_ev, e_dlq, e_crash,
-                         crash_points ? "KAFKA_CONSUMER_SESSION_TIMEOUT_MS=6000" : NULL, NULL};
+    const char *base[] = {e_bootstrap, e_db, e_http, e_group, e_cmd, e_ev, e_dlq, e_crash,
+                          "VX_GREMLIN_DELAY_MS=0", "KAFKA_CONSUMER_SESSION_TIMEOUT_MS=6000"};
+    const char *env[32];
+    size_t n = 0;
+    for (; extra && *extra; extra++) {
+        cr_assert(n < 16, "too many settings");
+        env[n++] = *extra;
+    }
+    for (size_t i = 0; i < sizeof base / sizeof base[0]; i++) env[n++] = base[i];
+    env[n] = NULL;
     snprintf(log_name, sizeof log_name, "%s.inventory-svc.%s",
              criterion_current_test->name, strrchr(addr, ':') + 1);
     it_proc_t *p = NULL;
@@ -74,8 +86,12 @@ static it_proc_t *inv_spawn(const char *addr, const char *crash_points) {
     cr_assert(!it_port_in_use(addr), "%s is taken by another process: is a second run of "
               "this suite going on?", addr);
     IT_OK(it_proc_spawn(&p, log_name, INV_EXE, env, err, sizeof err), err);
-    IT_OK(it_proc_wait_http(p, addr, "/ready", IT_WAIT_MS, err, sizeof err), err);
+    if (ready) IT_OK(it_proc_wait_http(p, addr, "/ready", IT_WAIT_MS, err, sizeof err), err);
     return p;
+}
+
+static it_proc_t *inv_spawn(const char *addr, const char *crash_points) {
+    return inv_spawn_with(addr, crash_points, NULL, true);
 }
 
 /* SIGTERM, and a clean exit within 30 s is part of the contract. */
@@ -944,6 +960,96 @@ Test(inventory, crash_after_commit_before_publish_publishes_on_restart_without_r
 
     it_collector_free(ev);
     inv_stop(svc);
+}
+
+static json_object *http_json(const char *method, const char *path, int want_status,
+                              const char *want_type);
+
+/* The latency gremlin, switched on by environment: every second command is
+ * held back, and exactly the events of held-back commands say so in a
+ * chaos-delay-ms header; GET /health shows the gremlin and its count. */
+Test(inventory, gremlin_delays_every_second_command_and_marks_its_events) {
+    const char *const extra[] = {"VX_GREMLIN_DELAY_MS=25", "VX_GREMLIN_EVERY=2", NULL};
+    char ikey[64], product[64];
+    await_group_committed(); /* no command of another test left to count */
+    it_proc_t *svc = inv_spawn_with(INV_ADDR, NULL, extra, true);
+    it_collector_t *ev = collect_events(IT_FROM_END);
+    for (int i = 0; i < 10; i++) {
+        snprintf(ikey, sizeof ikey, "gremlin-restock-%d", i);
+        snprintf(product, sizeof product, "gremlin-p%d", i);
+        restock_and_wait(ev, ikey, product, 5); /* one at a time: one command per batch */
+    }
+    catch_up(ev);
+    size_t marked = 0;
+    for (size_t i = 0; i < it_collector_count(ev); i++) {
+        size_t size;
+        const char *h = it_msg_header_get(it_collector_at(ev, i), "chaos-delay-ms", &size);
+        if (!h) continue;
+        cr_assert_str_eq(h, "25", "chaos-delay-ms of %s", it_collector_at(ev, i)->value);
+        marked++;
+    }
+    cr_assert_eq(marked, 5, "%zu of 10 events say they were delayed, want every second one", marked);
+
+    json_object *health = http_json("GET", "/health", 200, "application/json"), *g, *v;
+    cr_assert(json_object_object_get_ex(health, "chaos", &v) &&
+                  json_object_object_get_ex(v, "gremlin", &g),
+              "no chaos.gremlin in /health: %s", json_object_to_json_string(health));
+    cr_assert(json_object_object_get_ex(g, "delayed", &v) && json_object_get_int(v) == 5 &&
+                  json_object_object_get_ex(g, "every", &v) && json_object_get_int(v) == 2 &&
+                  json_object_object_get_ex(g, "delay_ms", &v) && json_object_get_int(v) == 25,
+              "/health's gremlin: %s", json_object_to_json_string(g));
+    json_object_put(health);
+    it_collector_free(ev);
+    inv_stop(svc);
+}
+
+/* A crash at each point inside the batch: the instance dies with 70 at the
+ * point, the next one finishes the work, and every command has applied once
+ * (stock) and answered with identical bytes however often it was published. */
+Test(inventory, crash_at_each_point_of_the_batch_loses_and_repeats_nothing) {
+    static const char *const points[] = {"before_commit", "mid_batch",
+                                         "after_publish_before_offset_commit"};
+    char err[IT_ERR_SIZE], how[128], spec[64], ikey[64], order[64];
+    it_proc_t *svc = inv_spawn(INV_ADDR, NULL);
+    it_collector_t *ev = collect_events(IT_FROM_END);
+    restock_and_wait(ev, "points-restock", "points-p1", 1000);
+    await_group_committed();
+    inv_stop(svc);
+
+    int64_t stock = 1000;
+    for (size_t k = 0; k < sizeof points / sizeof points[0]; k++) {
+        /* 20 commands waiting before the instance starts: its first batch holds several */
+        for (int i = 0; i < 20; i++) {
+            snprintf(ikey, sizeof ikey, "points-%zu-%d", k, i);
+            snprintf(order, sizeof order, "points-o-%zu-%d", k, i);
+            send_cmd(order, cmd_reserve1(ikey, order, "points-p1", 1 + i % 3));
+            stock -= 1 + i % 3;
+        }
+        snprintf(spec, sizeof spec, "%s@1", points[k]);
+        svc = inv_spawn_with(INV_ADDR, spec, NULL, false);
+        int status;
+        IT_OK(it_proc_wait_exit(svc, IT_WAIT_MS, &status, err, sizeof err), err);
+        it_status_describe(status, how, sizeof how);
+        cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 70,
+                  "crash point %s: inventory-svc %s (log %s)", points[k], how, it_proc_log_path(svc));
+        it_proc_free(svc);
+
+        svc = inv_spawn(INV_ADDR, NULL);
+        for (int i = 0; i < 20; i++) {
+            snprintf(ikey, sizeof ikey, "points-%zu-%d", k, i);
+            const it_msg *m = await_event(ev, ikey);
+            assert_envelope(m, "StockReserved", ikey);
+        }
+        await_group_committed();
+        inv_stop(svc);
+        catch_up(ev);
+        for (int i = 0; i < 20; i++) {
+            snprintf(ikey, sizeof ikey, "points-%zu-%d", k, i);
+            assert_identical_events(ev, ikey);
+        }
+        assert_stock("points-p1", stock);
+    }
+    it_collector_free(ev);
 }
 
 typedef struct bounce_producer {
