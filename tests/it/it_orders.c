@@ -1682,6 +1682,72 @@ static void record_topic(const char *topic, const char *label, const char *const
     it_collector_free(c);
 }
 
+/* POST /admin/chaos at the gateway: 401 without the bearer token, 403 with a wrong one, 400 for a
+ * bad body, 200 arming after_produce_before_reply, shown in /health. The armed gateway dies with 70
+ * once the PlaceOrder is in Kafka and before it answers; the order goes on without it, and the
+ * client's retry with the same key at a new gateway gets the same order, stock taken once. */
+Test(orders, gateway_dying_after_produce_before_reply_loses_no_order) {
+    stack s;
+    char err[IT_ERR_SIZE], how[128], id[128];
+    const char *const gw_env[] = {"VX_CHAOS_TOKEN=it-chaos-token", NULL};
+    stack_up(&s, "gc", true, gw_env);
+    restock(&s, "gc-p", 10);
+
+    static const struct {
+        const char *auth, *body;
+        int want;
+    } admin[] = {
+        {NULL, "{\"crash_points\":\"after_produce_before_reply@1\"}", 401},
+        {"Authorization: Bearer nope", "{\"crash_points\":\"after_produce_before_reply@1\"}", 403},
+        {"Authorization: Bearer it-chaos-token", "{\"crash_points\":\"after_produce_before_reply@0\"}", 400},
+        {"Authorization: Bearer it-chaos-token", "{\"crash_points\":\"after_produce_before_reply@1\"}", 200},
+    };
+    for (size_t i = 0; i < sizeof admin / sizeof admin[0]; i++) {
+        const char *hdrs[] = {"Content-Type: application/json", admin[i].auth, NULL};
+        http_resp r = http(GW_ADDR, "POST", "/admin/chaos", hdrs, admin[i].body, strlen(admin[i].body));
+        cr_assert_eq(r.status, admin[i].want, "POST /admin/chaos #%zu: %d, want %d; %s", i, r.status, admin[i].want,
+                     r.body);
+        if (admin[i].want == 401) cr_assert(http_header(&r, "WWW-Authenticate"), "401 without WWW-Authenticate");
+        http_resp_clear(&r);
+    }
+    json_object *health = get_json(GW_ADDR, "/health", 200), *points = jget(jget(health, "chaos"), "crash_points");
+    cr_assert(points && json_object_array_length(points) == 1 &&
+                  strcmp(jstr(json_object_array_get_idx(points, 0), "point") ?: "", "after_produce_before_reply") == 0,
+              "/health: %s", jtext(health));
+    json_object_put(health);
+
+    char *body = order_body1("cust-gc", "gc-p", 3);
+    const char *hdrs[] = {"Content-Type: application/json", "Idempotency-Key: gc-key", NULL};
+    http_resp r;
+    cr_assert(http_do(GW_ADDR, "POST", "/orders", hdrs, body, strlen(body), &r, err, sizeof err) != 0,
+              "the armed gateway answered %d: %s", r.status, r.body);
+    int status;
+    IT_OK(it_proc_wait_exit(s.gw, IT_WAIT_MS, &status, err, sizeof err), err);
+    it_status_describe(status, how, sizeof how);
+    cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 70, "gateway %s (log %s)", how, it_proc_log_path(s.gw));
+    it_proc_free(s.gw);
+    s.gw = NULL;
+
+    /* the command was in Kafka: the order reaches its final state with no gateway up */
+    int64_t deadline = it_now_ms() + IT_WAIT_MS;
+    while (pg_count(SQL_COUNT_BY_KEY, "gc-key", NULL) == 0 || strcmp(db_order("gc-key", id, sizeof id), "PENDING") == 0) {
+        cr_assert(it_now_ms() < deadline, "order gc-key not decided %d ms after the gateway died", IT_WAIT_MS);
+        sleep_ms(100);
+    }
+    cr_assert_str_eq(db_order("gc-key", id, sizeof id), "CONFIRMED");
+    assert_stock("gc-p", 7);
+
+    s.gw = gw_spawn(GW_ADDR, NULL);
+    r = post_order(GW_ADDR, "gc-key", body);
+    cr_assert_eq(r.status, 201, "the retry: %d %s", r.status, r.body);
+    cr_assert_str_eq(answer_order_id(&r) ?: "(none)", id, "the retry names another order: %s", r.body);
+    cr_assert_str_eq(http_header(&r, "Idempotent-Replayed") ?: "(none)", "true");
+    http_resp_clear(&r);
+    assert_stock("gc-p", 7);
+    free(body);
+    stack_down(&s);
+}
+
 Test(orders_zz, every_result_and_inventory_event_of_the_run_is_recorded_for_the_schema_check) {
     record_topic(t_ores, RESULTS_LABEL, (const char *const[]){"OrderResult", NULL});
     record_topic(t_iev, EVENTS_LABEL,
