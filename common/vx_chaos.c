@@ -156,6 +156,16 @@ void vx_chaos_point(const char *name) {
     }
 }
 
+int vx_chaos_armed(const char *name) {
+    int found = 0;
+
+    if (!__atomic_load_n(&armed, __ATOMIC_ACQUIRE)) return 0;
+    pthread_mutex_lock(&mu);
+    for (int i = 0; i < npoints && !found; i++) found = strcmp(points[i].name, name) == 0;
+    pthread_mutex_unlock(&mu);
+    return found;
+}
+
 long vx_chaos_gremlin(void) {
     long d = 0;
 

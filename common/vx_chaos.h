@@ -46,6 +46,8 @@ int vx_chaos_set_gremlin(long delay_ms, long every, double fraction, char *errst
 
 /* A crash point: returns unless armed and due. */
 void vx_chaos_point(const char *name);
+/* Whether point `name` is armed now (a caller may take a slower path that has room for it). */
+int vx_chaos_armed(const char *name);
 
 /* The gremlin's verdict on one more command: the delay in milliseconds, 0 when not delayed. */
 long vx_chaos_gremlin(void);

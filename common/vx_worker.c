@@ -78,11 +78,14 @@ static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaqu
 
 /* ---- for the services' callbacks -------------------------------------------------------------- */
 
-/* One transaction: BEGIN, the statement, COMMIT. Returns the statement's rows, or the first
- * failed step's result (the transaction rolled back). */
+/* One transaction: the statement alone (it is its own transaction: one round trip), or, while
+ * crash point before_commit is armed, BEGIN, the statement, the point, COMMIT. Returns the
+ * statement's rows, or the first failed step's result (the transaction rolled back). */
 static PGresult *exec_txn(vx_worker_t *w, const char *sql, const char *const *params) {
-    PGresult *r = PQexec(w->db, "BEGIN"), *c;
+    PGresult *r, *c;
 
+    if (!vx_chaos_armed("before_commit")) return PQexecParams(w->db, sql, 1, NULL, params, NULL, NULL, 0);
+    r = PQexec(w->db, "BEGIN");
     if (PQresultStatus(r) != PGRES_COMMAND_OK) return r;
     PQclear(r);
     r = PQexecParams(w->db, sql, 1, NULL, params, NULL, NULL, 0);

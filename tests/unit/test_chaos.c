@@ -135,12 +135,16 @@ Test(chaos, small_percentage_counts_its_hits) {
 
 Test(chaos, set_points_replaces_them_all_and_a_bad_spec_changes_nothing) {
     cr_assert_eq(init("a@2"), 0, "%s", errstr);
+    cr_expect(vx_chaos_armed("a"));
+    cr_expect(!vx_chaos_armed("b"));
     vx_chaos_point("a");
     cr_assert_eq(vx_chaos_set_points("b@5", errstr, sizeof(errstr)), 0, "%s", errstr);
+    cr_expect(!vx_chaos_armed("a") && vx_chaos_armed("b"));
     vx_chaos_point("a"); /* a is no longer armed: its second hit passes */
     cr_expect_eq(vx_chaos_set_points("b@0", errstr, sizeof(errstr)), -1);
     for (int i = 0; i < 4; i++) vx_chaos_point("b"); /* still b@5 */
     cr_expect_eq(vx_chaos_set_points("", errstr, sizeof(errstr)), 0);
+    cr_expect(!vx_chaos_armed("b"));
     for (int i = 0; i < 10; i++) vx_chaos_point("b");
 }
 
