@@ -180,6 +180,17 @@ long vx_chaos_gremlin(void) {
     return d;
 }
 
+json_object *vx_chaos_delay_headers(long delay_ms) {
+    json_object *h;
+    char ms[24];
+
+    if (!delay_ms) return NULL;
+    h = json_object_new_object();
+    snprintf(ms, sizeof(ms), "%ld", delay_ms);
+    json_object_object_add(h, VX_CHAOS_DELAY_HEADER, json_object_new_string(ms));
+    return h;
+}
+
 json_object *vx_chaos_state(void) {
     json_object *st = json_object_new_object(), *pts = json_object_new_array(), *g = json_object_new_object();
 

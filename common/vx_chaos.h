@@ -51,6 +51,9 @@ int vx_chaos_armed(const char *name);
 
 /* The gremlin's verdict on one more command: the delay in milliseconds, 0 when not delayed. */
 long vx_chaos_gremlin(void);
+/* {"chaos-delay-ms": "<delay_ms>"}: the headers of what a delayed command produces (a new object,
+ * the caller's), or NULL when delay_ms is 0. */
+json_object *vx_chaos_delay_headers(long delay_ms);
 
 /* {"crash_points":[{"point","at"|"percent","hits"}...],"gremlin":{"delay_ms","every","fraction",
  * "delayed"},"admin":bool}: a new object, the caller's. */

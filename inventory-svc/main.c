@@ -85,13 +85,7 @@ static json_object *batch_entry(item_t *it) {
     if (it->msg->key)
         json_object_object_add(e, "k", json_object_new_string_len(it->msg->key, (int)it->msg->key_len));
     if (it->cid[0]) json_object_object_add(e, "cid", json_object_new_string(it->cid));
-    if (it->delay) { /* "h": headers for what this command produces */
-        json_object *h = json_object_new_object();
-        char ms[24];
-        snprintf(ms, sizeof(ms), "%ld", it->delay);
-        json_object_object_add(h, VX_CHAOS_DELAY_HEADER, json_object_new_string(ms));
-        json_object_object_add(e, "h", h);
-    }
+    if (it->delay) json_object_object_add(e, "h", vx_chaos_delay_headers(it->delay)); /* headers of its event */
     return e;
 }
 

@@ -1,8 +1,9 @@
 /* order-svc: owns orders. One consumer reads orders.commands (PlaceOrder, CancelOrder) and
- * inventory.events (the answers to the ReserveStock it sends); each polled batch is applied in one
- * PostgreSQL transaction with its outbox rows (ord_apply_batch in migrations/), the rows are
- * published (ReserveStock/ReleaseStock to inventory, OrderResult to orders.results), and only then
- * are the Kafka offsets stored.
+ * inventory.events (the answers to the ReserveStock it sends); each polled batch is applied in as few
+ * PostgreSQL transactions as its repeats allow (ord_apply_batch in migrations/: no order and no
+ * idempotency key twice in one), each with its outbox rows, which are published (ReserveStock/
+ * ReleaseStock to inventory, OrderResult to orders.results) right after its commit; only then are
+ * the Kafka offsets stored.
  *
  * The loop, the relay's upkeep, dead letters, offsets and /health, /ready are vx_worker's.
  *
@@ -26,7 +27,7 @@
  *   VX_TOPIC_RETENTION_MS      [7 days] retention.ms of the topics this service creates
  *   VX_OUTBOX_RETENTION_S      [7 days] published outbox rows are deleted after this
  *   VX_OUTBOX_SWEEP_GRACE_MS   [5000]   an unpublished outbox row is swept after this
- *   VX_CRASH_POINTS            []       see vx_chaos.h; point: after_commit_before_publish
+ *   VX_CRASH_POINTS, VX_GREMLIN_*, VX_CHAOS_TOKEN   see vx_chaos.h
  *   VX_LOG_LEVEL, KAFKA_*               see vx_log.h, vx_kafka.h */
 #include <json-c/json.h>
 #include <librdkafka/rdkafka.h>
@@ -67,18 +68,49 @@ static const char SQL_ORDERS[] =
 typedef enum { ITEM_SKIP, ITEM_COMMAND, ITEM_EVENT } item_kind_t;
 
 typedef struct {
-    rd_kafka_message_t *msg;
+    rd_kafka_message_t *msg; /* borrowed from the worker */
     item_kind_t kind;
     vx_msg_t cmd;       /* ITEM_COMMAND */
     json_object *entry; /* the batch entry (ITEM_COMMAND, ITEM_EVENT), owned */
+    const char *oid;    /* the order it counts under, borrowed from entry */
     char cid[129];
 } item_t;
+
+/* Open-addressing set of borrowed strings: ord_apply_batch needs every order id and every command's
+ * idempotency key at most once per call, so a repeat starts a new call. */
+typedef struct {
+    const char **slot;
+    size_t cap; /* a power of two, at least twice the batch size */
+} strset_t;
 
 typedef struct {
     const char *inv_events; /* the topic whose messages are inventory's answers */
     json_tokener *tok;      /* parses inventory events, consumer thread only */
     item_t *items;          /* one per polled message, batch_max of them */
+    const char **slots;     /* the three sets' storage */
+    strset_t keys, orders;  /* what the SQL call being built holds */
+    strset_t placed;        /* orders that an earlier call for the polled batch created */
+    json_object *arr;       /* the SQL call being built */
+    int first;              /* items[first..] are in arr (those with an entry) */
+    int count;              /* how many entries arr holds */
 } ord_t;
+
+/* The slot that holds str, or the empty one where it would go. */
+static const char **strset_slot(const strset_t *set, const char *str) {
+    size_t h = 14695981039346656037ULL;
+    for (const char *p = str; *p; p++) h = (h ^ (unsigned char)*p) * 1099511628211ULL;
+    for (size_t i = h & (set->cap - 1);; i = (i + 1) & (set->cap - 1))
+        if (!set->slot[i] || strcmp(set->slot[i], str) == 0) return &set->slot[i];
+}
+
+/* The string equal to str that the set holds (borrowed), or NULL. */
+static const char *strset_find(const strset_t *set, const char *str) { return *strset_slot(set, str); }
+
+/* Adds str (borrowed: it must outlive the set's next clearing) unless an equal one is there. */
+static void strset_add(strset_t *set, const char *str) {
+    const char **p = strset_slot(set, str);
+    if (!*p) *p = str;
+}
 
 static void add_str(json_object *o, const char *k, const char *v) {
     if (v) json_object_object_add(o, k, json_object_new_string(v));
@@ -196,6 +228,7 @@ static void classify(vx_worker_t *w, ord_t *s, item_t *it) {
 
     it->kind = ITEM_SKIP;
     it->entry = NULL;
+    it->oid = NULL;
     it->cid[0] = '\0';
     if (m->err) {
         vx_log(VX_LOG_WARN, "consume_error", "error", rd_kafka_message_errstr(m), NULL);
@@ -203,7 +236,10 @@ static void classify(vx_worker_t *w, ord_t *s, item_t *it) {
     }
     vx_kafka_header(m, "correlation-id", it->cid, sizeof(it->cid));
     if (strcmp(rd_kafka_topic_name(m->rkt), s->inv_events) == 0) {
-        if ((it->entry = event_entry(s, it))) it->kind = ITEM_EVENT;
+        if ((it->entry = event_entry(s, it))) {
+            it->kind = ITEM_EVENT;
+            it->oid = get_str(it->entry, "oid");
+        }
         return;
     }
     e = vx_msg_decode(&it->cmd, m->payload, m->len, VX_MSG_ORDER_COMMANDS, err, sizeof(err));
@@ -213,66 +249,108 @@ static void classify(vx_worker_t *w, ord_t *s, item_t *it) {
     }
     it->kind = ITEM_COMMAND;
     it->entry = command_entry(it);
+    it->oid = get_str(it->entry, "oid");
 }
 
-/* One polled batch: classify, dead-letter the poison, apply the rest in one transaction (or one by
- * one if the database refuses the batch) and publish right after the commit. */
-static int process(vx_worker_t *w, rd_kafka_message_t **msgs, int n, void *opaque) {
-    ord_t *s = opaque;
-    item_t *items = s->items;
-    json_object *batch = json_object_new_array_ext(n);
-    int valid = 0, fatal = 0, abandoned = 0;
-
-    for (int i = 0; i < n; i++) {
-        items[i].msg = msgs[i];
-        classify(w, s, &items[i]);
-        if (items[i].entry) {
-            json_object_array_add(batch, json_object_get(items[i].entry));
-            valid++;
-        }
+/* After a call's commit: the orders it created join s->placed (their ids borrowed from the items,
+ * through s->orders), then its rows are logged and published. */
+static void done_call(vx_worker_t *w, ord_t *s, PGresult *rows) {
+    for (int i = 0; i < PQntuples(rows); i++) {
+        const char *note = col(rows, i, COL_NOTE), *oid = col(rows, i, COL_ORDER);
+        if (note && oid && strcmp(note, "order_placed") == 0 && (oid = strset_find(&s->orders, oid)))
+            strset_add(&s->placed, oid);
     }
+    publish(w, rows);
+}
 
-    if (valid) {
-        PGresult *r = vx_worker_apply(w, SQL_APPLY, json_object_to_json_string_ext(batch, JSON_C_TO_STRING_PLAIN), &fatal);
-        if (r) {
-            vx_chaos_point("after_commit_before_publish");
-            publish(w, r);
-            PQclear(r);
-        } else if (!fatal) {
-            abandoned = 1;
-        } else {
-            /* Something in the batch breaks a database rule: apply one at a time so that only the
-             * message at fault is set aside and its neighbours keep their outcome. */
-            for (int i = 0; i < n; i++) {
-                json_object *one;
-                if (!items[i].entry) continue;
-                one = json_object_new_array_ext(1);
-                json_object_array_add(one, json_object_get(items[i].entry));
-                r = vx_worker_apply(w, SQL_APPLY, json_object_to_json_string_ext(one, JSON_C_TO_STRING_PLAIN), &fatal);
-                json_object_put(one);
-                if (r) {
-                    publish(w, r);
-                    PQclear(r);
-                } else if (!fatal) {
-                    abandoned = 1;
-                    break;
-                } else if (items[i].kind == ITEM_COMMAND) {
-                    vx_worker_dead_letter(w, items[i].msg, "processing_error", "the database refused this command",
-                                          items[i].cmd.idempotency_key, items[i].cid[0] ? items[i].cid : NULL);
-                } else {
-                    vx_log(VX_LOG_ERROR, "event_skipped", "error", "the database refused this event", "correlation_id",
-                           items[i].cid[0] ? items[i].cid : NULL, NULL);
-                }
+/* Applies the SQL call being built, items[s->first..upto): one transaction, or one entry at a time
+ * if the database refuses the whole (then only the command at fault is dead-lettered, an event at
+ * fault is logged and skipped). Returns 0, or -1 when it gave up because the service is stopping. */
+static int flush_call(vx_worker_t *w, ord_t *s, int upto) {
+    int fatal = 0, rc = 0;
+    PGresult *r;
+
+    if (!s->count) goto reset;
+    r = vx_worker_apply(w, SQL_APPLY, json_object_to_json_string_ext(s->arr, JSON_C_TO_STRING_PLAIN), &fatal);
+    if (r) {
+        done_call(w, s, r);
+        PQclear(r);
+    } else if (!fatal) {
+        rc = -1;
+    } else {
+        for (int i = s->first; i < upto && rc == 0; i++) {
+            item_t *it = &s->items[i];
+            json_object *one;
+            if (!it->entry) continue;
+            one = json_object_new_array_ext(1);
+            json_object_array_add(one, json_object_get(it->entry));
+            r = vx_worker_apply(w, SQL_APPLY, json_object_to_json_string_ext(one, JSON_C_TO_STRING_PLAIN), &fatal);
+            json_object_put(one);
+            if (r) {
+                done_call(w, s, r);
+                PQclear(r);
+            } else if (!fatal) {
+                rc = -1;
+            } else if (it->kind == ITEM_COMMAND) {
+                vx_worker_dead_letter(w, it->msg, "processing_error", "the database refused this command",
+                                      it->cmd.idempotency_key, it->cid[0] ? it->cid : NULL);
+            } else {
+                vx_log(VX_LOG_ERROR, "event_skipped", "error", "the database refused this event", "correlation_id",
+                       it->cid[0] ? it->cid : NULL, NULL);
             }
         }
     }
-    json_object_put(batch);
+reset:
+    json_object_put(s->arr);
+    s->arr = json_object_new_array_ext(64);
+    s->first = upto;
+    s->count = 0;
+    memset(s->keys.slot, 0, s->keys.cap * sizeof(char *));
+    memset(s->orders.slot, 0, s->orders.cap * sizeof(char *));
+    return rc;
+}
+
+/* One polled batch: classify, dead-letter the poison, apply the rest in as few transactions as the
+ * repeats allow (an order id or a command's key seen already in the call being built starts the
+ * next one; an inventory event counts under its order id), publishing each right after its commit.
+ * An event whose order an earlier call created gets "fresh": the order's ReserveStock was not even
+ * sent when the event was polled, so it cannot be its answer, as in one call for the whole batch. */
+static int process(vx_worker_t *w, rd_kafka_message_t **msgs, int n, void *opaque) {
+    ord_t *s = opaque;
+    item_t *items = s->items;
+    int rc = 0;
+
+    s->arr = json_object_new_array_ext(n);
+    s->first = s->count = 0;
+    memset(s->placed.slot, 0, s->placed.cap * sizeof(char *));
+    for (int i = 0; i < n; i++) {
+        items[i].msg = msgs[i];
+        classify(w, s, &items[i]);
+    }
+    for (int i = 0; i < n && rc == 0; i++) {
+        item_t *it = &items[i];
+        const char *key = it->kind == ITEM_COMMAND ? it->cmd.idempotency_key : NULL;
+
+        if (!it->entry) continue;
+        if ((key && strset_find(&s->keys, key)) || (it->oid && strset_find(&s->orders, it->oid)))
+            rc = flush_call(w, s, i);
+        if (key) strset_add(&s->keys, key);
+        if (it->oid) strset_add(&s->orders, it->oid);
+        if (it->kind == ITEM_EVENT && it->oid && strset_find(&s->placed, it->oid))
+            json_object_object_add(it->entry, "fresh", json_object_new_boolean(1));
+        if (vx_worker_delay(w, i)) /* "h": headers of what it produces */
+            json_object_object_add(it->entry, "h", vx_chaos_delay_headers(vx_worker_delay(w, i)));
+        json_object_array_add(s->arr, json_object_get(it->entry));
+        s->count++;
+    }
+    if (rc == 0) rc = flush_call(w, s, n);
+    json_object_put(s->arr);
+    s->arr = NULL;
     for (int i = 0; i < n; i++) {
         json_object_put(items[i].entry);
         if (items[i].kind == ITEM_COMMAND) vx_msg_clear(&items[i].cmd);
     }
-
-    return abandoned ? -1 : 0;
+    return rc;
 }
 
 /* GET /orders?limit=N: N from 1 to LIST_MAX, LIST_DEFAULT when absent. */
@@ -311,6 +389,7 @@ int main(void) {
     ord_t s = {0};
     const char *topics[5], *routes[5];
     char err[512];
+    size_t cap;
     int rc;
 
     vx_log_init(SERVICE);
@@ -342,14 +421,21 @@ int main(void) {
         vx_log(VX_LOG_ERROR, "bad_config", "error", err, NULL);
         return 2;
     }
+    for (cap = 1; cap < (size_t)o.batch_max * 2; cap <<= 1) {
+    }
     s.items = calloc((size_t)o.batch_max, sizeof(*s.items));
+    s.slots = calloc(cap * 3, sizeof(char *));
     s.tok = json_tokener_new();
-    if (!s.items || !s.tok) {
+    if (!s.items || !s.slots || !s.tok) {
         vx_log(VX_LOG_ERROR, "out_of_memory", NULL);
         return 1;
     }
+    s.keys = (strset_t){s.slots, cap};
+    s.orders = (strset_t){s.slots + cap, cap};
+    s.placed = (strset_t){s.slots + cap * 2, cap};
     rc = vx_worker_main(&o);
     json_tokener_free(s.tok);
+    free(s.slots);
     free(s.items);
     return rc;
 }
