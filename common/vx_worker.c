@@ -177,6 +177,39 @@ void vx_worker_reply_query(vx_worker_t *w, vx_http_req_t *req, const char *sql, 
     PQclear(r);
 }
 
+/* ---- vx_strset: open addressing, FNV-1a -------------------------------------------------------- */
+
+int vx_strset_init(vx_strset_t *set, size_t max) {
+    for (set->cap = 16; set->cap < max * 2; set->cap <<= 1) {
+    }
+    set->slot = calloc(set->cap, sizeof(*set->slot));
+    return set->slot ? 0 : -1;
+}
+
+void vx_strset_free(vx_strset_t *set) {
+    free(set->slot);
+    set->slot = NULL;
+}
+
+void vx_strset_clear(vx_strset_t *set) { memset(set->slot, 0, set->cap * sizeof(*set->slot)); }
+
+/* The slot that holds str, or the empty one where it would go. */
+static const char **strset_slot(const vx_strset_t *set, const char *str) {
+    size_t h = 14695981039346656037ULL;
+    for (const char *p = str; *p; p++) h = (h ^ (unsigned char)*p) * 1099511628211ULL;
+    for (size_t i = h & (set->cap - 1);; i = (i + 1) & (set->cap - 1))
+        if (!set->slot[i] || strcmp(set->slot[i], str) == 0) return &set->slot[i];
+}
+
+const char *vx_strset_find(const vx_strset_t *set, const char *str) { return *strset_slot(set, str); }
+
+int vx_strset_add(vx_strset_t *set, const char *str) {
+    const char **p = strset_slot(set, str);
+    if (*p) return 0;
+    *p = str;
+    return 1;
+}
+
 /* ---- HTTP: /health, /ready, then the service's routes ------------------------------------------ */
 
 static int ready(vx_worker_t *w) {

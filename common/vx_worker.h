@@ -60,6 +60,18 @@ void vx_worker_publish(vx_worker_t *w, const PGresult *rows);
 void vx_worker_dead_letter(vx_worker_t *w, const rd_kafka_message_t *m, const char *reason, const char *detail,
                            const char *idempotency_key, const char *correlation_id);
 
+/* For process callbacks that split a polled batch into SQL calls in which no key repeats: a set of
+ * borrowed strings (they must outlive the set's next clear) with room for `max` of them. */
+typedef struct {
+    const char **slot;
+    size_t cap; /* a power of two, at least twice max */
+} vx_strset_t;
+int vx_strset_init(vx_strset_t *set, size_t max); /* 0, or -1 when out of memory */
+void vx_strset_free(vx_strset_t *set);
+void vx_strset_clear(vx_strset_t *set);
+const char *vx_strset_find(const vx_strset_t *set, const char *str); /* the equal string held, or NULL */
+int vx_strset_add(vx_strset_t *set, const char *str);                /* 1 added, 0 one was there */
+
 /* For process callbacks: the latency gremlin's delay of msgs[i] of the batch in hand, in ms (0:
  * not delayed). What the message produces should carry it as header VX_CHAOS_DELAY_HEADER. */
 long vx_worker_delay(const vx_worker_t *w, int i);

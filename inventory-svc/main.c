@@ -51,33 +51,15 @@ typedef struct {
     char cid[129];
 } item_t;
 
-/* Open-addressing set of borrowed strings, cleared per SQL batch: inv_apply_batch needs every
- * idempotency key and order id at most once per call, so a repeat starts a new call. */
-typedef struct {
-    const char **slot;
-    size_t cap; /* a power of two, at least twice the batch size */
-} strset_t;
-
 typedef struct {
     long long outbox_retention_s;
     item_t *items;            /* one per polled message, batch_max of them */
-    const char **slots;       /* the two sets' storage */
-    strset_t keys, orders;    /* what the SQL batch being built holds */
+    vx_strset_t keys, orders; /* what the SQL batch being built holds: inv_apply_batch needs every
+                                 idempotency key and order id at most once, so a repeat starts a new call */
     json_object *arr;         /* the SQL batch being built */
     int first, count;         /* items[first..] are in arr (valid ones only), count of them */
 } inv_t;
 
-static int strset_add(strset_t *set, const char *str) { /* 0 when already there */
-    size_t h = 14695981039346656037ULL;
-    for (const char *p = str; *p; p++) h = (h ^ (unsigned char)*p) * 1099511628211ULL;
-    for (size_t i = h & (set->cap - 1);; i = (i + 1) & (set->cap - 1)) {
-        if (!set->slot[i]) {
-            set->slot[i] = str;
-            return 1;
-        }
-        if (strcmp(set->slot[i], str) == 0) return 0;
-    }
-}
 
 static json_object *batch_entry(item_t *it) {
     json_object *e = json_object_new_object();
@@ -138,7 +120,8 @@ reset:
     v->arr = json_object_new_array_ext(64);
     v->first = upto;
     v->count = 0;
-    memset(v->slots, 0, v->keys.cap * 2 * sizeof(char *));
+    vx_strset_clear(&v->keys);
+    vx_strset_clear(&v->orders);
     return rc;
 }
 
@@ -172,11 +155,11 @@ static int process(vx_worker_t *w, rd_kafka_message_t **msgs, int n, void *opaqu
             continue;
         }
         it->valid = 1;
-        if (!strset_add(&v->keys, it->cmd.idempotency_key) ||
-            (it->cmd.order_id && !strset_add(&v->orders, it->cmd.order_id))) {
+        if (!vx_strset_add(&v->keys, it->cmd.idempotency_key) ||
+            (it->cmd.order_id && !vx_strset_add(&v->orders, it->cmd.order_id))) {
             rc = flush_batch(w, v, i);
-            strset_add(&v->keys, it->cmd.idempotency_key);
-            if (it->cmd.order_id) strset_add(&v->orders, it->cmd.order_id);
+            vx_strset_add(&v->keys, it->cmd.idempotency_key);
+            if (it->cmd.order_id) vx_strset_add(&v->orders, it->cmd.order_id);
         }
         json_object_array_add(v->arr, batch_entry(it));
         v->count++;
@@ -216,7 +199,6 @@ int main(void) {
     inv_t v = {0};
     const char *topics[3], *routes[3];
     char err[512];
-    size_t cap;
     int rc;
 
     vx_log_init(SERVICE);
@@ -247,18 +229,15 @@ int main(void) {
         return 2;
     }
     v.outbox_retention_s = o.outbox_retention_s;
-    for (cap = 1; cap < (size_t)o.batch_max * 2; cap <<= 1) {
-    }
     v.items = calloc((size_t)o.batch_max, sizeof(*v.items));
-    v.slots = calloc(cap * 2, sizeof(char *));
-    if (!v.items || !v.slots) {
+    if (!v.items || vx_strset_init(&v.keys, (size_t)o.batch_max) ||
+        vx_strset_init(&v.orders, (size_t)o.batch_max)) {
         vx_log(VX_LOG_ERROR, "out_of_memory", NULL);
         return 1;
     }
-    v.keys = (strset_t){v.slots, cap};
-    v.orders = (strset_t){v.slots + cap, cap};
     rc = vx_worker_main(&o);
     free(v.items);
-    free(v.slots);
+    vx_strset_free(&v.keys);
+    vx_strset_free(&v.orders);
     return rc;
 }

@@ -76,41 +76,17 @@ typedef struct {
     char cid[129];
 } item_t;
 
-/* Open-addressing set of borrowed strings: ord_apply_batch needs every order id and every command's
- * idempotency key at most once per call, so a repeat starts a new call. */
-typedef struct {
-    const char **slot;
-    size_t cap; /* a power of two, at least twice the batch size */
-} strset_t;
-
 typedef struct {
     const char *inv_events; /* the topic whose messages are inventory's answers */
     json_tokener *tok;      /* parses inventory events, consumer thread only */
     item_t *items;          /* one per polled message, batch_max of them */
-    const char **slots;     /* the three sets' storage */
-    strset_t keys, orders;  /* what the SQL call being built holds */
-    strset_t placed;        /* orders that an earlier call for the polled batch created */
+    vx_strset_t keys, orders; /* what the SQL call being built holds: ord_apply_batch needs every order
+                                 id and command key at most once, so a repeat starts a new call */
+    vx_strset_t placed;       /* orders that an earlier call for the polled batch created */
     json_object *arr;       /* the SQL call being built */
     int first;              /* items[first..] are in arr (those with an entry) */
     int count;              /* how many entries arr holds */
 } ord_t;
-
-/* The slot that holds str, or the empty one where it would go. */
-static const char **strset_slot(const strset_t *set, const char *str) {
-    size_t h = 14695981039346656037ULL;
-    for (const char *p = str; *p; p++) h = (h ^ (unsigned char)*p) * 1099511628211ULL;
-    for (size_t i = h & (set->cap - 1);; i = (i + 1) & (set->cap - 1))
-        if (!set->slot[i] || strcmp(set->slot[i], str) == 0) return &set->slot[i];
-}
-
-/* The string equal to str that the set holds (borrowed), or NULL. */
-static const char *strset_find(const strset_t *set, const char *str) { return *strset_slot(set, str); }
-
-/* Adds str (borrowed: it must outlive the set's next clearing) unless an equal one is there. */
-static void strset_add(strset_t *set, const char *str) {
-    const char **p = strset_slot(set, str);
-    if (!*p) *p = str;
-}
 
 static void add_str(json_object *o, const char *k, const char *v) {
     if (v) json_object_object_add(o, k, json_object_new_string(v));
@@ -257,8 +233,8 @@ static void classify(vx_worker_t *w, ord_t *s, item_t *it) {
 static void done_call(vx_worker_t *w, ord_t *s, PGresult *rows) {
     for (int i = 0; i < PQntuples(rows); i++) {
         const char *note = col(rows, i, COL_NOTE), *oid = col(rows, i, COL_ORDER);
-        if (note && oid && strcmp(note, "order_placed") == 0 && (oid = strset_find(&s->orders, oid)))
-            strset_add(&s->placed, oid);
+        if (note && oid && strcmp(note, "order_placed") == 0 && (oid = vx_strset_find(&s->orders, oid)))
+            vx_strset_add(&s->placed, oid);
     }
     publish(w, rows);
 }
@@ -305,8 +281,8 @@ reset:
     s->arr = json_object_new_array_ext(64);
     s->first = upto;
     s->count = 0;
-    memset(s->keys.slot, 0, s->keys.cap * sizeof(char *));
-    memset(s->orders.slot, 0, s->orders.cap * sizeof(char *));
+    vx_strset_clear(&s->keys);
+    vx_strset_clear(&s->orders);
     return rc;
 }
 
@@ -322,7 +298,7 @@ static int process(vx_worker_t *w, rd_kafka_message_t **msgs, int n, void *opaqu
 
     s->arr = json_object_new_array_ext(n);
     s->first = s->count = 0;
-    memset(s->placed.slot, 0, s->placed.cap * sizeof(char *));
+    vx_strset_clear(&s->placed);
     for (int i = 0; i < n; i++) {
         items[i].msg = msgs[i];
         classify(w, s, &items[i]);
@@ -332,11 +308,11 @@ static int process(vx_worker_t *w, rd_kafka_message_t **msgs, int n, void *opaqu
         const char *key = it->kind == ITEM_COMMAND ? it->cmd.idempotency_key : NULL;
 
         if (!it->entry) continue;
-        if ((key && strset_find(&s->keys, key)) || (it->oid && strset_find(&s->orders, it->oid)))
+        if ((key && vx_strset_find(&s->keys, key)) || (it->oid && vx_strset_find(&s->orders, it->oid)))
             rc = flush_call(w, s, i);
-        if (key) strset_add(&s->keys, key);
-        if (it->oid) strset_add(&s->orders, it->oid);
-        if (it->kind == ITEM_EVENT && it->oid && strset_find(&s->placed, it->oid))
+        if (key) vx_strset_add(&s->keys, key);
+        if (it->oid) vx_strset_add(&s->orders, it->oid);
+        if (it->kind == ITEM_EVENT && it->oid && vx_strset_find(&s->placed, it->oid))
             json_object_object_add(it->entry, "fresh", json_object_new_boolean(1));
         if (vx_worker_delay(w, i)) /* "h": headers of what it produces */
             json_object_object_add(it->entry, "h", vx_chaos_delay_headers(vx_worker_delay(w, i)));
@@ -389,7 +365,6 @@ int main(void) {
     ord_t s = {0};
     const char *topics[5], *routes[5];
     char err[512];
-    size_t cap;
     int rc;
 
     vx_log_init(SERVICE);
@@ -421,21 +396,18 @@ int main(void) {
         vx_log(VX_LOG_ERROR, "bad_config", "error", err, NULL);
         return 2;
     }
-    for (cap = 1; cap < (size_t)o.batch_max * 2; cap <<= 1) {
-    }
     s.items = calloc((size_t)o.batch_max, sizeof(*s.items));
-    s.slots = calloc(cap * 3, sizeof(char *));
     s.tok = json_tokener_new();
-    if (!s.items || !s.slots || !s.tok) {
+    if (!s.items || !s.tok || vx_strset_init(&s.keys, (size_t)o.batch_max) ||
+        vx_strset_init(&s.orders, (size_t)o.batch_max) || vx_strset_init(&s.placed, (size_t)o.batch_max)) {
         vx_log(VX_LOG_ERROR, "out_of_memory", NULL);
         return 1;
     }
-    s.keys = (strset_t){s.slots, cap};
-    s.orders = (strset_t){s.slots + cap, cap};
-    s.placed = (strset_t){s.slots + cap * 2, cap};
     rc = vx_worker_main(&o);
     json_tokener_free(s.tok);
-    free(s.slots);
+    vx_strset_free(&s.keys);
+    vx_strset_free(&s.orders);
+    vx_strset_free(&s.placed);
     free(s.items);
     return rc;
 }
