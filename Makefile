@@ -3,7 +3,8 @@
 #   make run      start Kafka, PostgreSQL and every service locally, in the foreground (Ctrl-C stops all)
 #   make up/down  the same in the background / stop it all; make wipe deletes the local data
 #   make test     unit tests (plain and under ASan+UBSan), integration tests against the real
-#                 broker and database, contract checks against schemas/
+#                 broker and database, contract checks against schemas/, the short soak
+#   make soak     the kill-anything soak (DURATION, KILL_EVERY; tests/soak/README.md)
 #   make bench    throughput and latency figures
 # Missing system packages and the Kafka jars are installed by deploy/stack.sh deps, run first.
 
@@ -23,7 +24,7 @@ SERVICES := $(B)/inventory-svc $(B)/order-svc $(B)/gateway
 TOOLS   := $(B)/vxadmin
 DEPS_STAMP := $(B)/.deps
 
-.PHONY: all deps run up down wipe status test unit unit-asan it contract bench clean
+.PHONY: all deps run up down wipe status test unit unit-asan it contract bench clean soak soak-short
 all: $(SERVICES) $(TOOLS)
 
 $(DEPS_STAMP): deploy/stack.sh deploy/kafka/pom.xml
@@ -91,7 +92,7 @@ contract:
 	$$PY tests/contract/validate.py messages $(VX_DATA_DIR)/it/messages.jsonl && \
 	$$PY tests/contract/validate.py openapi schemas/openapi.yaml $(VX_DATA_DIR)/it/http.jsonl
 
-test: unit unit-asan it contract
+test: unit unit-asan it contract soak-short
 
 bench: all $(B)/vxbench
 	tests/bench/bench.sh
@@ -110,9 +111,23 @@ status:
 	deploy/stack.sh status
 
 clean:
-	rm -rf $(B)/obj $(B)/asan $(SERVICES) $(TOOLS) $(B)/unit_tests $(B)/unit_tests_asan $(B)/it_*
+	rm -rf $(B)/obj $(B)/asan $(SERVICES) $(TOOLS) $(B)/unit_tests $(B)/unit_tests_asan $(B)/it_* $(B)/vxsoak $(B)/vxbench
 
 -include $(shell find $(B) -name '*.d' 2>/dev/null)
 
 # Objects made by pattern chains are kept, so a second `make test` does not rebuild them.
 .SECONDARY:
+
+# ---- soak ----------------------------------------------------------------------------------------
+# The kill-anything soak (tests/soak/README.md) on a stack of its own (var/soak; ports 19092/19093,
+# 55442, 18480-18482): load, kill -9 of any component, then the invariant checks. `make soak` runs
+# DURATION [600] seconds with a kill every KILL_EVERY [10] seconds; `make soak-short` about 2 minutes
+# with at least 20 kills spread over every component.
+SOAK := $(patsubst %.c,$(B)/obj/%.o,$(wildcard tests/soak/*.c))
+$(B)/obj/tests/soak/%.o: XCFLAGS += -Wno-format-truncation # bounded ids in fixed buffers, as in tests/it
+$(B)/vxsoak: $(SOAK) $(COMMON_OBJ)
+	$(CC) $(CFLAGS) -o $@ $^ $(PKG_LIBS) -lcurl
+soak: all $(B)/vxsoak
+	tests/soak/soak.sh
+soak-short: all $(B)/vxsoak
+	DURATION=$${DURATION:-90} KILL_EVERY=$${KILL_EVERY:-4} MIN_KILLS=$${MIN_KILLS:-20} tests/soak/soak.sh

@@ -21,6 +21,7 @@
 #include "vx_log.h"
 
 #define SCAN_EVERY_MS 5
+#define PROBE_EVERY_MS 500 /* how often a broker said to be down is asked again */
 #define MAX_PARTITIONS 256
 
 typedef struct waiter {
@@ -56,7 +57,8 @@ struct gw_rr_s {
     pthread_t thread;
     int thread_started;
     volatile int stop;
-    int kafka_down; /* librdkafka says every broker is down; cleared by a delivery */
+    int kafka_down; /* librdkafka says every broker is down; cleared by a delivery or, with nothing
+                       in flight to deliver, by the reply thread's probe of the broker */
     pthread_mutex_t lock;
     gw_breaker_t breaker;
     entry_t *slots;
@@ -418,9 +420,26 @@ static void scan(gw_rr_t *rr, long long now) {
     }
 }
 
+/* While every broker is said to be down, POST /orders fails fast and produces nothing, so no
+ * delivery would ever clear the flag: ask the broker for its metadata now and then instead. */
+static void probe_kafka(gw_rr_t *rr, long long now, long long *next_probe) {
+    int down;
+
+    pthread_mutex_lock(&rr->lock);
+    down = rr->kafka_down;
+    pthread_mutex_unlock(&rr->lock);
+    if (!down || now < *next_probe) return;
+    *next_probe = now + PROBE_EVERY_MS;
+    if (!vx_kafka_reachable(rr->producer, PROBE_EVERY_MS)) return;
+    pthread_mutex_lock(&rr->lock);
+    rr->kafka_down = 0;
+    pthread_mutex_unlock(&rr->lock);
+    vx_log(VX_LOG_INFO, "kafka_reachable", NULL);
+}
+
 static void *reply_thread(void *arg) {
     gw_rr_t *rr = arg;
-    long long next_scan = 0;
+    long long next_scan = 0, next_probe = 0;
 
     while (!rr->stop) {
         rd_kafka_message_t *m = rd_kafka_consumer_poll(rr->consumer, SCAN_EVERY_MS);
@@ -438,6 +457,7 @@ static void *reply_thread(void *arg) {
             pthread_mutex_unlock(&rr->lock);
             next_scan = now + SCAN_EVERY_MS;
         }
+        probe_kafka(rr, now, &next_probe);
         vx_log_flush();
     }
     return NULL;
