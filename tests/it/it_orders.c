@@ -1748,6 +1748,59 @@ Test(orders, gateway_dying_after_produce_before_reply_loses_no_order) {
     stack_down(&s);
 }
 
+/* Whether the gateway's /health says librdkafka sees every broker down. */
+static bool gateway_says_kafka_down(void) {
+    json_object *h = get_json(GW_ADDR, "/health", 200), *v;
+    bool down = json_object_object_get_ex(h, "kafka_down", &v) && json_object_get_boolean(v);
+    json_object_put(h);
+    return down;
+}
+
+/* A broker restart with no order in flight: while the broker is away POST /orders answers 503 at
+ * once with Retry-After, and once it is back the gateway finds out by itself (nothing it sends
+ * could tell it: it sends nothing while Kafka is down) and answers 201 again. */
+Test(orders, gateway_serves_again_after_a_broker_restart_with_nothing_in_flight) {
+    stack s;
+    char err[IT_ERR_SIZE];
+    stack_up(&s, "kr", true, NULL);
+    restock(&s, "kr-p", 10);
+    char *body = order_body1("cust-kr", "kr-p", 1);
+    http_resp r = post_order(GW_ADDR, "kr-1", body);
+    cr_assert_eq(r.status, 201, "before the restart: %d %s", r.status, r.body);
+    http_resp_clear(&r);
+
+    IT_OK(it_stack("stop", "kafka", err, sizeof err), err);
+    int64_t deadline = it_now_ms() + IT_WAIT_MS;
+    while (!gateway_says_kafka_down()) {
+        cr_assert(it_now_ms() < deadline, "the gateway did not notice the broker was gone");
+        sleep_ms(200);
+    }
+    r = post_order(GW_ADDR, "kr-2", body);
+    cr_assert_eq(r.status, 503, "with the broker away: %d %s", r.status, r.body);
+    cr_assert(http_header(&r, "Retry-After"), "503 without Retry-After");
+    http_resp_clear(&r);
+
+    IT_OK(it_stack("start", "kafka", err, sizeof err), err);
+    IT_OK(it_kafka_wait_up(120000, err, sizeof err), err);
+    /* a client retrying with one key, as a real one would, until the order is decided */
+    deadline = it_now_ms() + 2 * IT_WAIT_MS;
+    int last = 0;
+    for (;;) {
+        r = post_order(GW_ADDR, "kr-3", body);
+        last = r.status;
+        http_resp_clear(&r);
+        if (last == 201) break;
+        cr_assert(last == 503 || last == 202, "after the restart: %d", last);
+        cr_assert(it_now_ms() < deadline, "still %d %d ms after the broker came back (kafka_down %d)", last,
+                  2 * IT_WAIT_MS, gateway_says_kafka_down());
+        sleep_ms(500);
+    }
+    cr_assert(!gateway_says_kafka_down(), "201 while /health says kafka_down");
+    assert_stock("kr-p", 8);
+    free(body);
+    stack_down(&s);
+}
+
 Test(orders_zz, every_result_and_inventory_event_of_the_run_is_recorded_for_the_schema_check) {
     record_topic(t_ores, RESULTS_LABEL, (const char *const[]){"OrderResult", NULL});
     record_topic(t_iev, EVENTS_LABEL,
