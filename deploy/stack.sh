@@ -99,7 +99,7 @@ pid_of() {
 group_alive() {
 	local pgid=$1 f stat
 	for f in /proc/[0-9]*/stat; do
-		read -r stat <"$f" 2>/dev/null || continue
+		{ read -r stat <"$f"; } 2>/dev/null || continue
 		stat=${stat##*) } # fields after the command name: state ppid pgrp ...
 		read -r -a stat <<<"$stat"
 		[[ ${stat[2]} == "$pgid" && ${stat[0]} != Z ]] && return 0
