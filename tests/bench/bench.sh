@@ -352,7 +352,7 @@ stage_a_paced() {
 	local f=$OUT/paced.out
 	head1 "A2. inventory-svc latency: ${BENCH_PACED_RATE} commands/s for ${BENCH_PACED_SECS} s (vxbench, librdkafka)"
 	say "same mix; latency = command handed to librdkafka -> its answer consumed from $INVENTORY_EVENTS_TOPIC"
-	say "producer: Valerix's defaults (vx_kafka: idempotent, acks=all, linger.ms=2) plus any KAFKA_* set"
+	say "producer: Valerix's defaults (vx_kafka: idempotent, acks=all, linger.ms=0) plus any KAFKA_* set"
 	cpu_mark
 	if ! run "$VXBENCH" paced "$INVENTORY_COMMANDS_TOPIC" "$INVENTORY_EVENTS_TOPIC" "$P-p-" "$BENCH_PACED_RATE" \
 		"$BENCH_PACED_SECS" "$PRODUCTS" 60 >"$f" 2>"$f.err"; then
