@@ -346,6 +346,18 @@ out:
 
 /* ---- the reply thread ------------------------------------------------------------------------- */
 
+/* Whether an OrderResult is the outcome a POST with idempotency key `key` waits for: its own
+ * answer (same key), or its order's cancellation. Not another CancelOrder's answer about the same
+ * order id, such as REJECTED not_found for a cancel that overtook the order. */
+static int answers_place(json_object *res, const char *key) {
+    json_object *v;
+    if (json_object_object_get_ex(res, "idempotency_key", &v) && json_object_is_type(v, json_type_string) &&
+        strcmp(json_object_get_string(v), key) == 0)
+        return 1;
+    return json_object_object_get_ex(res, "status", &v) && json_object_is_type(v, json_type_string) &&
+           strcmp(json_object_get_string(v), "CANCELLED") == 0;
+}
+
 static void on_result(gw_rr_t *rr, const rd_kafka_message_t *m) {
     json_object *res, *v;
     const char *order_id;
@@ -367,6 +379,7 @@ static void on_result(gw_rr_t *rr, const rd_kafka_message_t *m) {
     replayed = vx_kafka_header(m, "idempotent-replayed", replay_hdr, sizeof(replay_hdr)) != NULL;
     pthread_mutex_lock(&rr->lock);
     i = find(rr, order_id);
+    if (i >= 0 && !answers_place(res, rr->slots[i].key)) i = -1;
     if (i < 0) {
         rr->unmatched++;
     } else {

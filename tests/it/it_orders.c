@@ -27,6 +27,7 @@
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
+#include <uuid/uuid.h>
 
 #define INV_DB "inventory_it2"
 #define ORD_DB "orders_it2"
@@ -1797,6 +1798,58 @@ Test(orders, gateway_serves_again_after_a_broker_restart_with_nothing_in_flight)
     }
     cr_assert(!gateway_says_kafka_down(), "201 while /health says kafka_down");
     assert_stock("kr-p", 8);
+    free(body);
+    stack_down(&s);
+}
+
+/* The order id the system derives from an idempotency key: UUID v5 in Valerix's namespace. */
+static void derived_order_id(const char *key, char out[37]) {
+    uuid_t ns, u;
+    cr_assert_eq(uuid_parse("2ad60cf7-7425-5be5-a9bc-29acaf8e7d71", ns), 0);
+    uuid_generate_sha1(u, ns, key, strlen(key));
+    uuid_unparse_lower(u, out);
+}
+
+/* A POST waits for its own order's outcome. Another command's answer about the same order id (here
+ * the REJECTED not_found a CancelOrder gets when it overtakes the order, put on the results topic
+ * while order-svc is down) must not answer it: the POST still gets 201 once order-svc is back. */
+Test(orders, another_commands_answer_about_the_order_does_not_answer_a_waiting_post) {
+    stack s;
+    char oid[37], json[512];
+    const char *const gw_env[] = {"GATEWAY_TIMEOUT_MS=60000", NULL};
+    stack_up(&s, "ox", true, gw_env);
+    restock(&s, "ox-p", 10);
+    svc_stop(s.ord, "order-svc");
+    s.ord = NULL;
+
+    char *body = order_body1("cust-ox", "ox-p", 2);
+    post_job job = {.addr = GW_ADDR, .key = "ox-key", .body = body};
+    pthread_t thread;
+    cr_assert_eq(pthread_create(&thread, NULL, post_job_run, &job), 0);
+    int64_t deadline = it_now_ms() + IT_WAIT_MS;
+    for (;;) { /* until the POST is in flight at the gateway */
+        json_object *h = get_json(GW_ADDR, "/health", 200), *v;
+        bool waiting = json_object_object_get_ex(h, "inflight", &v) && json_object_get_int(v) >= 1;
+        json_object_put(h);
+        if (waiting) break;
+        cr_assert(it_now_ms() < deadline, "the POST never became in flight");
+        sleep_ms(50);
+    }
+    derived_order_id("ox-key", oid);
+    snprintf(json, sizeof json,
+             "{\"type\":\"OrderResult\",\"order_id\":\"%s\",\"idempotency_key\":\"ox-cancel\",\"status\":\"REJECTED\","
+             "\"reason\":\"not_found\",\"items\":[],\"event_id\":\"orders-999999999\","
+             "\"occurred_at\":\"2026-11-21T10:00:00.000000Z\"}",
+             oid);
+    produce(t_ores, oid, strdup(json), "ox-cancel-cid");
+    sleep_ms(1000); /* time enough for the gateway to (wrongly) take it */
+    s.ord = ord_spawn("again");
+    pthread_join(thread, NULL);
+    cr_assert_eq(job.rc, 0, "POST: %s", job.err);
+    cr_assert_eq(job.resp.status, 201, "the waiting POST was answered %d: %s", job.resp.status, job.resp.body);
+    cr_assert_str_eq(answer_order_id(&job.resp) ?: "(none)", oid);
+    http_resp_clear(&job.resp);
+    assert_stock("ox-p", 8);
     free(body);
     stack_down(&s);
 }
