@@ -456,13 +456,15 @@ static void *reply_thread(void *arg) {
 
     while (!rr->stop) {
         rd_kafka_message_t *m = rd_kafka_consumer_poll(rr->consumer, SCAN_EVERY_MS);
+        /* delivery reports before answers: a command is known to be acknowledged (and crash point
+           after_produce_before_reply passed) before the answer it caused is handled */
+        rd_kafka_poll(rr->producer, 0);
         for (int n = 0; m && n < 1000; n++) {
             on_result(rr, m);
             rd_kafka_message_destroy(m);
             m = rd_kafka_consumer_poll(rr->consumer, 0);
         }
         if (m) rd_kafka_message_destroy(m); /* not reached unless 1000 came at once; it is consumed */
-        rd_kafka_poll(rr->producer, 0);
         long long now = now_ms();
         if (now >= next_scan) {
             pthread_mutex_lock(&rr->lock);
@@ -516,8 +518,8 @@ gw_rr_t *gw_rr_start(const gw_rr_opts_t *o, char *errstr, size_t errstr_size) {
     gw_rr_t *rr = calloc(1, sizeof(*rr));
     rd_kafka_conf_t *conf = NULL;
     char timeout[24], group[64];
-    const char *pdefaults[] = {"message.timeout.ms", timeout, "linger.ms", "1", NULL};
-    const char *cdefaults[] = {"group.id", group, "enable.auto.commit", "false", "fetch.wait.max.ms", "5", NULL};
+    const char *pdefaults[] = {"message.timeout.ms", timeout, NULL}; /* linger.ms 0, as every producer */
+    const char *cdefaults[] = {"group.id", group, "enable.auto.commit", "false", NULL};
     uuid_t u;
 
     if (!rr) return NULL;

@@ -75,27 +75,42 @@ us2ms() { awk -v us="$1" 'BEGIN { printf "%.2f", us / 1000 }'; }
 mib() { awk -v kb="$1" 'BEGIN { printf "%.1f", kb / 1024 }'; }
 vmhwm_kb() { awk '/^VmHWM:/ { print $2 }' "/proc/$1/status" 2>/dev/null; }
 
-# CPU time of our running services: cpu_mark before a measurement, cpu_report COUNT UNIT after it
-# prints each one's seconds and its cost per unit, a figure that a busy shared machine moves less
-# than a rate (PostgreSQL and Kafka are not included).
+# CPU time of our running services, PostgreSQL (every postgres process, exited backends through the
+# postmaster's reaped-children time) and the Kafka broker (java): cpu_mark before a measurement,
+# cpu_report COUNT UNIT after it prints each one's seconds and its cost per unit, a figure that a busy
+# shared machine moves less than a rate, and that says where the time goes.
 TCK=$(getconf CLK_TCK)
 declare -A CPU0=()
 cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat" 2>/dev/null; }
+# comm_ticks NAME: user+system ticks of every process called NAME, with their reaped children.
+comm_ticks() {
+	local f t=0 v
+	for f in /proc/[0-9]*/stat; do
+		v=$(awk -v n="($1)" '$2 == n { print $14 + $15 + $16 + $17 }' "$f" 2>/dev/null) || continue
+		[[ -n $v ]] && t=$((t + v))
+	done
+	echo "$t"
+}
 cpu_mark() {
 	local name
 	CPU0=()
 	for name in "${!PID[@]}"; do CPU0[$name]=$(cpu_ticks "${PID[$name]}"); done
+	CPU0[postgres]=$(comm_ticks postgres)
+	CPU0[kafka]=$(comm_ticks java)
 }
 cpu_report() {
 	local name t out=""
-	for name in inventory-svc order-svc gateway; do
+	for name in inventory-svc order-svc gateway postgres kafka; do
 		[[ -n ${CPU0[$name]:-} ]] || continue
-		t=$(cpu_ticks "${PID[$name]:-0}")
+		case $name in
+		postgres | kafka) t=$(comm_ticks "$([[ $name == kafka ]] && echo java || echo postgres)") ;;
+		*) t=$(cpu_ticks "${PID[$name]:-0}") ;;
+		esac
 		[[ -n $t ]] || continue
 		out+="${out:+, }$(awk -v d=$((t - CPU0[$name])) -v hz="$TCK" -v n="$1" -v u="$2" -v s="$name" \
 			'BEGIN { printf "%s %.2f s (%.0f us/%s)", s, d / hz, d / hz * 1e6 / n, u }')"
 	done
-	say "service CPU: $out"
+	say "CPU: $out"
 }
 
 port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
