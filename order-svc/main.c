@@ -82,10 +82,9 @@ typedef struct {
     item_t *items;          /* one per polled message, batch_max of them */
     vx_strset_t keys, orders; /* what the SQL call being built holds: ord_apply_batch needs every order
                                  id and command key at most once, so a repeat starts a new call */
-    vx_strset_t placed;       /* orders that an earlier call for the polled batch created */
     json_object *arr;       /* the SQL call being built */
-    int first;              /* items[first..] are in arr (those with an entry) */
-    int count;              /* how many entries arr holds */
+    int *call;              /* the items whose entries arr holds, in order */
+    int count;              /* how many */
 } ord_t;
 
 static void add_str(json_object *o, const char *k, const char *v) {
@@ -228,42 +227,29 @@ static void classify(vx_worker_t *w, ord_t *s, item_t *it) {
     it->oid = get_str(it->entry, "oid");
 }
 
-/* After a call's commit: the orders it created join s->placed (their ids borrowed from the items,
- * through s->orders), then its rows are logged and published. */
-static void done_call(vx_worker_t *w, ord_t *s, PGresult *rows) {
-    for (int i = 0; i < PQntuples(rows); i++) {
-        const char *note = col(rows, i, COL_NOTE), *oid = col(rows, i, COL_ORDER);
-        if (note && oid && strcmp(note, "order_placed") == 0 && (oid = vx_strset_find(&s->orders, oid)))
-            vx_strset_add(&s->placed, oid);
-    }
-    publish(w, rows);
-}
-
-/* Applies the SQL call being built, items[s->first..upto): one transaction, or one entry at a time
- * if the database refuses the whole (then only the command at fault is dead-lettered, an event at
- * fault is logged and skipped). Returns 0, or -1 when it gave up because the service is stopping. */
-static int flush_call(vx_worker_t *w, ord_t *s, int upto) {
+/* Applies the SQL call being built: one transaction, or one entry at a time if the database refuses
+ * the whole (then only the command at fault is dead-lettered, an event at fault is logged and
+ * skipped). Returns 0, or -1 when it gave up because the service is stopping. */
+static int flush_call(vx_worker_t *w, ord_t *s) {
     int fatal = 0, rc = 0;
     PGresult *r;
 
     if (!s->count) goto reset;
     r = vx_worker_apply(w, SQL_APPLY, json_object_to_json_string_ext(s->arr, JSON_C_TO_STRING_PLAIN), &fatal);
     if (r) {
-        done_call(w, s, r);
+        publish(w, r);
         PQclear(r);
     } else if (!fatal) {
         rc = -1;
     } else {
-        for (int i = s->first; i < upto && rc == 0; i++) {
-            item_t *it = &s->items[i];
-            json_object *one;
-            if (!it->entry) continue;
-            one = json_object_new_array_ext(1);
+        for (int i = 0; i < s->count && rc == 0; i++) {
+            item_t *it = &s->items[s->call[i]];
+            json_object *one = json_object_new_array_ext(1);
             json_object_array_add(one, json_object_get(it->entry));
             r = vx_worker_apply(w, SQL_APPLY, json_object_to_json_string_ext(one, JSON_C_TO_STRING_PLAIN), &fatal);
             json_object_put(one);
             if (r) {
-                done_call(w, s, r);
+                publish(w, r);
                 PQclear(r);
             } else if (!fatal) {
                 rc = -1;
@@ -279,47 +265,48 @@ static int flush_call(vx_worker_t *w, ord_t *s, int upto) {
 reset:
     json_object_put(s->arr);
     s->arr = json_object_new_array_ext(64);
-    s->first = upto;
     s->count = 0;
     vx_strset_clear(&s->keys);
     vx_strset_clear(&s->orders);
     return rc;
 }
 
-/* One polled batch: classify, dead-letter the poison, apply the rest in as few transactions as the
- * repeats allow (an order id or a command's key seen already in the call being built starts the
- * next one; an inventory event counts under its order id), publishing each right after its commit.
- * An event whose order an earlier call created gets "fresh": the order's ReserveStock was not even
- * sent when the event was polled, so it cannot be its answer, as in one call for the whole batch. */
+/* One polled batch: classify, dead-letter the poison, then apply the inventory events, then the
+ * commands, each kind in as few transactions as the repeats allow (an order id or a command's key
+ * seen already in the call being built starts the next one; an event counts under its order id),
+ * publishing each right after its commit. Calls of one kind take ord_apply_batch's fast paths.
+ * Events go first: they finish orders that wait, and the two topics have no order between them, so
+ * an event and a command about one order may be applied either way round. An event whose order a
+ * command of the same poll creates finds no order and is ignored: it cannot be that order's answer. */
 static int process(vx_worker_t *w, rd_kafka_message_t **msgs, int n, void *opaque) {
     ord_t *s = opaque;
     item_t *items = s->items;
     int rc = 0;
 
     s->arr = json_object_new_array_ext(n);
-    s->first = s->count = 0;
-    vx_strset_clear(&s->placed);
+    s->count = 0;
     for (int i = 0; i < n; i++) {
         items[i].msg = msgs[i];
         classify(w, s, &items[i]);
     }
-    for (int i = 0; i < n && rc == 0; i++) {
-        item_t *it = &items[i];
-        const char *key = it->kind == ITEM_COMMAND ? it->cmd.idempotency_key : NULL;
+    for (int pass = 0; pass < 2 && rc == 0; pass++) {
+        item_kind_t kind = pass == 0 ? ITEM_EVENT : ITEM_COMMAND;
+        for (int i = 0; i < n && rc == 0; i++) {
+            item_t *it = &items[i];
+            const char *key = it->kind == ITEM_COMMAND ? it->cmd.idempotency_key : NULL;
 
-        if (!it->entry) continue;
-        if ((key && vx_strset_find(&s->keys, key)) || (it->oid && vx_strset_find(&s->orders, it->oid)))
-            rc = flush_call(w, s, i);
-        if (key) vx_strset_add(&s->keys, key);
-        if (it->oid) vx_strset_add(&s->orders, it->oid);
-        if (it->kind == ITEM_EVENT && it->oid && vx_strset_find(&s->placed, it->oid))
-            json_object_object_add(it->entry, "fresh", json_object_new_boolean(1));
-        if (vx_worker_delay(w, i)) /* "h": headers of what it produces */
-            json_object_object_add(it->entry, "h", vx_chaos_delay_headers(vx_worker_delay(w, i)));
-        json_object_array_add(s->arr, json_object_get(it->entry));
-        s->count++;
+            if (!it->entry || it->kind != kind) continue;
+            if ((key && vx_strset_find(&s->keys, key)) || (it->oid && vx_strset_find(&s->orders, it->oid)))
+                rc = flush_call(w, s);
+            if (key) vx_strset_add(&s->keys, key);
+            if (it->oid) vx_strset_add(&s->orders, it->oid);
+            if (vx_worker_delay(w, i)) /* "h": headers of what it produces */
+                json_object_object_add(it->entry, "h", vx_chaos_delay_headers(vx_worker_delay(w, i)));
+            json_object_array_add(s->arr, json_object_get(it->entry));
+            s->call[s->count++] = i;
+        }
+        if (rc == 0) rc = flush_call(w, s);
     }
-    if (rc == 0) rc = flush_call(w, s, n);
     json_object_put(s->arr);
     s->arr = NULL;
     for (int i = 0; i < n; i++) {
@@ -397,9 +384,10 @@ int main(void) {
         return 2;
     }
     s.items = calloc((size_t)o.batch_max, sizeof(*s.items));
+    s.call = calloc((size_t)o.batch_max, sizeof(*s.call));
     s.tok = json_tokener_new();
-    if (!s.items || !s.tok || vx_strset_init(&s.keys, (size_t)o.batch_max) ||
-        vx_strset_init(&s.orders, (size_t)o.batch_max) || vx_strset_init(&s.placed, (size_t)o.batch_max)) {
+    if (!s.items || !s.call || !s.tok || vx_strset_init(&s.keys, (size_t)o.batch_max) ||
+        vx_strset_init(&s.orders, (size_t)o.batch_max)) {
         vx_log(VX_LOG_ERROR, "out_of_memory", NULL);
         return 1;
     }
@@ -407,7 +395,7 @@ int main(void) {
     json_tokener_free(s.tok);
     vx_strset_free(&s.keys);
     vx_strset_free(&s.orders);
-    vx_strset_free(&s.placed);
+    free(s.call);
     free(s.items);
     return rc;
 }
