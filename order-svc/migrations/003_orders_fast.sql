@@ -15,8 +15,13 @@
 ALTER FUNCTION ord_apply_batch(jsonb) RENAME TO ord_apply_general;
 ALTER FUNCTION ord_apply_general(jsonb) SET plan_cache_mode = force_generic_plan;
 
+-- ord_result_body was declared IMMUTABLE over a STABLE body (jsonb_build_object), which PostgreSQL
+-- refuses to inline: every call ran as a query of its own, some 30 us per OrderResult. STABLE, as its
+-- body is, it is inlined into the statements that call it, 002's loop included.
+ALTER FUNCTION ord_result_body(orders) STABLE;
+
 -- The OrderResult payload of an order in a final status, with the event id of its outbox row.
-CREATE FUNCTION ord_result_payload(o orders, outbox_id bigint, ts text) RETURNS text LANGUAGE sql IMMUTABLE AS $$
+CREATE FUNCTION ord_result_payload(o orders, outbox_id bigint, ts text) RETURNS text LANGUAGE sql STABLE AS $$
     SELECT (ord_result_body(o) || jsonb_build_object('event_id', 'orders-' || outbox_id, 'occurred_at', ts))::text
 $$;
 
