@@ -36,23 +36,15 @@ BEGIN
     SELECT array_agg(DISTINCT x.e->'c'->>'type') INTO kinds FROM jsonb_array_elements(cmds) AS x(e);
 
     IF kinds = '{PlaceOrder}' THEN
-        -- New orders, inserted as 002 inserts them (among PlaceOrders sharing a key or an order id
-        -- the earliest wins). When every entry made one, each gets its PENDING history row and its
-        -- ReserveStock; otherwise the inserts are undone (the block is a subtransaction) and 002
-        -- applies the call from the start.
+        -- New orders. When every entry made one (so no two of them share a key or an order id, and
+        -- none existed), each gets its PENDING history row and its ReserveStock, as in 002; otherwise
+        -- the inserts are undone (the block is a subtransaction) and 002 applies the call from the start.
         BEGIN
-            WITH p AS (
-                SELECT x.e, x.n FROM jsonb_array_elements(cmds) WITH ORDINALITY AS x(e, n)),
-            by_key AS (
-                SELECT DISTINCT ON (p.e->'c'->>'idempotency_key') p.e, p.n FROM p
-                 ORDER BY p.e->'c'->>'idempotency_key', p.n),
-            win AS (
-                SELECT DISTINCT ON (b.e->>'oid') b.e->>'oid' AS oid, b.e, b.n FROM by_key b ORDER BY b.e->>'oid', b.n),
-            ins AS (
+            WITH ins AS (
                 INSERT INTO orders (id, idempotency_key, customer_id, items, request_hash, status, correlation_id)
-                SELECT w.oid, w.e->'c'->>'idempotency_key', w.e->'c'->>'customer_id', w.e->'c'->'items',
-                       w.e->>'hash', 'PENDING', w.e->>'cid'
-                  FROM win w ORDER BY w.oid
+                SELECT x.e->>'oid', x.e->'c'->>'idempotency_key', x.e->'c'->>'customer_id', x.e->'c'->'items',
+                       x.e->>'hash', 'PENDING', x.e->>'cid'
+                  FROM jsonb_array_elements(cmds) AS x(e) ORDER BY x.e->>'oid'
                     ON CONFLICT DO NOTHING
                 RETURNING id)
             SELECT count(*) INTO placed FROM ins;
