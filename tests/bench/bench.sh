@@ -84,12 +84,8 @@ declare -A CPU0=()
 cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat" 2>/dev/null; }
 # comm_ticks NAME: user+system ticks of every process called NAME, with their reaped children.
 comm_ticks() {
-	local f t=0 v
-	for f in /proc/[0-9]*/stat; do
-		v=$(awk -v n="($1)" '$2 == n { print $14 + $15 + $16 + $17 }' "$f" 2>/dev/null) || continue
-		[[ -n $v ]] && t=$((t + v))
-	done
-	echo "$t"
+	# cat, not awk's own file list: a process that ends meanwhile is skipped, not an error that stops awk
+	cat /proc/[0-9]*/stat 2>/dev/null | awk -v n="($1)" '$2 == n { t += $14 + $15 + $16 + $17 } END { print t + 0 }'
 }
 cpu_mark() {
 	local name
