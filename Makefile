@@ -64,6 +64,8 @@ $(B)/unit_tests_asan: $(UNIT:%.c=$(B)/asan/%.o) $(COMMON_ASAN)
 $(B)/obj/tests/it/%.o: XCFLAGS += -Wno-format-truncation
 $(B)/it_%: $(B)/obj/tests/it/harness.o $(B)/obj/tests/it/it_%.o
 	$(CC) $(CFLAGS) -o $@ $^ $(PKG_LIBS) $(CRIT_LIBS)
+$(B)/it_sql: $(B)/obj/tests/it/harness.o $(B)/obj/tests/it/it_sql.o $(COMMON_OBJ)
+	$(CC) $(CFLAGS) -o $@ $^ $(PKG_LIBS) $(CRIT_LIBS)
 $(B)/vxbench: $(B)/obj/tools/vxbench.o $(COMMON_OBJ)
 	$(CC) $(CFLAGS) -o $@ $^ $(PKG_LIBS)
 
@@ -76,9 +78,10 @@ unit-asan: $(B)/unit_tests_asan
 # They record every message and HTTP exchange they see, for the contract checks that follow.
 VX_DATA_DIR ?= $(CURDIR)/var
 export VX_DATA_DIR
-it: all $(B)/it_inventory $(B)/it_orders
+it: all $(B)/it_sql $(B)/it_inventory $(B)/it_orders
 	deploy/stack.sh up
 	rm -f $(VX_DATA_DIR)/it/messages.jsonl $(VX_DATA_DIR)/it/http.jsonl
+	$(B)/it_sql
 	$(B)/it_inventory
 	$(B)/it_orders
 

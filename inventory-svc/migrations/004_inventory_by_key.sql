@@ -1,0 +1,267 @@
+-- Every statement of inv_apply_general (002) and inv_apply_batch (003) now reaches the rows of
+-- outbox, holds, released_orders and products through an index, by keys given as an array
+-- (key = ANY (...)), however small the tables were when the statement was planned. Nothing else
+-- changes: same rows written, same rows returned.
+--
+-- Why: the functions plan each statement once per connection (plan_cache_mode), on the statistics of
+-- that moment. A semi-join of the call's keys to outbox (dedup_key IN (SELECT ...)) planned on a small
+-- table became a scan of the whole table into a hash, which the plan then kept while the table grew:
+-- at 20,000 orders a call of one ReleaseStock read 60,000 rows. With the keys as an array, the index
+-- scan reads only the rows asked for, and no plan can do otherwise (enable_seqscan off: a table that
+-- was small at planning would otherwise be read whole). tests/it/it_sql.c makes the plans on empty
+-- tables, grows them and counts the rows each call reads.
+
+CREATE OR REPLACE FUNCTION inv_apply_general(cmds jsonb)
+RETURNS TABLE (out_id bigint, out_topic text, out_key text, out_payload text, out_cid text, out_headers jsonb,
+               out_type text, out_ikey text, out_reason text)
+LANGUAGE plpgsql SET enable_seqscan = off SET plan_cache_mode = force_generic_plan AS $$
+DECLARE
+    n int := jsonb_array_length(cmds);
+    ts text := to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"');
+    pids text[];        -- every product the batch touches, in id order, locked
+    st bigint[];        -- their stock, updated as the commands apply
+    nm text[];          -- their names
+    pidx jsonb;         -- product id -> index into the arrays above
+    seen jsonb;         -- idempotency keys already recorded -> true
+    rel jsonb;          -- orders already released -> true
+    held jsonb;         -- order id -> {product id: quantity held} for the orders released here
+    ids bigint[];       -- outbox ids, one per command
+    o_ids bigint[] := '{}'; o_keys text[] := '{}'; o_mkeys text[] := '{}';
+    o_cids text[] := '{}'; o_payloads text[] := '{}'; o_types text[] := '{}'; o_reasons text[] := '{}';
+    o_hdrs jsonb[] := '{}'; d_keys text[] := '{}'; d_cids text[] := '{}'; d_hdrs jsonb[] := '{}';
+    h_ord text[] := '{}'; h_pid text[] := '{}'; h_qty bigint[] := '{}';
+    freed text[] := '{}';
+    e jsonb; c jsonb; items jsonb; ev jsonb; given jsonb;
+    k text; o text; typ text; pid text; bad text; hk text; hq text;
+    i int; j int; x int; nl int; q bigint; need bigint;
+BEGIN
+    -- Products a Restock names exist before the locks, created in id order.
+    INSERT INTO products (id, name, stock)
+    SELECT DISTINCT ON (x.e->'c'->>'product_id') x.e->'c'->>'product_id',
+           coalesce(x.e->'c'->>'name', x.e->'c'->>'product_id'), 0
+      FROM jsonb_array_elements(cmds) AS x(e)
+     WHERE x.e->'c'->>'type' = 'Restock'
+     ORDER BY x.e->'c'->>'product_id'
+        ON CONFLICT (id) DO NOTHING;
+
+    -- Every product the batch touches is locked now, in one global order, so concurrent batches
+    -- (other instances, other partitions) can never deadlock whatever the order of their commands.
+    SELECT coalesce(array_agg(s.id ORDER BY s.id), '{}'), coalesce(array_agg(s.stock ORDER BY s.id), '{}'),
+           coalesce(array_agg(s.name ORDER BY s.id), '{}')
+      INTO pids, st, nm
+      FROM (SELECT p.id, p.stock, p.name FROM products p WHERE p.id = ANY (ARRAY(
+                SELECT l->>'product_id' FROM jsonb_array_elements(cmds) AS x(e),
+                       jsonb_array_elements(x.e->'c'->'items') AS l
+                 WHERE x.e->'c'->>'type' = 'ReserveStock'
+                UNION ALL
+                SELECT x.e->'c'->>'product_id' FROM jsonb_array_elements(cmds) AS x(e)
+                 WHERE x.e->'c'->>'type' = 'Restock'
+                UNION ALL
+                SELECT h.product_id FROM holds h WHERE h.order_id = ANY (ARRAY(
+                    SELECT x.e->'c'->>'order_id' FROM jsonb_array_elements(cmds) AS x(e)
+                     WHERE x.e->'c'->>'type' = 'ReleaseStock'))))
+             ORDER BY p.id FOR UPDATE) s;
+    SELECT coalesce(jsonb_object_agg(pids[g], g), '{}') INTO pidx FROM generate_subscripts(pids, 1) AS g;
+    SELECT coalesce(jsonb_object_agg(dedup_key, true), '{}') INTO seen FROM outbox
+     WHERE dedup_key = ANY (ARRAY(SELECT x.e->'c'->>'idempotency_key' FROM jsonb_array_elements(cmds) AS x(e)));
+    SELECT coalesce(jsonb_object_agg(order_id, true), '{}') INTO rel FROM released_orders
+     WHERE order_id = ANY (ARRAY(SELECT x.e->'c'->>'order_id' FROM jsonb_array_elements(cmds) AS x(e)));
+    SELECT coalesce(jsonb_object_agg(s.order_id, s.h), '{}') INTO held
+      FROM (SELECT h.order_id, jsonb_object_agg(h.product_id, h.quantity) AS h FROM holds h
+             WHERE h.order_id = ANY (ARRAY(SELECT x.e->'c'->>'order_id' FROM jsonb_array_elements(cmds) AS x(e)
+                                            WHERE x.e->'c'->>'type' = 'ReleaseStock'))
+             GROUP BY h.order_id) s;
+    SELECT array_agg(nextval('outbox_id_seq')) INTO ids FROM generate_series(1, n);
+
+    i := -1;
+    FOR e IN SELECT value FROM jsonb_array_elements(cmds) LOOP
+        i := i + 1;
+        c := e->'c';
+        k := c->>'idempotency_key';
+        typ := c->>'type';
+        o := c->>'order_id';
+        IF seen ? k THEN -- seen before: change nothing, publish the recorded event again
+            d_keys := d_keys || k;
+            d_cids := d_cids || (e->>'cid');
+            d_hdrs := d_hdrs || (e->'h');
+            CONTINUE;
+        END IF;
+
+        IF typ = 'ReserveStock' THEN
+            items := c->'items';
+            nl := jsonb_array_length(items);
+            bad := NULL;
+            IF rel ? o THEN
+                ev := jsonb_build_object('type', 'StockRejected', 'order_id', o, 'items', items,
+                                         'reason', 'order_released');
+            ELSE
+                FOR j IN 0 .. nl - 1 LOOP
+                    IF NOT pidx ? (items->j->>'product_id') THEN
+                        bad := items->j->>'product_id';
+                        EXIT;
+                    END IF;
+                END LOOP;
+                IF bad IS NOT NULL THEN
+                    ev := jsonb_build_object('type', 'StockRejected', 'order_id', o, 'items', items,
+                                             'reason', 'unknown_product', 'product_id', bad);
+                ELSE
+                    -- take line by line (a product listed twice takes twice); on a shortfall give
+                    -- back what this command took and refuse it whole
+                    j := 0;
+                    WHILE j < nl LOOP
+                        x := (pidx->>(items->j->>'product_id'))::int;
+                        q := (items->j->>'quantity')::bigint;
+                        IF st[x] < q THEN
+                            bad := pids[x];
+                            EXIT;
+                        END IF;
+                        st[x] := st[x] - q;
+                        j := j + 1;
+                    END LOOP;
+                    IF bad IS NOT NULL THEN
+                        FOR jj IN 0 .. j - 1 LOOP
+                            x := (pidx->>(items->jj->>'product_id'))::int;
+                            st[x] := st[x] + (items->jj->>'quantity')::bigint;
+                        END LOOP;
+                        need := 0;
+                        FOR jj IN 0 .. nl - 1 LOOP
+                            IF items->jj->>'product_id' = bad THEN
+                                need := need + (items->jj->>'quantity')::bigint;
+                            END IF;
+                        END LOOP;
+                        ev := jsonb_build_object('type', 'StockRejected', 'order_id', o, 'items', items,
+                                                 'reason', 'insufficient_stock', 'product_id', bad,
+                                                 'requested', need, 'available', st[(pidx->>bad)::int]);
+                    ELSE
+                        FOR jj IN 0 .. nl - 1 LOOP
+                            h_ord := h_ord || o;
+                            h_pid := h_pid || (items->jj->>'product_id');
+                            h_qty := h_qty || (items->jj->>'quantity')::bigint;
+                        END LOOP;
+                        ev := jsonb_build_object('type', 'StockReserved', 'order_id', o, 'items', items);
+                    END IF;
+                END IF;
+            END IF;
+        ELSIF typ = 'ReleaseStock' THEN
+            given := '[]';
+            IF held ? o THEN
+                FOR hk, hq IN SELECT key, value FROM jsonb_each_text(held->o) ORDER BY key LOOP
+                    x := (pidx->>hk)::int;
+                    st[x] := st[x] + hq::bigint;
+                    given := given || jsonb_build_object('product_id', hk, 'quantity', hq::bigint);
+                END LOOP;
+            END IF;
+            freed := freed || o;
+            ev := jsonb_build_object('type', 'StockReleased', 'order_id', o, 'items', given);
+        ELSE -- Restock
+            pid := c->>'product_id';
+            q := (c->>'quantity')::bigint;
+            x := (pidx->>pid)::int;
+            st[x] := st[x] + q;
+            ev := jsonb_build_object('type', 'Restocked', 'product_id', pid, 'name', nm[x], 'quantity', q,
+                                     'stock', st[x],
+                                     'items', jsonb_build_array(jsonb_build_object('product_id', pid, 'quantity', q)));
+        END IF;
+
+        o_ids := o_ids || ids[i + 1];
+        o_keys := o_keys || k;
+        o_mkeys := o_mkeys || coalesce(e->>'k', k);
+        o_cids := o_cids || (e->>'cid');
+        o_hdrs := o_hdrs || (e->'h');
+        o_types := o_types || (ev->>'type');
+        o_reasons := o_reasons || (ev->>'reason');
+        o_payloads := o_payloads || (ev || jsonb_build_object('idempotency_key', k,
+                                                              'event_id', 'inventory-' || ids[i + 1],
+                                                              'occurred_at', ts))::text;
+    END LOOP;
+
+    UPDATE products p SET stock = u.s, updated_at = now()
+      FROM unnest(pids, st) AS u(id, s) WHERE p.id = u.id AND p.id = ANY (pids) AND p.stock <> u.s;
+    INSERT INTO holds (order_id, product_id, quantity)
+    SELECT h.o, h.p, sum(h.q) FROM unnest(h_ord, h_pid, h_qty) AS h(o, p, q) GROUP BY h.o, h.p
+        ON CONFLICT (order_id, product_id) DO UPDATE SET quantity = holds.quantity + EXCLUDED.quantity;
+    DELETE FROM holds WHERE order_id = ANY (freed);
+    INSERT INTO released_orders (order_id) SELECT DISTINCT f FROM unnest(freed) AS f ON CONFLICT DO NOTHING;
+    -- A concurrent twin of a command (same key, another partition or instance) makes this insert
+    -- fail with unique_violation once the twin commits; the service retries the batch, which then
+    -- finds the key recorded.
+    INSERT INTO outbox (id, dedup_key, topic, msg_key, correlation_id, headers, payload)
+    SELECT u.id, u.k, 'events', u.mk, u.cid, u.h, u.p
+      FROM unnest(o_ids, o_keys, o_mkeys, o_cids, o_hdrs, o_payloads) AS u(id, k, mk, cid, h, p);
+
+    RETURN QUERY SELECT u.id, 'events'::text, u.mk, u.p, u.cid, u.h, u.t, u.k, u.r
+                   FROM unnest(o_ids, o_keys, o_mkeys, o_payloads, o_cids, o_hdrs, o_types, o_reasons)
+                     AS u(id, k, mk, p, cid, h, t, r);
+    RETURN QUERY UPDATE outbox ob SET published_at = NULL, correlation_id = coalesce(d.cid, ob.correlation_id),
+                                      headers = CASE WHEN d.h IS NULL THEN ob.headers
+                                                     ELSE coalesce(ob.headers, '{}'::jsonb) || d.h END
+                   FROM unnest(d_keys, d_cids, d_hdrs) AS d(k, cid, h)
+                  WHERE ob.dedup_key = d.k AND ob.dedup_key = ANY (d_keys)
+              RETURNING ob.id, ob.topic, ob.msg_key, ob.payload, ob.correlation_id, ob.headers,
+                        ob.payload::jsonb->>'type', ob.dedup_key, ob.payload::jsonb->>'reason';
+END $$;
+
+CREATE OR REPLACE FUNCTION inv_apply_batch(cmds jsonb)
+RETURNS TABLE (out_id bigint, out_topic text, out_key text, out_payload text, out_cid text, out_headers jsonb,
+               out_type text, out_ikey text, out_reason text)
+LANGUAGE plpgsql SET enable_seqscan = off SET plan_cache_mode = force_generic_plan AS $$
+DECLARE
+    n int := jsonb_array_length(cmds);
+    fits boolean;
+BEGIN
+    IF n > 0 AND NOT cmds @? '$[*] ? (@.c.type != "ReserveStock")' THEN
+        -- Lock the products the call names, in id order as 002 does, and see whether every one of
+        -- them can serve all of the call's lines; and that no key was recorded and no order released.
+        WITH l AS (
+            SELECT i->>'product_id' AS pid, (i->>'quantity')::bigint AS q
+              FROM jsonb_array_elements(cmds) AS x(e), jsonb_array_elements(x.e->'c'->'items') AS i),
+        need AS (
+            SELECT l.pid, sum(l.q) AS q FROM l GROUP BY l.pid),
+        p AS (
+            SELECT p.id, p.stock FROM products p WHERE p.id = ANY (ARRAY(SELECT need.pid FROM need))
+             ORDER BY p.id FOR UPDATE)
+        SELECT count(p.id) = count(*) AND coalesce(bool_and(p.stock >= need.q), false)
+               AND NOT EXISTS (SELECT 1 FROM outbox b WHERE b.dedup_key = ANY (ARRAY(
+                                   SELECT x.e->'c'->>'idempotency_key' FROM jsonb_array_elements(cmds) AS x(e))))
+               AND NOT EXISTS (SELECT 1 FROM released_orders r WHERE r.order_id = ANY (ARRAY(
+                                   SELECT x.e->'c'->>'order_id' FROM jsonb_array_elements(cmds) AS x(e))))
+          INTO fits
+          FROM need LEFT JOIN p ON p.id = need.pid;
+
+        IF fits THEN
+            WITH l AS (
+                SELECT i->>'product_id' AS pid, (i->>'quantity')::bigint AS q
+                  FROM jsonb_array_elements(cmds) AS x(e), jsonb_array_elements(x.e->'c'->'items') AS i)
+            UPDATE products p SET stock = p.stock - t.q, updated_at = now()
+              FROM (SELECT l.pid, sum(l.q) AS q FROM l GROUP BY l.pid) t
+             WHERE p.id = t.pid AND p.id = ANY (ARRAY(SELECT t2.pid FROM l AS t2)) AND t.q <> 0;
+            INSERT INTO holds (order_id, product_id, quantity)
+            SELECT x.e->'c'->>'order_id', i->>'product_id', sum((i->>'quantity')::bigint)
+              FROM jsonb_array_elements(cmds) AS x(e), jsonb_array_elements(x.e->'c'->'items') AS i
+             GROUP BY 1, 2
+                ON CONFLICT (order_id, product_id) DO UPDATE SET quantity = holds.quantity + EXCLUDED.quantity;
+            RETURN QUERY
+            WITH e AS (
+                SELECT x.e, x.n, nextval('outbox_id_seq') AS id
+                  FROM jsonb_array_elements(cmds) WITH ORDINALITY AS x(e, n)),
+            ins AS (
+                INSERT INTO outbox AS b (id, dedup_key, topic, msg_key, correlation_id, headers, payload)
+                SELECT e.id, e.e->'c'->>'idempotency_key', 'events',
+                       coalesce(e.e->>'k', e.e->'c'->>'idempotency_key'), e.e->>'cid', e.e->'h',
+                       (jsonb_build_object('type', 'StockReserved', 'order_id', e.e->'c'->>'order_id',
+                                           'items', e.e->'c'->'items')
+                        || jsonb_build_object('idempotency_key', e.e->'c'->>'idempotency_key',
+                                              'event_id', 'inventory-' || e.id,
+                                              'occurred_at', to_char(now() AT TIME ZONE 'UTC',
+                                                                     'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')))::text
+                  FROM e ORDER BY e.n
+                RETURNING b.id, b.msg_key, b.payload, b.correlation_id, b.headers, b.dedup_key)
+            SELECT ins.id, 'events'::text, ins.msg_key, ins.payload, ins.correlation_id, ins.headers,
+                   'StockReserved'::text, ins.dedup_key, NULL::text
+              FROM e JOIN ins ON ins.id = e.id
+             ORDER BY e.n;
+            RETURN;
+        END IF;
+    END IF;
+    RETURN QUERY SELECT * FROM inv_apply_general(cmds);
+END $$;
