@@ -8,12 +8,17 @@
  * reads 10^5 rows at every call. The tests below make the plans on empty tables, with autovacuum off
  * so that no ANALYZE replans them, grow the tables to GROW rows, and count the rows each kind of call
  * reads (pg_stat_xact_user_tables, before and after the call in one transaction). A call of one or
- * two entries must read a handful of rows, not the table. */
+ * two entries must read a handful of rows, not the table.
+ *
+ * The fast paths (ord_apply_batch, inv_apply_batch) must also do exactly what the general code
+ * (ord_apply_general, inv_apply_general) does: hundreds of random calls are each applied both ways
+ * from the same state, and the rows returned and every table must come out the same. */
 #include "harness.h"
 #include "vx_pg.h"
 
 #include <criterion/criterion.h>
 #include <inttypes.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -183,7 +188,235 @@ Test(sql, inventory_calls_read_by_key_after_the_tables_grow) {
     PQfinish(c);
 }
 
+/* ---- fast paths against the general code ----------------------------------------------------- */
+
+#define CALLS 400 /* random calls per service */
+
+/* A call being written: a jsonb array of entries. */
+typedef struct {
+    char s[16384];
+    size_t len;
+    int n; /* entries */
+} call_t;
+
+static void call_add(call_t *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void call_add(call_t *c, const char *fmt, ...) {
+    va_list ap;
+    if (!c->len) c->s[c->len++] = '[';
+    if (c->n++) c->s[c->len++] = ',';
+    va_start(ap, fmt);
+    int k = vsnprintf(c->s + c->len, sizeof c->s - c->len, fmt, ap);
+    va_end(ap);
+    cr_assert(k > 0 && (size_t)k < sizeof c->s - c->len - 2, "call too long");
+    c->len += (size_t)k;
+    c->s[c->len] = ']';
+    c->s[c->len + 1] = '\0';
+}
+
+/* A seeded generator, so that a failure is the same at every run. */
+static uint64_t rnd_state = 42;
+static unsigned rnd(unsigned n) {
+    rnd_state = rnd_state * 6364136223846793005ull + 1442695040888963407ull;
+    return (unsigned)(rnd_state >> 33) % n;
+}
+static int chance(unsigned percent) { return rnd(100) < percent; }
+static int entries(void) {
+    static const int n[] = {1, 1, 2, 3, 5, 8};
+    return n[rnd(6)];
+}
+
+/* Runs one statement; its text result (row 0, column 0), or "ERROR: <message>" when it fails; the
+ * caller frees. */
+static char *text_or_error(PGconn *c, const char *sql, const char *param) {
+    PGresult *r = PQexecParams(c, sql, param ? 1 : 0, NULL, param ? &param : NULL, NULL, NULL, 0);
+    char *out;
+    if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1)
+        out = strdup(PQgetisnull(r, 0, 0) ? "" : PQgetvalue(r, 0, 0));
+    else if (asprintf(&out, "ERROR: %s", PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY)) < 0)
+        out = NULL;
+    PQclear(r);
+    cr_assert_not_null(out);
+    return out;
+}
+
+static void exec_ok(PGconn *c, const char *sql) {
+    char err[IT_ERR_SIZE];
+    IT_OK(vx_pg_exec(c, sql, err, sizeof err), err);
+}
+
+typedef struct {
+    const char *fast, *general; /* the two functions */
+    const char *order;          /* how the rows returned are compared: "n" (input order) or "t::text" (as a set) */
+    const char *tables;         /* a query giving every table as text */
+    int fast_taken, calls;
+} paths_t;
+
+/* Applies `call` through the fast path and, from the same state (sequences too), through the general
+ * code; expects the same rows and tables, and keeps the general code's state. */
+static void same_both_ways(PGconn *c, paths_t *p, const char *call) {
+    char sql[512], *seqs, *rows[2], *tables[2];
+    const char *fn[2] = {p->fast, p->general};
+    int64_t general_calls;
+
+    exec_ok(c, "BEGIN");
+    seqs = text_or_error(c,
+                         "SELECT coalesce(string_agg(format('SELECT setval(%L, %s, %s)', sequencename,"
+                         " coalesce(last_value, 1), CASE WHEN last_value IS NULL THEN 'false' ELSE 'true' END), '; '), 'SELECT 1')"
+                         " FROM pg_sequences WHERE schemaname = 'public'",
+                         NULL);
+    /* calls of the general code so far (the view counts what the backend has not reported yet) */
+    snprintf(sql, sizeof sql, "SELECT coalesce(sum(calls), 0) FROM pg_stat_xact_user_functions WHERE funcname = '%s'",
+             p->general);
+    general_calls = sql_int(c, sql, NULL);
+    for (int i = 0; i < 2; i++) {
+        exec_ok(c, "SAVEPOINT both_ways");
+        snprintf(sql, sizeof sql,
+                 "SELECT string_agg(t::text, E'\\n' ORDER BY %s) FROM %s($1::jsonb) WITH ORDINALITY AS t", p->order,
+                 fn[i]);
+        rows[i] = text_or_error(c, sql, call);
+        if (strncmp(rows[i], "ERROR: ", 7) == 0) exec_ok(c, "ROLLBACK TO both_ways");
+        tables[i] = text_or_error(c, p->tables, NULL);
+        if (i == 0) {
+            snprintf(sql, sizeof sql,
+                     "SELECT coalesce(sum(calls), 0) FROM pg_stat_xact_user_functions WHERE funcname = '%s'",
+                     p->general);
+            p->fast_taken += strncmp(rows[0], "ERROR: ", 7) != 0 && sql_int(c, sql, NULL) == general_calls;
+            exec_ok(c, "ROLLBACK TO both_ways");
+            exec_ok(c, seqs);
+        }
+    }
+    exec_ok(c, "COMMIT");
+    cr_expect_str_eq(rows[0], rows[1], "call %d, %s\n  rows of %s differ from %s's", p->calls, call, p->fast, p->general);
+    cr_expect_str_eq(tables[0], tables[1], "call %d, %s\n  tables after %s differ from %s's", p->calls, call, p->fast,
+                     p->general);
+    p->calls++;
+    free(seqs);
+    for (int i = 0; i < 2; i++) free(rows[i]), free(tables[i]);
+}
+
+/* Both ways took at least a fifth of the calls: the comparison covered each. */
+static void both_taken(const paths_t *p) {
+    cr_log_info("%s: %d of %d calls on the fast path", p->fast, p->fast_taken, p->calls);
+    cr_expect_geq(p->fast_taken * 5, p->calls, "%s took only %d of %d calls", p->fast, p->fast_taken, p->calls);
+    cr_expect_geq((p->calls - p->fast_taken) * 5, p->calls, "%s left only %d of %d calls to %s", p->fast,
+                  p->calls - p->fast_taken, p->calls, p->general);
+}
+
+Test(sql, orders_fast_paths_do_what_the_general_code_does) {
+    PGconn *c = db_open(ORD_DB "_eq", "order-svc", "");
+    paths_t p = {"ord_apply_batch", "ord_apply_general", "t.ordinality",
+                 "SELECT concat_ws(E'\\n', (SELECT string_agg(t::text, E'\\n' ORDER BY t.id) FROM orders t),"
+                 " (SELECT string_agg(t::text, E'\\n' ORDER BY t.id) FROM order_history t),"
+                 " (SELECT string_agg(t::text, E'\\n' ORDER BY t.id) FROM outbox t))",
+                 0, 0};
+    enum { KEYS = 2 * CALLS * 8 };
+    static int waiting[KEYS]; /* keys placed and not answered yet, oldest first */
+    int next_key = 0, w_head = 0, w_tail = 0;
+
+    exec_ok(c, "SET track_functions = 'pl'");
+    rnd_state = 1;
+    while (p.calls < CALLS) {
+        call_t call = {.len = 0};
+        int kind = (int)rnd(100), n = entries(), used[8], nused = 0;
+        for (int i = 0; i < n; i++) {
+            int k, seen = 0;
+            if (kind < 45 && (!next_key || chance(85))) /* mostly a new order, else one asked again */
+                waiting[w_tail++] = k = next_key++;
+            else if (kind < 90 && w_head < w_tail && chance(85)) /* mostly the answer an order waits for */
+                k = waiting[w_head++];
+            else
+                k = next_key ? (int)rnd((unsigned)next_key) : 0;
+            for (int j = 0; j < nused; j++) seen |= used[j] == k;
+            if (seen && !chance(10)) continue; /* now and then a repeat: refused both ways */
+            used[nused++] = k;
+            char oid[32], hdr[48] = "", extra[96] = "";
+            snprintf(oid, sizeof oid, chance(10) ? "x-k%d" : "o-k%d", k); /* x-: not the id the key gives */
+            if (chance(15)) snprintf(hdr, sizeof hdr, ",\"h\":{\"chaos-delay-ms\":\"5\"}");
+            if (kind < 45) {
+                if (oid[0] == 'x') snprintf(extra, sizeof extra, ",\"order_id\":\"%s\"", oid);
+                call_add(&call,
+                         "{\"c\":{\"type\":\"PlaceOrder\",\"idempotency_key\":\"k%d\",\"customer_id\":\"c\","
+                         "\"items\":[{\"product_id\":\"P-1\",\"quantity\":%u}]%s},\"oid\":\"%s\",\"hash\":\"h%d\","
+                         "\"cid\":\"cid%d\"%s}",
+                         k, 1 + rnd(3), extra, oid, k, p.calls, hdr);
+            } else if (kind < 90) {
+                unsigned r = rnd(100); /* mostly the answer to the order's ReserveStock */
+                if (r < 90) snprintf(extra, sizeof extra, ",\"idempotency_key\":\"order:%s:reserve\"", oid);
+                else if (r < 95) snprintf(extra, sizeof extra, ",\"idempotency_key\":\"other:%s\"", oid);
+                int ok = chance(70);
+                call_add(&call,
+                         "{\"c\":{\"type\":\"%s\",\"order_id\":\"%s\"%s,\"items\":[{\"product_id\":\"P-1\","
+                         "\"quantity\":1}]%s},\"oid\":\"%s\",\"cid\":\"e%d\"%s}",
+                         ok ? "StockReserved" : "StockRejected", oid, extra,
+                         ok ? "" : ",\"reason\":\"insufficient_stock\",\"product_id\":\"P-1\"", oid, p.calls, hdr);
+            } else {
+                call_add(&call,
+                         "{\"c\":{\"type\":\"CancelOrder\",\"idempotency_key\":\"cancel-%u\",\"order_id\":\"%s\"},"
+                         "\"oid\":\"%s\",\"cid\":\"c%d\"}",
+                         rnd(20), oid, oid, p.calls);
+            }
+        }
+        if (call.n) same_both_ways(c, &p, call.s);
+    }
+    both_taken(&p);
+    PQfinish(c);
+}
+
+Test(sql, inventory_fast_path_does_what_the_general_code_does) {
+    PGconn *c = db_open(INV_DB "_eq", "inventory-svc", "");
+    /* the replays' rows come back in no set order, from either */
+    paths_t p = {"inv_apply_batch", "inv_apply_general", "t::text",
+                 "SELECT concat_ws(E'\\n', (SELECT string_agg(t::text, E'\\n' ORDER BY t.id) FROM products t),"
+                 " (SELECT string_agg(t::text, E'\\n' ORDER BY t.order_id, t.product_id) FROM holds t),"
+                 " (SELECT string_agg(t::text, E'\\n' ORDER BY t.order_id) FROM released_orders t),"
+                 " (SELECT string_agg(t::text, E'\\n' ORDER BY t.id) FROM outbox t))",
+                 0, 0};
+    int orders = 0;
+
+    exec_ok(c, "SET track_functions = 'pl'");
+    rnd_state = 2;
+    same_both_ways(c, &p, /* five products of 400 (they run short halfway), a sixth unknown */
+                   "[{\"c\":{\"type\":\"Restock\",\"idempotency_key\":\"s0\",\"product_id\":\"P0\",\"quantity\":400}},"
+                   "{\"c\":{\"type\":\"Restock\",\"idempotency_key\":\"s1\",\"product_id\":\"P1\",\"quantity\":400}},"
+                   "{\"c\":{\"type\":\"Restock\",\"idempotency_key\":\"s2\",\"product_id\":\"P2\",\"quantity\":400}},"
+                   "{\"c\":{\"type\":\"Restock\",\"idempotency_key\":\"s3\",\"product_id\":\"P3\",\"quantity\":400}},"
+                   "{\"c\":{\"type\":\"Restock\",\"idempotency_key\":\"s4\",\"product_id\":\"P4\",\"quantity\":400}}]");
+    while (p.calls < CALLS) {
+        call_t call = {.len = 0};
+        int kind = (int)rnd(100), n = entries();
+        for (int i = 0; i < n; i++) {
+            char hdr[48] = "", key[40] = "", items[256] = "";
+            int o = kind < 75 && (!orders || !chance(10)) ? ++orders : orders ? 1 + (int)rnd((unsigned)orders) : 1;
+            if (chance(15)) snprintf(hdr, sizeof hdr, ",\"h\":{\"chaos-delay-ms\":\"3\"}");
+            if (chance(30)) snprintf(key, sizeof key, ",\"k\":\"o%d\"", o);
+            if (kind < 75) {
+                size_t at = 0;
+                for (unsigned l = 0, nl = 1 + rnd(3); l < nl; l++)
+                    at += (size_t)snprintf(items + at, sizeof items - at, "%s{\"product_id\":\"P%u\",\"quantity\":%u}",
+                                           l ? "," : "", chance(97) ? rnd(5) : 5, 1 + rnd(4));
+                call_add(&call,
+                         "{\"c\":{\"type\":\"ReserveStock\",\"idempotency_key\":\"%s:o%d:reserve\",\"order_id\":\"o%d\","
+                         "\"items\":[%s]},\"cid\":\"cid%d\"%s%s}",
+                         chance(97) ? "order" : "other", o, o, items, p.calls, key, hdr);
+            } else if (kind < 90) {
+                call_add(&call,
+                         "{\"c\":{\"type\":\"ReleaseStock\",\"idempotency_key\":\"order:o%d:release\",\"order_id\":\"o%d\"},"
+                         "\"cid\":\"cid%d\"%s%s}",
+                         o, o, p.calls, key, hdr);
+            } else {
+                call_add(&call,
+                         "{\"c\":{\"type\":\"Restock\",\"idempotency_key\":\"restock-%d-%u\",\"product_id\":\"P%u\","
+                         "\"quantity\":%u},\"cid\":\"cid%d\"%s}",
+                         p.calls, rnd(4), rnd(6), 1 + rnd(20), p.calls, hdr);
+            }
+        }
+        same_both_ways(c, &p, call.s);
+    }
+    both_taken(&p);
+    PQfinish(c);
+}
+
 int main(int argc, char **argv) {
-    static const char *const databases[] = {ORD_DB, INV_DB, NULL};
+    static const char *const databases[] = {ORD_DB, INV_DB, ORD_DB "_eq", INV_DB "_eq", NULL};
     return it_main(argc, argv, databases);
 }
