@@ -248,6 +248,9 @@ typedef struct {
     int fast_taken, calls;
 } paths_t;
 
+/* Calls of function $1 as this backend counts them (what it has not reported yet included). */
+#define SQL_CALLS "SELECT coalesce(sum(calls), 0) FROM pg_stat_xact_user_functions WHERE funcname = $1"
+
 /* Applies `call` through the fast path and, from the same state (sequences too), through the general
  * code; expects the same rows and tables, and keeps the general code's state. */
 static void same_both_ways(PGconn *c, paths_t *p, const char *call) {
@@ -261,10 +264,7 @@ static void same_both_ways(PGconn *c, paths_t *p, const char *call) {
                          " coalesce(last_value, 1), CASE WHEN last_value IS NULL THEN 'false' ELSE 'true' END), '; '), 'SELECT 1')"
                          " FROM pg_sequences WHERE schemaname = 'public'",
                          NULL);
-    /* calls of the general code so far (the view counts what the backend has not reported yet) */
-    snprintf(sql, sizeof sql, "SELECT coalesce(sum(calls), 0) FROM pg_stat_xact_user_functions WHERE funcname = '%s'",
-             p->general);
-    general_calls = sql_int(c, sql, NULL);
+    general_calls = sql_int(c, SQL_CALLS, p->general);
     for (int i = 0; i < 2; i++) {
         exec_ok(c, "SAVEPOINT both_ways");
         snprintf(sql, sizeof sql,
@@ -274,10 +274,7 @@ static void same_both_ways(PGconn *c, paths_t *p, const char *call) {
         if (strncmp(rows[i], "ERROR: ", 7) == 0) exec_ok(c, "ROLLBACK TO both_ways");
         tables[i] = text_or_error(c, p->tables, NULL);
         if (i == 0) {
-            snprintf(sql, sizeof sql,
-                     "SELECT coalesce(sum(calls), 0) FROM pg_stat_xact_user_functions WHERE funcname = '%s'",
-                     p->general);
-            p->fast_taken += strncmp(rows[0], "ERROR: ", 7) != 0 && sql_int(c, sql, NULL) == general_calls;
+            p->fast_taken += strncmp(rows[0], "ERROR: ", 7) != 0 && sql_int(c, SQL_CALLS, p->general) == general_calls;
             exec_ok(c, "ROLLBACK TO both_ways");
             exec_ok(c, seqs);
         }
