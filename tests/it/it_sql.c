@@ -17,6 +17,7 @@
 #include "vx_pg.h"
 
 #include <criterion/criterion.h>
+#include <ctype.h>
 #include <inttypes.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -58,6 +59,11 @@ static int64_t sql_int(PGconn *c, const char *sql, const char *param) {
     int64_t v = strtoll(PQgetvalue(r, 0, 0), NULL, 10);
     PQclear(r);
     return v;
+}
+
+static void exec_ok(PGconn *c, const char *sql) {
+    char err[IT_ERR_SIZE];
+    IT_OK(vx_pg_exec(c, sql, err, sizeof err), err);
 }
 
 /* Rows read from `tables` by sequential and by index scans, as this backend counts them: this
@@ -185,6 +191,120 @@ Test(sql, inventory_calls_read_by_key_after_the_tables_grow) {
     PQfinish(c);
 }
 
+/* ---- work linear in the call's size ----------------------------------------------------------- */
+
+/* The joins inside these functions are between sets of the call's size (its entries, the rows just
+ * written), which the planner guesses at 1 to 100 rows; a nested loop chosen on such a guess is
+ * quadratic in the call's size. Each call below runs with auto_explain on every statement it runs,
+ * nested ones included, and the busiest plan node of all of them must handle at most LINEAR rows per
+ * entry: its rows over all its loops plus the rows its filters removed. And none may be compiled by
+ * JIT, which a plan whose cost counts a disabled node (10^10) would be at every call. */
+#define LINEAR 8
+
+typedef struct {
+    double worst;      /* the busiest node's rows */
+    char what[160];    /* its type and the start of its statement */
+    int plans, jit;    /* plans seen; of them, compiled by JIT (milliseconds at each call) */
+} work_t;
+
+/* Walks one plan node and its children. */
+static void work_node(work_t *w, json_object *node, const char *query) {
+    json_object *v;
+    double loops = json_object_object_get_ex(node, "Actual Loops", &v) ? json_object_get_double(v) : 1, rows = 0;
+    static const char *const per_loop[] = {"Actual Rows", "Rows Removed by Filter", "Rows Removed by Join Filter"};
+    for (size_t i = 0; i < sizeof per_loop / sizeof *per_loop; i++)
+        if (json_object_object_get_ex(node, per_loop[i], &v)) rows += json_object_get_double(v) * loops;
+    if (rows > w->worst) {
+        size_t at = (size_t)snprintf(w->what, sizeof w->what, "%s in: ",
+                                     json_object_object_get_ex(node, "Node Type", &v) ? json_object_get_string(v) : "?");
+        for (const char *q = query; *q && at < sizeof w->what - 1; q++) /* the statement on one line */
+            if (!isspace((unsigned char)*q) || (at && w->what[at - 1] != ' ')) w->what[at++] = isspace((unsigned char)*q) ? ' ' : *q;
+        w->what[at] = '\0';
+        w->worst = rows;
+    }
+    if (json_object_object_get_ex(node, "Plans", &v))
+        for (size_t i = 0; i < json_object_array_length(v); i++) work_node(w, json_object_array_get_idx(v, i), query);
+}
+
+/* libpq's notice processor: "NOTICE:  duration: ... plan:\n{...}" from auto_explain. */
+static void work_notice(void *arg, const char *message) {
+    work_t *w = arg;
+    const char *at = strchr(message, '{');
+    json_object *doc = at ? json_tokener_parse(at) : NULL, *plan, *query;
+    if (!doc) return;
+    if (json_object_object_get_ex(doc, "Plan", &plan)) {
+        w->plans++;
+        w->jit += json_object_object_get_ex(doc, "JIT", NULL);
+        work_node(w, plan, json_object_object_get_ex(doc, "Query Text", &query) ? json_object_get_string(query) : "?");
+    }
+    json_object_put(doc);
+}
+
+/* Runs `fn` on BATCH entries, `entry` made of i (an SQL expression over i from 0 to BATCH - 1), with
+ * every statement explained; expects `rows` rows back and work linear in BATCH at every plan node. */
+static void linear(PGconn *c, const char *fn, const char *entry, int64_t rows, const char *what) {
+    char sql[2048];
+    work_t w = {0};
+    exec_ok(c, "LOAD 'auto_explain'");
+    exec_ok(c, "SET auto_explain.log_min_duration = 0; SET auto_explain.log_analyze = on;"
+               " SET auto_explain.log_timing = off; SET auto_explain.log_nested_statements = on;"
+               " SET auto_explain.log_format = json; SET auto_explain.log_level = notice");
+    exec_ok(c, "ANALYZE"); /* the statistics autovacuum keeps: a plan's guesses are then the service's */
+    PQnoticeProcessor old = PQsetNoticeProcessor(c, work_notice, &w);
+    snprintf(sql, sizeof sql,
+             "SELECT count(*) FROM %s((SELECT jsonb_agg(%s ORDER BY i) FROM generate_series(0, %d) AS i))", fn,
+             entry, BATCH - 1);
+    cr_assert_eq(sql_int(c, sql, NULL), rows, "rows returned by %s", what);
+    PQsetNoticeProcessor(c, old, NULL);
+    exec_ok(c, "SET auto_explain.log_min_duration = -1");
+    cr_assert_gt(w.plans, 3, "%s: auto_explain reported %d plans", what, w.plans);
+    cr_log_info("%s: %d plans, the busiest node handled %.0f rows (%s)", what, w.plans, w.worst, w.what);
+    cr_expect_eq(w.jit, 0, "%s: %d statements compiled by JIT at each call", what, w.jit);
+    cr_expect_leq(w.worst, (double)LINEAR * BATCH, "%s: a plan node handled %.0f rows for %d entries: %s", what,
+                  w.worst, BATCH, w.what);
+}
+
+#define G_PLACE "jsonb_build_object('c', jsonb_build_object('type', 'PlaceOrder', 'idempotency_key', 'g' || i," \
+                " 'customer_id', 'c', 'items', '" ITEMS "'::jsonb), 'oid', 'g' || i, 'cid', 'x', 'hash', 'h')"
+
+Test(sql, orders_calls_do_work_linear_in_their_size) {
+    PGconn *c = db_open(ORD_DB "_lin", "order-svc", "");
+    linear(c, "ord_apply_batch", G_PLACE, BATCH, "1,000 new PlaceOrders");
+    linear(c, "ord_apply_batch",
+           "jsonb_build_object('c', jsonb_build_object('type', CASE WHEN i % 2 = 0 THEN 'StockReserved'"
+           " ELSE 'StockRejected' END, 'idempotency_key', 'order:g' || i || ':reserve', 'order_id', 'g' || i,"
+           " 'reason', 'insufficient_stock', 'items', '" ITEMS "'::jsonb), 'oid', 'g' || i)",
+           BATCH, "their 1,000 answers");
+    linear(c, "ord_apply_batch",
+           "jsonb_build_object('c', jsonb_build_object('type', 'CancelOrder', 'idempotency_key', 'cancel-g' || i,"
+           " 'order_id', 'g' || i), 'oid', 'g' || i, 'cid', 'c')",
+           BATCH + BATCH / 2, "1,000 CancelOrders"); /* a confirmed order's: ReleaseStock and OrderResult */
+    linear(c, "ord_apply_batch", G_PLACE, BATCH, "the 1,000 PlaceOrders again");
+    PQfinish(c);
+}
+
+Test(sql, inventory_calls_do_work_linear_in_their_size) {
+    PGconn *c = db_open(INV_DB "_lin", "inventory-svc", "");
+    cr_assert_eq(apply(c, "inv_apply_batch",
+                       "[{\"c\":{\"type\":\"Restock\",\"idempotency_key\":\"seed\",\"product_id\":\"P-1\","
+                       "\"quantity\":1000000}}]",
+                       INV_TABLES, NULL),
+                 1);
+#define G_RESERVE "jsonb_build_object('c', jsonb_build_object('type', 'ReserveStock', 'idempotency_key', 'g' || i," \
+                  " 'order_id', 'o-g' || i, 'items', '" ITEMS "'::jsonb))"
+    linear(c, "inv_apply_batch", G_RESERVE, BATCH, "1,000 ReserveStocks");
+    linear(c, "inv_apply_batch", G_RESERVE, BATCH, "the 1,000 ReserveStocks again");
+    linear(c, "inv_apply_batch",
+           "jsonb_build_object('c', jsonb_build_object('type', 'ReleaseStock', 'idempotency_key', 'rel-g' || i,"
+           " 'order_id', 'o-g' || i))",
+           BATCH, "1,000 ReleaseStocks");
+    linear(c, "inv_apply_batch",
+           "CASE WHEN i % 2 = 0 THEN jsonb_build_object('c', jsonb_build_object('type', 'Restock',"
+           " 'idempotency_key', 'r' || i, 'product_id', 'P-1', 'quantity', 1)) ELSE " G_RESERVE " END",
+           BATCH, "500 Restocks and 500 ReserveStocks");
+    PQfinish(c);
+}
+
 /* ---- fast paths against the general code ----------------------------------------------------- */
 
 #define CALLS 400 /* random calls per service */
@@ -234,11 +354,6 @@ static char *text_or_error(PGconn *c, const char *sql, const char *param) {
     PQclear(r);
     cr_assert_not_null(out);
     return out;
-}
-
-static void exec_ok(PGconn *c, const char *sql) {
-    char err[IT_ERR_SIZE];
-    IT_OK(vx_pg_exec(c, sql, err, sizeof err), err);
 }
 
 typedef struct {
@@ -411,6 +526,7 @@ Test(sql, inventory_fast_path_does_what_the_general_code_does) {
 }
 
 int main(int argc, char **argv) {
-    static const char *const databases[] = {ORD_DB, INV_DB, ORD_DB "_eq", INV_DB "_eq", NULL};
+    static const char *const databases[] = {ORD_DB,        INV_DB,        ORD_DB "_eq",
+                                             INV_DB "_eq", ORD_DB "_lin", INV_DB "_lin", NULL};
     return it_main(argc, argv, databases);
 }
