@@ -52,7 +52,7 @@ int vx_worker_config(vx_worker_opts_t *o, const char *prefix, char *errstr, size
     char name[64];
     snprintf(name, sizeof(name), "%s_BATCH_MAX", prefix);
     return vx_cfg_int(name, 1000, 1, BATCH_CAP, &o->batch_max, errstr, errstr_size) ||
-           vx_cfg_int("VX_TOPIC_PARTITIONS", 6, 1, 1000, &o->partitions, errstr, errstr_size) ||
+           vx_cfg_int("VX_TOPIC_PARTITIONS", VX_TOPIC_PARTITIONS_DEFAULT, 1, 1000, &o->partitions, errstr, errstr_size) ||
            vx_cfg_int("VX_TOPIC_RETENTION_MS", 7LL * 24 * 3600 * 1000, 60000, 1LL << 50, &o->topic_retention_ms,
                       errstr, errstr_size) ||
            vx_cfg_int("VX_OUTBOX_RETENTION_S", 7 * 24 * 3600, 60, 1LL << 40, &o->outbox_retention_s, errstr,

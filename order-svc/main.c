@@ -23,7 +23,7 @@
  *   INVENTORY_EVENTS_TOPIC     [inventory.events]    StockReserved, StockRejected (the rest is skipped)
  *   ORDERS_MIGRATIONS          [<src>/common/migrations:<src>/order-svc/migrations]
  *   ORDERS_BATCH_MAX           [1000]   messages per transaction, 1..5000
- *   VX_TOPIC_PARTITIONS        [6]      partitions of the topics this service creates
+ *   VX_TOPIC_PARTITIONS        [2]      partitions of the topics this service creates
  *   VX_TOPIC_RETENTION_MS      [7 days] retention.ms of the topics this service creates
  *   VX_OUTBOX_RETENTION_S      [7 days] published outbox rows are deleted after this
  *   VX_OUTBOX_SWEEP_GRACE_MS   [5000]   an unpublished outbox row is swept after this

@@ -1,7 +1,7 @@
 /* vxadmin: operator commands for a Valerix cluster.
  *
  *   vxadmin topics   create every topic of the system that does not exist yet, with
- *                    VX_TOPIC_PARTITIONS partitions (default 6) and VX_TOPIC_RETENTION_MS
+ *                    VX_TOPIC_PARTITIONS partitions (default 2) and VX_TOPIC_RETENTION_MS
  *                    retention (default 7 days); topic names follow the services' variables.
  *
  * Auto-creation is off on our broker: this is how topics come to exist, explicitly. */
@@ -26,7 +26,7 @@ static int topics(void) {
     rd_kafka_t *rk;
     int rc;
 
-    if (vx_cfg_int("VX_TOPIC_PARTITIONS", 6, 1, 1000, &partitions, err, sizeof(err)) ||
+    if (vx_cfg_int("VX_TOPIC_PARTITIONS", VX_TOPIC_PARTITIONS_DEFAULT, 1, 1000, &partitions, err, sizeof(err)) ||
         vx_cfg_int("VX_TOPIC_RETENTION_MS", 7LL * 24 * 3600 * 1000, 60000, 1LL << 50, &retention, err, sizeof(err)) ||
         !(conf = vx_kafka_conf_new(VX_KAFKA_ADMIN, NULL, err, sizeof(err)))) {
         fprintf(stderr, "vxadmin: %s\n", err);

@@ -186,7 +186,7 @@ void soak_say(const char *fmt, ...) {
 
 /* ---- Kafka --------------------------------------------------------------------------------------- */
 
-#define READ_MAX_PARTS 64       /* partitions of a topic the soak reads (Valerix makes 6) */
+#define READ_MAX_PARTS 64       /* partitions of a topic the soak reads (Valerix makes 2, deployments 6) */
 #define READ_TIMEOUT_MS 180000  /* to read a topic to its end */
 
 rd_kafka_t *soak_producer(void (*dr_cb)(rd_kafka_t *, const rd_kafka_message_t *, void *), char *err, size_t errsz) {
