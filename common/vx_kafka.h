@@ -33,7 +33,8 @@ int vx_kafka_prop_from_env(const char *env_name, vx_kafka_role_t role, char *pro
 rd_kafka_conf_t *vx_kafka_conf_new(vx_kafka_role_t role, const char *const *defaults, char *errstr,
                                    size_t errstr_size);
 
-/* An idempotent producer (acks=all, retrying until delivered unless `defaults` says otherwise)
+/* An ordered producer (acks=all, one request in flight, retrying until delivered unless `defaults`
+ * says otherwise; see vx_kafka_conf_new's defaults in vx_kafka.c for why not idempotent)
  * whose delivery reports go to dr_cb with `opaque`. defaults as for vx_kafka_conf_new. */
 rd_kafka_t *vx_kafka_producer_new(void (*dr_cb)(rd_kafka_t *, const rd_kafka_message_t *, void *), void *opaque,
                                   const char *const *defaults, char *errstr, size_t errstr_size);

@@ -95,7 +95,9 @@ Test(kafka_conf, valerix_defaults_per_role) {
     cr_assert_not_null(p, "%s", errstr);
     cr_assert_not_null(c, "%s", errstr);
     cr_expect_str_eq(get(p, "bootstrap.servers"), VX_KAFKA_DEFAULT_BOOTSTRAP);
-    cr_expect_str_eq(get(p, "enable.idempotence"), "true");
+    cr_expect_str_eq(get(p, "enable.idempotence"), "false", "ordered, not idempotent: see vx_kafka.c");
+    cr_expect_str_eq(get(p, "max.in.flight.requests.per.connection"), "1", "what keeps a partition in order");
+    cr_expect_str_eq(get(p, "acks"), "-1", "acks=all");
     cr_expect_str_eq(get(c, "bootstrap.servers"), VX_KAFKA_DEFAULT_BOOTSTRAP);
     cr_expect_str_eq(get(c, "enable.auto.offset.store"), "false");
     cr_expect_str_eq(get(c, "enable.idempotence"), "false", "idempotence is a producer setting");
