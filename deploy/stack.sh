@@ -278,6 +278,10 @@ auto.create.topics.enable=false
 # (DUPLICATE_BROKER_REGISTRATION); 9 s by default. A shorter session makes a chaos restart take ~5 s.
 broker.session.timeout.ms=4000
 broker.heartbeat.interval.ms=1000
+# Sized for the embedded default on two cores (Kafka's 3 network and 8 I/O threads take turns on them):
+# make bench at 64 connections, 134 us of broker CPU per request against 157.
+num.network.threads=1
+num.io.threads=2
 EOF
 }
 
