@@ -104,8 +104,13 @@ out:
 
 /* Applies the files of one folder; see vx_pg_migrate. Returns the number applied or -1. */
 static int migrate_dir(PGconn *conn, const char *dir, char *errstr, size_t errstr_size) {
-    static const char SQL_SEEN[] = "SELECT 1 FROM schema_migrations WHERE name = $1";
-    static const char SQL_RECORD[] = "INSERT INTO schema_migrations (name) VALUES ($1)";
+    /* A versioned file is due when its name is not recorded; a repeatable one (R_*.sql) when its
+       name is not recorded with the checksum of what the file says now. */
+    static const char SQL_DUE[] = "SELECT NOT EXISTS (SELECT 1 FROM schema_migrations WHERE name = $1"
+                                  " AND ($3 = 'v' OR checksum = md5($2)))";
+    static const char SQL_RECORD[] = "INSERT INTO schema_migrations (name, checksum)"
+                                     " VALUES ($1, CASE WHEN $3 = 'r' THEN md5($2) END)"
+                                     " ON CONFLICT (name) DO UPDATE SET checksum = EXCLUDED.checksum, applied_at = now()";
     struct dirent **files = NULL;
     int nfiles, applied = 0, rc = -1;
 
@@ -116,23 +121,29 @@ static int migrate_dir(PGconn *conn, const char *dir, char *errstr, size_t errst
     }
     for (int i = 0; i < nfiles; i++) {
         const char *name = files[i]->d_name;
-        const char *params[1] = {name};
         char path[4352], *sql; /* dir (< 4096) + "/" + name (< 256) */
-        PGresult *r = PQexecParams(conn, SQL_SEEN, 1, NULL, params, NULL, NULL, 0);
-        int seen = PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) > 0;
-        int failed = PQresultStatus(r) != PGRES_TUPLES_OK;
+        PGresult *r;
+        int due, failed;
 
-        PQclear(r);
-        if (failed) {
-            snprintf(errstr, errstr_size, "schema_migrations: %s", PQerrorMessage(conn));
-            goto out;
-        }
-        if (seen) continue;
         if ((size_t)snprintf(path, sizeof(path), "%s/%s", dir, name) >= sizeof(path)) {
             snprintf(errstr, errstr_size, "migration path too long in %s", dir);
             goto out;
         }
         if (!(sql = read_file(path, errstr, errstr_size))) goto out;
+        const char *params[3] = {name, sql, strncmp(name, "R_", 2) == 0 ? "r" : "v"};
+        r = PQexecParams(conn, SQL_DUE, 3, NULL, params, NULL, NULL, 0);
+        failed = PQresultStatus(r) != PGRES_TUPLES_OK;
+        due = !failed && strcmp(PQgetvalue(r, 0, 0), "t") == 0;
+        PQclear(r);
+        if (failed) {
+            snprintf(errstr, errstr_size, "schema_migrations: %s", PQerrorMessage(conn));
+            free(sql);
+            goto out;
+        }
+        if (!due) {
+            free(sql);
+            continue;
+        }
         if (vx_pg_exec(conn, "BEGIN", errstr, errstr_size)) {
             free(sql);
             goto out;
@@ -145,10 +156,10 @@ static int migrate_dir(PGconn *conn, const char *dir, char *errstr, size_t errst
             PQclear(PQexec(conn, "ROLLBACK"));
             goto out;
         }
-        free(sql);
-        r = PQexecParams(conn, SQL_RECORD, 1, NULL, params, NULL, NULL, 0);
+        r = PQexecParams(conn, SQL_RECORD, 3, NULL, params, NULL, NULL, 0);
         failed = PQresultStatus(r) != PGRES_COMMAND_OK;
         PQclear(r);
+        free(sql);
         if (failed || vx_pg_exec(conn, "COMMIT", errstr, errstr_size)) {
             PQclear(PQexec(conn, "ROLLBACK"));
             snprintf(errstr, errstr_size, "migration %s: cannot record it", name);
@@ -167,7 +178,8 @@ int vx_pg_migrate(PGconn *conn, const char *dirs, char *errstr, size_t errstr_si
     static const char SQL_LOCK[] = "SELECT pg_advisory_lock(" MIGRATION_LOCK_ID ")";
     static const char SQL_UNLOCK[] = "SELECT pg_advisory_unlock(" MIGRATION_LOCK_ID ")";
     static const char SQL_TABLE[] = "CREATE TABLE IF NOT EXISTS schema_migrations ("
-                                    " name text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())";
+                                    " name text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now());"
+                                    " ALTER TABLE schema_migrations ADD COLUMN IF NOT EXISTS checksum text";
     char dir[4096], ignore[64];
     int total = 0, rc = -1;
 

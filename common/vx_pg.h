@@ -3,8 +3,12 @@
  *
  * Migrations are the files NNN_name.sql of a list of folders (the shared ones first, then the
  * service's), applied in name order within a folder, each in its own transaction and recorded by
- * file name in schema_migrations, so names are unique across the folders. An advisory lock makes
- * concurrent starts of several instances apply each file once. */
+ * file name in schema_migrations, so names are unique across the folders. A versioned file
+ * (NNN_name.sql: tables, indexes, data) is applied once and never edited afterwards. A repeatable
+ * file (R_name.sql: CREATE OR REPLACE of functions) sorts after them and is applied again whenever
+ * its content changes (its md5 is recorded): a function is changed by editing it in place, never
+ * by copying its body into a new file. An advisory lock makes concurrent starts of several
+ * instances apply each file once. */
 #ifndef VX_PG_H
 #define VX_PG_H
 

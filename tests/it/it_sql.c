@@ -12,7 +12,11 @@
  *
  * The fast paths (ord_apply_batch, inv_apply_batch) must also do exactly what the general code
  * (ord_apply_general, inv_apply_general) does: hundreds of random calls are each applied both ways
- * from the same state, and the rows returned and every table must come out the same. */
+ * from the same state, and the rows returned and every table must come out the same.
+ *
+ * Calls of 1,000 entries must do work linear in their size at every plan node (no quadratic join),
+ * and vx_pg_migrate must apply a numbered file once and a repeatable one (R_*.sql, where the
+ * functions live) again whenever it changes. */
 #include "harness.h"
 #include "vx_pg.h"
 
@@ -23,11 +27,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #define ORD_DB "orders_itsql"
 #define INV_DB "inventory_itsql"
 #define GROW 20000     /* rows the tables grow by after the plans are made */
 #define BATCH 1000     /* entries per growing call */
+#define MIG_DB "migrate_itsql"
 #define MAX_READ 40    /* rows a call of one or two entries may read from the watched tables */
 
 static void sql_fini(void) { it_test_fini(); }
@@ -188,6 +194,43 @@ Test(sql, inventory_calls_read_by_key_after_the_tables_grow) {
         cr_expect_leq(read[i], MAX_READ, "%s read %" PRId64 " rows of " INV_TABLES " (%d orders): a table scan",
                       what[i], read[i], GROW);
     }
+    PQfinish(c);
+}
+
+/* ---- migrations: numbered files once, repeatable files whenever they change ---------------------- */
+
+static void write_text(const char *path, const char *text) {
+    FILE *f = fopen(path, "w");
+    cr_assert_not_null(f, "cannot write %s", path);
+    fputs(text, f);
+    fclose(f);
+}
+
+Test(sql, a_repeatable_migration_is_applied_again_when_it_changes_and_only_then) {
+    it_test_begin();
+    char err[IT_ERR_SIZE], dir[] = "/tmp/vx-it-migrations-XXXXXX", v[64], r[64];
+    PGconn *c = NULL;
+    IT_OK(it_pg_connect(&c, MIG_DB, err, sizeof err), err);
+    cr_assert_not_null(mkdtemp(dir));
+    snprintf(v, sizeof v, "%s/001_t.sql", dir);
+    snprintf(r, sizeof r, "%s/R_f.sql", dir);
+    write_text(v, "CREATE TABLE t (x int);");
+    write_text(r, "CREATE OR REPLACE FUNCTION f() RETURNS int LANGUAGE sql AS 'SELECT 1';");
+
+    cr_expect_eq(vx_pg_migrate(c, dir, err, sizeof err), 2, "first run: both files (%s)", err);
+    cr_expect_eq(vx_pg_migrate(c, dir, err, sizeof err), 0, "nothing changed: nothing applied (%s)", err);
+    write_text(r, "CREATE OR REPLACE FUNCTION f() RETURNS int LANGUAGE sql AS 'SELECT 2';");
+    write_text(v, "CREATE TABLE t (x int); -- a numbered file is never applied twice, edited or not");
+    cr_expect_eq(vx_pg_migrate(c, dir, err, sizeof err), 1, "the repeatable file changed: it alone (%s)", err);
+    cr_expect_eq(sql_int(c, "SELECT f()", NULL), 2, "the function as the file says now");
+    cr_expect_eq(vx_pg_migrate(c, dir, err, sizeof err), 0, "recorded with its new checksum (%s)", err);
+    write_text(r, "CREATE OR REPLACE FUNCTION f() RETURNS int LANGUAGE sql AS 'SELECT nope';");
+    cr_expect_eq(vx_pg_migrate(c, dir, err, sizeof err), -1, "a broken repeatable file fails the migration");
+    cr_expect(strstr(err, "R_f.sql") != NULL, "the error names the file: %s", err);
+    cr_expect_eq(sql_int(c, "SELECT f()", NULL), 2, "and changes nothing");
+    remove(v);
+    remove(r);
+    rmdir(dir);
     PQfinish(c);
 }
 
@@ -527,6 +570,6 @@ Test(sql, inventory_fast_path_does_what_the_general_code_does) {
 
 int main(int argc, char **argv) {
     static const char *const databases[] = {ORD_DB,        INV_DB,        ORD_DB "_eq",
-                                             INV_DB "_eq", ORD_DB "_lin", INV_DB "_lin", NULL};
+                                             INV_DB "_eq", ORD_DB "_lin", INV_DB "_lin", MIG_DB, NULL};
     return it_main(argc, argv, databases);
 }
