@@ -9,6 +9,8 @@
 #      commands paced at a fixed rate (build/vxbench paced)
 #   B. HTTP: wrk against the gateway's POST /orders, 1 connection and 64 connections
 #   C. order path over Kafka: N PlaceOrder with kcat, orders/s until the last OrderResult
+#   Each measurement also prints the CPU of each service, PostgreSQL and the broker per order and
+#   the WAL PostgreSQL wrote per order (bytes and records, pg_stat_wal).
 #
 # Invariant: every figure printed was measured in this run; a stage that does not see all its
 # answers prints why, its figures are left out, and the script exits 1.
@@ -76,9 +78,9 @@ mib() { awk -v kb="$1" 'BEGIN { printf "%.1f", kb / 1024 }'; }
 vmhwm_kb() { awk '/^VmHWM:/ { print $2 }' "/proc/$1/status" 2>/dev/null; }
 
 # CPU time of our running services, PostgreSQL (every postgres process, exited backends through the
-# postmaster's reaped-children time) and the Kafka broker (java): cpu_mark before a measurement,
-# cpu_report COUNT UNIT after it prints each one's seconds and its cost per unit, a figure that a busy
-# shared machine moves less than a rate, and that says where the time goes.
+# postmaster's reaped-children time) and the Kafka broker (java), and the WAL PostgreSQL wrote:
+# cpu_mark before a measurement, cpu_report COUNT UNIT after it prints each one's seconds and its cost
+# per unit, a figure that a busy shared machine moves less than a rate, and that says where the time goes.
 TCK=$(getconf CLK_TCK)
 declare -A CPU0=()
 cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat" 2>/dev/null; }
@@ -93,7 +95,10 @@ cpu_mark() {
 	for name in "${!PID[@]}"; do CPU0[$name]=$(cpu_ticks "${PID[$name]}"); done
 	CPU0[postgres]=$(comm_ticks postgres)
 	CPU0[kafka]=$(comm_ticks java)
+	WAL0=$(wal_now)
 }
+# wal_now: "bytes records" of WAL the PostgreSQL server has written so far (pg_stat_wal, cluster-wide).
+wal_now() { "${PSQL[@]}" -At -F ' ' -c "SELECT wal_bytes, wal_records FROM pg_stat_wal" 2>/dev/null; }
 cpu_report() {
 	local name t out=""
 	for name in inventory-svc order-svc gateway postgres kafka; do
@@ -107,6 +112,13 @@ cpu_report() {
 			'BEGIN { printf "%s %.2f s (%.0f us/%s)", s, d / hz, d / hz * 1e6 / n, u }')"
 	done
 	say "CPU: $out"
+	# WAL per unit: what each order costs PostgreSQL in writes, whatever the CPU figures say.
+	local wal1
+	wal1=$(wal_now)
+	if [[ -n ${WAL0:-} && -n $wal1 ]]; then say "$(awk -v a="$WAL0" -v b="$wal1" -v n="$1" -v u="$2" 'BEGIN {
+		split(a, x, " "); split(b, y, " ")
+		printf "WAL: %.1f MiB, %.0f records (%.1f KiB, %.1f records per %s)", (y[1] - x[1]) / 1048576, y[2] - x[2],
+			(y[1] - x[1]) / 1024 / n, (y[2] - x[2]) / n, u }')"; fi
 }
 
 port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
