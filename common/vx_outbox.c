@@ -12,18 +12,25 @@
 
 #define MAX_ROUTES 8
 
-static const char SQL_MARK[] = "UPDATE outbox SET published_at = now() WHERE id = ANY($1::bigint[])";
+/* Delivery state is outbox_pending (common/migrations/001_outbox_pending.sql): a row per outbox row not
+   yet known to be delivered, written by triggers in the transaction that writes the outbox row. */
+static const char SQL_MARK[] = "DELETE FROM outbox_pending WHERE id = ANY($1::bigint[])";
 static const char SQL_SWEEP[] =
     "WITH claimed AS ("
-    " UPDATE outbox o SET claimed_at = now() FROM ("
-    "  SELECT id FROM outbox WHERE published_at IS NULL"
-    "   AND coalesce(claimed_at, created_at) < now() - make_interval(secs => $1::float8 / 1000)"
-    "  ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED) s"
-    " WHERE o.id = s.id RETURNING o.id, o.topic, o.msg_key, o.payload, o.correlation_id, o.headers) "
-    "SELECT * FROM claimed ORDER BY id"; /* in id order, so each key's events keep theirs */
+    " UPDATE outbox_pending p SET claimed_at = now() FROM ("
+    "  SELECT p.id FROM outbox_pending p JOIN outbox o ON o.id = p.id"
+    "   WHERE coalesce(p.claimed_at, o.created_at) < now() - make_interval(secs => $1::float8 / 1000)"
+    "  ORDER BY p.id LIMIT $2 FOR UPDATE OF p SKIP LOCKED) s"
+    " WHERE p.id = s.id RETURNING p.id) "
+    "SELECT o.id, o.topic, o.msg_key, o.payload, o.correlation_id, o.headers"
+    "  FROM claimed c JOIN outbox o ON o.id = c.id ORDER BY o.id"; /* in id order: each key's events keep theirs */
+/* Old rows that are delivered; and pending rows whose outbox row is gone (none are made, but a
+   pending row that names nothing would otherwise stay for ever). */
 static const char SQL_PRUNE[] =
-    "DELETE FROM outbox WHERE id IN (SELECT id FROM outbox WHERE published_at IS NOT NULL"
-    "  AND created_at < now() - make_interval(secs => $1::float8) LIMIT 10000)";
+    "WITH orphans AS (DELETE FROM outbox_pending p WHERE NOT EXISTS (SELECT 1 FROM outbox o WHERE o.id = p.id)) "
+    "DELETE FROM outbox WHERE id IN (SELECT o.id FROM outbox o"
+    "  WHERE o.created_at < now() - make_interval(secs => $1::float8)"
+    "    AND NOT EXISTS (SELECT 1 FROM outbox_pending p WHERE p.id = o.id) LIMIT 10000)";
 
 struct vx_outbox_s {
     rd_kafka_t *producer; /* borrowed */

@@ -1,9 +1,9 @@
 /* vx_outbox: the relay that moves outbox rows (common/migrations/000_outbox.sql) to Kafka.
  *
  * Fast path: right after a service commits, it hands the rows it wrote to vx_outbox_publish; the
- * producer's delivery reports collect their ids and vx_outbox_mark stamps them published
+ * producer's delivery reports collect their ids and vx_outbox_mark deletes their outbox_pending rows
  * in one statement. Safety net: vx_outbox_sweep finds rows left unpublished (a crash between commit
- * and publish, a delivery that failed) by "published_at IS NULL", claims them with SKIP LOCKED so
+ * and publish, a delivery that failed) by their outbox_pending row, claims them with SKIP LOCKED so
  * concurrent instances do not take the same rows, and publishes them in id order. Delivery is at
  * least once; consumers deduplicate by idempotency key. Not thread-safe: one relay per thread. */
 #ifndef VX_OUTBOX_H

@@ -234,6 +234,30 @@ Test(sql, a_repeatable_migration_is_applied_again_when_it_changes_and_only_then)
     PQfinish(c);
 }
 
+/* ---- outbox delivery state ---------------------------------------------------------------------- */
+
+/* Every outbox row a call writes waits in outbox_pending until the relay marks it (vx_outbox_mark
+ * deletes the pending row); a replay of its command puts it back, so that the sweep sends it again
+ * if the service dies before it does. */
+Test(sql, outbox_rows_wait_in_outbox_pending_until_marked_and_a_replay_puts_them_back) {
+    PGconn *c = db_open(INV_DB "_pending", "inventory-svc", "");
+    static const char PENDING[] = "SELECT count(*) FROM outbox_pending p JOIN outbox o ON o.id = p.id";
+    cr_assert_eq(apply(c, "inv_apply_batch",
+                       "[{\"c\":{\"type\":\"Restock\",\"idempotency_key\":\"seed\",\"product_id\":\"P-1\","
+                       "\"quantity\":10}}]",
+                       INV_TABLES, NULL),
+                 1);
+    cr_assert_eq(apply(c, "inv_apply_batch", "[" RESERVE("p1", 1) "," RESERVE("p2", 1) "]", INV_TABLES, NULL), 2);
+    cr_expect_eq(sql_int(c, PENDING, NULL), 3, "the Restock's and both reservations' rows wait");
+    cr_expect_eq(sql_int(c, "SELECT count(*) FROM outbox_pending", NULL), sql_int(c, "SELECT count(*) FROM outbox", NULL));
+    exec_ok(c, "DELETE FROM outbox_pending"); /* what vx_outbox_mark does once Kafka has them */
+    cr_assert_eq(apply(c, "inv_apply_batch", "[" RESERVE("p1", 1) "]", INV_TABLES, NULL), 1, "the replay");
+    cr_expect_eq(sql_int(c, PENDING, NULL), 1, "the replayed row waits again");
+    cr_expect_eq(sql_int(c, "SELECT count(*) FROM outbox_pending p JOIN outbox o ON o.id = p.id"
+                            " WHERE o.dedup_key = 'p1'", NULL), 1, "and it is p1's");
+    PQfinish(c);
+}
+
 /* ---- work linear in the call's size ----------------------------------------------------------- */
 
 /* The joins inside these functions are between sets of the call's size (its entries, the rows just
@@ -459,7 +483,8 @@ Test(sql, orders_fast_paths_do_what_the_general_code_does) {
     paths_t p = {"ord_apply_batch", "ord_apply_general", "t.ordinality",
                  "SELECT concat_ws(E'\\n', (SELECT string_agg(t::text, E'\\n' ORDER BY t.id) FROM orders t),"
                  " (SELECT string_agg(t::text, E'\\n' ORDER BY t.id) FROM order_history t),"
-                 " (SELECT string_agg(t::text, E'\\n' ORDER BY t.id) FROM outbox t))",
+                 " (SELECT string_agg(t::text, E'\\n' ORDER BY t.id) FROM outbox t),"
+                 " (SELECT string_agg(t::text, E'\\n' ORDER BY t.id) FROM outbox_pending t))",
                  0, 0};
     enum { KEYS = 2 * CALLS * 8 };
     static int waiting[KEYS]; /* keys placed and not answered yet, oldest first */
@@ -521,7 +546,8 @@ Test(sql, inventory_fast_path_does_what_the_general_code_does) {
                  "SELECT concat_ws(E'\\n', (SELECT string_agg(t::text, E'\\n' ORDER BY t.id) FROM products t),"
                  " (SELECT string_agg(t::text, E'\\n' ORDER BY t.order_id, t.product_id) FROM holds t),"
                  " (SELECT string_agg(t::text, E'\\n' ORDER BY t.order_id) FROM released_orders t),"
-                 " (SELECT string_agg(t::text, E'\\n' ORDER BY t.id) FROM outbox t))",
+                 " (SELECT string_agg(t::text, E'\\n' ORDER BY t.id) FROM outbox t),"
+                 " (SELECT string_agg(t::text, E'\\n' ORDER BY t.id) FROM outbox_pending t))",
                  0, 0};
     int orders = 0;
 
@@ -570,6 +596,7 @@ Test(sql, inventory_fast_path_does_what_the_general_code_does) {
 
 int main(int argc, char **argv) {
     static const char *const databases[] = {ORD_DB,        INV_DB,        ORD_DB "_eq",
-                                             INV_DB "_eq", ORD_DB "_lin", INV_DB "_lin", MIG_DB, NULL};
+                                             INV_DB "_eq", ORD_DB "_lin", INV_DB "_lin", MIG_DB,
+                                             INV_DB "_pending", NULL};
     return it_main(argc, argv, databases);
 }

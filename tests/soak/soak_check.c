@@ -55,8 +55,8 @@ static int measure(PGconn *odb, PGconn *idb, quiet_t *q, char *err, size_t errsz
     og = og && *og ? og : "order-svc";
     ig = ig && *ig ? ig : "inventory-svc";
     if (soak_pg_long(odb, "SELECT count(*) FROM orders WHERE status = 'PENDING'", &q->pending, err, errsz) ||
-        soak_pg_long(odb, "SELECT count(*) FROM outbox WHERE published_at IS NULL", &q->unpub_orders, err, errsz) ||
-        soak_pg_long(idb, "SELECT count(*) FROM outbox WHERE published_at IS NULL", &q->unpub_inventory, err, errsz) ||
+        soak_pg_long(odb, "SELECT count(*) FROM outbox_pending", &q->unpub_orders, err, errsz) ||
+        soak_pg_long(idb, "SELECT count(*) FROM outbox_pending", &q->unpub_inventory, err, errsz) ||
         soak_group_lag(og, "orders.commands", &a, err, errsz) || soak_group_lag(og, "inventory.events", &b, err, errsz) ||
         soak_group_lag(ig, "inventory.commands", &c, err, errsz))
         return -1;
