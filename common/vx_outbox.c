@@ -25,12 +25,15 @@ static const char SQL_SWEEP[] =
     "SELECT o.id, o.topic, o.msg_key, o.payload, o.correlation_id, o.headers"
     "  FROM claimed c JOIN outbox o ON o.id = c.id ORDER BY o.id"; /* in id order: each key's events keep theirs */
 /* Old rows that are delivered; and pending rows whose outbox row is gone (none are made, but a
-   pending row that names nothing would otherwise stay for ever). */
+   pending row that names nothing would otherwise stay for ever). The oldest delivered rows are read
+   by id, which grows with time, so no index on created_at is needed (common/migrations/002): those
+   past the retention among them go. A row a little older than a neighbour with a lower id goes at a
+   later prune. */
 static const char SQL_PRUNE[] =
     "WITH orphans AS (DELETE FROM outbox_pending p WHERE NOT EXISTS (SELECT 1 FROM outbox o WHERE o.id = p.id)) "
-    "DELETE FROM outbox WHERE id IN (SELECT o.id FROM outbox o"
-    "  WHERE o.created_at < now() - make_interval(secs => $1::float8)"
-    "    AND NOT EXISTS (SELECT 1 FROM outbox_pending p WHERE p.id = o.id) LIMIT 10000)";
+    "DELETE FROM outbox WHERE id IN (SELECT o.id FROM (SELECT o.id, o.created_at FROM outbox o"
+    "    WHERE NOT EXISTS (SELECT 1 FROM outbox_pending p WHERE p.id = o.id) ORDER BY o.id LIMIT 10000) o"
+    "  WHERE o.created_at < now() - make_interval(secs => $1::float8))";
 
 struct vx_outbox_s {
     rd_kafka_t *producer; /* borrowed */

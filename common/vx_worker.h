@@ -27,7 +27,7 @@ typedef struct {
     const char *const *routes;            /* outbox routes: logical, real, logical, real, ..., NULL */
     long long batch_max, partitions, topic_retention_ms, outbox_retention_s, sweep_grace_ms;
     int retry_unique_violation; /* 1: a unique violation means a concurrent twin committed first, and
-                                   a retry of the batch finds it recorded (inventory-svc) */
+                                   a retry of the batch finds it recorded (both services) */
 
     /* The service's part of a polled batch (msgs borrowed for the call). Returns 0 when every
      * message is done, -1 when it gave up because the service is stopping (nothing is stored). */

@@ -376,6 +376,7 @@ int main(void) {
     o.topics = topics;
     o.ntopics = 5;
     o.routes = routes;
+    o.retry_unique_violation = 1; /* ord_apply_batch's fast paths insert plainly (R_orders_functions.sql) */
     o.process = process;
     o.http = on_http;
     o.opaque = &s;

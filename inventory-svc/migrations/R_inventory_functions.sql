@@ -229,8 +229,10 @@ DECLARE
 BEGIN
     IF n > 0 AND NOT cmds @? '$[*] ? (@.c.type != "ReserveStock")' THEN
         -- Lock the products the call names, in id order as inv_apply_general does, and see whether
-        -- every one of them can serve all of the call's lines; and that no key was recorded and no
-        -- order released.
+        -- every one of them can serve all of the call's lines; and that no key was recorded, no
+        -- order released and none holds stock already (so the holds are plain inserts: no
+        -- speculative insert, whose confirm record the WAL would carry; a concurrent twin that
+        -- commits first makes the insert fail with unique_violation, and the retry finds it).
         WITH l AS (
             SELECT i->>'product_id' AS pid, (i->>'quantity')::bigint AS q
               FROM jsonb_array_elements(cmds) AS x(e), jsonb_array_elements(x.e->'c'->'items') AS i),
@@ -243,6 +245,8 @@ BEGIN
                AND NOT EXISTS (SELECT 1 FROM outbox b WHERE b.dedup_key = ANY (ARRAY(
                                    SELECT x.e->'c'->>'idempotency_key' FROM jsonb_array_elements(cmds) AS x(e))))
                AND NOT EXISTS (SELECT 1 FROM released_orders r WHERE r.order_id = ANY (ARRAY(
+                                   SELECT x.e->'c'->>'order_id' FROM jsonb_array_elements(cmds) AS x(e))))
+               AND NOT EXISTS (SELECT 1 FROM holds h WHERE h.order_id = ANY (ARRAY(
                                    SELECT x.e->'c'->>'order_id' FROM jsonb_array_elements(cmds) AS x(e))))
           INTO fits
           FROM need LEFT JOIN p ON p.id = need.pid;
@@ -257,8 +261,7 @@ BEGIN
             INSERT INTO holds (order_id, product_id, quantity)
             SELECT x.e->'c'->>'order_id', i->>'product_id', sum((i->>'quantity')::bigint)
               FROM jsonb_array_elements(cmds) AS x(e), jsonb_array_elements(x.e->'c'->'items') AS i
-             GROUP BY 1, 2
-                ON CONFLICT (order_id, product_id) DO UPDATE SET quantity = holds.quantity + EXCLUDED.quantity;
+             GROUP BY 1, 2;
             RETURN QUERY
             WITH e AS (
                 SELECT x.e, x.n, nextval('outbox_id_seq') AS id

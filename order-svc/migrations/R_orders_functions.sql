@@ -353,35 +353,39 @@ BEGIN
      ORDER BY p.n;
 END $$;
 
--- The fast paths, then the general code for any other call.
+-- The fast paths, then the general code for any other call. Neither writes with ON CONFLICT: what
+-- they check first rules conflicts out, and a plain insert is cheaper than a speculative one (no
+-- confirm record in the WAL). A concurrent twin (another instance, during a rebalance) that commits
+-- the same order or key first makes an insert fail with unique_violation; order-svc then retries the
+-- call, which finds the twin's rows and goes to the general code.
 CREATE OR REPLACE FUNCTION ord_apply_batch(cmds jsonb) RETURNS SETOF ord_out LANGUAGE plpgsql
 SET enable_seqscan = off SET enable_nestloop = off SET jit = off SET plan_cache_mode = force_generic_plan AS $$
 DECLARE
     n int := jsonb_array_length(cmds);
     kinds text[];   -- the distinct types of the call's commands
-    placed int;     -- orders the PlaceOrders created
+    one_each boolean; -- no order id twice in the call
+    fresh boolean;  -- PlaceOrders: no key twice in the call, and no id or key known
     ready int;      -- events that answer a waiting order
-    oids text[];    -- the order ids of the call's events
+    outs ord_out[]; -- inventory answers: what the fast path wrote
+    oids text[];    -- the order ids of the call's entries
 BEGIN
-    SELECT array_agg(DISTINCT x.e->'c'->>'type') INTO kinds FROM jsonb_array_elements(cmds) AS x(e);
+    SELECT array_agg(DISTINCT x.e->'c'->>'type'), count(DISTINCT x.e->>'oid') = n, array_agg(x.e->>'oid')
+      INTO kinds, one_each, oids FROM jsonb_array_elements(cmds) AS x(e);
 
-    IF kinds = '{PlaceOrder}' THEN
-        -- New orders. When every entry made one (so no two of them share a key or an order id, and
-        -- none existed), each gets its PENDING history row and its ReserveStock, as the general code
-        -- gives them; otherwise the inserts are undone (the block is a subtransaction) and
-        -- ord_apply_general applies the call from the start.
-        BEGIN
-            WITH ins AS (
-                INSERT INTO orders (id, idempotency_key, customer_id, items, request_hash, status, correlation_id)
-                SELECT x.e->>'oid', x.e->'c'->>'idempotency_key', x.e->'c'->>'customer_id', x.e->'c'->'items',
-                       x.e->>'hash', 'PENDING', x.e->>'cid'
-                  FROM jsonb_array_elements(cmds) AS x(e) ORDER BY x.e->>'oid'
-                    ON CONFLICT DO NOTHING
-                RETURNING id)
-            SELECT count(*) INTO placed FROM ins;
-            IF placed < n THEN
-                RAISE EXCEPTION USING ERRCODE = 'VX001'; -- not all new: undo, and on to the general code
-            END IF;
+    IF kinds = '{PlaceOrder}' AND one_each THEN
+        -- New orders. When every entry makes one (no two of them share a key or an order id, and
+        -- none is known), each gets its PENDING history row and its ReserveStock, as the general
+        -- code gives them.
+        SELECT count(DISTINCT x.e->'c'->>'idempotency_key') = n
+               AND NOT EXISTS (SELECT 1 FROM orders b WHERE b.id = ANY (oids))
+               AND NOT EXISTS (SELECT 1 FROM orders b WHERE b.idempotency_key = ANY (ARRAY(
+                                   SELECT y.e->'c'->>'idempotency_key' FROM jsonb_array_elements(cmds) AS y(e))))
+          INTO fresh FROM jsonb_array_elements(cmds) AS x(e);
+        IF fresh THEN
+            INSERT INTO orders (id, idempotency_key, customer_id, items, request_hash, status, correlation_id)
+            SELECT x.e->>'oid', x.e->'c'->>'idempotency_key', x.e->'c'->>'customer_id', x.e->'c'->'items',
+                   x.e->>'hash', 'PENDING', x.e->>'cid'
+              FROM jsonb_array_elements(cmds) AS x(e) ORDER BY x.e->>'oid';
             INSERT INTO order_history (order_id, status)
             SELECT x.e->>'oid', 'PENDING' FROM jsonb_array_elements(cmds) WITH ORDINALITY AS x(e, n) ORDER BY x.n;
             RETURN QUERY
@@ -394,30 +398,28 @@ BEGIN
                        jsonb_build_object('type', 'ReserveStock', 'idempotency_key', e.dk, 'order_id', e.e->>'oid',
                                           'items', e.e->'c'->'items')::text
                   FROM e ORDER BY e.n
-                    ON CONFLICT (dedup_key) DO NOTHING
                 RETURNING b.id, b.topic, b.msg_key, b.payload, b.correlation_id, b.headers)
-            SELECT ins.id, ins.topic, ins.msg_key, ins.payload, e.e->>'cid', ins.headers, 'order_placed',
+            SELECT ins.id, ins.topic, ins.msg_key, ins.payload, ins.correlation_id, ins.headers, 'order_placed',
                    e.e->>'oid', e.e->'c'->>'idempotency_key', 'PENDING'
-              FROM e LEFT JOIN ins ON ins.id = e.id
+              FROM e JOIN ins ON ins.id = e.id
              ORDER BY e.n;
             RETURN;
-        EXCEPTION WHEN SQLSTATE 'VX001' THEN
-            NULL;
-        END;
+        END IF;
 
-    ELSIF kinds <@ '{StockReserved,StockRejected}' AND NOT cmds @? '$[*] ? (@.fresh == true)' THEN
+    ELSIF kinds <@ '{StockReserved,StockRejected}' AND one_each AND NOT cmds @? '$[*] ? (@.fresh == true)' THEN
         -- Inventory's answers: when every one is the answer to its order's own ReserveStock and the
         -- order waits for it with no cancellation asked, each order is decided here: CONFIRMED or
         -- REJECTED, a history row, an OrderResult with the PlaceOrder's correlation id. The orders
-        -- are locked in id order first, as the general code locks them.
-        oids := ARRAY(SELECT x.e->>'oid' FROM jsonb_array_elements(cmds) AS x(e));
-        PERFORM 1 FROM orders b WHERE b.id = ANY (oids) ORDER BY b.id FOR UPDATE;
-        SELECT count(DISTINCT b.id) INTO ready
+        -- are read first, unlocked; the update then locks them as it goes (by the primary key, in id
+        -- order, as the general code locks them) and takes only those that still qualify: when a
+        -- concurrent change left it fewer than all, the block (a subtransaction) undoes it and the
+        -- general code applies the call from the start. (Locking them all first, FOR UPDATE, wrote
+        -- a WAL record per order.)
+        SELECT count(*) INTO ready
           FROM jsonb_array_elements(cmds) AS x(e) JOIN orders b ON b.id = x.e->>'oid'
          WHERE b.id = ANY (oids) AND b.status = 'PENDING' AND NOT b.cancel_requested
            AND coalesce(x.e->'c'->>'idempotency_key', 'order:' || b.id || ':reserve') = 'order:' || b.id || ':reserve';
-        IF ready = n THEN
-            RETURN QUERY
+        IF ready = n THEN BEGIN
             WITH e AS (
                 SELECT x.e, x.n, x.e->>'oid' AS oid, x.e->'c'->>'type' = 'StockReserved' AS ok
                   FROM jsonb_array_elements(cmds) WITH ORDINALITY AS x(e, n)),
@@ -426,7 +428,9 @@ BEGIN
                                     reason = CASE WHEN e.ok THEN NULL ELSE coalesce(e.e->'c'->>'reason', 'rejected') END,
                                     product_id = CASE WHEN e.ok THEN NULL ELSE e.e->'c'->>'product_id' END,
                                     updated_at = now()
-                  FROM e WHERE b.id = e.oid AND b.id = ANY (oids)
+                  FROM e
+                 WHERE b.id = e.oid AND b.id = ANY (oids) AND b.status = 'PENDING' AND NOT b.cancel_requested
+                   AND coalesce(e.e->'c'->>'idempotency_key', 'order:' || b.id || ':reserve') = 'order:' || b.id || ':reserve'
                 RETURNING b AS o),
             hist AS (
                 INSERT INTO order_history (order_id, status, reason)
@@ -439,16 +443,20 @@ BEGIN
                 SELECT r.id, ord_result_key(r.o), 'orders.results', (r.o).id, (r.o).correlation_id, e.e->'h',
                        ord_result_payload(r.o, r.id, ord_ts(now()))
                   FROM res r JOIN e ON e.n = r.n ORDER BY r.n
-                    ON CONFLICT (dedup_key) DO NOTHING
                 RETURNING b.id, b.topic, b.msg_key, b.payload, b.correlation_id, b.headers)
-            SELECT ins.id, ins.topic, ins.msg_key, ins.payload,
-                   CASE WHEN ins.id IS NOT NULL THEN ins.correlation_id ELSE e.e->>'cid' END,
-                   ins.headers, CASE WHEN (r.o).status = 'CONFIRMED' THEN 'order_confirmed' ELSE 'order_rejected' END,
-                   (r.o).id, e.e->'c'->>'idempotency_key', (r.o).status
-              FROM e JOIN res r ON r.n = e.n LEFT JOIN ins ON ins.id = r.id
-             ORDER BY e.n;
-            RETURN;
-        END IF;
+            SELECT array_agg(ROW(ins.id, ins.topic, ins.msg_key, ins.payload, ins.correlation_id, ins.headers,
+                                 CASE WHEN (r.o).status = 'CONFIRMED' THEN 'order_confirmed' ELSE 'order_rejected' END,
+                                 (r.o).id, e.e->'c'->>'idempotency_key', (r.o).status)::ord_out ORDER BY e.n)
+              INTO outs
+              FROM e JOIN res r ON r.n = e.n JOIN ins ON ins.id = r.id;
+            IF cardinality(outs) = n THEN
+                RETURN QUERY SELECT * FROM unnest(outs);
+                RETURN;
+            END IF;
+            RAISE EXCEPTION USING ERRCODE = 'VX001'; -- changed meanwhile: undo, and on to the general code
+        EXCEPTION WHEN SQLSTATE 'VX001' THEN
+            NULL;
+        END; END IF;
     END IF;
 
     RETURN QUERY SELECT * FROM ord_apply_general(cmds);
