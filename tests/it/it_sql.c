@@ -16,8 +16,10 @@
  *
  * Calls of 1,000 entries must do work linear in their size at every plan node (no quadratic join),
  * and vx_pg_migrate must apply a numbered file once and a repeatable one (R_*.sql, where the
- * functions live) again whenever it changes. */
+ * functions live) again whenever it changes. The outbox's delivery state (outbox_pending) and its
+ * prune are checked here too. */
 #include "harness.h"
+#include "vx_outbox.h"
 #include "vx_pg.h"
 
 #include <criterion/criterion.h>
@@ -255,6 +257,43 @@ Test(sql, outbox_rows_wait_in_outbox_pending_until_marked_and_a_replay_puts_them
     cr_expect_eq(sql_int(c, PENDING, NULL), 1, "the replayed row waits again");
     cr_expect_eq(sql_int(c, "SELECT count(*) FROM outbox_pending p JOIN outbox o ON o.id = p.id"
                             " WHERE o.dedup_key = 'p1'", NULL), 1, "and it is p1's");
+    PQfinish(c);
+}
+
+/* The prune (vx_outbox_prune) deletes the rows past the retention that are delivered, and pending
+ * rows whose outbox row is gone; it keeps what waits for delivery and what is recent. It reads the
+ * oldest rows by id, so an old row behind a recent one goes too. */
+Test(sql, the_prune_deletes_old_delivered_rows_and_orphans_only) {
+    PGconn *c = db_open(INV_DB "_prune", "inventory-svc", "");
+    vx_outbox_t *ob = vx_outbox_new(NULL);
+    char err[256];
+    cr_assert_not_null(ob);
+    cr_assert_eq(apply(c, "inv_apply_batch",
+                       "[{\"c\":{\"type\":\"Restock\",\"idempotency_key\":\"seed\",\"product_id\":\"P-1\","
+                       "\"quantity\":10}}]",
+                       INV_TABLES, NULL),
+                 1);
+    cr_assert_eq(apply(c, "inv_apply_batch", "[" RESERVE("p1", 1) "," RESERVE("p2", 1) "," RESERVE("p3", 1) "]",
+                       INV_TABLES, NULL),
+                 3);
+    /* seed and p2 are old, p1 and p3 recent; all but seed are delivered. p2 comes after recent p1 in id
+       order. */
+    exec_ok(c, "UPDATE outbox SET created_at = now() - interval '2 days' WHERE dedup_key IN ('seed', 'p2')");
+    exec_ok(c, "DELETE FROM outbox_pending WHERE id IN (SELECT id FROM outbox WHERE dedup_key <> 'seed')");
+    exec_ok(c, "INSERT INTO outbox_pending (id) VALUES (999999)"); /* an orphan */
+    cr_assert_eq(vx_outbox_prune(ob, c, 24 * 3600, err, sizeof err), 1, "%s", err);
+    cr_expect_eq(sql_int(c, "SELECT count(*) FROM outbox WHERE dedup_key = 'p2'", NULL), 0, "old and delivered: gone");
+    cr_expect_eq(sql_int(c, "SELECT count(*) FROM outbox WHERE dedup_key IN ('seed', 'p1', 'p3')", NULL), 3,
+                 "pending or recent: kept");
+    cr_expect_eq(sql_int(c, "SELECT count(*) FROM outbox_pending WHERE id = 999999", NULL), 0, "the orphan: gone");
+    cr_expect_eq(sql_int(c, "SELECT count(*) FROM outbox_pending p JOIN outbox o USING (id) WHERE o.dedup_key = 'seed'",
+                         NULL),
+                 1, "seed still waits");
+    exec_ok(c, "UPDATE outbox SET created_at = now() - interval '2 days' WHERE dedup_key = 'p3'");
+    exec_ok(c, "DELETE FROM outbox_pending WHERE id IN (SELECT id FROM outbox WHERE dedup_key <> 'seed')");
+    cr_assert_eq(vx_outbox_prune(ob, c, 24 * 3600, err, sizeof err), 1, "%s", err);
+    cr_expect_eq(sql_int(c, "SELECT count(*) FROM outbox WHERE dedup_key = 'p3'", NULL), 0, "p3, once old: gone");
+    vx_outbox_destroy(ob);
     PQfinish(c);
 }
 
@@ -597,6 +636,6 @@ Test(sql, inventory_fast_path_does_what_the_general_code_does) {
 int main(int argc, char **argv) {
     static const char *const databases[] = {ORD_DB,        INV_DB,        ORD_DB "_eq",
                                              INV_DB "_eq", ORD_DB "_lin", INV_DB "_lin", MIG_DB,
-                                             INV_DB "_pending", NULL};
+                                             INV_DB "_pending", INV_DB "_prune", NULL};
     return it_main(argc, argv, databases);
 }
