@@ -21,6 +21,7 @@
 
 #define BATCH_CAP 5000
 #define STOP_GRACE_MS 10000 /* how long a stopping worker still retries a failing transaction */
+#define MARK_EVERY_MS 100 /* delivered rows are stamped together: one transaction per 100 ms, not per batch */
 #define SWEEP_EVERY_MS 1000
 #define PRUNE_EVERY_MS 60000
 
@@ -32,7 +33,7 @@ struct vx_worker_s {
     vx_outbox_t *outbox;
     vx_http_t *http;
     long long dlq_pending, dlq_failed; /* dead letters produced, not yet acknowledged / failed */
-    long long next_sweep, next_prune;
+    long long next_mark, next_sweep, next_prune; /* next_mark: 0 while nothing waits to be stamped */
     long *delay; /* the gremlin's delay of each message of the batch in hand, ms */
 };
 
@@ -306,15 +307,27 @@ static void handle(vx_worker_t *w, rd_kafka_message_t **msgs, int n) {
 }
 
 /* The relay's upkeep: stamp what was delivered, sweep rows left unpublished, prune old ones. A
- * sweep with no grace (at start) takes every unpublished row at once. */
+ * sweep with no grace (at start) takes every unpublished row at once. Delivered rows are stamped
+ * MARK_EVERY_MS after the first of them was delivered (at once when stopping): under load that is
+ * one statement for many batches. Until then a crash leaves them to the sweep, which sends them
+ * again after its grace; duplicates are harmless. */
 static void upkeep(vx_worker_t *w, int startup) {
     char err[256];
     long long t = now_ms();
     int n;
 
     rd_kafka_poll(w->producer, 0);
-    if (vx_outbox_unmarked(w->outbox) && vx_pg_ensure(w->db) == 0 && vx_outbox_mark(w->outbox, w->db, err, sizeof(err)))
-        vx_log(VX_LOG_WARN, "mark_failed", "error", err, NULL);
+    if (!vx_outbox_unmarked(w->outbox)) {
+        w->next_mark = 0;
+    } else if (!w->next_mark) {
+        w->next_mark = t + MARK_EVERY_MS;
+    }
+    if (w->next_mark && (t >= w->next_mark || stopping) && vx_pg_ensure(w->db) == 0) {
+        if (vx_outbox_mark(w->outbox, w->db, err, sizeof(err)) == 0)
+            w->next_mark = 0;
+        else
+            vx_log(VX_LOG_WARN, "mark_failed", "error", err, NULL); /* the ids stay for the next try */
+    }
     if (t >= w->next_sweep && vx_pg_ensure(w->db) == 0) {
         n = vx_outbox_sweep(w->outbox, w->db, startup ? 0 : (int)w->o->sweep_grace_ms, 1000, err, sizeof(err));
         if (n < 0) vx_log(VX_LOG_WARN, "sweep_failed", "error", err, NULL);

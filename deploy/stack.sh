@@ -458,6 +458,10 @@ max_connections = 200
 shared_buffers = 256MB
 fsync = on
 synchronous_commit = on
+# Checkpoints by WAL volume at most every ~2 GiB of WAL (the default, 1 GB, made one every ~100,000
+# orders): after each, the first change of every page writes the whole page to the WAL again.
+max_wal_size = 4GB
+checkpoint_timeout = 15min
 EOF
 }
 

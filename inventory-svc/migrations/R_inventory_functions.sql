@@ -228,19 +228,21 @@ DECLARE
     fits boolean;
 BEGIN
     IF n > 0 AND NOT cmds @? '$[*] ? (@.c.type != "ReserveStock")' THEN
-        -- Lock the products the call names, in id order as inv_apply_general does, and see whether
-        -- every one of them can serve all of the call's lines; and that no key was recorded, no
-        -- order released and none holds stock already (so the holds are plain inserts: no
-        -- speculative insert, whose confirm record the WAL would carry; a concurrent twin that
-        -- commits first makes the insert fail with unique_violation, and the retry finds it).
+        -- See whether every product the call names can serve all of the call's lines; and that no
+        -- key was recorded, no order released and none holds stock already (so the holds are plain
+        -- inserts: no speculative insert, whose confirm record the WAL would carry; a concurrent twin
+        -- that commits first makes the insert fail with unique_violation, and the retry finds it).
+        -- The products are read unlocked: the update locks them (by the primary key, in id order, as
+        -- inv_apply_general locks them) and takes only those that still have the stock; when a
+        -- concurrent change left it fewer, the call fails as a serialization failure, which
+        -- inventory-svc retries. (Locking them first, FOR UPDATE, wrote a WAL record per product.)
         WITH l AS (
             SELECT i->>'product_id' AS pid, (i->>'quantity')::bigint AS q
               FROM jsonb_array_elements(cmds) AS x(e), jsonb_array_elements(x.e->'c'->'items') AS i),
         need AS (
             SELECT l.pid, sum(l.q) AS q FROM l GROUP BY l.pid),
         p AS (
-            SELECT p.id, p.stock FROM products p WHERE p.id = ANY (ARRAY(SELECT need.pid FROM need))
-             ORDER BY p.id FOR UPDATE)
+            SELECT p.id, p.stock FROM products p WHERE p.id = ANY (ARRAY(SELECT need.pid FROM need)))
         SELECT count(p.id) = count(*) AND coalesce(bool_and(p.stock >= need.q), false)
                AND NOT EXISTS (SELECT 1 FROM outbox b WHERE b.dedup_key = ANY (ARRAY(
                                    SELECT x.e->'c'->>'idempotency_key' FROM jsonb_array_elements(cmds) AS x(e))))
@@ -254,10 +256,17 @@ BEGIN
         IF fits THEN
             WITH l AS (
                 SELECT i->>'product_id' AS pid, (i->>'quantity')::bigint AS q
-                  FROM jsonb_array_elements(cmds) AS x(e), jsonb_array_elements(x.e->'c'->'items') AS i)
-            UPDATE products p SET stock = p.stock - t.q, updated_at = now()
-              FROM (SELECT l.pid, sum(l.q) AS q FROM l GROUP BY l.pid) t
-             WHERE p.id = t.pid AND p.id = ANY (ARRAY(SELECT t2.pid FROM l AS t2)) AND t.q <> 0;
+                  FROM jsonb_array_elements(cmds) AS x(e), jsonb_array_elements(x.e->'c'->'items') AS i),
+            t AS (
+                SELECT l.pid, sum(l.q) AS q FROM l GROUP BY l.pid HAVING sum(l.q) <> 0),
+            upd AS (
+                UPDATE products p SET stock = p.stock - t.q, updated_at = now()
+                  FROM t WHERE p.id = t.pid AND p.id = ANY (ARRAY(SELECT t2.pid FROM t AS t2)) AND p.stock >= t.q
+                RETURNING p.id)
+            SELECT (SELECT count(*) FROM upd) = (SELECT count(*) FROM t) INTO fits;
+            IF NOT fits THEN
+                RAISE EXCEPTION 'inv_apply_batch: stock changed by a concurrent transaction' USING ERRCODE = '40001';
+            END IF;
             INSERT INTO holds (order_id, product_id, quantity)
             SELECT x.e->'c'->>'order_id', i->>'product_id', sum((i->>'quantity')::bigint)
               FROM jsonb_array_elements(cmds) AS x(e), jsonb_array_elements(x.e->'c'->'items') AS i

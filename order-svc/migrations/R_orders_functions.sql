@@ -412,14 +412,14 @@ BEGIN
         -- REJECTED, a history row, an OrderResult with the PlaceOrder's correlation id. The orders
         -- are read first, unlocked; the update then locks them as it goes (by the primary key, in id
         -- order, as the general code locks them) and takes only those that still qualify: when a
-        -- concurrent change left it fewer than all, the block (a subtransaction) undoes it and the
-        -- general code applies the call from the start. (Locking them all first, FOR UPDATE, wrote
-        -- a WAL record per order.)
+        -- concurrent change (another instance, during a rebalance) left it fewer than all, the call
+        -- fails as a serialization failure, which order-svc retries. (Locking them all first, FOR
+        -- UPDATE, wrote a WAL record per order.)
         SELECT count(*) INTO ready
           FROM jsonb_array_elements(cmds) AS x(e) JOIN orders b ON b.id = x.e->>'oid'
          WHERE b.id = ANY (oids) AND b.status = 'PENDING' AND NOT b.cancel_requested
            AND coalesce(x.e->'c'->>'idempotency_key', 'order:' || b.id || ':reserve') = 'order:' || b.id || ':reserve';
-        IF ready = n THEN BEGIN
+        IF ready = n THEN
             WITH e AS (
                 SELECT x.e, x.n, x.e->>'oid' AS oid, x.e->'c'->>'type' = 'StockReserved' AS ok
                   FROM jsonb_array_elements(cmds) WITH ORDINALITY AS x(e, n)),
@@ -449,14 +449,12 @@ BEGIN
                                  (r.o).id, e.e->'c'->>'idempotency_key', (r.o).status)::ord_out ORDER BY e.n)
               INTO outs
               FROM e JOIN res r ON r.n = e.n JOIN ins ON ins.id = r.id;
-            IF cardinality(outs) = n THEN
-                RETURN QUERY SELECT * FROM unnest(outs);
-                RETURN;
+            IF cardinality(outs) IS DISTINCT FROM n THEN
+                RAISE EXCEPTION 'ord_apply_batch: orders changed by a concurrent transaction' USING ERRCODE = '40001';
             END IF;
-            RAISE EXCEPTION USING ERRCODE = 'VX001'; -- changed meanwhile: undo, and on to the general code
-        EXCEPTION WHEN SQLSTATE 'VX001' THEN
-            NULL;
-        END; END IF;
+            RETURN QUERY SELECT * FROM unnest(outs);
+            RETURN;
+        END IF;
     END IF;
 
     RETURN QUERY SELECT * FROM ord_apply_general(cmds);
