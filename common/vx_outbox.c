@@ -28,9 +28,12 @@ static const char SQL_SWEEP[] =
    pending row that names nothing would otherwise stay for ever). The oldest delivered rows are read
    by id, which grows with time, so no index on created_at is needed (common/migrations/002): those
    past the retention among them go. A row a little older than a neighbour with a lower id goes at a
-   later prune. */
+   later prune. Both reads are bounded, so both are index probes: an unbounded anti-join of
+   outbox_pending, planned on stale statistics, hashed the whole outbox (74 ms at 220,000 rows). */
 static const char SQL_PRUNE[] =
-    "WITH orphans AS (DELETE FROM outbox_pending p WHERE NOT EXISTS (SELECT 1 FROM outbox o WHERE o.id = p.id)) "
+    "WITH orphans AS (DELETE FROM outbox_pending WHERE id IN (SELECT p.id FROM"
+    "  (SELECT id FROM outbox_pending ORDER BY id LIMIT 1000) p"
+    "  WHERE NOT EXISTS (SELECT 1 FROM outbox o WHERE o.id = p.id))) "
     "DELETE FROM outbox WHERE id IN (SELECT o.id FROM (SELECT o.id, o.created_at FROM outbox o"
     "    WHERE NOT EXISTS (SELECT 1 FROM outbox_pending p WHERE p.id = o.id) ORDER BY o.id LIMIT 10000) o"
     "  WHERE o.created_at < now() - make_interval(secs => $1::float8))";
