@@ -167,8 +167,12 @@ BEGIN
     END IF;
     -- Those rows that exist, locked (after the orders), so that a prune cannot take them
     -- before they are sent again.
+    -- (The rows are found by key first, then locked by id: asked in id order, a plan made on tables
+    -- ANALYZEd while empty read the whole outbox in id order, filtering on the key.)
     SELECT coalesce(jsonb_object_agg(l.dedup_key, true), '{}') INTO known
-      FROM (SELECT b.dedup_key FROM outbox b WHERE b.dedup_key = ANY (cand) ORDER BY b.id FOR UPDATE) l;
+      FROM (SELECT b.dedup_key FROM outbox b
+             WHERE b.id = ANY (ARRAY(SELECT k.id FROM outbox k WHERE k.dedup_key = ANY (cand)))
+             ORDER BY b.id FOR UPDATE) l;
 
     FOR e, i IN SELECT x.e, x.n FROM jsonb_array_elements(cmds) WITH ORDINALITY AS x(e, n) LOOP
         c := e->'c';
@@ -353,42 +357,40 @@ BEGIN
      ORDER BY p.n;
 END $$;
 
--- The fast paths, then the general code for any other call. Neither writes with ON CONFLICT: what
--- they check first rules conflicts out, and a plain insert is cheaper than a speculative one (no
--- confirm record in the WAL). A concurrent twin (another instance, during a rebalance) that commits
--- the same order or key first makes an insert fail with unique_violation; order-svc then retries the
--- call, which finds the twin's rows and goes to the general code.
+-- The fast paths, then the general code for any other call. Neither writes with ON CONFLICT: a plain
+-- insert is cheaper than a speculative one (no confirm record in the WAL). New orders rule conflicts
+-- out by failing on them (a unique_violation undoes the fast path and the general code takes the
+-- call); answers check their orders first. A concurrent twin (another instance, during a rebalance)
+-- that commits the same order or key first makes an answer's insert fail with unique_violation;
+-- order-svc then retries the call, which finds the twin's rows and goes to the general code.
 CREATE OR REPLACE FUNCTION ord_apply_batch(cmds jsonb) RETURNS SETOF ord_out LANGUAGE plpgsql
 SET enable_seqscan = off SET enable_nestloop = off SET jit = off SET plan_cache_mode = force_generic_plan AS $$
 DECLARE
     n int := jsonb_array_length(cmds);
     kinds text[];   -- the distinct types of the call's commands
     one_each boolean; -- no order id twice in the call
-    fresh boolean;  -- PlaceOrders: no key twice in the call, and no id or key known
     ready int;      -- events that answer a waiting order
-    outs ord_out[]; -- inventory answers: what the fast path wrote
+    outs ord_out[]; -- what a fast path wrote
     oids text[];    -- the order ids of the call's entries
 BEGIN
     SELECT array_agg(DISTINCT x.e->'c'->>'type'), count(DISTINCT x.e->>'oid') = n, array_agg(x.e->>'oid')
       INTO kinds, one_each, oids FROM jsonb_array_elements(cmds) AS x(e);
 
     IF kinds = '{PlaceOrder}' AND one_each THEN
-        -- New orders. When every entry makes one (no two of them share a key or an order id, and
-        -- none is known), each gets its PENDING history row and its ReserveStock, as the general
-        -- code gives them.
-        SELECT count(DISTINCT x.e->'c'->>'idempotency_key') = n
-               AND NOT EXISTS (SELECT 1 FROM orders b WHERE b.id = ANY (oids))
-               AND NOT EXISTS (SELECT 1 FROM orders b WHERE b.idempotency_key = ANY (ARRAY(
-                                   SELECT y.e->'c'->>'idempotency_key' FROM jsonb_array_elements(cmds) AS y(e))))
-          INTO fresh FROM jsonb_array_elements(cmds) AS x(e);
-        IF fresh THEN
+        -- New orders: each gets its PENDING history row and its ReserveStock, as the general code
+        -- gives them, by plain inserts that check nothing first. An order id or a key known already, or
+        -- a key twice in the call, fails the first insert with unique_violation before a sequence is
+        -- drawn from; the block (a subtransaction) is then undone and the general code takes the call.
+        -- The unique indexes do the probing once. (A NOT EXISTS over the call's ids and keys first
+        -- probed them twice, and its plan, made once per connection, became a scan of a whole index
+        -- filtered on the id when it was made on tables ANALYZEd while empty.)
+        BEGIN
             INSERT INTO orders (id, idempotency_key, customer_id, items, request_hash, status, correlation_id)
             SELECT x.e->>'oid', x.e->'c'->>'idempotency_key', x.e->'c'->>'customer_id', x.e->'c'->'items',
                    x.e->>'hash', 'PENDING', x.e->>'cid'
               FROM jsonb_array_elements(cmds) AS x(e) ORDER BY x.e->>'oid';
             INSERT INTO order_history (order_id, status)
             SELECT x.e->>'oid', 'PENDING' FROM jsonb_array_elements(cmds) WITH ORDINALITY AS x(e, n) ORDER BY x.n;
-            RETURN QUERY
             WITH e AS (
                 SELECT x.e, x.n, nextval('outbox_id_seq') AS id, 'order:' || (x.e->>'oid') || ':reserve' AS dk
                   FROM jsonb_array_elements(cmds) WITH ORDINALITY AS x(e, n)),
@@ -399,12 +401,16 @@ BEGIN
                                           'items', e.e->'c'->'items')::text
                   FROM e ORDER BY e.n
                 RETURNING b.id, b.topic, b.msg_key, b.payload, b.correlation_id, b.headers)
-            SELECT ins.id, ins.topic, ins.msg_key, ins.payload, ins.correlation_id, ins.headers, 'order_placed',
-                   e.e->>'oid', e.e->'c'->>'idempotency_key', 'PENDING'
-              FROM e JOIN ins ON ins.id = e.id
-             ORDER BY e.n;
+            SELECT array_agg(ROW(ins.id, ins.topic, ins.msg_key, ins.payload, ins.correlation_id, ins.headers,
+                                 'order_placed', e.e->>'oid', e.e->'c'->>'idempotency_key', 'PENDING')::ord_out
+                             ORDER BY e.n)
+              INTO outs
+              FROM e JOIN ins ON ins.id = e.id;
+            RETURN QUERY SELECT * FROM unnest(outs);
             RETURN;
-        END IF;
+        EXCEPTION WHEN unique_violation THEN
+            NULL; -- not every order is new: the general code below
+        END;
 
     ELSIF kinds <@ '{StockReserved,StockRejected}' AND one_each AND NOT cmds @? '$[*] ? (@.fresh == true)' THEN
         -- Inventory's answers: when every one is the answer to its order's own ReserveStock and the

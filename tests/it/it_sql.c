@@ -8,7 +8,9 @@
  * reads 10^5 rows at every call. The tests below make the plans on empty tables, with autovacuum off
  * so that no ANALYZE replans them, grow the tables to GROW rows, and count the rows each kind of call
  * reads (pg_stat_xact_user_tables, before and after the call in one transaction). A call of one or
- * two entries must read a handful of rows, not the table.
+ * two entries must read a handful of rows, not the table. Each runs twice: on tables never analyzed,
+ * as a new database has them, and on tables ANALYZEd while empty (a vacuumdb --analyze of a new
+ * database, an autoanalyze of a tiny table), whose statistics promise the planner no rows at all.
  *
  * The fast paths (ord_apply_batch, inv_apply_batch) must also do exactly what the general code
  * (ord_apply_general, inv_apply_general) does: hundreds of random calls are each applied both ways
@@ -42,8 +44,9 @@ static void sql_fini(void) { it_test_fini(); }
 TestSuite(sql, .fini = sql_fini);
 
 /* A connection to `db` with the service's migrations applied and autovacuum off on `tables`
- * (comma-separated), so that the plans made next are never replanned by an ANALYZE. */
-static PGconn *db_open(const char *db, const char *service, const char *tables) {
+ * (comma-separated), so that the plans made next are never replanned by an ANALYZE; with `analyzed`,
+ * the empty tables are ANALYZEd first. */
+static PGconn *db_open(const char *db, const char *service, const char *tables, int analyzed) {
     it_test_begin();
     char err[IT_ERR_SIZE], dirs[2 * 4096 + 64], sql[512];
     PGconn *c = NULL;
@@ -54,6 +57,10 @@ static PGconn *db_open(const char *db, const char *service, const char *tables) 
         size_t n = strcspn(p, ",");
         snprintf(sql, sizeof sql, "ALTER TABLE %.*s SET (autovacuum_enabled = off)", (int)n, p);
         IT_OK(vx_pg_exec(c, sql, err, sizeof err), err);
+        if (analyzed) {
+            snprintf(sql, sizeof sql, "VACUUM ANALYZE %.*s", (int)n, p);
+            IT_OK(vx_pg_exec(c, sql, err, sizeof err), err);
+        }
         p += n + (p[n] == ',');
     }
     return c;
@@ -130,8 +137,8 @@ static void ord_calls(PGconn *c, const char *const calls[4], int64_t read[4]) {
                      "rows returned by %s", calls[i]);
 }
 
-Test(sql, orders_calls_read_by_key_after_the_tables_grow) {
-    PGconn *c = db_open(ORD_DB, "order-svc", ORD_TABLES);
+static void orders_grow_then_read(const char *db, int analyzed) {
+    PGconn *c = db_open(db, "order-svc", ORD_TABLES, analyzed);
     static const char *const warm[4] = {"[" PLACE("w1") "]", "[" RESERVED("w1") "]",
                                         "[" PLACE("w2") "," CANCEL("w1") "]", "[" PLACE("w1") "]"};
     static const char *const calls[4] = {"[" PLACE("m1") "]", "[" RESERVED("m1") "]",
@@ -158,6 +165,9 @@ Test(sql, orders_calls_read_by_key_after_the_tables_grow) {
     PQfinish(c);
 }
 
+Test(sql, orders_calls_read_by_key_after_the_tables_grow) { orders_grow_then_read(ORD_DB, 0); }
+Test(sql, orders_calls_read_by_key_after_tables_analyzed_empty_grow) { orders_grow_then_read(ORD_DB "_an", 1); }
+
 /* ---- inventory-svc --------------------------------------------------------------------------- */
 
 #define INV_TABLES "holds,released_orders,outbox"
@@ -165,8 +175,8 @@ Test(sql, orders_calls_read_by_key_after_the_tables_grow) {
                       "\"items\":[{\"product_id\":\"P-1\",\"quantity\":" #q "}]},\"cid\":\"c\"}"
 #define RELEASE(k) "{\"c\":{\"type\":\"ReleaseStock\",\"idempotency_key\":\"rel-" k "\",\"order_id\":\"o-" k "\"}}"
 
-Test(sql, inventory_calls_read_by_key_after_the_tables_grow) {
-    PGconn *c = db_open(INV_DB, "inventory-svc", INV_TABLES);
+static void inventory_grow_then_read(const char *db, int analyzed) {
+    PGconn *c = db_open(db, "inventory-svc", INV_TABLES, analyzed);
     static const char *const warm[4] = {"[" RESERVE("w1", 1) "]", "[" RELEASE("w1") "]", "[" RESERVE("w1", 1) "]",
                                         "[" RESERVE("w2", 5000000) "]"};
     static const char *const calls[4] = {"[" RESERVE("m1", 1) "]", "[" RELEASE("m1") "]", "[" RESERVE("m1", 1) "]",
@@ -198,6 +208,9 @@ Test(sql, inventory_calls_read_by_key_after_the_tables_grow) {
     }
     PQfinish(c);
 }
+
+Test(sql, inventory_calls_read_by_key_after_the_tables_grow) { inventory_grow_then_read(INV_DB, 0); }
+Test(sql, inventory_calls_read_by_key_after_tables_analyzed_empty_grow) { inventory_grow_then_read(INV_DB "_an", 1); }
 
 /* ---- migrations: numbered files once, repeatable files whenever they change ---------------------- */
 
@@ -242,7 +255,7 @@ Test(sql, a_repeatable_migration_is_applied_again_when_it_changes_and_only_then)
  * deletes the pending row); a replay of its command puts it back, so that the sweep sends it again
  * if the service dies before it does. */
 Test(sql, outbox_rows_wait_in_outbox_pending_until_marked_and_a_replay_puts_them_back) {
-    PGconn *c = db_open(INV_DB "_pending", "inventory-svc", "");
+    PGconn *c = db_open(INV_DB "_pending", "inventory-svc", "", 0);
     static const char PENDING[] = "SELECT count(*) FROM outbox_pending p JOIN outbox o ON o.id = p.id";
     cr_assert_eq(apply(c, "inv_apply_batch",
                        "[{\"c\":{\"type\":\"Restock\",\"idempotency_key\":\"seed\",\"product_id\":\"P-1\","
@@ -264,7 +277,7 @@ Test(sql, outbox_rows_wait_in_outbox_pending_until_marked_and_a_replay_puts_them
  * rows whose outbox row is gone; it keeps what waits for delivery and what is recent. It reads the
  * oldest rows by id, so an old row behind a recent one goes too. */
 Test(sql, the_prune_deletes_old_delivered_rows_and_orphans_only) {
-    PGconn *c = db_open(INV_DB "_prune", "inventory-svc", "");
+    PGconn *c = db_open(INV_DB "_prune", "inventory-svc", "", 0);
     vx_outbox_t *ob = vx_outbox_new(NULL);
     char err[256];
     cr_assert_not_null(ob);
@@ -374,7 +387,7 @@ static void linear(PGconn *c, const char *fn, const char *entry, int64_t rows, c
                 " 'customer_id', 'c', 'items', '" ITEMS "'::jsonb), 'oid', 'g' || i, 'cid', 'x', 'hash', 'h')"
 
 Test(sql, orders_calls_do_work_linear_in_their_size) {
-    PGconn *c = db_open(ORD_DB "_lin", "order-svc", "");
+    PGconn *c = db_open(ORD_DB "_lin", "order-svc", "", 0);
     linear(c, "ord_apply_batch", G_PLACE, BATCH, "1,000 new PlaceOrders");
     linear(c, "ord_apply_batch",
            "jsonb_build_object('c', jsonb_build_object('type', CASE WHEN i % 2 = 0 THEN 'StockReserved'"
@@ -390,7 +403,7 @@ Test(sql, orders_calls_do_work_linear_in_their_size) {
 }
 
 Test(sql, inventory_calls_do_work_linear_in_their_size) {
-    PGconn *c = db_open(INV_DB "_lin", "inventory-svc", "");
+    PGconn *c = db_open(INV_DB "_lin", "inventory-svc", "", 0);
     cr_assert_eq(apply(c, "inv_apply_batch",
                        "[{\"c\":{\"type\":\"Restock\",\"idempotency_key\":\"seed\",\"product_id\":\"P-1\","
                        "\"quantity\":1000000}}]",
@@ -518,7 +531,7 @@ static void both_taken(const paths_t *p) {
 }
 
 Test(sql, orders_fast_paths_do_what_the_general_code_does) {
-    PGconn *c = db_open(ORD_DB "_eq", "order-svc", "");
+    PGconn *c = db_open(ORD_DB "_eq", "order-svc", "", 0);
     paths_t p = {"ord_apply_batch", "ord_apply_general", "t.ordinality",
                  "SELECT concat_ws(E'\\n', (SELECT string_agg(t::text, E'\\n' ORDER BY t.id) FROM orders t),"
                  " (SELECT string_agg(t::text, E'\\n' ORDER BY t.id) FROM order_history t),"
@@ -579,7 +592,7 @@ Test(sql, orders_fast_paths_do_what_the_general_code_does) {
 }
 
 Test(sql, inventory_fast_path_does_what_the_general_code_does) {
-    PGconn *c = db_open(INV_DB "_eq", "inventory-svc", "");
+    PGconn *c = db_open(INV_DB "_eq", "inventory-svc", "", 0);
     /* the replays' rows come back in no set order, from either */
     paths_t p = {"inv_apply_batch", "inv_apply_general", "t::text",
                  "SELECT concat_ws(E'\\n', (SELECT string_agg(t::text, E'\\n' ORDER BY t.id) FROM products t),"
@@ -634,7 +647,7 @@ Test(sql, inventory_fast_path_does_what_the_general_code_does) {
 }
 
 int main(int argc, char **argv) {
-    static const char *const databases[] = {ORD_DB,        INV_DB,        ORD_DB "_eq",
+    static const char *const databases[] = {ORD_DB,        INV_DB,        ORD_DB "_an",  INV_DB "_an", ORD_DB "_eq",
                                              INV_DB "_eq", ORD_DB "_lin", INV_DB "_lin", MIG_DB,
                                              INV_DB "_pending", INV_DB "_prune", NULL};
     return it_main(argc, argv, databases);
