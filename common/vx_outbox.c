@@ -15,15 +15,18 @@
 /* Delivery state is outbox_pending (common/migrations/001_outbox_pending.sql): a row per outbox row not
    yet known to be delivered, written by triggers in the transaction that writes the outbox row. */
 static const char SQL_MARK[] = "DELETE FROM outbox_pending WHERE id = ANY($1::bigint[])";
+/* Pending rows last handed to Kafka longer than the grace ago, claimed in id order (each key's events
+   keep theirs); the outbox is reached by the claimed ids alone (common/migrations/003: a join of
+   every pending row to the outbox read the whole outbox at every sweep). */
 static const char SQL_SWEEP[] =
     "WITH claimed AS ("
     " UPDATE outbox_pending p SET claimed_at = now() FROM ("
-    "  SELECT p.id FROM outbox_pending p JOIN outbox o ON o.id = p.id"
-    "   WHERE coalesce(p.claimed_at, o.created_at) < now() - make_interval(secs => $1::float8 / 1000)"
-    "  ORDER BY p.id LIMIT $2 FOR UPDATE OF p SKIP LOCKED) s"
+    "  SELECT q.id FROM outbox_pending q"
+    "   WHERE q.claimed_at < now() - make_interval(secs => $1::float8 / 1000)"
+    "  ORDER BY q.id LIMIT $2 FOR UPDATE SKIP LOCKED) s"
     " WHERE p.id = s.id RETURNING p.id) "
     "SELECT o.id, o.topic, o.msg_key, o.payload, o.correlation_id, o.headers"
-    "  FROM claimed c JOIN outbox o ON o.id = c.id ORDER BY o.id"; /* in id order: each key's events keep theirs */
+    "  FROM outbox o WHERE o.id = ANY (ARRAY(SELECT c.id FROM claimed c)) ORDER BY o.id";
 /* Old rows that are delivered; and pending rows whose outbox row is gone (none are made, but a
    pending row that names nothing would otherwise stay for ever). The oldest delivered rows are read
    by id, which grows with time, so no index on created_at is needed (common/migrations/002): those

@@ -276,6 +276,42 @@ Test(sql, outbox_rows_wait_in_outbox_pending_until_marked_and_a_replay_puts_them
 /* The prune (vx_outbox_prune) deletes the rows past the retention that are delivered, and pending
  * rows whose outbox row is gone; it keeps what waits for delivery and what is recent. It reads the
  * oldest rows by id, so an old row behind a recent one goes too. */
+/* The sweep runs every second in every service: it must read the rows that wait, not the outbox,
+ * which keeps days of delivered rows. 20,000 rows, analyzed while they all wait (as autovacuum may
+ * find them in a burst), then delivered, then three rows that wait and are not due yet. */
+Test(sql, the_sweep_reads_what_waits_not_the_outbox) {
+    PGconn *c = db_open(INV_DB "_sweep", "inventory-svc", "", 0);
+    vx_outbox_t *ob = vx_outbox_new(NULL); /* nothing is due, so nothing is published */
+    char err[256];
+    cr_assert_not_null(ob);
+    cr_assert_eq(apply(c, "inv_apply_batch",
+                       "[{\"c\":{\"type\":\"Restock\",\"idempotency_key\":\"seed\",\"product_id\":\"P-1\","
+                       "\"quantity\":1000000}}]",
+                       INV_TABLES, NULL),
+                 1);
+    grow(c, "inv_apply_batch",
+         "jsonb_build_object('c', jsonb_build_object('type', 'ReserveStock', 'idempotency_key', 'g' || i,"
+         " 'order_id', 'o-g' || i, 'items', '" ITEMS "'::jsonb))");
+    exec_ok(c, "ANALYZE outbox");
+    exec_ok(c, "ANALYZE outbox_pending");
+    exec_ok(c, "DELETE FROM outbox_pending"); /* delivered */
+    cr_assert_eq(apply(c, "inv_apply_batch", "[" RESERVE("s1", 1) "," RESERVE("s2", 1) "," RESERVE("s3", 1) "]",
+                       INV_TABLES, NULL),
+                 3);
+
+    exec_ok(c, "BEGIN");
+    int64_t before = rows_read(c, "outbox,outbox_pending");
+    cr_assert_eq(vx_outbox_sweep(ob, c, 3600 * 1000, 1000, err, sizeof err), 0, "nothing is due: %s", err);
+    int64_t read = rows_read(c, "outbox,outbox_pending") - before;
+    exec_ok(c, "COMMIT");
+    cr_log_info("a sweep with 3 rows waiting read %" PRId64 " rows of outbox,outbox_pending", read);
+    cr_expect_leq(read, MAX_READ, "a sweep with 3 rows waiting read %" PRId64 " rows (%d in the outbox)", read, GROW);
+    cr_expect_eq(sql_int(c, "SELECT count(*) FROM outbox_pending WHERE claimed_at > now() - interval '1 hour'", NULL),
+                 3, "the rows that wait are there, not due, with the time of their commit");
+    vx_outbox_destroy(ob);
+    PQfinish(c);
+}
+
 Test(sql, the_prune_deletes_old_delivered_rows_and_orphans_only) {
     PGconn *c = db_open(INV_DB "_prune", "inventory-svc", "", 0);
     vx_outbox_t *ob = vx_outbox_new(NULL);
@@ -649,6 +685,6 @@ Test(sql, inventory_fast_path_does_what_the_general_code_does) {
 int main(int argc, char **argv) {
     static const char *const databases[] = {ORD_DB,        INV_DB,        ORD_DB "_an",  INV_DB "_an", ORD_DB "_eq",
                                              INV_DB "_eq", ORD_DB "_lin", INV_DB "_lin", MIG_DB,
-                                             INV_DB "_pending", INV_DB "_prune", NULL};
+                                             INV_DB "_pending", INV_DB "_prune", INV_DB "_sweep", NULL};
     return it_main(argc, argv, databases);
 }
