@@ -13,6 +13,8 @@
  *   vxbench group-to-end GROUP TOPIC               commits TOPIC's end offsets for consumer GROUP
  *   vxbench wait-topics TIMEOUT_S TOPIC...         waits until every partition has a leader
  *   vxbench drop-topics TOPIC...                   deletes topics
+ *   vxbench migrate CONNINFO DIRS                  applies a service's migrations (vx_pg_migrate) to a
+ *                                                  scratch database, for stage D
  *
  * Invariant: every figure printed comes from messages seen on the broker; a run that does not see
  * every answer it waits for says so and exits 1, so bench.sh never reports a guess. Output of count
@@ -31,6 +33,7 @@
 #include "vx_kafka.h"
 #include "vx_log.h"
 #include "vx_msg.h"
+#include "vx_pg.h"
 
 #define LINE_CAP 2048   /* one generated command; 3 lines of short ids never come near it */
 #define LABEL_MAX 32    /* distinct outcome labels tallied by count */
@@ -685,6 +688,17 @@ out:
     return rc;
 }
 
+/* migrate: the services' own migration code, so stage D measures the functions they run. */
+static int cmd_migrate(const char *conninfo, const char *dirs) {
+    char err[512];
+    PGconn *c = vx_pg_connect(conninfo, 10000, err, sizeof(err));
+    int rc = c && vx_pg_migrate(c, dirs, err, sizeof(err)) >= 0 ? 0 : 1;
+
+    if (rc) fprintf(stderr, "vxbench migrate: %s\n", err);
+    PQfinish(c);
+    return rc;
+}
+
 static int usage(void) {
     fprintf(stderr, "usage: vxbench seed PREFIX PRODUCTS QTY\n"
                     "       vxbench inventory|orders PREFIX N PRODUCTS\n"
@@ -692,7 +706,8 @@ static int usage(void) {
                     "       vxbench paced COMMANDS_TOPIC EVENTS_TOPIC PREFIX RATE SECS PRODUCTS DRAIN_S\n"
                     "       vxbench group-to-end GROUP TOPIC\n"
                     "       vxbench wait-topics TIMEOUT_S TOPIC...\n"
-                    "       vxbench drop-topics TOPIC...\n");
+                    "       vxbench drop-topics TOPIC...\n"
+                    "       vxbench migrate CONNINFO DIRS\n");
     return 2;
 }
 
@@ -709,5 +724,6 @@ int main(int argc, char **argv) {
     if (strcmp(cmd, "group-to-end") == 0 && argc == 4) return cmd_group_to_end(argv[2], argv[3]);
     if (strcmp(cmd, "wait-topics") == 0 && argc >= 4) return cmd_wait_topics(argv[2], argv + 3, argc - 3);
     if (strcmp(cmd, "drop-topics") == 0 && argc >= 3) return cmd_drop_topics(argv + 2, argc - 2);
+    if (strcmp(cmd, "migrate") == 0 && argc == 4) return cmd_migrate(argv[2], argv[3]);
     return usage();
 }

@@ -9,6 +9,9 @@
 #      commands paced at a fixed rate (build/vxbench paced)
 #   B. HTTP: wrk against the gateway's POST /orders, 1 connection and 64 connections
 #   C. order path over Kafka: N PlaceOrder with kcat, orders/s until the last OrderResult
+#   D. PostgreSQL alone (pgbench, one client, scratch database floor_bench): its CPU per order for
+#      the services' own SQL calls (place, reserve, decide, each with the relay's mark) against the
+#      bare writes the contract needs (tests/bench/floor.sql), in calls of 1,000 orders and of one
 #   Each measurement also prints the CPU of each service, PostgreSQL and the broker per order and
 #   the WAL PostgreSQL wrote per order (bytes and records, pg_stat_wal).
 #
@@ -19,7 +22,8 @@
 #   BENCH_N [200000]            commands in stage A          BENCH_ORDERS_N [100000]  orders in stage C
 #   BENCH_PACED_RATE [1000]     commands/s in the paced run  BENCH_PACED_SECS [20]    its length
 #   BENCH_HTTP_SECS [15]        each wrk run                 BENCH_TIMEOUT_SECS [600] wait for a stage's answers
-#   BENCH_STAGES [ABC]          which stages to run          BENCH_KEEP [0]           1: keep topics and files
+#   BENCH_STAGES [ABCD]         which stages to run          BENCH_KEEP [0]           1: keep topics and files
+#   BENCH_FLOOR_BATCHES [20]    calls of 1,000 per kind in D
 #   VXBENCH [build/vxbench]     the measuring tool
 # Tuning knobs of the services (GATEWAY_*, INVENTORY_BATCH_MAX, KAFKA_*, ...) pass through and are
 # printed at the start, so a figure always comes with the settings that produced it.
@@ -34,7 +38,8 @@ BENCH_PACED_RATE=${BENCH_PACED_RATE:-1000}
 BENCH_PACED_SECS=${BENCH_PACED_SECS:-20}
 BENCH_HTTP_SECS=${BENCH_HTTP_SECS:-15}
 BENCH_TIMEOUT_SECS=${BENCH_TIMEOUT_SECS:-600}
-BENCH_STAGES=${BENCH_STAGES:-ABC}
+BENCH_STAGES=${BENCH_STAGES:-ABCD}
+BENCH_FLOOR_BATCHES=${BENCH_FLOOR_BATCHES:-20}
 BENCH_KEEP=${BENCH_KEEP:-0}
 VXBENCH=${VXBENCH:-$REPO/build/vxbench}
 PRODUCTS=50
@@ -46,7 +51,7 @@ OUT=$REPO/var/bench
 RUN=$(date -u +%Y%m%d%H%M%S)
 STOP_SECS=30
 
-for v in BENCH_N BENCH_ORDERS_N BENCH_PACED_RATE BENCH_PACED_SECS BENCH_HTTP_SECS BENCH_TIMEOUT_SECS; do
+for v in BENCH_N BENCH_ORDERS_N BENCH_PACED_RATE BENCH_PACED_SECS BENCH_HTTP_SECS BENCH_TIMEOUT_SECS BENCH_FLOOR_BATCHES; do
 	[[ ${!v} =~ ^[1-9][0-9]*$ ]] || {
 		echo "bench: $v must be a positive integer, not '${!v}'" >&2
 		exit 2
@@ -497,6 +502,87 @@ if [[ $BENCH_STAGES == *B* || $BENCH_STAGES == *C* ]]; then
 	fi
 fi
 
+# ------------------------------------------------------------------------------------------ stage D
+
+# PostgreSQL alone: what the services' calls cost it per order, beside what the contract's rows would
+# cost with nothing else done. One database, floor_bench, migrated by the services' own code: order-svc's
+# schema in public, inventory-svc's in inv, the bare tables in bare (tests/bench/floor.sql). pgbench
+# (one client, extended protocol: the JSON goes as a parameter, as the services send it) runs one kind
+# of call at a time and reports each statement's latency: with one client the backend works for all of
+# it but the flush of each commit's WAL. (The CPU of every postgres process, read around runs of half a
+# second, counted background processes too: more than the wall time of a one-client run.)
+FLOOR_DB=floor_bench
+floor_pgbench() { # NAME SCRIPT CALLS PATTERN [PGOPTIONS]: sets FLOOR_US[NAME], us per call of the statement matching PATTERN
+	PGOPTIONS="-c client_min_messages=warning ${5:-}" pgbench -n -r -M extended -h 127.0.0.1 -p 55432 -U valerix \
+		-t "$3" -f "$2" "$FLOOR_DB" >"$OUT/pgbench.$1.log" 2>&1 || {
+		tail -n 3 "$OUT/pgbench.$1.log" >&2
+		return 1
+	}
+	grep -q "number of failed transactions: 0 " "$OUT/pgbench.$1.log" || return 1
+	FLOOR_US[$1]=$(awk -v p="$4" '$3 != "" && index($0, p) { printf "%.0f", $1 * 1000; exit }' "$OUT/pgbench.$1.log")
+	[[ -n ${FLOOR_US[$1]} ]]
+}
+floor_round() { # N BATCHES: the calls of batches of N orders, then the bare writes of the same orders
+	local n=$1 batches=$2 kind fn opts s=$OUT/floor
+	"${PSQL[@]}" -c "DROP DATABASE IF EXISTS $FLOOR_DB WITH (FORCE)" -c "CREATE DATABASE $FLOOR_DB" &&
+		"${PSQL[@]}" -d "$FLOOR_DB" -c 'CREATE SCHEMA inv' &&
+		"$VXBENCH" migrate "$PG_URL/$FLOOR_DB" "$REPO/common/migrations:$REPO/order-svc/migrations" &&
+		"$VXBENCH" migrate "$PG_URL/$FLOOR_DB?options=-csearch_path%3Dinv" \
+			"$REPO/common/migrations:$REPO/inventory-svc/migrations" &&
+		"${PSQL[@]}" -d "$FLOOR_DB" -v batches="$batches" -v n="$n" -f tests/bench/floor.sql &&
+		"${PSQL[@]}" -d "$FLOOR_DB" -c "INSERT INTO inv.products (id, name, stock) SELECT 'SKU-' || i, 'floor', 1000000000 FROM generate_series(1, 50) AS i" ||
+		return 1
+	# One kind of call per run, in the order an order meets them, then the relay's mark of their outbox
+	# rows in one statement (the relay marks what many calls wrote at once).
+	printf '%s\n' 'DELETE FROM outbox_pending WHERE id = ANY (ARRAY(SELECT id FROM outbox_pending));' >"$s.mark.sql"
+	for kind in place reserve decide; do
+		fn=ord_apply_batch opts=
+		[[ $kind == reserve ]] && fn=inv_apply_batch opts="-c search_path=inv,public"
+		cat >"$s.$kind.sql" <<-EOF
+			SELECT nextval('public.floor_batch') AS b \gset
+			SELECT body AS p FROM public.floor_calls WHERE b = :b AND kind = '$kind' \gset
+			SELECT * FROM $fn(:p::jsonb);
+		EOF
+		"${PSQL[@]}" -d "$FLOOR_DB" -c "SELECT setval('floor_batch', 1, false)" >/dev/null &&
+			floor_pgbench "$kind$n" "$s.$kind.sql" "$batches" "$fn(" "$opts" &&
+			floor_pgbench "mark$kind$n" "$s.mark.sql" 1 "DELETE FROM outbox_pending" "$opts" || return 1
+		FLOOR_US[$kind$n]=$((FLOOR_US[$kind$n] + FLOOR_US[mark$kind$n] / batches))
+	done
+	# The bare writes: the three transactions of each batch, the rows the contract names and no more
+	# (floor_bare, tests/bench/floor.sql).
+	cat >"$s.bare.sql" <<-'EOF'
+		SELECT nextval('public.floor_batch') AS b \gset
+		CALL floor_bare(:b);
+	EOF
+	"${PSQL[@]}" -d "$FLOOR_DB" -c "SELECT setval('floor_batch', 1, false)" >/dev/null &&
+		floor_pgbench "bare$n" "$s.bare.sql" "$batches" "CALL floor_bare"
+}
+stage_d() {
+	local n k
+	declare -gA FLOOR_US=()
+	head1 "D. PostgreSQL alone: time per order, the services' calls against the bare writes (pgbench, 1 client)"
+	command -v pgbench >/dev/null || {
+		say "pgbench not found (Debian package postgresql-client-common)" >&2
+		return 1
+	}
+	for n in 1000 1; do
+		floor_round "$n" "$([[ $n == 1 ]] && echo 500 || echo "$BENCH_FLOOR_BATCHES")" || return 1
+		for k in place reserve decide bare; do FLOOR_US[$k$n]=$(awk -v us="${FLOOR_US[$k$n]}" -v n="$n" 'BEGIN { printf "%.0f", us / n }'); done
+		R[d_calls$n]=$((FLOOR_US[place$n] + FLOOR_US[reserve$n] + FLOOR_US[decide$n]))
+		R[d_bare$n]=${FLOOR_US[bare$n]}
+		say "calls of $n order(s): services' calls ${R[d_calls$n]} us/order (place ${FLOOR_US[place$n]}, reserve ${FLOOR_US[reserve$n]}, decide ${FLOOR_US[decide$n]}, each with its mark); bare writes ${R[d_bare$n]} us/order"
+	done
+	"${PSQL[@]}" -c "DROP DATABASE IF EXISTS $FLOOR_DB WITH (FORCE)" >/dev/null
+	n=$(nproc)
+	say "budget:    on $n cores, 20,000 orders/s leave $((n * 1000000 / 20000)) us of CPU per order for everything, 5,000 requests/s $((n * 1000000 / 5000)) us"
+}
+if [[ $BENCH_STAGES == *D* ]]; then
+	# The services would only add their upkeep's noise.
+	stop order-svc
+	stop inventory-svc
+	stage_d || fail D "PostgreSQL stage did not complete"
+fi
+
 # ------------------------------------------------------------------------------------------ summary
 
 for name in inventory-svc order-svc gateway; do
@@ -520,6 +606,9 @@ for b in b1:1 b64:64; do
 	row "B  POST /orders, ${b##*:} conn: req/s; ms" "$(fig "${k}_rps" "${R[${k}_rps]:-} req/s  p50 ${R[${k}_p50]:-}  p99 ${R[${k}_p99]:-}  p99.9 ${R[${k}_p99.9]:-}  errors ${R[${k}_err]:-}  non-2xx ${R[${k}_non2xx]:-}  [${R[${k}_codes]:-}]")"
 done
 row "C  order path (N=$BENCH_ORDERS_N)" "$(fig c_rate "${R[c_rate]:-} orders/s (${R[c_secs]:-} s)${OUTAGE[C]:-}")"
+for n in 1000 1; do
+	row "D  PostgreSQL per order, calls of $n" "$(fig "d_calls$n" "services' calls ${R[d_calls$n]:-} us, bare writes ${R[d_bare$n]:-} us")"
+done
 for name in inventory-svc order-svc gateway; do
 	row "   $name peak RSS (VmHWM), whole run" "$(fig "rss_$name" "$(mib "${R[rss_$name]:-0}") MiB")"
 done
