@@ -9,7 +9,7 @@
 #      commands paced at a fixed rate (build/vxbench paced)
 #   B. HTTP: wrk against the gateway's POST /orders, 1 connection and 64 connections
 #   C. order path over Kafka: N PlaceOrder with kcat, orders/s until the last OrderResult
-#   D. PostgreSQL alone (pgbench, one client, scratch database floor_bench): its CPU per order for
+#   D. PostgreSQL alone (pgbench, one client, scratch database floor_bench): its time per order for
 #      the services' own SQL calls (place, reserve, decide, each with the relay's mark) against the
 #      bare writes the contract needs (tests/bench/floor.sql), in calls of 1,000 orders and of one
 #   Each measurement also prints the CPU of each service, PostgreSQL and the broker per order and

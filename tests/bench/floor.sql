@@ -1,4 +1,4 @@
--- floor.sql: the data of make bench's stage D (tests/bench/bench.sh), which measures PostgreSQL's CPU
+-- floor.sql: the data of make bench's stage D (tests/bench/bench.sh), which measures PostgreSQL's time
 -- per order two ways on scratch databases: through the services' own SQL calls (ord_apply_batch,
 -- inv_apply_batch, the relay's mark), and as the bare writes the contract cannot do without. Loaded
 -- into a database the services' migrations made (vxbench migrate); `bare` holds the bare tables.
@@ -88,9 +88,8 @@ BEGIN
     COMMIT;
 END $$;
 
--- Statistics as a running service has them, then no autovacuum while the clock runs, on either side:
--- the CPU of every postgres process is then the calls' own work (an autovacuum that woke in a run
--- of half a second doubled its figure).
+-- Statistics as a running service has them, then no autovacuum while the clock runs, on either side
+-- (one that woke during a run of half a second doubled its figure).
 VACUUM (ANALYZE);
 DO $$
 DECLARE
