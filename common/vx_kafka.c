@@ -117,8 +117,34 @@ rd_kafka_t *vx_kafka_producer_new(void (*dr_cb)(rd_kafka_t *, const rd_kafka_mes
     return rk;
 }
 
-rd_kafka_t *vx_kafka_consumer_new(const char *group_id, const char *const *topics, int n, char *errstr,
-                                  size_t errstr_size) {
+void vx_kafka_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err, rd_kafka_topic_partition_list_t *parts) {
+    int coop = strcmp(rd_kafka_rebalance_protocol(rk), "COOPERATIVE") == 0;
+    rd_kafka_error_t *e = NULL;
+    rd_kafka_resp_err_t r = RD_KAFKA_RESP_ERR_NO_ERROR;
+
+    if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
+        if (coop)
+            e = rd_kafka_incremental_assign(rk, parts);
+        else
+            r = rd_kafka_assign(rk, parts);
+        rd_kafka_resume_partitions(rk, parts);
+    } else if (coop) {
+        e = rd_kafka_incremental_unassign(rk, parts);
+    } else {
+        r = rd_kafka_assign(rk, NULL);
+    }
+    if (e) {
+        vx_log(VX_LOG_ERROR, "rebalance_failed", "error", rd_kafka_error_string(e), NULL);
+        rd_kafka_error_destroy(e);
+    } else if (r) {
+        vx_log(VX_LOG_ERROR, "rebalance_failed", "error", rd_kafka_err2str(r), NULL);
+    }
+}
+
+rd_kafka_t *vx_kafka_consumer_new(const char *group_id, const char *const *topics, int n,
+                                  void (*rebalance_cb)(rd_kafka_t *, rd_kafka_resp_err_t,
+                                                       rd_kafka_topic_partition_list_t *, void *),
+                                  void *opaque, char *errstr, size_t errstr_size) {
     rd_kafka_conf_t *conf = vx_kafka_conf_new(VX_KAFKA_CONSUMER, NULL, errstr, errstr_size);
     rd_kafka_topic_partition_list_t *subs = NULL;
     rd_kafka_resp_err_t err;
@@ -128,6 +154,10 @@ rd_kafka_t *vx_kafka_consumer_new(const char *group_id, const char *const *topic
     if (conf_set(conf, "group.id", group_id, errstr, errstr_size)) {
         rd_kafka_conf_destroy(conf);
         return NULL;
+    }
+    if (rebalance_cb) {
+        rd_kafka_conf_set_rebalance_cb(conf, rebalance_cb);
+        rd_kafka_conf_set_opaque(conf, opaque);
     }
     rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, errstr_size);
     if (!rk) {

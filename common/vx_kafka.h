@@ -40,9 +40,19 @@ rd_kafka_t *vx_kafka_producer_new(void (*dr_cb)(rd_kafka_t *, const rd_kafka_mes
                                   const char *const *defaults, char *errstr, size_t errstr_size);
 
 /* A consumer in group_id subscribed to topics[0..n-1], with offsets stored by the application
- * (enable.auto.offset.store=false) and committed in the background: store only what is done. */
-rd_kafka_t *vx_kafka_consumer_new(const char *group_id, const char *const *topics, int n, char *errstr,
-                                  size_t errstr_size);
+ * (enable.auto.offset.store=false) and committed in the background: store only what is done.
+ * rebalance_cb (may be NULL: librdkafka's own handling) gets `opaque` and must end by calling
+ * vx_kafka_rebalance. */
+rd_kafka_t *vx_kafka_consumer_new(const char *group_id, const char *const *topics, int n,
+                                  void (*rebalance_cb)(rd_kafka_t *, rd_kafka_resp_err_t,
+                                                       rd_kafka_topic_partition_list_t *, void *),
+                                  void *opaque, char *errstr, size_t errstr_size);
+
+/* What a rebalance callback must do after its own bookkeeping: take or give up the partitions, in
+ * the eager or the cooperative protocol (whichever partition.assignment.strategy chose). Newly
+ * assigned partitions start resumed, whatever a pause before the rebalance left behind; partitions
+ * given up have their stored offsets committed by librdkafka (enable.auto.commit). */
+void vx_kafka_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err, rd_kafka_topic_partition_list_t *parts);
 
 /* Creates each missing topic with `partitions` partitions and retention.ms (existing ones are left
  * as they are) and returns once the broker's metadata lists them all. Returns 0 or -1 with errstr.

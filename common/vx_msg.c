@@ -1,4 +1,4 @@
-/* vx_msg: the command codec. See vx_msg.h; the same limits are written in schemas/. */
+/* vx_msg: the codec of every message Valerix reads. See vx_msg.h; the same limits are written in schemas/. */
 #include "vx_msg.h"
 
 #include <pthread.h>
@@ -13,6 +13,9 @@ static const struct {
 } type_names[] = {
     {VX_MSG_RESERVE_STOCK, "ReserveStock"}, {VX_MSG_RELEASE_STOCK, "ReleaseStock"}, {VX_MSG_RESTOCK, "Restock"},
     {VX_MSG_PLACE_ORDER, "PlaceOrder"},     {VX_MSG_CANCEL_ORDER, "CancelOrder"},
+    {VX_MSG_STOCK_RESERVED, "StockReserved"}, {VX_MSG_STOCK_REJECTED, "StockRejected"},
+    {VX_MSG_STOCK_RELEASED, "StockReleased"}, {VX_MSG_RESTOCKED, "Restocked"},
+    {VX_MSG_ORDER_RESULT, "OrderResult"},
 };
 
 const char *vx_msg_type_name(vx_msg_type_t t) {
@@ -62,21 +65,43 @@ static vx_msg_err_t get_string(json_object *obj, const char *key, const char *pa
     return VX_MSG_OK;
 }
 
-static vx_msg_err_t get_quantity(json_object *obj, const char *key, const char *path, long long *out, char *field,
-                                 char *errstr, size_t errstr_size) {
+/* Reads integer field `key` of obj from lo to hi into *out. Absent and optional: *out = -1 and OK. */
+static vx_msg_err_t get_int(json_object *obj, const char *key, const char *path, long long lo, long long hi,
+                            int required, long long *out, char *field, char *errstr, size_t errstr_size) {
     json_object *v;
 
+    *out = -1;
     snprintf(field, 48, "%s", path);
-    if (!json_object_object_get_ex(obj, key, &v) || json_object_is_type(v, json_type_null))
+    if (!json_object_object_get_ex(obj, key, &v) || json_object_is_type(v, json_type_null)) {
+        if (!required) return VX_MSG_OK;
         FAIL(VX_MSG_MISSING_FIELD, "missing field %s", path);
+    }
     if (!json_object_is_type(v, json_type_int)) FAIL(VX_MSG_WRONG_TYPE, "%s must be an integer", path);
     *out = json_object_get_int64(v);
-    if (*out < 1 || *out > VX_MSG_MAX_QTY)
-        FAIL(VX_MSG_INVALID_VALUE, "%s must be an integer from 1 to %d", path, VX_MSG_MAX_QTY);
+    if (*out < lo || *out > hi) {
+        if (hi == INT64_MAX) FAIL(VX_MSG_INVALID_VALUE, "%s must be an integer of %lld or more", path, lo);
+        FAIL(VX_MSG_INVALID_VALUE, "%s must be an integer from %lld to %lld", path, lo, hi);
+    }
     return VX_MSG_OK;
 }
 
-static vx_msg_err_t get_lines(vx_msg_t *m, char *errstr, size_t errstr_size) {
+static vx_msg_err_t get_quantity(json_object *obj, const char *key, const char *path, long long *out, char *field,
+                                 char *errstr, size_t errstr_size) {
+    return get_int(obj, key, path, 1, VX_MSG_MAX_QTY, 1, out, field, errstr, errstr_size);
+}
+
+/* Reads string field `key`, which must be one of `allowed` (NULL-terminated). */
+static vx_msg_err_t get_enum(json_object *obj, const char *key, int required, const char *const *allowed,
+                             const char **out, char *field, char *errstr, size_t errstr_size) {
+    vx_msg_err_t e = get_string(obj, key, key, VX_MSG_MAX_TOKEN, required, out, field, errstr, errstr_size);
+    if (e || !*out) return e;
+    for (; *allowed; allowed++)
+        if (strcmp(*out, *allowed) == 0) return VX_MSG_OK;
+    FAIL(VX_MSG_INVALID_VALUE, "%s \"%.64s\" is not one of the values the contract allows", key, *out);
+}
+
+/* items: min_lines to VX_MSG_MAX_LINES lines of product_id and a quantity from 1 to max_qty. */
+static vx_msg_err_t get_lines(vx_msg_t *m, int min_lines, long long max_qty, char *errstr, size_t errstr_size) {
     json_object *arr;
     vx_msg_err_t e;
     size_t n;
@@ -86,8 +111,8 @@ static vx_msg_err_t get_lines(vx_msg_t *m, char *errstr, size_t errstr_size) {
         FAIL(VX_MSG_MISSING_FIELD, "missing field items");
     if (!json_object_is_type(arr, json_type_array)) FAIL(VX_MSG_WRONG_TYPE, "items must be an array");
     n = json_object_array_length(arr);
-    if (n < 1 || n > VX_MSG_MAX_LINES)
-        FAIL(VX_MSG_INVALID_VALUE, "items must hold 1 to %d lines", VX_MSG_MAX_LINES);
+    if (n < (size_t)min_lines || n > VX_MSG_MAX_LINES)
+        FAIL(VX_MSG_INVALID_VALUE, "items must hold %d to %d lines", min_lines, VX_MSG_MAX_LINES);
     for (size_t i = 0; i < n; i++) {
         json_object *line = json_object_array_get_idx(arr, i);
         char path[48];
@@ -101,7 +126,7 @@ static vx_msg_err_t get_lines(vx_msg_t *m, char *errstr, size_t errstr_size) {
                        errstr_size);
         if (e) return e;
         snprintf(path, sizeof(path), "items[%zu].quantity", i);
-        e = get_quantity(line, "quantity", path, &m->lines[i].quantity, m->field, errstr, errstr_size);
+        e = get_int(line, "quantity", path, 1, max_qty, 1, &m->lines[i].quantity, m->field, errstr, errstr_size);
         if (e) return e;
     }
     m->nlines = (int)n;
@@ -135,11 +160,18 @@ static vx_msg_err_t validate(vx_msg_t *m, unsigned allowed, char *errstr, size_t
 
 #define GET(member, key, max, req)                                                                            \
     if ((e = get_string(root, key, key, max, req, &m->member, m->field, errstr, errstr_size))) return e
+#define GET_INT(member, key, lo, hi, req)                                                                     \
+    if ((e = get_int(root, key, key, lo, hi, req, &m->member, m->field, errstr, errstr_size))) return e
+#define LINES(min, max_qty) get_lines(m, min, max_qty, errstr, errstr_size)
     if (need_key) GET(idempotency_key, "idempotency_key", VX_MSG_MAX_KEY, 1);
+    if (m->type & (VX_MSG_INVENTORY_EVENTS | VX_MSG_ORDER_RESULT)) {
+        GET(event_id, "event_id", VX_MSG_MAX_TOKEN, 1);
+        GET(occurred_at, "occurred_at", VX_MSG_MAX_TOKEN, 1);
+    }
     switch (m->type) {
     case VX_MSG_RESERVE_STOCK:
         GET(order_id, "order_id", VX_MSG_MAX_ID, 1);
-        return get_lines(m, errstr, errstr_size);
+        return LINES(1, VX_MSG_MAX_QTY);
     case VX_MSG_RELEASE_STOCK:
     case VX_MSG_CANCEL_ORDER:
         GET(order_id, "order_id", VX_MSG_MAX_ID, 1);
@@ -154,8 +186,44 @@ static vx_msg_err_t validate(vx_msg_t *m, unsigned allowed, char *errstr, size_t
         /* fall through */
     case VX_MSG_ORDER_BODY:
         GET(customer_id, "customer_id", VX_MSG_MAX_ID, 1);
-        return get_lines(m, errstr, errstr_size);
+        return LINES(1, VX_MSG_MAX_QTY);
+    case VX_MSG_STOCK_RESERVED:
+        GET(order_id, "order_id", VX_MSG_MAX_ID, 1);
+        return LINES(1, VX_MSG_MAX_QTY);
+    case VX_MSG_STOCK_REJECTED: {
+        static const char *const reasons[] = {"insufficient_stock", "unknown_product", "order_released", NULL};
+        GET(order_id, "order_id", VX_MSG_MAX_ID, 1);
+        if ((e = get_enum(root, "reason", 1, reasons, &m->reason, m->field, errstr, errstr_size))) return e;
+        GET(product_id, "product_id", VX_MSG_MAX_ID, strcmp(m->reason, "order_released") != 0);
+        GET_INT(requested, "requested", 0, INT64_MAX, 0);
+        GET_INT(available, "available", 0, INT64_MAX, 0);
+        return LINES(1, VX_MSG_MAX_QTY);
     }
+    case VX_MSG_STOCK_RELEASED: /* what an order held, summed over its lines: may pass VX_MSG_MAX_QTY */
+        GET(order_id, "order_id", VX_MSG_MAX_ID, 1);
+        return LINES(0, INT64_MAX);
+    case VX_MSG_RESTOCKED:
+        GET(product_id, "product_id", VX_MSG_MAX_ID, 1);
+        if ((e = get_quantity(root, "quantity", "quantity", &m->quantity, m->field, errstr, errstr_size))) return e;
+        GET(name, "name", VX_MSG_MAX_NAME, 1);
+        GET_INT(stock, "stock", 0, INT64_MAX, 1);
+        return LINES(1, VX_MSG_MAX_QTY);
+    case VX_MSG_ORDER_RESULT: {
+        static const char *const statuses[] = {"CONFIRMED", "REJECTED", "CANCELLED", NULL};
+        static const char *const reasons[] = {"insufficient_stock", "unknown_product", "cancelled", "not_found",
+                                              "order_released", NULL};
+        GET(order_id, "order_id", VX_MSG_MAX_ID, 1);
+        GET(customer_id, "customer_id", VX_MSG_MAX_ID, 0);
+        GET(product_id, "product_id", VX_MSG_MAX_ID, 0);
+        GET(request_hash, "request_hash", VX_MSG_MAX_TOKEN, 0);
+        if ((e = get_enum(root, "status", 1, statuses, &m->status, m->field, errstr, errstr_size)) ||
+            (e = get_enum(root, "reason", 0, reasons, &m->reason, m->field, errstr, errstr_size)))
+            return e;
+        return LINES(0, VX_MSG_MAX_QTY);
+    }
+    }
+#undef LINES
+#undef GET_INT
 #undef GET
     return e;
 }
@@ -223,6 +291,7 @@ vx_msg_err_t vx_msg_decode(vx_msg_t *m, const char *buf, size_t len, unsigned al
     size_t end;
 
     memset(m, 0, offsetof(vx_msg_t, lines));
+    m->requested = m->available = m->stock = -1;
     m->root = NULL;
     m->field[0] = '\0';
     if (!buf) FAIL(VX_MSG_NULL_VALUE, "the message has no value (a tombstone)");
@@ -289,6 +358,13 @@ json_object *vx_msg_to_json(const vx_msg_t *m) {
 #undef PUT
     if (m->type == VX_MSG_RESTOCK) json_object_object_add(o, "quantity", json_object_new_int64(m->quantity));
     if (m->nlines) json_object_object_add(o, "items", vx_msg_lines_json(m));
+    return o;
+}
+
+json_object *vx_msg_place_order(const vx_msg_t *body, const char *key) {
+    json_object *o = vx_msg_to_json(body);
+    json_object_object_add(o, "type", json_object_new_string("PlaceOrder"));
+    json_object_object_add(o, "idempotency_key", json_object_new_string(key));
     return o;
 }
 

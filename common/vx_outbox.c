@@ -95,34 +95,43 @@ static void add_headers(rd_kafka_headers_t **hdrs, const char *json) {
     json_object_put(o);
 }
 
-int vx_outbox_publish(vx_outbox_t *ob, const PGresult *rows, char *errstr, size_t errstr_size) {
-    int n = PQntuples(rows);
+int vx_outbox_publish(vx_outbox_t *ob, const PGresult *rows, const vx_outbox_cols_t *cols, char *errstr,
+                      size_t errstr_size) {
+    vx_outbox_cols_t c = {0, 1, 2, 3, 4, PQnfields(rows) > 5 ? 5 : -1};
+    int n = PQntuples(rows), sent = 0;
+
+    if (cols) c = *cols;
     for (int i = 0; i < n; i++) {
-        long long id = strtoll(PQgetvalue(rows, i, 0), NULL, 10);
-        const char *topic = route(ob, PQgetvalue(rows, i, 1));
-        const char *key = PQgetisnull(rows, i, 2) ? NULL : PQgetvalue(rows, i, 2);
+        long long id;
+        const char *topic, *key;
         rd_kafka_headers_t *hdrs = NULL;
         rd_kafka_resp_err_t err;
 
         if (n > 1 && i == n / 2) vx_chaos_point("mid_batch"); /* half of them on their way */
+        if (PQgetisnull(rows, i, c.id)) continue;
+        id = strtoll(PQgetvalue(rows, i, c.id), NULL, 10);
+        topic = route(ob, PQgetvalue(rows, i, c.topic));
+        key = PQgetisnull(rows, i, c.key) ? NULL : PQgetvalue(rows, i, c.key);
         if (!topic) {
-            snprintf(errstr, errstr_size, "outbox row %lld names unknown topic \"%s\"", id, PQgetvalue(rows, i, 1));
+            snprintf(errstr, errstr_size, "outbox row %lld names unknown topic \"%s\"", id, PQgetvalue(rows, i, c.topic));
             return -1;
         }
-        if (!PQgetisnull(rows, i, 4)) {
+        if (!PQgetisnull(rows, i, c.cid)) {
             hdrs = rd_kafka_headers_new(2);
-            rd_kafka_header_add(hdrs, "correlation-id", -1, PQgetvalue(rows, i, 4), PQgetlength(rows, i, 4));
+            rd_kafka_header_add(hdrs, "correlation-id", -1, PQgetvalue(rows, i, c.cid), PQgetlength(rows, i, c.cid));
         }
-        if (PQnfields(rows) > 5 && !PQgetisnull(rows, i, 5)) add_headers(&hdrs, PQgetvalue(rows, i, 5));
-        err = vx_kafka_produce(ob->producer, topic, key, key ? (size_t)PQgetlength(rows, i, 2) : 0,
-                               PQgetvalue(rows, i, 3), (size_t)PQgetlength(rows, i, 3), hdrs, (void *)(intptr_t)id);
+        if (c.headers >= 0 && !PQgetisnull(rows, i, c.headers)) add_headers(&hdrs, PQgetvalue(rows, i, c.headers));
+        err = vx_kafka_produce(ob->producer, topic, key, key ? (size_t)PQgetlength(rows, i, c.key) : 0,
+                               PQgetvalue(rows, i, c.payload), (size_t)PQgetlength(rows, i, c.payload), hdrs,
+                               (void *)(intptr_t)id);
         if (err) {
             if (hdrs) rd_kafka_headers_destroy(hdrs);
             snprintf(errstr, errstr_size, "produce outbox row %lld: %s", id, rd_kafka_err2str(err));
             return -1;
         }
+        sent++;
     }
-    return n;
+    return sent;
 }
 
 int vx_outbox_on_delivery(vx_outbox_t *ob, const rd_kafka_message_t *m) {
@@ -188,7 +197,7 @@ int vx_outbox_sweep(vx_outbox_t *ob, PGconn *conn, int grace_ms, int limit, char
         PQclear(r);
         return -1;
     }
-    n = PQntuples(r) ? vx_outbox_publish(ob, r, errstr, errstr_size) : 0;
+    n = PQntuples(r) ? vx_outbox_publish(ob, r, NULL, errstr, errstr_size) : 0;
     PQclear(r);
     return n;
 }

@@ -23,10 +23,18 @@ void vx_outbox_destroy(vx_outbox_t *ob);
 /* Rows whose topic column is `logical` go to Kafka topic `real` (both copied). Returns 0 or -1. */
 int vx_outbox_route(vx_outbox_t *ob, const char *logical, const char *real);
 
-/* Produces each row of `rows`, whose columns are (id, topic, msg_key, payload, correlation_id) and
- * optionally a sixth, headers: a JSON object of extra Kafka headers ({"name": "value"}).
- * rows is borrowed. Returns the number produced or -1 with errstr (unknown topic, produce error). */
-int vx_outbox_publish(vx_outbox_t *ob, const PGresult *rows, char *errstr, size_t errstr_size);
+/* Where an outbox row's columns are in a result: id, topic, msg_key, payload, correlation_id and
+ * headers (a JSON object of extra Kafka headers, {"name": "value"}; -1 when the result has none). */
+typedef struct {
+    int id, topic, key, payload, cid, headers;
+} vx_outbox_cols_t;
+
+/* Produces each row of `rows` whose id is not NULL (a row with a NULL id carries something else,
+ * such as an outcome for a log). cols says where the columns are; NULL: (id, topic, msg_key,
+ * payload, correlation_id) and optionally a sixth, headers. rows and cols are borrowed. Returns the
+ * number produced or -1 with errstr (unknown topic, produce error). */
+int vx_outbox_publish(vx_outbox_t *ob, const PGresult *rows, const vx_outbox_cols_t *cols, char *errstr,
+                      size_t errstr_size);
 
 /* For the producer's delivery report callback: records an outbox message's outcome. Returns 1 when
  * the message was an outbox row, 0 otherwise (a message with a NULL opaque is not ours). */

@@ -29,18 +29,62 @@ static void on_notice(void *arg, const char *message) {
     vx_log(VX_LOG_DEBUG, "postgres_notice", "detail", line, NULL);
 }
 
-PGconn *vx_pg_connect(const char *conninfo, int wait_ms, char *errstr, size_t errstr_size) {
+/* conninfo with pgoptions added to its own options, as keyword and value arrays for
+ * PQconnectdbParams. Returns the parsed options (free with PQconninfoFree) or NULL with errstr. */
+static PQconninfoOption *with_options(const char *conninfo, const char *pgoptions, const char **kw, const char **val,
+                                      char *opts, size_t opts_size, char *errstr, size_t errstr_size) {
+    char *perr = NULL;
+    PQconninfoOption *parsed = PQconninfoParse(conninfo, &perr);
+    int n = 0, have = 0;
+
+    if (!parsed) {
+        snprintf(errstr, errstr_size, "PostgreSQL: the connection string does not parse: %s", perr ? perr : "out of memory");
+        errstr[strcspn(errstr, "\n")] = '\0';
+        PQfreemem(perr);
+        return NULL;
+    }
+    for (PQconninfoOption *o = parsed; o->keyword && n < 62; o++) {
+        if (strcmp(o->keyword, "options") == 0) {
+            snprintf(opts, opts_size, "%s%s%s", o->val ? o->val : "", o->val ? " " : "", pgoptions);
+            kw[n] = o->keyword;
+            val[n++] = opts;
+            have = 1;
+        } else if (o->val) {
+            kw[n] = o->keyword;
+            val[n++] = o->val;
+        }
+    }
+    if (!have) {
+        snprintf(opts, opts_size, "%s", pgoptions);
+        kw[n] = "options";
+        val[n++] = opts;
+    }
+    kw[n] = val[n] = NULL;
+    return parsed;
+}
+
+PGconn *vx_pg_connect(const char *conninfo, const char *pgoptions, int wait_ms, char *errstr, size_t errstr_size) {
     long long deadline = now_ms() + wait_ms;
+    const char *kw[64], *val[64];
+    char opts[1024];
+    PQconninfoOption *parsed = NULL;
+
+    if (pgoptions && !(parsed = with_options(conninfo, pgoptions, kw, val, opts, sizeof(opts), errstr, errstr_size)))
+        return NULL;
     for (;;) {
-        PGconn *c = PQconnectdb(conninfo);
+        PGconn *c = parsed ? PQconnectdbParams(kw, val, 0) : PQconnectdb(conninfo);
         if (PQstatus(c) == CONNECTION_OK) {
             PQsetNoticeProcessor(c, on_notice, NULL);
+            PQconninfoFree(parsed);
             return c;
         }
         snprintf(errstr, errstr_size, "PostgreSQL: %s", PQerrorMessage(c));
         errstr[strcspn(errstr, "\n")] = '\0';
         PQfinish(c);
-        if (now_ms() >= deadline) return NULL;
+        if (now_ms() >= deadline) {
+            PQconninfoFree(parsed);
+            return NULL;
+        }
         usleep(200 * 1000);
     }
 }
@@ -61,7 +105,8 @@ int vx_pg_transient(PGconn *conn, const PGresult *res) {
     if (PQstatus(conn) != CONNECTION_OK) return 1;
     if (!state) return res == NULL;
     return strcmp(state, "40001") == 0 || strcmp(state, "40P01") == 0 || strncmp(state, "08", 2) == 0 ||
-           strcmp(state, "57P01") == 0 || strcmp(state, "57P02") == 0 || strcmp(state, "57P03") == 0;
+           strcmp(state, "57P01") == 0 || strcmp(state, "57P02") == 0 || strcmp(state, "57P03") == 0 ||
+           strcmp(state, "25006") == 0 || strncmp(state, "53", 2) == 0;
 }
 
 int vx_pg_ensure(PGconn *conn) {

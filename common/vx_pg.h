@@ -15,9 +15,11 @@
 #include <libpq-fe.h>
 #include <stddef.h>
 
-/* Connects, retrying for up to wait_ms while the server is not (yet) reachable. Returns the
- * connection (caller owns; PQfinish) or NULL with errstr. The conninfo is never logged. */
-PGconn *vx_pg_connect(const char *conninfo, int wait_ms, char *errstr, size_t errstr_size);
+/* Connects, retrying for up to wait_ms while the server is not (yet) reachable. pgoptions (may be
+ * NULL) are server settings for the session ("-c lock_timeout=200"), added to any the conninfo has;
+ * they stay across PQreset. Returns the connection (caller owns; PQfinish) or NULL with errstr. The
+ * conninfo is never logged. */
+PGconn *vx_pg_connect(const char *conninfo, const char *pgoptions, int wait_ms, char *errstr, size_t errstr_size);
 
 /* Applies the migrations of the ':'-separated folders `dirs` that schema_migrations does not list.
  * Returns the number applied, or -1 with errstr (the failing file's transaction is rolled back). */
@@ -27,7 +29,8 @@ int vx_pg_migrate(PGconn *conn, const char *dirs, char *errstr, size_t errstr_si
 int vx_pg_exec(PGconn *conn, const char *sql, char *errstr, size_t errstr_size);
 
 /* 1 when a failed statement is worth retrying on a fresh connection or a fresh transaction:
- * the connection is gone, the server is shutting down, or a serialization failure / deadlock. */
+ * the connection is gone, the server is shutting down or refuses writes for now (read-only, out of
+ * disk, memory or connections), or a serialization failure / deadlock. */
 int vx_pg_transient(PGconn *conn, const PGresult *res);
 
 /* Reconnects a broken connection in place (PQreset). Returns 0 when the connection is usable. */

@@ -1,8 +1,10 @@
 /* vx_worker: the consuming services' skeleton. See vx_worker.h.
  *
- * One thread runs the loop: poll a batch, hand it to the service, wait for its dead letters, store
- * its offsets, then the relay's upkeep (stamp delivered rows, sweep forgotten ones, prune old
- * ones). libmicrohttpd's single polling thread answers HTTP on a connection of its own. */
+ * One thread runs the loop: poll a batch, hand each message to the applier, apply what is ready,
+ * settle (dead letters acknowledged, offsets stored, partitions paused or resumed), then the relay's
+ * upkeep (stamp delivered rows, sweep forgotten ones, prune old ones). The loop's connection waits
+ * at most VX_LOCK_TIMEOUT_MS on a lock; migrations and HTTP reads run on the HTTP thread's
+ * connection, which waits as long as it takes. libmicrohttpd's single polling thread answers HTTP. */
 #include "vx_worker.h"
 
 #include <signal.h>
@@ -20,7 +22,6 @@
 #include "vx_pg.h"
 
 #define BATCH_CAP 5000
-#define STOP_GRACE_MS 10000 /* how long a stopping worker still retries a failing transaction */
 #define MARK_EVERY_MS 100 /* delivered rows are stamped together: one transaction per 100 ms, not per batch */
 #define SWEEP_EVERY_MS 1000
 #define PRUNE_EVERY_MS 60000
@@ -31,10 +32,9 @@ struct vx_worker_s {
     PGconn *http_db; /* the HTTP thread's connection (one polling thread: never shared) */
     rd_kafka_t *producer, *consumer;
     vx_outbox_t *outbox;
+    vx_apply_t *apply;
     vx_http_t *http;
-    long long dlq_pending, dlq_failed; /* dead letters produced, not yet acknowledged / failed */
     long long next_mark, next_sweep, next_prune; /* next_mark: 0 while nothing waits to be stamped */
-    long *delay; /* the gremlin's delay of each message of the batch in hand, ms */
 };
 
 static volatile sig_atomic_t stopping;
@@ -58,7 +58,9 @@ int vx_worker_config(vx_worker_opts_t *o, const char *prefix, char *errstr, size
                       errstr, errstr_size) ||
            vx_cfg_int("VX_OUTBOX_RETENTION_S", 7 * 24 * 3600, 60, 1LL << 40, &o->outbox_retention_s, errstr,
                       errstr_size) ||
-           vx_cfg_int("VX_OUTBOX_SWEEP_GRACE_MS", 5000, 0, 3600000, &o->sweep_grace_ms, errstr, errstr_size);
+           vx_cfg_int("VX_OUTBOX_SWEEP_GRACE_MS", 5000, 0, 3600000, &o->sweep_grace_ms, errstr, errstr_size) ||
+           vx_cfg_int("VX_HOLD_MAX", 1000, 1, 1000000, &o->hold_max, errstr, errstr_size) ||
+           vx_cfg_int("VX_LOCK_TIMEOUT_MS", 200, 1, 600000, &o->lock_timeout_ms, errstr, errstr_size);
 }
 
 /* Delivery reports: outbox rows are stamped later in one statement; dead letters are counted,
@@ -70,92 +72,19 @@ static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaqu
         if (m->err) vx_log(VX_LOG_WARN, "outbox_delivery_failed", "error", rd_kafka_err2str(m->err), NULL);
         return;
     }
-    w->dlq_pending--;
-    if (m->err) {
-        w->dlq_failed++;
-        vx_log(VX_LOG_ERROR, "dead_letter_delivery_failed", "error", rd_kafka_err2str(m->err), NULL);
-    }
+    vx_apply_on_dlq_delivery(w->apply, m->err);
+}
+
+/* Before partitions go, the applier forgets what it holds of them (their offsets were never stored
+ * past it, so their next owner applies it); then the assignment changes. */
+static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err, rd_kafka_topic_partition_list_t *parts,
+                         void *opaque) {
+    vx_worker_t *w = opaque;
+    if (err != RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS && w->apply) vx_apply_revoke(w->apply, parts);
+    vx_kafka_rebalance(rk, err, parts);
 }
 
 /* ---- for the services' callbacks -------------------------------------------------------------- */
-
-/* One transaction: the statement alone (it is its own transaction: one round trip), or, while
- * crash point before_commit is armed, BEGIN, the statement, the point, COMMIT. Returns the
- * statement's rows, or the first failed step's result (the transaction rolled back). */
-static PGresult *exec_txn(vx_worker_t *w, const char *sql, const char *const *params) {
-    PGresult *r, *c;
-
-    if (!vx_chaos_armed("before_commit")) return PQexecParams(w->db, sql, 1, NULL, params, NULL, NULL, 0);
-    r = PQexec(w->db, "BEGIN");
-    if (PQresultStatus(r) != PGRES_COMMAND_OK) return r;
-    PQclear(r);
-    r = PQexecParams(w->db, sql, 1, NULL, params, NULL, NULL, 0);
-    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
-        PQclear(PQexec(w->db, "ROLLBACK"));
-        return r;
-    }
-    vx_chaos_point("before_commit");
-    c = PQexec(w->db, "COMMIT");
-    if (PQresultStatus(c) != PGRES_COMMAND_OK) {
-        PQclear(r);
-        return c;
-    }
-    PQclear(c);
-    return r;
-}
-
-PGresult *vx_worker_apply(vx_worker_t *w, const char *sql, const char *json, int *fatal) {
-    const char *params[1] = {json};
-    int backoff_ms = 50;
-    long long give_up = 0;
-
-    *fatal = 0;
-    for (;;) {
-        if (vx_pg_ensure(w->db) == 0) {
-            PGresult *r = exec_txn(w, sql, params);
-            const char *state;
-            int retry;
-
-            if (PQresultStatus(r) == PGRES_TUPLES_OK) return r;
-            state = PQresultErrorField(r, PG_DIAG_SQLSTATE);
-            retry = vx_pg_transient(w->db, r) ||
-                    (w->o->retry_unique_violation && state && strcmp(state, "23505") == 0);
-            vx_log(retry ? VX_LOG_WARN : VX_LOG_ERROR, "batch_failed", "sqlstate", state, "error",
-                   PQresultErrorMessage(r), NULL);
-            PQclear(r);
-            if (!retry) {
-                *fatal = 1;
-                return NULL;
-            }
-        } else {
-            vx_log(VX_LOG_WARN, "database_unreachable", "error", PQerrorMessage(w->db), NULL);
-        }
-        if (stopping && !give_up) give_up = now_ms() + STOP_GRACE_MS;
-        if (give_up && now_ms() > give_up) return NULL;
-        usleep((useconds_t)backoff_ms * 1000);
-        if (backoff_ms < 2000) backoff_ms *= 2;
-    }
-}
-
-void vx_worker_publish(vx_worker_t *w, const PGresult *rows) {
-    char err[256];
-    vx_chaos_point("after_commit_before_publish");
-    if (vx_outbox_publish(w->outbox, rows, err, sizeof(err)) < 0)
-        vx_log(VX_LOG_ERROR, "publish_failed", "error", err, NULL); /* rows stay for the sweep */
-}
-
-void vx_worker_dead_letter(vx_worker_t *w, const rd_kafka_message_t *m, const char *reason, const char *detail,
-                           const char *idempotency_key, const char *correlation_id) {
-    char err[256];
-    if (vx_kafka_dead_letter(w->producer, w->o->dlq, m, reason, detail, w->o->service, err, sizeof(err))) {
-        vx_log(VX_LOG_ERROR, "dead_letter_failed", "error", err, NULL);
-        w->dlq_failed++;
-        return;
-    }
-    w->dlq_pending++;
-    vx_log(VX_LOG_WARN, "dead_lettered", "reason", reason, "error", detail, "topic", rd_kafka_topic_name(m->rkt),
-           "idempotency_key", idempotency_key, "correlation_id", correlation_id, NULL);
-}
 
 void vx_worker_reply_query(vx_worker_t *w, vx_http_req_t *req, const char *sql, int nparams,
                            const char *const *params, const char *what) {
@@ -176,39 +105,6 @@ void vx_worker_reply_query(vx_worker_t *w, vx_http_req_t *req, const char *sql, 
         vx_http_reply(req, 200, "application/json", PQgetvalue(r, 0, 0), (size_t)PQgetlength(r, 0, 0));
     }
     PQclear(r);
-}
-
-/* ---- vx_strset: open addressing, FNV-1a -------------------------------------------------------- */
-
-int vx_strset_init(vx_strset_t *set, size_t max) {
-    for (set->cap = 16; set->cap < max * 2; set->cap <<= 1) {
-    }
-    set->slot = calloc(set->cap, sizeof(*set->slot));
-    return set->slot ? 0 : -1;
-}
-
-void vx_strset_free(vx_strset_t *set) {
-    free(set->slot);
-    set->slot = NULL;
-}
-
-void vx_strset_clear(vx_strset_t *set) { memset(set->slot, 0, set->cap * sizeof(*set->slot)); }
-
-/* The slot that holds str, or the empty one where it would go. */
-static const char **strset_slot(const vx_strset_t *set, const char *str) {
-    size_t h = 14695981039346656037ULL;
-    for (const char *p = str; *p; p++) h = (h ^ (unsigned char)*p) * 1099511628211ULL;
-    for (size_t i = h & (set->cap - 1);; i = (i + 1) & (set->cap - 1))
-        if (!set->slot[i] || strcmp(set->slot[i], str) == 0) return &set->slot[i];
-}
-
-const char *vx_strset_find(const vx_strset_t *set, const char *str) { return *strset_slot(set, str); }
-
-int vx_strset_add(vx_strset_t *set, const char *str) {
-    const char **p = strset_slot(set, str);
-    if (*p) return 0;
-    *p = str;
-    return 1;
 }
 
 /* ---- HTTP: /health, /ready, then the service's routes ------------------------------------------ */
@@ -253,59 +149,6 @@ static void on_http(vx_http_req_t *req, void *opaque) {
 
 /* ---- the loop --------------------------------------------------------------------------------- */
 
-/* Stores offset+1 of the last message of each partition in the batch: everything up to it is done. */
-static void store_offsets(vx_worker_t *w, rd_kafka_message_t **msgs, int n) {
-    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(n);
-    rd_kafka_resp_err_t err;
-
-    for (int i = 0; i < n; i++) {
-        rd_kafka_topic_partition_t *p;
-        if (msgs[i]->err) continue;
-        p = rd_kafka_topic_partition_list_find(l, rd_kafka_topic_name(msgs[i]->rkt), msgs[i]->partition);
-        if (!p) p = rd_kafka_topic_partition_list_add(l, rd_kafka_topic_name(msgs[i]->rkt), msgs[i]->partition);
-        if (msgs[i]->offset + 1 > p->offset) p->offset = msgs[i]->offset + 1;
-    }
-    if (l->cnt && (err = rd_kafka_offsets_store(w->consumer, l)))
-        vx_log(VX_LOG_WARN, "offset_store_failed", "error", rd_kafka_err2str(err), NULL);
-    rd_kafka_topic_partition_list_destroy(l);
-}
-
-/* The latency gremlin: each message gets its verdict; the batch, processed as one, waits for the
- * longest delay among them. */
-static void gremlin(vx_worker_t *w, int n) {
-    long longest = 0;
-    for (int i = 0; i < n; i++) {
-        w->delay[i] = vx_chaos_gremlin();
-        if (w->delay[i] > longest) longest = w->delay[i];
-    }
-    if (longest) {
-        char ms[24];
-        snprintf(ms, sizeof(ms), "%ld", longest);
-        vx_log(VX_LOG_INFO, "gremlin_delay", "#delay_ms", ms, NULL);
-        usleep((useconds_t)longest * 1000);
-    }
-}
-
-long vx_worker_delay(const vx_worker_t *w, int i) { return w->delay[i]; }
-
-static void handle(vx_worker_t *w, rd_kafka_message_t **msgs, int n) {
-    int done;
-
-    gremlin(w, n);
-    done = w->o->process(w, msgs, n, w->o->opaque) == 0;
-
-    if (w->dlq_pending) rd_kafka_flush(w->producer, 30000); /* a dead letter must be durable first */
-    if (w->dlq_failed) {
-        vx_log(VX_LOG_ERROR, "dead_letter_lost", "detail", "exiting without storing offsets", NULL);
-        vx_log_flush();
-        exit(1); /* the batch is redelivered to the next instance: nothing is lost */
-    }
-    if (done) {
-        vx_chaos_point("after_publish_before_offset_commit");
-        store_offsets(w, msgs, n);
-    }
-}
-
 /* The relay's upkeep: stamp what was delivered, sweep rows left unpublished, prune old ones. A
  * sweep with no grace (at start) takes every unpublished row at once. Delivered rows are stamped
  * MARK_EVERY_MS after the first of them was delivered (at once when stopping): under load that is
@@ -347,40 +190,38 @@ static void upkeep(vx_worker_t *w, int startup) {
 }
 
 static int run(vx_worker_t *w) {
-    rd_kafka_message_t **msgs = calloc((size_t)w->o->batch_max, sizeof(*msgs));
-
-    w->delay = calloc((size_t)w->o->batch_max, sizeof(*w->delay));
-    if (!msgs || !w->delay) {
-        free(msgs);
-        return 1;
-    }
     /* Rows a previous run left unpublished go first, at once, before this run's fast path sends
      * rows of its own (which a sweep with no grace would send a second time). */
     upkeep(w, 1);
     while (!stopping) {
-        int n = 0;
-        rd_kafka_message_t *m = rd_kafka_consumer_poll(w->consumer, 100);
+        rd_kafka_message_t *m = rd_kafka_consumer_poll(w->consumer, vx_apply_wait_ms(w->apply, 100));
         if (m) {
-            msgs[n++] = m;
-            while (n < w->o->batch_max && (m = rd_kafka_consumer_poll(w->consumer, 0))) msgs[n++] = m;
-            handle(w, msgs, n);
-            for (int i = 0; i < n; i++) rd_kafka_message_destroy(msgs[i]);
+            int n = 1;
+            vx_apply_add(w->apply, m);
+            while (n < w->o->batch_max && (m = rd_kafka_consumer_poll(w->consumer, 0))) {
+                vx_apply_add(w->apply, m);
+                n++;
+            }
+        }
+        vx_apply_run(w->apply);
+        if (vx_apply_settle(w->apply, w->consumer)) {
+            vx_log(VX_LOG_ERROR, "dead_letter_lost", "detail", "exiting without storing offsets", NULL);
+            vx_log_flush();
+            exit(1); /* the messages are redelivered to the next instance: nothing is lost */
         }
         upkeep(w, 0);
         vx_log_flush();
     }
-    /* Stopping: the batch in hand is done; let the messages reach the broker, stamp them, commit. */
+    /* Stopping: the call in hand is done; let the messages reach the broker, stamp them, commit. */
     rd_kafka_flush(w->producer, 10000);
     upkeep(w, 0);
-    free(msgs);
-    free(w->delay);
     return 0;
 }
 
 int vx_worker_main(const vx_worker_opts_t *o) {
     vx_worker_t w = {.o = o};
     struct sigaction sa = {0};
-    char err[512];
+    char err[512], pgopts[64];
     int rc = 1;
 
     sa.sa_handler = on_signal;
@@ -388,12 +229,13 @@ int vx_worker_main(const vx_worker_opts_t *o) {
     sigaction(SIGINT, &sa, NULL);
     signal(SIGPIPE, SIG_IGN);
 
-    if (!(w.db = vx_pg_connect(o->db, 60000, err, sizeof(err))) ||
-        !(w.http_db = vx_pg_connect(o->db, 60000, err, sizeof(err)))) {
+    snprintf(pgopts, sizeof(pgopts), "-c lock_timeout=%lld", o->lock_timeout_ms);
+    if (!(w.db = vx_pg_connect(o->db, pgopts, 60000, err, sizeof(err))) ||
+        !(w.http_db = vx_pg_connect(o->db, NULL, 60000, err, sizeof(err)))) {
         vx_log(VX_LOG_ERROR, "database_unreachable", "error", err, NULL);
         goto out;
     }
-    if (vx_pg_migrate(w.db, o->migrations, err, sizeof(err)) < 0) {
+    if (vx_pg_migrate(w.http_db, o->migrations, err, sizeof(err)) < 0) {
         vx_log(VX_LOG_ERROR, "migration_failed", "error", err, NULL);
         goto out;
     }
@@ -413,7 +255,21 @@ int vx_worker_main(const vx_worker_opts_t *o) {
         vx_log(VX_LOG_ERROR, "topic_setup_failed", "error", err, NULL);
         goto out;
     }
-    if (!(w.consumer = vx_kafka_consumer_new(o->group, o->consume, o->nconsume, err, sizeof(err)))) {
+    {
+        vx_apply_opts_t ao = {.service = o->service,
+                              .dlq = o->dlq,
+                              .sql = o->apply_sql,
+                              .log_fields = o->log_fields,
+                              .batch_max = o->batch_max,
+                              .hold_max = o->hold_max,
+                              .decode = o->decode,
+                              .opaque = o->opaque};
+        if (!(w.apply = vx_apply_new(&ao, w.db, w.producer, w.outbox, &stopping, err, sizeof(err)))) {
+            vx_log(VX_LOG_ERROR, "apply_setup_failed", "error", err, NULL);
+            goto out;
+        }
+    }
+    if (!(w.consumer = vx_kafka_consumer_new(o->group, o->consume, o->nconsume, on_rebalance, &w, err, sizeof(err)))) {
         vx_log(VX_LOG_ERROR, "kafka_setup_failed", "error", err, NULL);
         goto out;
     }
@@ -434,6 +290,7 @@ out:
         rd_kafka_consumer_close(w.consumer); /* commits the stored offsets */
         rd_kafka_destroy(w.consumer);
     }
+    vx_apply_destroy(w.apply);
     vx_outbox_destroy(w.outbox);
     if (w.producer) rd_kafka_destroy(w.producer);
     PQfinish(w.http_db);

@@ -29,10 +29,12 @@
 
 #define SERVICE "inventory-svc"
 
-/* inv_apply_batch's columns: the outbox row (what vx_outbox_publish reads), then the outcome. */
-enum { COL_ID, COL_TOPIC, COL_KEY, COL_PAYLOAD, COL_CID, COL_HEADERS, COL_TYPE, COL_IKEY, COL_REASON };
-
+/* The apply call and its result, named (vx_apply.h): inv_apply_batch in
+ * migrations/R_inventory_functions.sql documents the entries and returns SETOF inv_out. */
 static const char SQL_APPLY[] = "SELECT * FROM inv_apply_batch($1::jsonb)";
+static const char *const LOG_FIELDS[] = {"idempotency_key", "out_ikey", "order_id",   "out_order",
+                                         "reason",          "out_reason", "correlation_id", "out_cid",
+                                         "event_id",        "out_id",   NULL};
 static const char SQL_PRUNE_RELEASED[] =
     "DELETE FROM released_orders WHERE order_id IN (SELECT order_id FROM released_orders"
     " WHERE released_at < now() - make_interval(secs => $1::float8) LIMIT 10000)";
@@ -44,132 +46,42 @@ static const char SQL_PRODUCT[] =
     " FROM products WHERE id = $1";
 
 typedef struct {
-    rd_kafka_message_t *msg; /* borrowed from the worker */
-    vx_msg_t cmd;
-    int valid;
-    long delay; /* the latency gremlin's, ms */
-    char cid[129];
-} item_t;
-
-typedef struct {
     long long outbox_retention_s;
-    item_t *items;            /* one per polled message, batch_max of them */
-    vx_strset_t keys, orders; /* what the SQL batch being built holds: inv_apply_batch needs every
-                                 idempotency key and order id at most once, so a repeat starts a new call */
-    json_object *arr;         /* the SQL batch being built */
-    int first, count;         /* items[first..] are in arr (valid ones only), count of them */
 } inv_t;
 
-
-static json_object *batch_entry(item_t *it) {
-    json_object *e = json_object_new_object();
-    json_object_object_add(e, "c", vx_msg_to_json(&it->cmd));
-    if (it->msg->key)
-        json_object_object_add(e, "k", json_object_new_string_len(it->msg->key, (int)it->msg->key_len));
-    if (it->cid[0]) json_object_object_add(e, "cid", json_object_new_string(it->cid));
-    if (it->delay) json_object_object_add(e, "h", vx_chaos_delay_headers(it->delay)); /* headers of its event */
-    return e;
+static const char *member(json_object *o, const char *k) {
+    json_object *v;
+    return json_object_object_get_ex(o, k, &v) ? json_object_get_string(v) : NULL;
 }
 
-static const char *col(const PGresult *r, int row, int c) { return PQgetisnull(r, row, c) ? NULL : PQgetvalue(r, row, c); }
+/* A command as inv_apply_batch's entry {"c": canonical command, "k": Kafka key}; its ordering keys
+ * are its idempotency key and order id, the rows it locks its products. */
+static vx_entry_verdict_t decode(const rd_kafka_message_t *m, vx_entry_t *e, char *errstr, size_t errstr_size,
+                                 void *opaque) {
+    vx_msg_t cmd;
+    vx_msg_err_t err = vx_msg_decode(&cmd, m->payload, m->len, VX_MSG_INVENTORY_COMMANDS, errstr, errstr_size);
+    json_object *c, *items;
+    (void)opaque;
 
-/* Publishes the outbox rows the batch wrote and logs one line per command outcome. */
-static void publish(vx_worker_t *w, PGresult *rows) {
-    vx_worker_publish(w, rows);
-    for (int i = 0; vx_log_enabled(VX_LOG_INFO) && i < PQntuples(rows); i++)
-        vx_log(VX_LOG_INFO, "event", "type", col(rows, i, COL_TYPE), "idempotency_key", col(rows, i, COL_IKEY), "reason",
-               col(rows, i, COL_REASON), "correlation_id", col(rows, i, COL_CID), "event_id", col(rows, i, COL_ID), NULL);
-}
-
-/* Applies the SQL batch being built: one transaction, or one command at a time if the database
- * refuses the whole (then only the command at fault is dead-lettered). Returns 0, or -1 when it
- * gave up because the service is stopping. */
-static int flush_batch(vx_worker_t *w, inv_t *v, int upto) {
-    int fatal = 0, rc = 0;
-    PGresult *r;
-
-    if (!v->count) goto reset;
-    r = vx_worker_apply(w, SQL_APPLY, json_object_to_json_string_ext(v->arr, JSON_C_TO_STRING_PLAIN), &fatal);
-    if (r) {
-        publish(w, r);
-        PQclear(r);
-    } else if (!fatal) {
-        rc = -1;
-    } else {
-        for (int i = v->first; i < upto && rc == 0; i++) {
-            item_t *it = &v->items[i];
-            json_object *one;
-            if (!it->valid) continue;
-            one = json_object_new_array_ext(1);
-            json_object_array_add(one, batch_entry(it));
-            r = vx_worker_apply(w, SQL_APPLY, json_object_to_json_string_ext(one, JSON_C_TO_STRING_PLAIN), &fatal);
-            json_object_put(one);
-            if (r) {
-                publish(w, r);
-                PQclear(r);
-            } else if (fatal) {
-                vx_worker_dead_letter(w, it->msg, "processing_error", "the database refused this command",
-                                      it->cmd.idempotency_key, it->cid[0] ? it->cid : NULL);
-            } else {
-                rc = -1;
-            }
-        }
+    if (err) {
+        e->reason = vx_msg_err_name(err);
+        return VX_ENTRY_REFUSE;
     }
-reset:
-    json_object_put(v->arr);
-    v->arr = json_object_new_array_ext(64);
-    v->first = upto;
-    v->count = 0;
-    vx_strset_clear(&v->keys);
-    vx_strset_clear(&v->orders);
-    return rc;
-}
-
-/* One polled batch: decode, dead-letter the poison, apply the rest in as few transactions as the
- * repeats allow, publishing each right after its commit. */
-static int process(vx_worker_t *w, rd_kafka_message_t **msgs, int n, void *opaque) {
-    inv_t *v = opaque;
-    int rc = 0;
-    char err[256];
-
-    v->arr = json_object_new_array_ext(n);
-    v->first = v->count = 0;
-    for (int i = 0; i < n; i++) {
-        v->items[i].msg = msgs[i];
-        v->items[i].valid = 0;
-        v->items[i].delay = vx_worker_delay(w, i);
-    }
-    for (int i = 0; i < n && rc == 0; i++) {
-        item_t *it = &v->items[i];
-        vx_msg_err_t e;
-
-        it->cid[0] = '\0';
-        if (it->msg->err) {
-            vx_log(VX_LOG_WARN, "consume_error", "error", rd_kafka_message_errstr(it->msg), NULL);
-            continue;
-        }
-        vx_kafka_header(it->msg, "correlation-id", it->cid, sizeof(it->cid));
-        e = vx_msg_decode(&it->cmd, it->msg->payload, it->msg->len, VX_MSG_INVENTORY_COMMANDS, err, sizeof(err));
-        if (e) {
-            vx_worker_dead_letter(w, it->msg, vx_msg_err_name(e), err, NULL, it->cid[0] ? it->cid : NULL);
-            continue;
-        }
-        it->valid = 1;
-        if (!vx_strset_add(&v->keys, it->cmd.idempotency_key) ||
-            (it->cmd.order_id && !vx_strset_add(&v->orders, it->cmd.order_id))) {
-            rc = flush_batch(w, v, i);
-            vx_strset_add(&v->keys, it->cmd.idempotency_key);
-            if (it->cmd.order_id) vx_strset_add(&v->orders, it->cmd.order_id);
-        }
-        json_object_array_add(v->arr, batch_entry(it));
-        v->count++;
-    }
-    if (rc == 0) rc = flush_batch(w, v, n);
-    json_object_put(v->arr);
-    v->arr = NULL;
-    for (int i = 0; i < n; i++)
-        if (v->items[i].valid) vx_msg_clear(&v->items[i].cmd);
-    return rc;
+    c = vx_msg_to_json(&cmd);
+    e->type = vx_msg_type_name(cmd.type);
+    vx_msg_clear(&cmd);
+    e->json = json_object_new_object();
+    json_object_object_add(e->json, "c", c);
+    if (m->key) json_object_object_add(e->json, "k", json_object_new_string_len(m->key, (int)m->key_len));
+    e->ikey = e->keys[0] = member(c, "idempotency_key");
+    e->keys[1] = member(c, "order_id");
+    if (json_object_object_get_ex(c, "items", &items))
+        for (size_t i = 0; i < json_object_array_length(items); i++)
+            e->rows[e->nrows++] = member(json_object_array_get_idx(items, i), "product_id");
+    else if ((e->rows[0] = member(c, "product_id")))
+        e->nrows = 1;
+    e->delayable = 1;
+    return VX_ENTRY_APPLY;
 }
 
 static int on_http(vx_worker_t *w, vx_http_req_t *req, const char *const *seg, int n, void *opaque) {
@@ -199,7 +111,6 @@ int main(void) {
     inv_t v = {0};
     const char *topics[3], *routes[3];
     char err[512];
-    int rc;
 
     vx_log_init(SERVICE);
     o.service = SERVICE;
@@ -219,8 +130,9 @@ int main(void) {
     o.topics = topics;
     o.ntopics = 3;
     o.routes = routes;
-    o.retry_unique_violation = 1;
-    o.process = process;
+    o.apply_sql = SQL_APPLY;
+    o.log_fields = LOG_FIELDS;
+    o.decode = decode;
     o.http = on_http;
     o.prune = prune;
     o.opaque = &v;
@@ -229,15 +141,5 @@ int main(void) {
         return 2;
     }
     v.outbox_retention_s = o.outbox_retention_s;
-    v.items = calloc((size_t)o.batch_max, sizeof(*v.items));
-    if (!v.items || vx_strset_init(&v.keys, (size_t)o.batch_max) ||
-        vx_strset_init(&v.orders, (size_t)o.batch_max)) {
-        vx_log(VX_LOG_ERROR, "out_of_memory", NULL);
-        return 1;
-    }
-    rc = vx_worker_main(&o);
-    free(v.items);
-    vx_strset_free(&v.keys);
-    vx_strset_free(&v.orders);
-    return rc;
+    return vx_worker_main(&o);
 }

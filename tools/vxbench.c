@@ -691,7 +691,7 @@ out:
 /* migrate: the services' own migration code, so stage D measures the functions they run. */
 static int cmd_migrate(const char *conninfo, const char *dirs) {
     char err[512];
-    PGconn *c = vx_pg_connect(conninfo, 10000, err, sizeof(err));
+    PGconn *c = vx_pg_connect(conninfo, NULL, 10000, err, sizeof(err));
     int rc = c && vx_pg_migrate(c, dirs, err, sizeof(err)) >= 0 ? 0 : 1;
 
     if (rc) fprintf(stderr, "vxbench migrate: %s\n", err);

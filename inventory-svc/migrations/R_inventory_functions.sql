@@ -2,16 +2,24 @@
 -- applies it again whenever it changes, so a function is changed here, in place, and the diff shows
 -- what changed. The tables are in the numbered files.
 --
--- inv_apply_batch(cmds) applies a batch in one transaction: cmds is a JSON array of {"c": command,
--- "k": Kafka key, "cid": correlation id}, optionally "h": {"name": "value", ...} (Kafka headers for
--- what the command produces, the latency gremlin's chaos-delay-ms, vx_chaos.h: stored with the outbox
--- row, and merged into the recorded row's when a duplicate replays it). The commands are validated by
--- the service, which also guarantees that no idempotency key and no order id appears twice in one
--- batch. Every command is applied in the same transaction as its outbox row, whose unique dedup_key
--- is the command's idempotency key: a command seen before changes nothing and its recorded event is
--- sent again. A rejection is an ordinary outcome, so it never undoes its neighbours. Returns the
--- outbox rows to publish as (id, topic, msg_key, payload, correlation_id, headers), then for the
--- service's log the event's type, idempotency key and reason.
+-- inv_apply_batch(cmds) applies a call of commands in one transaction. The call's format, which
+-- inventory-svc/main.c (decode) builds and vx_apply (common/) completes:
+--   cmds  a JSON array of entries, in the order they are to be applied; each entry is
+--     "c"    the command, validated by the service (common/vx_msg.c), in canonical form: "type"
+--            (ReserveStock, ReleaseStock, Restock), "idempotency_key", and per type "order_id",
+--            "items" [{"product_id", "quantity"}], "product_id", "quantity", "name";
+--     "k"    the Kafka key of the command (absent when it had none): the key of its event;
+--     "cid"  the correlation-id header of the command (absent when none): copied onto its event;
+--     "h"    {"name": "value", ...} (absent when none): Kafka headers for what the command produces,
+--            the latency gremlin's chaos-delay-ms (vx_chaos.h): stored with the outbox row, and
+--            merged into the recorded row's when a duplicate replays it.
+--   The caller guarantees that no idempotency key and no order id appears twice in one call.
+-- Every command is applied in the same transaction as its outbox row, whose unique dedup_key is the
+-- command's idempotency key: a command seen before changes nothing and its recorded event is sent
+-- again. A rejection is an ordinary outcome, so it never undoes its neighbours. It returns SETOF
+-- inv_out (002_inventory_out.sql), one row per command: the outbox row to publish and the outcome.
+-- Every product lock waits at most the session's lock_timeout (set by inventory-svc): a call that
+-- waits longer fails with lock_not_available and the service sets the entry at fault aside.
 --
 -- inv_apply_batch has a fast path for the call that carries almost every order: new ReserveStock
 -- commands whose lines all fit in the stock, taken together, written in four set-based statements.
@@ -27,10 +35,14 @@
 -- every call once it grew, 60,000 rows for one ReleaseStock at 20,000 orders), no sequential scans,
 -- no nested loops, no JIT.
 
+-- The outcome of an event type, for the log and the metrics.
+CREATE OR REPLACE FUNCTION inv_note(event_type text) RETURNS text LANGUAGE sql IMMUTABLE AS $$
+    SELECT CASE event_type WHEN 'StockReserved' THEN 'stock_reserved' WHEN 'StockRejected' THEN 'stock_rejected'
+                           WHEN 'StockReleased' THEN 'stock_released' ELSE 'restocked' END
+$$;
+
 -- The general code: any call.
-CREATE OR REPLACE FUNCTION inv_apply_general(cmds jsonb)
-RETURNS TABLE (out_id bigint, out_topic text, out_key text, out_payload text, out_cid text, out_headers jsonb,
-               out_type text, out_ikey text, out_reason text)
+CREATE OR REPLACE FUNCTION inv_apply_general(cmds jsonb) RETURNS SETOF inv_out
 LANGUAGE plpgsql SET enable_seqscan = off SET enable_nestloop = off SET jit = off SET plan_cache_mode = force_generic_plan AS $$
 DECLARE
     n int := jsonb_array_length(cmds);
@@ -45,6 +57,7 @@ DECLARE
     ids bigint[];       -- outbox ids, one per command
     o_ids bigint[] := '{}'; o_keys text[] := '{}'; o_mkeys text[] := '{}';
     o_cids text[] := '{}'; o_payloads text[] := '{}'; o_types text[] := '{}'; o_reasons text[] := '{}';
+    o_orders text[] := '{}';
     o_hdrs jsonb[] := '{}'; d_keys text[] := '{}'; d_cids text[] := '{}'; d_hdrs jsonb[] := '{}';
     h_ord text[] := '{}'; h_pid text[] := '{}'; h_qty bigint[] := '{}';
     freed text[] := '{}';
@@ -187,6 +200,7 @@ BEGIN
         o_hdrs := o_hdrs || (e->'h');
         o_types := o_types || (ev->>'type');
         o_reasons := o_reasons || (ev->>'reason');
+        o_orders := o_orders || o;
         o_payloads := o_payloads || (ev || jsonb_build_object('idempotency_key', k,
                                                               'event_id', 'inventory-' || ids[i + 1],
                                                               'occurred_at', ts))::text;
@@ -206,22 +220,21 @@ BEGIN
     SELECT u.id, u.k, 'events', u.mk, u.cid, u.h, u.p
       FROM unnest(o_ids, o_keys, o_mkeys, o_cids, o_hdrs, o_payloads) AS u(id, k, mk, cid, h, p);
 
-    RETURN QUERY SELECT u.id, 'events'::text, u.mk, u.p, u.cid, u.h, u.t, u.k, u.r
-                   FROM unnest(o_ids, o_keys, o_mkeys, o_payloads, o_cids, o_hdrs, o_types, o_reasons)
-                     AS u(id, k, mk, p, cid, h, t, r);
+    RETURN QUERY SELECT u.id, 'events'::text, u.mk, u.p, u.cid, u.h, inv_note(u.t), u.t, u.k, u.o, u.r
+                   FROM unnest(o_ids, o_keys, o_mkeys, o_payloads, o_cids, o_hdrs, o_types, o_reasons, o_orders)
+                     AS u(id, k, mk, p, cid, h, t, r, o);
     RETURN QUERY UPDATE outbox ob SET published_at = NULL, correlation_id = coalesce(d.cid, ob.correlation_id),
                                       headers = CASE WHEN d.h IS NULL THEN ob.headers
                                                      ELSE coalesce(ob.headers, '{}'::jsonb) || d.h END
                    FROM unnest(d_keys, d_cids, d_hdrs) AS d(k, cid, h)
                   WHERE ob.dedup_key = d.k AND ob.dedup_key = ANY (d_keys)
               RETURNING ob.id, ob.topic, ob.msg_key, ob.payload, ob.correlation_id, ob.headers,
-                        ob.payload::jsonb->>'type', ob.dedup_key, ob.payload::jsonb->>'reason';
+                        'command_duplicate'::text, ob.payload::jsonb->>'type', ob.dedup_key,
+                        ob.payload::jsonb->>'order_id', ob.payload::jsonb->>'reason';
 END $$;
 
 -- The fast path, then the general code for any other call.
-CREATE OR REPLACE FUNCTION inv_apply_batch(cmds jsonb)
-RETURNS TABLE (out_id bigint, out_topic text, out_key text, out_payload text, out_cid text, out_headers jsonb,
-               out_type text, out_ikey text, out_reason text)
+CREATE OR REPLACE FUNCTION inv_apply_batch(cmds jsonb) RETURNS SETOF inv_out
 LANGUAGE plpgsql SET enable_seqscan = off SET enable_nestloop = off SET jit = off SET plan_cache_mode = force_generic_plan AS $$
 DECLARE
     n int := jsonb_array_length(cmds);
@@ -288,7 +301,7 @@ BEGIN
                   FROM e ORDER BY e.n
                 RETURNING b.id, b.msg_key, b.payload, b.correlation_id, b.headers, b.dedup_key)
             SELECT ins.id, 'events'::text, ins.msg_key, ins.payload, ins.correlation_id, ins.headers,
-                   'StockReserved'::text, ins.dedup_key, NULL::text
+                   'stock_reserved'::text, 'StockReserved'::text, ins.dedup_key, e.e->'c'->>'order_id', NULL::text
               FROM e JOIN ins ON ins.id = e.id
              ORDER BY e.n;
             RETURN;

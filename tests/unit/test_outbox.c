@@ -130,7 +130,7 @@ Test(outbox_publish, routes_each_row_with_its_key_and_correlation_header) {
     PGresult *rows = outbox_rows(5, 3, cells);
     struct relay *r = relay_new();
 
-    cr_assert_eq(vx_outbox_publish(r->ob, rows, errstr, sizeof(errstr)), 3, "%s", errstr);
+    cr_assert_eq(vx_outbox_publish(r->ob, rows, NULL, errstr, sizeof(errstr)), 3, "%s", errstr);
     await_reports(r, 3);
 
     cr_expect_str_eq(r->d[1].topic, "t.inventory.events");
@@ -168,7 +168,7 @@ Test(outbox_publish, headers_column_adds_its_members_as_headers) {
     PGresult *rows = outbox_rows(6, 3, cells);
     struct relay *r = relay_new();
 
-    cr_assert_eq(vx_outbox_publish(r->ob, rows, errstr, sizeof(errstr)), 3, "%s", errstr);
+    cr_assert_eq(vx_outbox_publish(r->ob, rows, NULL, errstr, sizeof(errstr)), 3, "%s", errstr);
     await_reports(r, 3);
     cr_expect_eq(r->d[1].nheaders, 3);
     cr_expect_str_eq(r->d[1].corr, "corr-1");
@@ -188,7 +188,7 @@ Test(outbox_publish, unknown_logical_topic_is_an_error_naming_row_and_topic) {
     PGresult *rows = outbox_rows(5, 1, cells);
     struct relay *r = relay_new();
 
-    cr_expect_eq(vx_outbox_publish(r->ob, rows, errstr, sizeof(errstr)), -1);
+    cr_expect_eq(vx_outbox_publish(r->ob, rows, NULL, errstr, sizeof(errstr)), -1);
     cr_expect_not_null(strstr(errstr, "payments.events"), "%s", errstr);
     cr_expect_not_null(strstr(errstr, "7"), "%s", errstr);
     expect_no_reports(r);
@@ -200,7 +200,7 @@ Test(outbox_publish, no_rows_publish_nothing) {
     PGresult *rows = outbox_rows(5, 0, NULL);
     struct relay *r = relay_new();
 
-    cr_expect_eq(vx_outbox_publish(r->ob, rows, errstr, sizeof(errstr)), 0, "%s", errstr);
+    cr_expect_eq(vx_outbox_publish(r->ob, rows, NULL, errstr, sizeof(errstr)), 0, "%s", errstr);
     expect_no_reports(r);
     PQclear(rows);
     relay_destroy(r);
