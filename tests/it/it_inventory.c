@@ -1003,6 +1003,174 @@ Test(inventory, gremlin_delays_every_second_command_and_marks_its_events) {
     inv_stop(svc);
 }
 
+/* The event of `ikey`, which must be there already; borrowed. */
+static const it_msg *event_of(const it_collector_t *ev, const char *ikey) {
+    const it_msg *m = it_collector_find_str(ev, "idempotency_key", ikey);
+    cr_assert(m != NULL, "no event for %s", ikey);
+    return m;
+}
+
+/* One command held back (the gremlin: 3 s on every 5th) delays only what shares its order. In one
+ * partition, reservations of other orders produced after it are committed before it, and its
+ * order's release waits behind it: it gives back what the reservation took, not nothing. */
+Test(inventory, held_back_command_is_passed_by_other_orders_and_not_by_its_release) {
+    char err[IT_ERR_SIZE], topic[256], e_topic[300];
+    it_run_name(topic, sizeof topic, "slow.commands");
+    snprintf(e_topic, sizeof e_topic, "INVENTORY_COMMANDS_TOPIC=%s", topic);
+    const char *const extra[] = {e_topic, "VX_TOPIC_PARTITIONS=1", "VX_GREMLIN_DELAY_MS=3000",
+                                 "VX_GREMLIN_EVERY=5", NULL};
+    it_proc_t *svc = inv_spawn_with(INV_ADDR, NULL, extra, true);
+    it_collector_t *ev = collect_events(IT_FROM_END);
+    char *restock = cmd_restock("slow-restock", "slow-p", 100, "Slow");
+    IT_OK(it_produce_one(topic, "slow-p", restock, NULL, 0, err, sizeof err), err); /* the 1st command */
+    free(restock);
+    await_event(ev, "slow-restock");
+
+    /* 2nd to 4th: other orders; 5th: held back; 6th: its release; 7th, 8th: other orders */
+    static const struct { const char *ikey, *order; int release; int64_t qty; } cmds[] = {
+        {"slow-r1", "slow-o1", 0, 1}, {"slow-r2", "slow-o2", 0, 1}, {"slow-r3", "slow-o3", 0, 1},
+        {"slow-ra", "slow-oa", 0, 2}, {"slow-rel-a", "slow-oa", 1, 0}, {"slow-r4", "slow-o4", 0, 1},
+        {"slow-r5", "slow-o5", 0, 1},
+    };
+    it_producer_t *prod = NULL;
+    IT_OK(it_producer_new(&prod, NULL, err, sizeof err), err);
+    for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++) {
+        char *json = cmds[i].release ? cmd_release(cmds[i].ikey, cmds[i].order)
+                                     : cmd_reserve1(cmds[i].ikey, cmds[i].order, "slow-p", cmds[i].qty);
+        IT_OK(it_produce(prod, topic, cmds[i].order, strlen(cmds[i].order), json, strlen(json), NULL, 0, err,
+                         sizeof err),
+              err);
+        free(json);
+    }
+    IT_OK(it_producer_flush(prod, IT_WAIT_MS, err, sizeof err), err);
+    it_producer_free(prod);
+    for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++) await_event(ev, cmds[i].ikey);
+
+    const it_msg *held = event_of(ev, "slow-ra"), *rel = event_of(ev, "slow-rel-a");
+    size_t size;
+    assert_envelope(held, "StockReserved", "slow-ra");
+    const char *delay = it_msg_header_get(held, "chaos-delay-ms", &size);
+    cr_assert(delay && strcmp(delay, "3000") == 0, "the held-back command's event says chaos-delay-ms %s",
+              delay ? delay : "(none)");
+    for (size_t i = 0; i < 3; i++) /* the other orders' events carry no delay mark */
+        cr_assert_null(it_msg_header_get(event_of(ev, cmds[i].ikey), "chaos-delay-ms", &size));
+    for (const char *const *k = (const char *const[]){"slow-r4", "slow-r5", NULL}; *k; k++) {
+        const it_msg *m = event_of(ev, *k);
+        assert_envelope(m, "StockReserved", *k);
+        cr_assert(strcmp(field(m, "occurred_at"), field(held, "occurred_at")) < 0,
+                  "%s (produced after the held-back command) was committed at %s, not before it (%s)", *k,
+                  field(m, "occurred_at"), field(held, "occurred_at"));
+    }
+    assert_envelope(rel, "StockReleased", "slow-rel-a");
+    cr_assert_eq(items_qty(rel, "slow-p"), 2, "the release overtook its reservation: %s", rel->value);
+    cr_assert(strcmp(field(rel, "occurred_at"), field(held, "occurred_at")) >= 0,
+              "the release (%s) was committed before its reservation (%s)", field(rel, "occurred_at"),
+              field(held, "occurred_at"));
+    assert_stock("slow-p", 100 - 5);
+    it_collector_free(ev);
+    inv_stop(svc);
+}
+
+/* A row lock held on one product from another connection holds back only the reservations of that
+ * product: the others are applied while it is held; when it goes, the held ones are applied once. */
+Test(inventory, row_lock_on_one_product_delays_only_the_orders_of_that_product) {
+    char err[IT_ERR_SIZE], ikey[64], order[64];
+    it_proc_t *svc = inv_spawn(INV_ADDR, NULL);
+    it_collector_t *ev = collect_events(IT_FROM_END);
+    restock_and_wait(ev, "lock-restock-l", "lock-pl", 100);
+    restock_and_wait(ev, "lock-restock-f", "lock-pf", 100);
+
+    PGconn *locker = NULL;
+    IT_OK(it_pg_connect(&locker, INV_DB, err, sizeof err), err);
+    PQclear(PQexec(locker, "BEGIN"));
+    PGresult *r = PQexec(locker, "SELECT stock FROM products WHERE id = 'lock-pl' FOR UPDATE");
+    cr_assert_eq(PQresultStatus(r), PGRES_TUPLES_OK, "%s", PQerrorMessage(locker));
+    PQclear(r);
+    for (int i = 0; i < 10; i++) { /* interleaved: locked, free, locked, free ... */
+        snprintf(ikey, sizeof ikey, "lock-%d", i);
+        snprintf(order, sizeof order, "lock-o-%d", i);
+        send_cmd(order, cmd_reserve1(ikey, order, i % 2 ? "lock-pf" : "lock-pl", 1));
+    }
+    for (int i = 1; i < 10; i += 2) { /* the free product's, while the lock is held */
+        snprintf(ikey, sizeof ikey, "lock-%d", i);
+        assert_envelope(await_event(ev, ikey), "StockReserved", ikey);
+    }
+    catch_up(ev);
+    for (int i = 0; i < 10; i += 2) {
+        snprintf(ikey, sizeof ikey, "lock-%d", i);
+        cr_assert_eq(it_collector_count_str(ev, "idempotency_key", ikey), 0,
+                     "%s was answered while its product was locked", ikey);
+    }
+    assert_stock("lock-pf", 95);
+    r = PQexec(locker, "COMMIT");
+    cr_assert_eq(PQresultStatus(r), PGRES_COMMAND_OK, "%s", PQerrorMessage(locker));
+    PQclear(r);
+    PQfinish(locker);
+    for (int i = 0; i < 10; i += 2) {
+        snprintf(ikey, sizeof ikey, "lock-%d", i);
+        assert_envelope(await_event(ev, ikey), "StockReserved", ikey);
+    }
+    await_group_committed();
+    catch_up(ev);
+    for (int i = 0; i < 10; i++) {
+        snprintf(ikey, sizeof ikey, "lock-%d", i);
+        cr_assert_eq(assert_identical_events(ev, ikey), 1, "%s answered more than once", ikey);
+    }
+    assert_stock("lock-pl", 95);
+    it_collector_free(ev);
+    inv_stop(svc);
+}
+
+/* kill -9 while commands are held aside (the gremlin holds every 3rd for a minute): the next
+ * instance applies them, from the lowest offset not done, and nothing is applied twice. */
+Test(inventory, kill_while_commands_are_held_aside_loses_and_doubles_nothing) {
+    const char *const extra[] = {"VX_GREMLIN_DELAY_MS=60000", "VX_GREMLIN_EVERY=3", NULL};
+    char err[IT_ERR_SIZE], ikey[64], order[64];
+    int status;
+    bool killed;
+    it_proc_t *svc = inv_spawn(INV_ADDR, NULL); /* no command of another test left to count */
+    await_group_committed();
+    inv_stop(svc);
+    svc = inv_spawn_with(INV_ADDR, NULL, extra, true);
+    it_collector_t *ev = collect_events(IT_FROM_END);
+    restock_and_wait(ev, "held-restock", "held-p", 1000); /* the 1st command */
+    int64_t stock = 1000;
+    for (int i = 0; i < 30; i++) { /* the 2nd to the 31st: every 3rd is held */
+        snprintf(ikey, sizeof ikey, "held-%d", i);
+        snprintf(order, sizeof order, "held-o-%d", i);
+        send_cmd(order, cmd_reserve1(ikey, order, "held-p", 1 + i % 3));
+        stock -= 1 + i % 3;
+    }
+    for (int i = 0; i < 30; i++) {
+        if ((i + 2) % 3 == 0) continue;
+        snprintf(ikey, sizeof ikey, "held-%d", i);
+        await_event(ev, ikey);
+    }
+    catch_up(ev);
+    for (int i = 1; i < 30; i += 3) {
+        snprintf(ikey, sizeof ikey, "held-%d", i);
+        cr_assert_eq(it_collector_count_str(ev, "idempotency_key", ikey), 0, "%s was not held back", ikey);
+    }
+    usleep(1500 * 1000); /* an auto-commit of the offsets stored so far */
+    IT_OK(it_proc_stop(svc, SIGKILL, 10000, &status, &killed, err, sizeof err), err);
+    it_proc_free(svc);
+
+    svc = inv_spawn(INV_ADDR, NULL);
+    for (int i = 0; i < 30; i++) {
+        snprintf(ikey, sizeof ikey, "held-%d", i);
+        assert_envelope(await_event(ev, ikey), "StockReserved", ikey);
+    }
+    await_group_committed();
+    catch_up(ev);
+    for (int i = 0; i < 30; i++) {
+        snprintf(ikey, sizeof ikey, "held-%d", i);
+        assert_identical_events(ev, ikey);
+    }
+    assert_stock("held-p", stock);
+    it_collector_free(ev);
+    inv_stop(svc);
+}
+
 /* A crash at each point inside the batch: the instance dies with 70 at the
  * point, the next one finishes the work, and every command has applied once
  * (stock) and answered with identical bytes however often it was published. */

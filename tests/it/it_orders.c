@@ -477,16 +477,20 @@ static it_proc_t *inv_spawn(const char *instance) {
     return spawn("inventory-svc", INV_EXE, INV_ADDR, instance, &e);
 }
 
-static it_proc_t *ord_spawn(const char *instance) {
+/* extra: settings ("NAME=value", NULL-terminated, may be NULL) that go first: the first of a name wins. */
+static it_proc_t *ord_spawn_with(const char *instance, const char *const extra[]) {
     char db[256];
     env_list e = {0};
     it_pg_url(db, sizeof db, ORD_DB);
+    env_extra(&e, extra);
     env_common(&e);
     env_add(&e, "ORDERS_DB=%s", db);
     env_add(&e, "ORDERS_HTTP_ADDR=%s", ORD_ADDR);
     env_add(&e, "ORDERS_GROUP_ID=%s", g_ord);
     return spawn("order-svc", ORD_EXE, ORD_ADDR, instance, &e);
 }
+
+static it_proc_t *ord_spawn(const char *instance) { return ord_spawn_with(instance, NULL); }
 
 /* extra: GATEWAY_* knobs ("NAME=value", NULL-terminated, may be NULL). */
 static it_proc_t *gw_spawn(const char *addr, const char *const extra[]) {
@@ -1851,6 +1855,49 @@ Test(orders, another_commands_answer_about_the_order_does_not_answer_a_waiting_p
     http_resp_clear(&job.resp);
     assert_stock("ox-p", 8);
     free(body);
+    stack_down(&s);
+}
+
+/* order-svc's gremlin holds back one PlaceOrder for 3 s (every 3rd command): the CancelOrder of
+ * that order, produced right after it, waits behind it (the order ends CANCELLED, not "not_found"
+ * then CONFIRMED), while a PlaceOrder of another order produced after both is decided before the
+ * held-back order even exists. */
+Test(orders, held_back_place_order_is_passed_by_other_orders_and_not_by_its_cancel) {
+    const char *const extra[] = {"VX_GREMLIN_DELAY_MS=3000", "VX_GREMLIN_EVERY=3", NULL};
+    const char *pid = "hb-p";
+    int64_t qty = 1;
+    char oid[37];
+    stack s;
+    stack_up(&s, "hb", false, NULL);
+    restock(&s, "hb-p", 10);
+    svc_stop(s.ord, "order-svc"); /* again, with the gremlin: its count starts here */
+    s.ord = ord_spawn_with("gremlin", extra);
+    produce(t_ocmd, "hb-x", place_order_cmd("hb-x", NULL, "cust-hb", 1, &pid, &qty), NULL); /* 1st */
+    produce(t_ocmd, "hb-y", place_order_cmd("hb-y", NULL, "cust-hb", 1, &pid, &qty), NULL); /* 2nd */
+    produce(t_ocmd, "hb-a", place_order_cmd("hb-a", NULL, "cust-hb", 1, &pid, &qty), NULL); /* 3rd: held */
+    derived_order_id("hb-a", oid);
+    produce(t_ocmd, "hb-a-cancel", cancel_order_cmd("hb-a-cancel", oid), NULL);             /* 4th */
+    produce(t_ocmd, "hb-z", place_order_cmd("hb-z", NULL, "cust-hb", 1, &pid, &qty), NULL); /* 5th */
+
+    const it_msg *z = await_msg(s.results, "idempotency_key", "hb-z", 1);
+    cr_assert_str_eq(it_msg_str(z, "status"), "CONFIRMED", "%s", z->value);
+    const it_msg *a = await_msg(s.results, "idempotency_key", "hb-a-cancel", 1);
+    cr_assert_str_eq(it_msg_str(a, "status"), "CANCELLED", "the cancel overtook its order: %s", a->value);
+    PGconn *conn = NULL;
+    PGresult *res = pg_query(&conn, ORD_DB, "SELECT ord_ts(created_at) FROM orders WHERE id = $1",
+                             (const char *const[]){oid}, 1);
+    cr_assert_eq(PQntuples(res), 1, "order %s is not in the database", oid);
+    cr_assert(strcmp(it_msg_str(z, "occurred_at"), PQgetvalue(res, 0, 0)) < 0,
+              "hb-z (produced after the held-back order) was decided at %s, not before that order was placed (%s)",
+              it_msg_str(z, "occurred_at"), PQgetvalue(res, 0, 0));
+    PQclear(res);
+    PQfinish(conn);
+    catch_up(s.results);
+    cr_assert_eq(it_collector_count_str(s.results, "order_id", oid), 1, "order %s has more than one result", oid);
+    char release[64];
+    snprintf(release, sizeof release, "order:%s:release", oid);
+    await_msg(s.events, "idempotency_key", release, 1);
+    assert_stock("hb-p", 10 - 3); /* hb-x, hb-y, hb-z; hb-a's reservation given back */
     stack_down(&s);
 }
 
