@@ -83,6 +83,7 @@ static int load_config(config_t *c, char *errstr, size_t errstr_size) {
     c->rr.breaker.window_ms = (int)v[6];
     c->rr.breaker.open_ms = (int)v[7];
     c->rr.breaker.probes = (int)v[8];
+    c->rr.breaker.call_ms = (int)c->timeout_ms;
     return 0;
 }
 

@@ -27,6 +27,11 @@ void gw_breaker_init(gw_breaker_t *b, const gw_breaker_opts_t *o) {
     if (b->o.window_ms > GW_BREAKER_BUCKETS * 1000) b->o.window_ms = GW_BREAKER_BUCKETS * 1000;
     if (b->o.probes < 1) b->o.probes = 1;
     if (b->o.min_calls < 1) b->o.min_calls = 1;
+    if (b->o.call_ms > 0) {
+        int fit = b->o.window_ms / b->o.call_ms; /* one client's calls that end in a window */
+        if (fit < 2) fit = 2;
+        if (fit < b->o.min_calls) b->o.min_calls = fit;
+    }
     b->state = GW_BREAKER_CLOSED;
 }
 

@@ -2,7 +2,8 @@
  * (milliseconds from any monotonic origin), so tests drive time by hand.
  *
  * Breaker: CLOSED counts call outcomes in a rolling window of one-second buckets; when at least
- * min_calls ended there and the failure share reaches failure_rate it goes OPEN and refuses calls
+ * min_calls ended there (fewer when calls are long: call_ms) and the failure share reaches
+ * failure_rate it goes OPEN and refuses calls
  * for open_ms; then HALF_OPEN admits at most `probes` calls at once. A probe's outcome always comes
  * (every call is bounded by the request timeout), so it cannot stick half-open: `probes` successes
  * close it, one failure opens it again. Not thread-safe: the caller holds its own lock. */
@@ -19,6 +20,11 @@ typedef struct {
     int window_ms;       /* rolling window, 1000..60000, whole seconds */
     int open_ms;         /* how long OPEN refuses calls */
     int probes;          /* calls admitted at once while HALF_OPEN */
+    /* The longest a call can take (the request deadline; 0: not known). A lone client, whose calls
+     * each take the whole deadline when the path is dead, ends at most window_ms / call_ms calls in
+     * the window: the minimum follows, min(min_calls, max(2, window_ms / call_ms)), so that client
+     * too sees the breaker open instead of waiting out every deadline. */
+    int call_ms;
     /* called on every state change (may be NULL) */
     void (*on_change)(gw_breaker_state_t from, gw_breaker_state_t to, void *opaque);
     void *opaque;

@@ -459,3 +459,42 @@ Test(backoff, the_same_seed_gives_the_same_sequence) {
     unsigned a = 99, b = 99;
     for (int i = 0; i < 100; i++) cr_expect_eq(gw_backoff_ms(i % 8, 50, 1000, &a), gw_backoff_ms(i % 8, 50, 1000, &b));
 }
+
+/* A lone client facing a dead path: each call takes the whole 5 s deadline, so two end in a 10 s
+ * window. With the minimum following the deadline, two failed calls open the breaker; without
+ * call_ms the same two never reach min_calls (10). */
+Test(breaker, minimum_follows_the_deadline_so_a_lone_client_opens_it) {
+    changes_t c;
+    gw_breaker_t b;
+    gw_breaker_opts_t o = opts(&c);
+    o.call_ms = 5000;
+    gw_breaker_init(&b, &o);
+    call(&b, T0 + 5000, 0);
+    cr_expect_eq(gw_breaker_state(&b, T0 + 5000), GW_BREAKER_CLOSED, "one failure is not a rate");
+    call(&b, T0 + 10000, 0);
+    cr_expect_eq(gw_breaker_state(&b, T0 + 10000), GW_BREAKER_OPEN);
+
+    o = opts(&c);
+    gw_breaker_init(&b, &o);
+    call(&b, T0 + 5000, 0);
+    call(&b, T0 + 10000, 0);
+    cr_expect_eq(gw_breaker_state(&b, T0 + 10000), GW_BREAKER_CLOSED);
+}
+
+/* A short deadline does not lower the minimum below what min_calls says, nor below 2. */
+Test(breaker, minimum_follows_the_deadline_within_bounds) {
+    changes_t c;
+    gw_breaker_t b;
+    gw_breaker_opts_t o = opts(&c);
+    o.call_ms = 100; /* 100 calls fit in the window: min_calls (10) stays */
+    gw_breaker_init(&b, &o);
+    calls(&b, T0, 9, 0);
+    cr_expect_eq(gw_breaker_state(&b, T0), GW_BREAKER_CLOSED);
+    o = opts(&c);
+    o.call_ms = 60000; /* longer than the window: still 2 calls, never 1 */
+    gw_breaker_init(&b, &o);
+    call(&b, T0, 0);
+    cr_expect_eq(gw_breaker_state(&b, T0), GW_BREAKER_CLOSED);
+    call(&b, T0, 0);
+    cr_expect_eq(gw_breaker_state(&b, T0), GW_BREAKER_OPEN);
+}
