@@ -67,7 +67,7 @@ $(B)/it_%: $(B)/obj/tests/it/harness.o $(B)/obj/tests/it/it_%.o
 $(B)/it_sql: $(B)/obj/tests/it/harness.o $(B)/obj/tests/it/it_sql.o $(COMMON_OBJ)
 	$(CC) $(CFLAGS) -o $@ $^ $(PKG_LIBS) $(CRIT_LIBS)
 $(B)/vxbench: $(B)/obj/tools/vxbench.o $(COMMON_OBJ)
-	$(CC) $(CFLAGS) -o $@ $^ $(PKG_LIBS)
+	$(CC) $(CFLAGS) -o $@ $^ $(PKG_LIBS) -lcurl
 
 unit: $(B)/unit_tests
 	$(B)/unit_tests

@@ -27,6 +27,7 @@
 #define KKEY_CAP (VX_MSG_MAX_KEY * 4) /* a longer Kafka key orders by its hash */
 #define CHUNK 256                     /* entries allocated at once; never freed before the applier */
 #define MAX_LOG_FIELDS 8
+#define MAX_TOPICS 8 /* topics a service consumes */
 
 typedef struct part part_t;
 
@@ -45,6 +46,7 @@ typedef struct entry {
 
 struct part {
     char *topic;
+    int topic_ix; /* which of the applier's topics: ordering keys are per topic */
     int32_t partition;
     int64_t next;   /* one past the last offset taken */
     int64_t stored; /* the offset last stored */
@@ -80,7 +82,10 @@ struct vx_apply_s {
     size_t nparts, cap_parts;
     entry_t **ready, **call;      /* this turn's ready entries; the call being built */
     size_t cap_ready, ncall;
-    vx_strset_t blocked, hot;     /* the turn's walk: keys of entries not ready, rows of lock waiters */
+    char *topics[MAX_TOPICS];     /* the topics seen, by index */
+    int ntopics;
+    vx_strset_t blocked[MAX_TOPICS]; /* the turn's walk: keys of entries not ready, per topic */
+    vx_strset_t hot;              /* and rows of lock waiters (of any topic: rows are the database's) */
     vx_strset_t set_keys, set_rows; /* keys and rows of what this turn set aside */
     vx_strset_t call_keys;        /* the service keys of the call being built */
     long long dlq_pending, dlq_failed;
@@ -218,6 +223,12 @@ static part_t *part_of(vx_apply_t *a, const rd_kafka_message_t *m) {
     p = &a->parts[a->nparts];
     memset(p, 0, sizeof(*p));
     if (!(p->topic = strdup(topic))) return NULL;
+    for (p->topic_ix = 0; p->topic_ix < a->ntopics && strcmp(a->topics[p->topic_ix], topic) != 0; p->topic_ix++) {
+    }
+    if (p->topic_ix == a->ntopics) {
+        if (a->ntopics == MAX_TOPICS || !(a->topics[a->ntopics] = strdup(topic))) return NULL;
+        a->ntopics++;
+    }
     p->partition = m->partition;
     p->next = p->stored = -1;
     a->nparts++;
@@ -527,15 +538,16 @@ static size_t walk(vx_apply_t *a, long long now) {
         for (entry_t *x = a->head; x; x = x->next)
             if (x->lock_waits && x->due > now) add_rows(&a->hot, x);
     for (entry_t *x = a->head; x; x = x->next) {
-        if (x->due > now || has_key(&a->blocked, x) || has_row(&a->hot, x)) {
-            add_keys(&a->blocked, x);
+        vx_strset_t *blocked = &a->blocked[x->part->topic_ix];
+        if (x->due > now || has_key(blocked, x) || has_row(&a->hot, x)) {
+            add_keys(blocked, x);
             continue;
         }
         x->probe = x->lock_waits > 0;
         if (n && (x->probe || x->e.kind < a->ready[n - 1]->e.kind)) sort = 1;
         a->ready[n++] = x;
     }
-    vx_strset_clear(&a->blocked);
+    for (int t = 0; t < a->ntopics; t++) vx_strset_clear(&a->blocked[t]);
     vx_strset_clear(&a->hot);
     if (sort) qsort(a->ready, n, sizeof(*a->ready), by_turn);
     return n;
@@ -662,7 +674,10 @@ void vx_apply_destroy(vx_apply_t *a) {
     free(a->parts);
     free(a->ready);
     free(a->call);
-    vx_strset_free(&a->blocked);
+    for (int t = 0; t < a->ntopics; t++) {
+        vx_strset_free(&a->blocked[t]);
+        free(a->topics[t]);
+    }
     vx_strset_free(&a->hot);
     vx_strset_free(&a->set_keys);
     vx_strset_free(&a->set_rows);

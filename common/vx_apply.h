@@ -4,10 +4,11 @@
  * its outbox rows in one transaction, and the rows that call returns published right after its
  * commit; or dead-lettered with its reason; or skipped as nothing to do.
  *
- * Ordering. Kafka keeps a partition in order, correctness needs order only per key. Entries that
- * share an ordering key (the service's keys, such as the idempotency key and the order id, and the
- * Kafka key) are applied in arrival order; any other entry may pass them. An entry is held aside,
- * and every entry sharing a key with it waits behind it, while
+ * Ordering. Kafka keeps a partition in order, correctness needs order only per key. Entries of one
+ * topic that share an ordering key (the service's keys, such as the idempotency key and the order
+ * id, and the Kafka key) are applied in arrival order; any other entry may pass them (two topics
+ * have no order between them to keep). An entry is held aside, and every entry of its topic sharing
+ * a key with it waits behind it, while
  *   - the latency gremlin holds it back (vx_chaos.h): it is applied once its delay has passed, and
  *     what it produces carries the chaos-delay-ms header; or
  *   - it waited on a lock longer than the connection's lock_timeout: it is tried again alone with

@@ -15,10 +15,19 @@
  *   vxbench drop-topics TOPIC...                   deletes topics
  *   vxbench migrate CONNINFO DIRS                  applies a service's migrations (vx_pg_migrate) to a
  *                                                  scratch database, for stage D
+ *   vxbench http-load URL CONNS SECS PREFIX PRODUCTS SLOW_MS [MARKED_PRODUCT]
+ *                                                  closed-loop clients: CONNS connections, each POSTing
+ *                                                  an order (a fresh Idempotency-Key) as soon as its
+ *                                                  last one was answered, for SECS; prints answers by
+ *                                                  status, accepted (201) per second and latency
+ *                                                  percentiles, overall and of the answers faster than
+ *                                                  SLOW_MS (the undelayed), and of the orders that do
+ *                                                  not / do touch MARKED_PRODUCT
  *
  * Invariant: every figure printed comes from messages seen on the broker; a run that does not see
  * every answer it waits for says so and exits 1, so bench.sh never reports a guess. Output of count
  * and paced is "name value" lines for the script to read. Kafka settings come from KAFKA_* (vx_kafka). */
+#include <curl/curl.h>
 #include <errno.h>
 #include <json-c/json.h>
 #include <librdkafka/rdkafka.h>
@@ -699,6 +708,151 @@ static int cmd_migrate(const char *conninfo, const char *dirs) {
     return rc;
 }
 
+/* ---- http-load: closed-loop clients over HTTP --------------------------------------------------- */
+
+typedef struct {
+    const char *url, *prefix, *marked;
+    long products, id;
+    int64_t until_ns;
+    double *lat;    /* ms, one per answer */
+    char *marks;    /* 1: the order touched the marked product */
+    int *status;    /* the HTTP status, 0 when the request failed */
+    size_t n, cap;
+} load_client_t;
+
+static size_t load_discard(char *p, size_t size, size_t n, void *opaque) {
+    (void)p;
+    (void)opaque;
+    return size * n;
+}
+
+static void *load_run(void *arg) {
+    load_client_t *c = arg;
+    CURL *curl = curl_easy_init();
+    struct curl_slist *hdrs = NULL;
+    char key[160], keyhdr[200], body[LINE_CAP];
+    uint64_t rng = 0x9E3779B97F4A7C15ULL ^ (uint64_t)(c->id + 1) * 0x100000001b3ULL;
+    gen_t g;
+
+    if (!curl) return NULL;
+    gen_init(&g, c->prefix, c->products, rng);
+    curl_easy_setopt(curl, CURLOPT_URL, c->url);
+    curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, load_discard);
+    curl_easy_setopt(curl, CURLOPT_TIMEOUT_MS, 60000L);
+    curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
+    for (long i = 0; mono_ns() < c->until_ns; i++) {
+        size_t len = (size_t)snprintf(body, sizeof(body), "{\"customer_id\":\"cust-%03ld\",", (long)(i % 1000));
+        int64_t t0;
+        long status = 0;
+
+        len = gen_items(&g, body, len, sizeof(body));
+        snprintf(body + len, sizeof(body) - len, "}");
+        snprintf(key, sizeof(key), "%s-c%ld-%ld", c->prefix, c->id, i);
+        snprintf(keyhdr, sizeof(keyhdr), "Idempotency-Key: %s", key);
+        hdrs = curl_slist_append(curl_slist_append(NULL, "Content-Type: application/json"), keyhdr);
+        curl_easy_setopt(curl, CURLOPT_HTTPHEADER, hdrs);
+        curl_easy_setopt(curl, CURLOPT_POSTFIELDS, body);
+        t0 = mono_ns();
+        if (curl_easy_perform(curl) == CURLE_OK) curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &status);
+        curl_slist_free_all(hdrs);
+        if (c->n == c->cap) {
+            size_t cap = c->cap ? c->cap * 2 : 4096;
+            double *lat = realloc(c->lat, cap * sizeof(*lat));
+            char *marks = lat ? realloc(c->marks, cap) : NULL;
+            int *st = marks ? realloc(c->status, cap * sizeof(*st)) : NULL;
+            if (lat) c->lat = lat;
+            if (marks) c->marks = marks;
+            if (!st) break;
+            c->status = st;
+            c->cap = cap;
+        }
+        c->lat[c->n] = (double)(mono_ns() - t0) / 1e6;
+        c->marks[c->n] = c->marked && strstr(body, c->marked) != NULL;
+        c->status[c->n++] = (int)status;
+        if (!status) usleep(100 * 1000); /* a refused connection: do not spin */
+    }
+    curl_easy_cleanup(curl);
+    return NULL;
+}
+
+/* Percentile pct of the latencies of answers that pass keep (sorted copy); -1 when there are none. */
+static double load_pct(const load_client_t *cl, long conns, double pct, int (*keep)(const load_client_t *, size_t, double),
+                       double arg, long *count) {
+    size_t total = 0, k = 0;
+    double *v, r;
+    for (long i = 0; i < conns; i++) total += cl[i].n;
+    if (!(v = malloc((total ? total : 1) * sizeof(*v)))) return -1;
+    for (long i = 0; i < conns; i++)
+        for (size_t j = 0; j < cl[i].n; j++)
+            if (keep(&cl[i], j, arg)) v[k++] = cl[i].lat[j];
+    if (count) *count = (long)k;
+    qsort(v, k, sizeof(*v), cmp_double);
+    r = k ? percentile(v, (long)k, pct) : -1;
+    free(v);
+    return r;
+}
+static int keep_answered(const load_client_t *c, size_t j, double arg) { (void)arg; return c->status[j] != 0; }
+static int keep_fast(const load_client_t *c, size_t j, double slow) { return c->status[j] == 201 && c->lat[j] < slow; }
+static int keep_slow(const load_client_t *c, size_t j, double slow) { return c->status[j] && c->lat[j] >= slow; }
+static int keep_marked(const load_client_t *c, size_t j, double want) { return c->status[j] == 201 && c->marks[j] == (char)want; }
+
+static int cmd_http_load(char **argv, const char *marked) {
+    long conns, secs, products, slow;
+    load_client_t *cl;
+    pthread_t *th;
+    int64_t t0;
+    double dur;
+    long by[6] = {0}; /* 201, 202, 409, 429, 503, other */
+    long failed = 0, total = 0, n;
+
+    if (parse_long(argv[1], 1, 4096, &conns) || parse_long(argv[2], 1, 86400, &secs) ||
+        parse_long(argv[4], 1, 999, &products) || parse_long(argv[5], 1, 3600000, &slow))
+        return 2;
+    curl_global_init(CURL_GLOBAL_DEFAULT);
+    cl = calloc((size_t)conns, sizeof(*cl));
+    th = calloc((size_t)conns, sizeof(*th));
+    if (!cl || !th) return 1;
+    t0 = mono_ns();
+    for (long i = 0; i < conns; i++) {
+        cl[i] = (load_client_t){.url = argv[0], .prefix = argv[3], .marked = marked, .products = products, .id = i,
+                                .until_ns = t0 + (int64_t)secs * 1000000000};
+        if (pthread_create(&th[i], NULL, load_run, &cl[i])) return 1;
+    }
+    for (long i = 0; i < conns; i++) pthread_join(th[i], NULL);
+    dur = (double)(mono_ns() - t0) / 1e9;
+    for (long i = 0; i < conns; i++)
+        for (size_t j = 0; j < cl[i].n; j++) {
+            int st = cl[i].status[j];
+            total++;
+            if (!st) failed++;
+            else by[st == 201 ? 0 : st == 202 ? 1 : st == 409 ? 2 : st == 429 ? 3 : st == 503 ? 4 : 5]++;
+        }
+    printf("requests %ld\nfailed %ld\ns201 %ld\ns202 %ld\ns409 %ld\ns429 %ld\ns503 %ld\nsother %ld\n", total, failed,
+           by[0], by[1], by[2], by[3], by[4], by[5]);
+    printf("duration_s %.2f\naccepted_per_s %.1f\n", dur, (double)by[0] / dur);
+    printf("p50_ms %.2f\np99_ms %.2f\n", load_pct(cl, conns, 50, keep_answered, 0, NULL),
+           load_pct(cl, conns, 99, keep_answered, 0, NULL));
+    printf("fast_p50_ms %.2f\n", load_pct(cl, conns, 50, keep_fast, (double)slow, &n));
+    printf("fast %ld\n", n);
+    load_pct(cl, conns, 50, keep_slow, (double)slow, &n);
+    printf("slow %ld\n", n);
+    if (marked) {
+        printf("other_p50_ms %.2f\n", load_pct(cl, conns, 50, keep_marked, 0, &n));
+        printf("other %ld\n", n);
+        printf("marked_p50_ms %.2f\n", load_pct(cl, conns, 50, keep_marked, 1, &n));
+        printf("marked %ld\n", n);
+    }
+    for (long i = 0; i < conns; i++) {
+        free(cl[i].lat);
+        free(cl[i].marks);
+        free(cl[i].status);
+    }
+    free(cl);
+    free(th);
+    curl_global_cleanup();
+    return failed == total ? 1 : 0;
+}
+
 static int usage(void) {
     fprintf(stderr, "usage: vxbench seed PREFIX PRODUCTS QTY\n"
                     "       vxbench inventory|orders PREFIX N PRODUCTS\n"
@@ -707,7 +861,8 @@ static int usage(void) {
                     "       vxbench group-to-end GROUP TOPIC\n"
                     "       vxbench wait-topics TIMEOUT_S TOPIC...\n"
                     "       vxbench drop-topics TOPIC...\n"
-                    "       vxbench migrate CONNINFO DIRS\n");
+                    "       vxbench migrate CONNINFO DIRS\n"
+                    "       vxbench http-load URL CONNS SECS PREFIX PRODUCTS SLOW_MS [MARKED_PRODUCT]\n");
     return 2;
 }
 
@@ -725,5 +880,6 @@ int main(int argc, char **argv) {
     if (strcmp(cmd, "wait-topics") == 0 && argc >= 4) return cmd_wait_topics(argv[2], argv + 3, argc - 3);
     if (strcmp(cmd, "drop-topics") == 0 && argc >= 3) return cmd_drop_topics(argv + 2, argc - 2);
     if (strcmp(cmd, "migrate") == 0 && argc == 4) return cmd_migrate(argv[2], argv[3]);
+    if (strcmp(cmd, "http-load") == 0 && (argc == 8 || argc == 9)) return cmd_http_load(argv + 2, argc == 9 ? argv[8] : NULL);
     return usage();
 }

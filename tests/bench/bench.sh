@@ -9,6 +9,12 @@
 #      commands paced at a fixed rate (build/vxbench paced)
 #   B. HTTP: wrk against the gateway's POST /orders, 1 connection and 64 connections
 #   C. order path over Kafka: N PlaceOrder with kcat, orders/s until the last OrderResult
+#   E. chaos (the seed's latency scenario): closed-loop clients (build/vxbench http-load) at 16 and 64
+#      connections without faults, then with the gremlin holding back every 5th command for 3 s in
+#      inventory-svc, then in order-svc: accepted orders/s against the closed-loop bound
+#      (connections x 5 / (4 x the no-fault p50 + 3 s)), 202s and 503s, the undelayed orders' p50
+#      against the no-fault p50; then a row lock held 3 s at a time on one product: the p50 of the
+#      orders that do not touch it; then the books: no order left PENDING, every unit accounted for
 #   D. PostgreSQL alone (pgbench, one client, scratch database floor_bench): its time per order for
 #      the services' own SQL calls (place, reserve, decide, each with the relay's mark) against the
 #      bare writes the contract needs (tests/bench/floor.sql), in calls of 1,000 orders and of one
@@ -22,7 +28,8 @@
 #   BENCH_N [200000]            commands in stage A          BENCH_ORDERS_N [100000]  orders in stage C
 #   BENCH_PACED_RATE [1000]     commands/s in the paced run  BENCH_PACED_SECS [20]    its length
 #   BENCH_HTTP_SECS [15]        each wrk run                 BENCH_TIMEOUT_SECS [600] wait for a stage's answers
-#   BENCH_STAGES [ABCD]         which stages to run          BENCH_KEEP [0]           1: keep topics and files
+#   BENCH_STAGES [ABCDE]        which stages to run          BENCH_KEEP [0]           1: keep topics and files
+#   BENCH_CHAOS_SECS [30]       each closed-loop run of E
 #   BENCH_FLOOR_BATCHES [20]    calls of 1,000 per kind in D
 #   VXBENCH [build/vxbench]     the measuring tool
 # Tuning knobs of the services (GATEWAY_*, INVENTORY_BATCH_MAX, KAFKA_*, ...) pass through and are
@@ -38,7 +45,8 @@ BENCH_PACED_RATE=${BENCH_PACED_RATE:-1000}
 BENCH_PACED_SECS=${BENCH_PACED_SECS:-20}
 BENCH_HTTP_SECS=${BENCH_HTTP_SECS:-15}
 BENCH_TIMEOUT_SECS=${BENCH_TIMEOUT_SECS:-600}
-BENCH_STAGES=${BENCH_STAGES:-ABCD}
+BENCH_STAGES=${BENCH_STAGES:-ABCDE}
+BENCH_CHAOS_SECS=${BENCH_CHAOS_SECS:-30}
 BENCH_FLOOR_BATCHES=${BENCH_FLOOR_BATCHES:-20}
 BENCH_KEEP=${BENCH_KEEP:-0}
 VXBENCH=${VXBENCH:-$REPO/build/vxbench}
@@ -51,7 +59,7 @@ OUT=$REPO/var/bench
 RUN=$(date -u +%Y%m%d%H%M%S)
 STOP_SECS=30
 
-for v in BENCH_N BENCH_ORDERS_N BENCH_PACED_RATE BENCH_PACED_SECS BENCH_HTTP_SECS BENCH_TIMEOUT_SECS BENCH_FLOOR_BATCHES; do
+for v in BENCH_N BENCH_ORDERS_N BENCH_PACED_RATE BENCH_PACED_SECS BENCH_HTTP_SECS BENCH_TIMEOUT_SECS BENCH_FLOOR_BATCHES BENCH_CHAOS_SECS; do
 	[[ ${!v} =~ ^[1-9][0-9]*$ ]] || {
 		echo "bench: $v must be a positive integer, not '${!v}'" >&2
 		exit 2
@@ -323,7 +331,8 @@ export INVENTORY_GROUP_ID=$P.inventory-svc ORDERS_GROUP_ID=$P.order-svc
 export INVENTORY_DB=$PG_URL/inventory_bench ORDERS_DB=$PG_URL/orders_bench
 export INVENTORY_HTTP_ADDR=127.0.0.1:18391 ORDERS_HTTP_ADDR=127.0.0.1:18392 GATEWAY_HTTP_ADDR=127.0.0.1:18393
 export INVENTORY_URL=http://$INVENTORY_HTTP_ADDR ORDERS_URL=http://$ORDERS_HTTP_ADDR
-unset VX_CRASH_POINTS
+unset VX_CRASH_POINTS VX_GREMLIN_DELAY_MS VX_GREMLIN_EVERY VX_GREMLIN_FRACTION
+export VX_CHAOS_TOKEN=bench-$RUN # stage E arms the gremlin at runtime (POST /admin/chaos)
 say "topics:    $P.* (deleted at the end unless BENCH_KEEP=1)"
 say "logs:      $OUT/*.log (VX_LOG_LEVEL=warn)"
 
@@ -463,6 +472,93 @@ stage_b() {
 	wrk_run b64 2 64 || fail B64 "wrk at 64 connections did not complete"
 }
 
+# ------------------------------------------------------------------------------------------ stage E
+
+# gremlin ADDR DELAY_MS EVERY: sets a service's latency gremlin (0: off) through /admin/chaos.
+gremlin() {
+	curl -fsS -o /dev/null --max-time 5 -H "Authorization: Bearer $VX_CHAOS_TOKEN" -H 'Content-Type: application/json' \
+		-d "{\"gremlin\":{\"delay_ms\":$2,\"every\":$3,\"fraction\":0}}" "http://$1/admin/chaos"
+}
+
+# load NAME CONNS [MARKED]: closed-loop clients for BENCH_CHAOS_SECS, results in $OUT/e-NAME.out.
+load() {
+	local f=$OUT/e-$1.out
+	run "$VXBENCH" http-load "http://$GATEWAY_HTTP_ADDR/orders" "$2" "$BENCH_CHAOS_SECS" "$P-e-$1" "$PRODUCTS" 2500 \
+		${3:+"$3"} >"$f" 2>>"$OUT/vxbench.log" || return 1
+	R[e_$1_rate]=$(get "$f" accepted_per_s)
+	R[e_$1_p50]=$(get "$f" p50_ms)
+	R[e_$1_fast]=$(get "$f" fast_p50_ms)
+	R[e_$1_codes]="201=$(get "$f" s201) 202=$(get "$f" s202) 409=$(get "$f" s409) 429=$(get "$f" s429) 503=$(get "$f" s503) other=$(get "$f" sother) failed=$(get "$f" failed)"
+	say "$1, $2 connections: ${R[e_$1_rate]} accepted orders/s; p50 ${R[e_$1_p50]} ms, p99 $(get "$f" p99_ms) ms; answers ${R[e_$1_codes]}"
+	say "           answered in under 2.5 s: $(get "$f" fast) (p50 ${R[e_$1_fast]} ms); slower: $(get "$f" slow)"
+}
+
+# verdict NAME CONNS BASE: the closed-loop bound, the share of it reached and the undelayed p50 against
+# the no-fault run BASE.
+verdict() {
+	local bound
+	bound=$(awk -v c="$2" -v l="${R[e_$3_p50]}" 'BEGIN { printf "%.1f", c * 5 / (4 * l / 1000 + 3) }')
+	R[e_$1_bound]=$bound
+	R[e_$1_share]=$(awk -v r="${R[e_$1_rate]}" -v b="$bound" 'BEGIN { printf "%.0f", 100 * r / b }')
+	R[e_$1_ok]=$(awk -v s="${R[e_$1_share]}" -v f="${R[e_$1_fast]}" -v l="${R[e_$3_p50]}" -v codes="${R[e_$1_codes]}" \
+		'BEGIN { ok = s >= 90 && f <= 2 * l && codes ~ /202=0 / && codes ~ /503=0 /; print ok ? "meets" : "misses" }')
+	say "           bound ${bound} orders/s ($2 x 5 / (4 x ${R[e_$3_p50]} ms + 3 s)): ${R[e_$1_share]} % of it; undelayed p50 ${R[e_$1_fast]} ms against ${R[e_$3_p50]} ms without faults: ${R[e_$1_ok]} the target (>= 90 %, <= 2x, no 202, no 503)"
+}
+
+# books: once no order is PENDING, the units inventory holds for order-svc's orders are exactly what
+# the CONFIRMED ones asked for (none for any other), and every unit is on a shelf or held: nothing
+# lost, nothing applied twice. (Stage A's reservations, made straight to Kafka, are held too.)
+books() {
+	local pending i held other confirmed total stock
+	for ((i = 0; i < 120; i++)); do
+		pending=$("${PSQL[@]}" -d orders_bench -Atc "SELECT count(*) FROM orders WHERE status = 'PENDING'")
+		[[ $pending == 0 ]] && break
+		sleep 1
+	done
+	"${PSQL[@]}" -d orders_bench -Atc "COPY (SELECT id, status FROM orders) TO STDOUT" >"$OUT/e-orders.tsv" || return 1
+	read -r held other < <("${PSQL[@]}" -d inventory_bench -At -F ' ' \
+		-c "CREATE TEMP TABLE o (id text PRIMARY KEY, status text)" -c "\\copy o FROM '$OUT/e-orders.tsv'" \
+		-c "SELECT coalesce(sum(h.quantity) FILTER (WHERE o.status = 'CONFIRMED'), 0), coalesce(sum(h.quantity) FILTER (WHERE o.status <> 'CONFIRMED'), 0) FROM holds h JOIN o ON o.id = h.order_id")
+	stock=$("${PSQL[@]}" -d inventory_bench -Atc "SELECT coalesce(sum(stock), 0) + (SELECT coalesce(sum(quantity), 0) FROM holds) FROM products")
+	total=$("${PSQL[@]}" -d inventory_bench -Atc "SELECT coalesce(sum((payload::jsonb->>'quantity')::bigint), 0) FROM outbox WHERE payload::jsonb->>'type' = 'Restocked'")
+	confirmed=$("${PSQL[@]}" -d orders_bench -Atc "SELECT coalesce(sum((l->>'quantity')::bigint), 0) FROM orders, jsonb_array_elements(items) l WHERE status = 'CONFIRMED'")
+	R[e_books]="pending $pending; units held for CONFIRMED orders $held (they asked $confirmed), for others $other; on shelves and held $stock of $total restocked"
+	say "books:     ${R[e_books]}"
+	[[ $pending == 0 && $held == "$confirmed" && $other == 0 && $stock == "$total" ]]
+}
+
+stage_e() {
+	local lock_pid
+	head1 "E. chaos: closed-loop clients, ${BENCH_CHAOS_SECS} s each"
+	load base16 16 || return 1
+	load base64 64 || return 1
+	gremlin "$INVENTORY_HTTP_ADDR" 3000 5 || return 1
+	say "gremlin:   inventory-svc holds back every 5th command for 3,000 ms"
+	load inv16 16 && verdict inv16 16 base16 || return 1
+	load inv64 64 && verdict inv64 64 base64 || return 1
+	gremlin "$INVENTORY_HTTP_ADDR" 0 0 && sleep 4 || return 1
+	gremlin "$ORDERS_HTTP_ADDR" 3000 5 || return 1
+	say "gremlin:   order-svc holds back every 5th command for 3,000 ms"
+	load ord16 16 && verdict ord16 16 base16 || return 1
+	load ord64 64 && verdict ord64 64 base64 || return 1
+	gremlin "$ORDERS_HTTP_ADDR" 0 0 && sleep 4 || return 1
+	say "lock:      a row lock on SKU-BENCH-001 held 3 s at a time, 1 s apart, from another connection"
+	(while :; do "${PSQL[@]}" -d inventory_bench -c "BEGIN; SELECT 1 FROM products WHERE id = 'SKU-BENCH-001' FOR UPDATE; SELECT pg_sleep(3); COMMIT" >/dev/null 2>&1; sleep 1; done) 8>&- &
+	lock_pid=$!
+	BG+=("$lock_pid")
+	load lock16 16 SKU-BENCH-001
+	kill "$lock_pid" 2>/dev/null
+	wait "$lock_pid" 2>/dev/null
+	BG=("${BG[@]/$lock_pid/}")
+	R[e_lock_other]=$(get "$OUT/e-lock16.out" other_p50_ms)
+	R[e_lock_marked]=$(get "$OUT/e-lock16.out" marked_p50_ms)
+	say "           orders without SKU-BENCH-001: p50 ${R[e_lock_other]} ms ($(get "$OUT/e-lock16.out" other)), with it: p50 ${R[e_lock_marked]} ms ($(get "$OUT/e-lock16.out" marked)); no faults: ${R[e_base16_p50]} ms"
+	books || {
+		say "!! the books do not balance" >&2
+		return 1
+	}
+}
+
 # ------------------------------------------------------------------------------------------ stage C
 
 stage_c() {
@@ -491,9 +587,10 @@ stage_c() {
 	say "THROUGHPUT ${R[c_rate]} orders/s"
 }
 
-if [[ $BENCH_STAGES == *B* || $BENCH_STAGES == *C* ]]; then
+if [[ $BENCH_STAGES == *B* || $BENCH_STAGES == *C* || $BENCH_STAGES == *E* ]]; then
 	if orders_up; then
 		if [[ $BENCH_STAGES == *B* ]]; then stage_b || fail B "HTTP stage did not complete"; fi
+		if [[ $BENCH_STAGES == *E* ]]; then stage_e || fail E "chaos stage did not complete"; fi
 		# The gateway reads every OrderResult; stage C measures the order path without it.
 		stop gateway
 		if [[ $BENCH_STAGES == *C* ]]; then stage_c || fail C "order path did not complete"; fi
@@ -605,6 +702,12 @@ for b in b1:1 b64:64; do
 	k=${b%%:*}
 	row "B  POST /orders, ${b##*:} conn: req/s; ms" "$(fig "${k}_rps" "${R[${k}_rps]:-} req/s  p50 ${R[${k}_p50]:-}  p99 ${R[${k}_p99]:-}  p99.9 ${R[${k}_p99.9]:-}  errors ${R[${k}_err]:-}  non-2xx ${R[${k}_non2xx]:-}  [${R[${k}_codes]:-}]")"
 done
+for e in inv16:16:inventory-svc inv64:64:inventory-svc ord16:16:order-svc ord64:64:order-svc; do
+	IFS=: read -r k c svc <<<"$e"
+	row "E  gremlin 3 s/5th in $svc, $c conn" "$(fig "e_${k}_share" "${R[e_${k}_rate]:-} orders/s = ${R[e_${k}_share]:-} % of ${R[e_${k}_bound]:-}; undelayed p50 ${R[e_${k}_fast]:-} ms; [${R[e_${k}_codes]:-}] ${R[e_${k}_ok]:-}")"
+done
+row "E  row lock 3 s/4 s on one product, 16 conn" "$(fig e_lock_other "p50 without it ${R[e_lock_other]:-} ms, with it ${R[e_lock_marked]:-} ms; no faults ${R[e_base16_p50]:-} ms")"
+row "E  books after E" "$(fig e_books "${R[e_books]:-}")"
 row "C  order path (N=$BENCH_ORDERS_N)" "$(fig c_rate "${R[c_rate]:-} orders/s (${R[c_secs]:-} s)${OUTAGE[C]:-}")"
 for n in 1000 1; do
 	row "D  PostgreSQL per order, calls of $n" "$(fig "d_calls$n" "services' calls ${R[d_calls$n]:-} us, bare writes ${R[d_bare$n]:-} us")"
