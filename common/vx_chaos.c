@@ -10,7 +10,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -216,13 +215,16 @@ json_object *vx_chaos_state(void) {
     return st;
 }
 
-/* ---- POST /admin/chaos ----------------------------------------------------------------------- */
+/* ---- the admin route's part (vx_http_chaos_admin answers it) ----------------------------------- */
+
+int vx_chaos_admin_enabled(void) { return token[0] != '\0'; }
 
 /* Compares in time independent of where the strings differ (the token is a secret). */
-static int same_secret(const char *a, const char *b) {
-    size_t la = strlen(a), lb = strlen(b);
-    unsigned char d = (unsigned char)(la != lb);
-    for (size_t i = 0; i < la; i++) d |= (unsigned char)(a[i] ^ b[i % (lb ? lb : 1)]);
+int vx_chaos_token_ok(const char *bearer) {
+    const char *b = token;
+    size_t la = strlen(bearer), lb = strlen(b);
+    unsigned char d = (unsigned char)(la != lb || !lb);
+    for (size_t i = 0; i < la; i++) d |= (unsigned char)(bearer[i] ^ b[i % (lb ? lb : 1)]);
     return d == 0;
 }
 
@@ -276,47 +278,17 @@ static const char *apply(json_object *body, char *err, size_t err_size) {
     return NULL;
 }
 
-void vx_chaos_admin(vx_http_req_t *req) {
-    const char *auth = vx_http_header(req, "Authorization"), *bad;
-    const char *text;
-    size_t len;
-    char err[256];
-    json_tokener *tok;
-    json_object *body, *st;
+int vx_chaos_apply_json(const char *text, size_t len, char *errstr, size_t errstr_size) {
+    json_tokener *tok = json_tokener_new();
+    json_object *body = tok ? json_tokener_parse_ex(tok, text ? text : "", (int)len) : NULL;
+    const char *bad;
 
-    if (!token[0]) {
-        vx_http_not_found(req);
-        return;
-    }
-    if (strcmp(vx_http_method(req), "POST") != 0) {
-        vx_http_method_not_allowed(req, "POST");
-        return;
-    }
-    if (!auth || strncasecmp(auth, "Bearer ", 7) != 0 || !auth[7]) {
-        vx_http_add_header(req, "WWW-Authenticate", "Bearer realm=\"chaos\"");
-        vx_http_problem(req, 401, "Unauthorized", "POST /admin/chaos needs Authorization: Bearer <VX_CHAOS_TOKEN>", NULL);
-        return;
-    }
-    if (!same_secret(auth + 7, token)) {
-        vx_http_problem(req, 403, "Forbidden", "the bearer token is not this service's VX_CHAOS_TOKEN", NULL);
-        return;
-    }
-    text = vx_http_body(req, &len);
-    tok = json_tokener_new();
-    body = json_tokener_parse_ex(tok, text ? text : "", (int)len);
-    if (json_tokener_get_error(tok) != json_tokener_success || json_tokener_get_parse_end(tok) != len) {
+    if (!tok || json_tokener_get_error(tok) != json_tokener_success || json_tokener_get_parse_end(tok) != len)
         bad = "the body is not one JSON object";
-    } else {
-        bad = apply(body, err, sizeof(err));
-    }
+    else
+        bad = apply(body, errstr, errstr_size);
+    if (bad && bad != errstr) snprintf(errstr, errstr_size, "%s", bad);
     json_tokener_free(tok);
     json_object_put(body);
-    if (bad) {
-        vx_http_problem(req, 400, "Bad chaos settings", bad, NULL);
-        return;
-    }
-    st = vx_chaos_state();
-    vx_log(VX_LOG_WARN, "chaos_changed", "state", json_object_to_json_string_ext(st, JSON_C_TO_STRING_PLAIN), NULL);
-    vx_http_reply_json(req, 200, st);
-    json_object_put(st);
+    return bad ? -1 : 0;
 }

@@ -16,9 +16,10 @@
  *   VX_GREMLIN_FRACTION  [0]        a random fraction of them (0..1)
  * What a delayed command produces carries the Kafka header chaos-delay-ms.
  *
- * Both change at runtime through POST /admin/chaos (vx_chaos_admin), allowed only with
- * "Authorization: Bearer $VX_CHAOS_TOKEN"; without VX_CHAOS_TOKEN the route does not exist.
- * GET /health shows the state (vx_chaos_state).
+ * Both change at runtime through POST /admin/chaos, allowed only with "Authorization: Bearer
+ * $VX_CHAOS_TOKEN"; without VX_CHAOS_TOKEN the route does not exist. The route is the HTTP layer's
+ * (vx_http_chaos_admin): this module only holds the mechanism and its settings, and depends on
+ * nothing above it. GET /health shows the state (vx_chaos_state).
  *
  * Thread safety: every function may be called from any thread. An unarmed point and an idle
  * gremlin cost one atomic load. */
@@ -28,7 +29,6 @@
 #include <json-c/json.h>
 #include <stddef.h>
 
-#include "vx_http.h"
 
 #define VX_CHAOS_EXIT_CODE 70
 #define VX_CHAOS_DELAY_HEADER "chaos-delay-ms"
@@ -59,10 +59,12 @@ json_object *vx_chaos_delay_headers(long delay_ms);
  * "delayed"},"admin":bool}: a new object, the caller's. */
 json_object *vx_chaos_state(void);
 
-/* Answers POST /admin/chaos: 404 without a configured token, 405 for another method, 401 without
- * a bearer token, 403 with a wrong one, 400 for a bad body; else applies the body
- * {"crash_points": spec, "gremlin": {"delay_ms", "every", "fraction"}} (each member optional,
- * absent ones unchanged) and answers 200 with vx_chaos_state. */
-void vx_chaos_admin(vx_http_req_t *req);
+/* Whether VX_CHAOS_TOKEN is set (the admin route exists), and whether bearer is it (compared in
+ * constant time). */
+int vx_chaos_admin_enabled(void);
+int vx_chaos_token_ok(const char *bearer);
+/* Applies settings {"crash_points": spec, "gremlin": {"delay_ms", "every", "fraction"}} (each member
+ * optional, absent ones unchanged) from JSON text. Returns 0, or -1 with errstr and nothing changed. */
+int vx_chaos_apply_json(const char *text, size_t len, char *errstr, size_t errstr_size);
 
 #endif

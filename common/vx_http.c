@@ -10,9 +10,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 
+#include "vx_chaos.h"
 #include "vx_config.h"
+#include "vx_log.h"
 
 #define MAX_RESP_HEADERS 8
 
@@ -296,4 +299,38 @@ void vx_http_stop(vx_http_t *srv) {
     if (!srv) return;
     MHD_stop_daemon(srv->mhd);
     free(srv);
+}
+
+void vx_http_chaos_admin(vx_http_req_t *req) {
+    const char *auth = vx_http_header(req, "Authorization"), *text;
+    size_t len;
+    char err[256];
+    json_object *st;
+
+    if (!vx_chaos_admin_enabled()) {
+        vx_http_not_found(req);
+        return;
+    }
+    if (strcmp(vx_http_method(req), "POST") != 0) {
+        vx_http_method_not_allowed(req, "POST");
+        return;
+    }
+    if (!auth || strncasecmp(auth, "Bearer ", 7) != 0 || !auth[7]) {
+        vx_http_add_header(req, "WWW-Authenticate", "Bearer realm=\"chaos\"");
+        vx_http_problem(req, 401, "Unauthorized", "POST /admin/chaos needs Authorization: Bearer <VX_CHAOS_TOKEN>", NULL);
+        return;
+    }
+    if (!vx_chaos_token_ok(auth + 7)) {
+        vx_http_problem(req, 403, "Forbidden", "the bearer token is not this service's VX_CHAOS_TOKEN", NULL);
+        return;
+    }
+    text = vx_http_body(req, &len);
+    if (vx_chaos_apply_json(text, len, err, sizeof(err))) {
+        vx_http_problem(req, 400, "Bad chaos settings", err, NULL);
+        return;
+    }
+    st = vx_chaos_state();
+    vx_log(VX_LOG_WARN, "chaos_changed", "state", json_object_to_json_string_ext(st, JSON_C_TO_STRING_PLAIN), NULL);
+    vx_http_reply_json(req, 200, st);
+    json_object_put(st);
 }

@@ -54,6 +54,11 @@ void vx_http_method_not_allowed(vx_http_req_t *req, const char *allow);
  * to buf[len..size); returns the new length. */
 size_t vx_http_metrics(vx_http_t *srv, char *buf, size_t len, size_t size);
 
+/* Answers POST /admin/chaos (vx_chaos.h): 404 without a configured VX_CHAOS_TOKEN, 405 for another
+ * method, 401 without a bearer token, 403 with a wrong one, 400 for a bad body (nothing changes);
+ * else applies the body and answers 200 with vx_chaos_state. */
+void vx_http_chaos_admin(vx_http_req_t *req);
+
 /* Parks the request: call it in the handler BEFORE handing req to another thread, then return.
  * A later vx_http_reply* (from any thread) wakes the connection and sends the answer. */
 void vx_http_suspend(vx_http_req_t *req);

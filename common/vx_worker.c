@@ -127,7 +127,7 @@ static void on_http(vx_http_req_t *req, void *opaque) {
     int get = strcmp(vx_http_method(req), "GET") == 0 || strcmp(vx_http_method(req), "HEAD") == 0;
 
     if (n == 2 && strcmp(seg[0], "admin") == 0 && strcmp(seg[1], "chaos") == 0) {
-        vx_chaos_admin(req);
+        vx_http_chaos_admin(req);
     } else if (n == 1 && (strcmp(seg[0], "health") == 0 || strcmp(seg[0], "ready") == 0)) {
         if (!get) {
             vx_http_method_not_allowed(req, "GET, HEAD");

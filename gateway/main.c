@@ -252,7 +252,7 @@ static void on_http(vx_http_req_t *req, void *opaque) {
         else
             vx_http_method_not_allowed(req, "GET, HEAD");
     } else if (n == 2 && strcmp(seg[0], "admin") == 0 && strcmp(seg[1], "chaos") == 0) {
-        vx_chaos_admin(req);
+        vx_http_chaos_admin(req);
     } else if (n == 1 && !get &&
                (strcmp(seg[0], "health") == 0 || strcmp(seg[0], "ready") == 0 || strcmp(seg[0], "metrics") == 0)) {
         vx_http_method_not_allowed(req, "GET, HEAD");

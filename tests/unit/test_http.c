@@ -60,7 +60,7 @@ static void handler(vx_http_req_t *req, void *opaque) {
     } else if (strcmp(path, "/silent") == 0) {
         /* no answer */
     } else if (strcmp(path, "/admin/chaos") == 0) {
-        vx_chaos_admin(req);
+        vx_http_chaos_admin(req);
     } else if (strcmp(path, "/only-get") == 0) {
         vx_http_method_not_allowed(req, "GET");
     } else if (strcmp(path, "/arg") == 0) {
@@ -345,7 +345,7 @@ Test(http, port_already_in_use_is_refused) {
     server_stop(s);
 }
 
-/* ---- POST /admin/chaos (vx_chaos_admin) ------------------------------------------------------- */
+/* ---- POST /admin/chaos (vx_http_chaos_admin) ------------------------------------------------------- */
 
 static void chaos_env(const char *token) {
     if (token)
