@@ -54,8 +54,9 @@ $(B)/vxadmin: $(B)/obj/tools/vxadmin.o $(COMMON_OBJ)
 	$(CC) $(CFLAGS) -o $@ $^ $(PKG_LIBS)
 
 # ---- tests -------------------------------------------------------------------------------------
-# Unit tests cover common/ and the gateway's pure logic (resilience.c).
-UNIT := $(wildcard tests/unit/*.c) gateway/resilience.c
+# Unit tests cover common/, the gateway's resilience (resilience.c) and its request-reply engine
+# (reqreply.c, against librdkafka's in-process mock cluster: no broker).
+UNIT := $(wildcard tests/unit/*.c) gateway/resilience.c gateway/reqreply.c
 $(B)/unit_tests: $(UNIT:%.c=$(B)/obj/%.o) $(COMMON_OBJ)
 	$(CC) $(CFLAGS) -o $@ $^ $(PKG_LIBS) $(CRIT_LIBS)
 $(B)/unit_tests_asan: $(UNIT:%.c=$(B)/asan/%.o) $(COMMON_ASAN)

@@ -155,6 +155,92 @@ static int safe_id(const char *s) {
     return 1;
 }
 
+/* ---- POST /orders: the engine's outcomes as HTTP ----------------------------------------------- */
+
+/* The order as the API shows it, from its OrderResult. New object. */
+static json_object *order_json(const vx_msg_t *r) {
+    json_object *o = json_object_new_object();
+    json_object_object_add(o, "id", json_object_new_string(r->order_id));
+#define PUT(k, v)                                                                                             \
+    if (v) json_object_object_add(o, k, json_object_new_string(v))
+    PUT("customer_id", r->customer_id);
+    PUT("status", r->status);
+    PUT("reason", r->reason);
+    PUT("product_id", r->product_id);
+#undef PUT
+    json_object_object_add(o, "items", vx_msg_lines_json(r));
+    json_object_object_add(o, "idempotency_key", json_object_new_string(r->idempotency_key));
+    return o;
+}
+
+static void retry_after(vx_http_req_t *req, long long ms) {
+    char secs[24];
+    snprintf(secs, sizeof(secs), "%lld", ms > 1000 ? (ms + 999) / 1000 : 1);
+    vx_http_add_header(req, "Retry-After", secs);
+}
+
+/* Renders an outcome of the request-reply engine (reqreply.h): the only place its answers become
+ * status codes. */
+static void on_outcome(void *request, const gw_rr_outcome_t *o, void *opaque) {
+    vx_http_req_t *req = request;
+    json_object *body, *extra;
+    char loc[64], detail[256];
+    (void)opaque;
+
+    if (o->order_id) {
+        snprintf(loc, sizeof(loc), "/orders/%s", o->order_id);
+        vx_http_add_header(req, "Location", loc);
+        vx_http_add_header(req, "Idempotency-Key", o->key);
+        if (o->replayed) vx_http_add_header(req, "Idempotent-Replayed", "true");
+    }
+    switch (o->kind) {
+    case GW_RR_CONFIRMED:
+        body = order_json(o->result);
+        vx_http_reply_json(req, 201, body);
+        json_object_put(body);
+        break;
+    case GW_RR_REJECTED:
+        snprintf(detail, sizeof(detail), "order %s is %s: %s%s%s", o->order_id, o->result->status,
+                 o->result->reason ? o->result->reason : "", o->result->product_id ? " " : "",
+                 o->result->product_id ? o->result->product_id : "");
+        extra = json_object_new_object();
+        json_object_object_add(extra, "order", order_json(o->result));
+        if (o->result->reason) json_object_object_add(extra, "reason", json_object_new_string(o->result->reason));
+        if (o->result->product_id)
+            json_object_object_add(extra, "product_id", json_object_new_string(o->result->product_id));
+        vx_http_problem(req, 409, strcmp(o->result->status, "CANCELLED") == 0 ? "Order cancelled" : "Order rejected",
+                        detail, extra);
+        break;
+    case GW_RR_ACCEPTED_LATE:
+        body = json_object_new_object();
+        json_object_object_add(body, "id", json_object_new_string(o->order_id));
+        json_object_object_add(body, "status", json_object_new_string("PENDING"));
+        json_object_object_add(body, "idempotency_key", json_object_new_string(o->key));
+        vx_http_reply_json(req, 202, body);
+        json_object_put(body);
+        break;
+    case GW_RR_UNAVAILABLE:
+        retry_after(req, o->retry_after_ms);
+        vx_http_problem(req, 503, "Service unavailable", o->detail, NULL);
+        break;
+    case GW_RR_KEY_REUSED:
+        vx_http_problem(req, 422, "Idempotency key reused", o->detail, NULL);
+        break;
+    case GW_RR_BUSY:
+        retry_after(req, o->retry_after_ms);
+        vx_http_problem(req, 429, "Too many requests", "too many orders are in flight; retry shortly", NULL);
+        break;
+    case GW_RR_FAILED:
+        vx_http_problem(req, 500, "Internal error", o->detail, NULL);
+        break;
+    }
+}
+
+static void on_park(void *request, void *opaque) {
+    (void)opaque;
+    vx_http_suspend(request);
+}
+
 /* ---- POST /orders ----------------------------------------------------------------------------- */
 
 static void post_order(gw_t *g, vx_http_req_t *req) {
@@ -295,6 +381,8 @@ int main(void) {
     signal(SIGPIPE, SIG_IGN);
     curl_global_init(CURL_GLOBAL_DEFAULT);
 
+    g.cfg.rr.answer = on_outcome;
+    g.cfg.rr.park = on_park;
     if (!(g.rr = gw_rr_start(&g.cfg.rr, err, sizeof(err)))) {
         vx_log(VX_LOG_ERROR, "kafka_setup_failed", "error", err, NULL);
         goto out;

@@ -2,7 +2,7 @@
  *
  * Threads: HTTP threads call gw_rr_submit; one reply thread consumes results, serves the
  * producer's delivery reports and fires timers (deadlines, resends). Everything in the table is
- * guarded by rr->lock; a request is parked (vx_http_suspend) before the lock is released, so the
+ * guarded by rr->lock; a request is parked (o.park) before the lock is released, so the
  * reply thread can never answer a request that is not parked yet. */
 #include "reqreply.h"
 
@@ -25,7 +25,7 @@
 #define MAX_PARTITIONS 256
 
 typedef struct waiter {
-    vx_http_req_t *req;
+    void *req; /* the caller's request, answered through o.answer */
     long long deadline;
     int replay; /* joined a request already in flight */
     char hash[17];
@@ -122,78 +122,42 @@ static void on_breaker_change(gw_breaker_state_t from, gw_breaker_state_t to, vo
            NULL);
 }
 
-/* ---- answers ---------------------------------------------------------------------------------- */
+/* ---- answers: outcomes reported through o.answer, lock held ------------------------------------ */
 
-static void add_common_headers(vx_http_req_t *req, const entry_t *e, int replay) {
-    char loc[64];
-    snprintf(loc, sizeof(loc), "/orders/%s", e->order_id);
-    vx_http_add_header(req, "Location", loc);
-    vx_http_add_header(req, "Idempotency-Key", e->key);
-    if (replay) vx_http_add_header(req, "Idempotent-Replayed", "true");
-}
+static void report(gw_rr_t *rr, void *req, gw_rr_outcome_t o) { rr->o.answer(req, &o, rr->o.opaque); }
 
-static void answer_unavailable(gw_rr_t *rr, vx_http_req_t *req, long long retry_after_ms, const char *detail) {
-    char secs[24];
-    snprintf(secs, sizeof(secs), "%lld", retry_after_ms > 1000 ? (retry_after_ms + 999) / 1000 : 1);
-    vx_http_add_header(req, "Retry-After", secs);
-    vx_http_problem(req, 503, "Service unavailable", detail, NULL);
+/* e: the request's entry, whose order and key the answer names; NULL when it names none. */
+static void report_unavailable(gw_rr_t *rr, void *req, const entry_t *e, long long retry_after_ms,
+                               const char *detail) {
+    report(rr, req,
+           (gw_rr_outcome_t){.kind = GW_RR_UNAVAILABLE, .order_id = e ? e->order_id : NULL, .key = e ? e->key : NULL,
+                             .retry_after_ms = retry_after_ms, .detail = detail});
     rr->rejected_503++;
 }
 
-/* The order as the API shows it, from an OrderResult. New object. */
-static json_object *order_json(json_object *result) {
-    static const char *const fields[] = {"customer_id", "status", "reason", "product_id", "items", "idempotency_key"};
-    json_object *o = json_object_new_object(), *v;
-    if (json_object_object_get_ex(result, "order_id", &v)) json_object_object_add(o, "id", json_object_get(v));
-    for (size_t i = 0; i < sizeof(fields) / sizeof(fields[0]); i++)
-        if (json_object_object_get_ex(result, fields[i], &v) && v) json_object_object_add(o, fields[i], json_object_get(v));
-    return o;
-}
+static void report_result(gw_rr_t *rr, entry_t *e, waiter_t *w, const vx_msg_t *result, int replayed) {
+    int mismatch = result->request_hash && strcmp(result->request_hash, w->hash) != 0;
+    gw_rr_outcome_t o = {.order_id = e->order_id, .key = e->key, .result = result};
 
-static void answer_result(vx_http_req_t *req, entry_t *e, waiter_t *w, json_object *result, int replayed) {
-    json_object *v;
-    const char *status = json_object_object_get_ex(result, "status", &v) ? json_object_get_string(v) : "";
-    const char *hash = json_object_object_get_ex(result, "request_hash", &v) ? json_object_get_string(v) : NULL;
-
-    int mismatch = hash && strcmp(hash, w->hash) != 0;
-
-    add_common_headers(req, e, !mismatch && (w->replay || replayed));
     if (mismatch) {
-        vx_http_problem(req, 422, "Idempotency key reused",
-                        "this Idempotency-Key was first used with another request body", NULL);
-    } else if (strcmp(status, "CONFIRMED") == 0) {
-        json_object *o = order_json(result);
-        vx_http_reply_json(req, 201, o);
-        json_object_put(o);
+        o.kind = GW_RR_KEY_REUSED;
+        o.detail = "this Idempotency-Key was first used with another request body";
     } else {
-        json_object *extra = json_object_new_object();
-        const char *reason = json_object_object_get_ex(result, "reason", &v) && v ? json_object_get_string(v) : "";
-        const char *product = json_object_object_get_ex(result, "product_id", &v) && v ? json_object_get_string(v) : NULL;
-        char detail[256];
-        snprintf(detail, sizeof(detail), "order %s is %s: %s%s%s", e->order_id, status, reason, product ? " " : "",
-                 product ? product : "");
-        json_object_object_add(extra, "order", order_json(result));
-        if (*reason) json_object_object_add(extra, "reason", json_object_new_string(reason));
-        if (product) json_object_object_add(extra, "product_id", json_object_new_string(product));
-        vx_http_problem(req, 409, strcmp(status, "CANCELLED") == 0 ? "Order cancelled" : "Order rejected", detail,
-                        extra);
+        o.kind = strcmp(result->status, "CONFIRMED") == 0 ? GW_RR_CONFIRMED : GW_RR_REJECTED;
+        o.replayed = w->replay || replayed;
     }
+    report(rr, w->req, o);
 }
 
-/* Called with the lock held: a waiter whose deadline passed gets 202 if the broker has the
- * command (the order goes on), else 503. */
-static void answer_timeout(gw_rr_t *rr, entry_t *e, waiter_t *w) {
+/* A waiter whose deadline passed: accepted late if the broker has the command (the order goes on),
+ * else unavailable. */
+static void report_timeout(gw_rr_t *rr, entry_t *e, waiter_t *w) {
     if (e->acked) {
-        json_object *o = json_object_new_object();
-        json_object_object_add(o, "id", json_object_new_string(e->order_id));
-        json_object_object_add(o, "status", json_object_new_string("PENDING"));
-        json_object_object_add(o, "idempotency_key", json_object_new_string(e->key));
-        add_common_headers(w->req, e, w->replay);
-        vx_http_reply_json(w->req, 202, o);
-        json_object_put(o);
+        report(rr, w->req,
+               (gw_rr_outcome_t){.kind = GW_RR_ACCEPTED_LATE, .order_id = e->order_id, .key = e->key, .replayed = w->replay});
         rr->timeouts_202++;
     } else {
-        answer_unavailable(rr, w->req, 1000, "Kafka did not accept the order in time; retry with the same Idempotency-Key");
+        report_unavailable(rr, w->req, NULL, 1000, "Kafka did not accept the order in time; retry with the same Idempotency-Key");
     }
 }
 
@@ -256,7 +220,7 @@ static void on_error(rd_kafka_t *rk, int err, const char *reason, void *opaque) 
     vx_log(VX_LOG_WARN, "kafka_error", "error", reason, NULL);
 }
 
-void gw_rr_submit(gw_rr_t *rr, vx_http_req_t *req, const vx_msg_t *body, const char *key, long long timeout_ms,
+void gw_rr_submit(gw_rr_t *rr, void *req, const vx_msg_t *body, const char *key, long long timeout_ms,
                   int full_deadline) {
     char order_id[37], hash[17];
     long long now = now_ms();
@@ -268,11 +232,11 @@ void gw_rr_submit(gw_rr_t *rr, vx_http_req_t *req, const vx_msg_t *body, const c
     vx_msg_order_hash(body, hash);
     pthread_mutex_lock(&rr->lock);
     if (rr->kafka_down) {
-        answer_unavailable(rr, req, 1000, "Kafka is unreachable; retry with the same Idempotency-Key");
+        report_unavailable(rr, req, NULL, 1000, "Kafka is unreachable; retry with the same Idempotency-Key");
         goto out;
     }
     if (gw_breaker_state(&rr->breaker, now) == GW_BREAKER_OPEN) {
-        answer_unavailable(rr, req, gw_breaker_retry_after_ms(&rr->breaker, now),
+        report_unavailable(rr, req, NULL, gw_breaker_retry_after_ms(&rr->breaker, now),
                            "the order path is failing; the circuit breaker is open");
         goto out;
     }
@@ -280,9 +244,9 @@ void gw_rr_submit(gw_rr_t *rr, vx_http_req_t *req, const vx_msg_t *body, const c
     if (i >= 0) {
         entry_t *e = &rr->slots[i];
         if (strcmp(e->waiters ? e->waiters->hash : hash, hash) != 0) {
-            add_common_headers(req, e, 0);
-            vx_http_problem(req, 422, "Idempotency key reused",
-                            "this Idempotency-Key is in use with another request body", NULL);
+            report(rr, req,
+                   (gw_rr_outcome_t){.kind = GW_RR_KEY_REUSED, .order_id = e->order_id, .key = e->key,
+                                     .detail = "this Idempotency-Key is in use with another request body"});
             goto out;
         }
     } else {
@@ -292,12 +256,11 @@ void gw_rr_submit(gw_rr_t *rr, vx_http_req_t *req, const vx_msg_t *body, const c
         uuid_t u;
 
         if (rr->nwaiters >= rr->o.max_inflight || !rr->nfree) {
-            vx_http_add_header(req, "Retry-After", "1");
-            vx_http_problem(req, 429, "Too many requests", "too many orders are in flight; retry shortly", NULL);
+            report(rr, req, (gw_rr_outcome_t){.kind = GW_RR_BUSY, .retry_after_ms = 1000});
             goto out;
         }
         if (!gw_breaker_acquire(&rr->breaker, now, &probe)) {
-            answer_unavailable(rr, req, 1000, "the circuit breaker is half-open and its probes are taken");
+            report_unavailable(rr, req, NULL, 1000, "the circuit breaker is half-open and its probes are taken");
             goto out;
         }
         i = take_slot(rr, order_id);
@@ -307,9 +270,7 @@ void gw_rr_submit(gw_rr_t *rr, vx_http_req_t *req, const vx_msg_t *body, const c
         snprintf(e->key, sizeof(e->key), "%s", key);
         uuid_generate_random(u);
         uuid_unparse_lower(u, e->cid);
-        cmd = vx_msg_to_json(body);
-        json_object_object_add(cmd, "type", json_object_new_string("PlaceOrder"));
-        json_object_object_add(cmd, "idempotency_key", json_object_new_string(key));
+        cmd = vx_msg_place_order(body, key);
         s = json_object_to_json_string_length(cmd, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE, &len);
         e->command = malloc(len);
         if (e->command) memcpy(e->command, s, len);
@@ -318,13 +279,13 @@ void gw_rr_submit(gw_rr_t *rr, vx_http_req_t *req, const vx_msg_t *body, const c
         if (!e->command) {
             gw_breaker_record(&rr->breaker, now, 0, probe); /* a probe must always report */
             release_slot(rr, i);
-            vx_http_problem(req, 500, "Internal error", "out of memory", NULL);
+            report(rr, req, (gw_rr_outcome_t){.kind = GW_RR_FAILED, .detail = "out of memory"});
             goto out;
         }
         send_command(rr, i, now);
     }
     if (!(w = calloc(1, sizeof(*w)))) {
-        vx_http_problem(req, 500, "Internal error", "out of memory", NULL);
+        report(rr, req, (gw_rr_outcome_t){.kind = GW_RR_FAILED, .detail = "out of memory"});
         if (!rr->slots[i].waiters) { /* a fresh entry nobody waits for */
             gw_breaker_record(&rr->breaker, now, 0, rr->slots[i].probe);
             release_slot(rr, i);
@@ -339,7 +300,7 @@ void gw_rr_submit(gw_rr_t *rr, vx_http_req_t *req, const vx_msg_t *body, const c
     w->next = rr->slots[i].waiters;
     rr->slots[i].waiters = w;
     rr->nwaiters++;
-    vx_http_suspend(req); /* before the lock goes: only then may the reply thread answer it */
+    if (rr->o.park) rr->o.park(req, rr->o.opaque); /* before the lock goes: only then may the reply thread answer it */
 out:
     pthread_mutex_unlock(&rr->lock);
 }
@@ -349,37 +310,27 @@ out:
 /* Whether an OrderResult is the outcome a POST with idempotency key `key` waits for: its own
  * answer (same key), or its order's cancellation. Not another CancelOrder's answer about the same
  * order id, such as REJECTED not_found for a cancel that overtook the order. */
-static int answers_place(json_object *res, const char *key) {
-    json_object *v;
-    if (json_object_object_get_ex(res, "idempotency_key", &v) && json_object_is_type(v, json_type_string) &&
-        strcmp(json_object_get_string(v), key) == 0)
-        return 1;
-    return json_object_object_get_ex(res, "status", &v) && json_object_is_type(v, json_type_string) &&
-           strcmp(json_object_get_string(v), "CANCELLED") == 0;
+static int answers_place(const vx_msg_t *res, const char *key) {
+    return strcmp(res->idempotency_key, key) == 0 || strcmp(res->status, "CANCELLED") == 0;
 }
 
 static void on_result(gw_rr_t *rr, const rd_kafka_message_t *m) {
-    json_object *res, *v;
-    const char *order_id;
-    char replay_hdr[8];
+    vx_msg_t res;
+    char replay_hdr[8], err[256];
     int i, replayed;
 
-    if (m->err || !m->payload) return;
-    {
-        static __thread json_tokener *tok; /* the reply thread's own, reused */
-        if (!tok && !(tok = json_tokener_new())) return;
-        json_tokener_reset(tok);
-        res = json_tokener_parse_ex(tok, m->payload, (int)m->len);
-    }
-    if (!res || !json_object_object_get_ex(res, "order_id", &v) || !json_object_is_type(v, json_type_string)) {
-        json_object_put(res);
+    if (m->err) return;
+    if (vx_msg_decode(&res, m->payload, m->len, VX_MSG_ORDER_RESULT, err, sizeof(err))) {
+        pthread_mutex_lock(&rr->lock);
+        rr->unmatched++;
+        pthread_mutex_unlock(&rr->lock);
+        vx_log(VX_LOG_WARN, "result_skipped", "error", err, NULL);
         return;
     }
-    order_id = json_object_get_string(v);
     replayed = vx_kafka_header(m, "idempotent-replayed", replay_hdr, sizeof(replay_hdr)) != NULL;
     pthread_mutex_lock(&rr->lock);
-    i = find(rr, order_id);
-    if (i >= 0 && !answers_place(res, rr->slots[i].key)) i = -1;
+    i = find(rr, res.order_id);
+    if (i >= 0 && !answers_place(&res, rr->slots[i].key)) i = -1;
     if (i < 0) {
         rr->unmatched++;
     } else {
@@ -389,14 +340,14 @@ static void on_result(gw_rr_t *rr, const rd_kafka_message_t *m) {
         while (e->waiters) {
             waiter_t *w = e->waiters;
             e->waiters = w->next;
-            answer_result(w->req, e, w, res, replayed);
+            report_result(rr, e, w, &res, replayed);
             free(w);
             rr->nwaiters--;
         }
         release_slot(rr, i);
     }
     pthread_mutex_unlock(&rr->lock);
-    json_object_put(res);
+    vx_msg_clear(&res);
 }
 
 /* Deadlines and resends. Lock held. A full scan of a fixed table every few milliseconds: cheap at
@@ -412,7 +363,7 @@ static void scan(gw_rr_t *rr, long long now) {
             waiter_t *w = *p;
             if (now >= w->deadline) {
                 *p = w->next;
-                answer_timeout(rr, e, w);
+                report_timeout(rr, e, w);
                 free(w);
                 rr->nwaiters--;
             } else {
@@ -588,7 +539,7 @@ void gw_rr_stop(gw_rr_t *rr) {
             while (e->waiters) {
                 waiter_t *w = e->waiters;
                 e->waiters = w->next;
-                answer_timeout(rr, e, w);
+                report_timeout(rr, e, w);
                 free(w);
             }
             free(e->command);
@@ -639,9 +590,10 @@ size_t gw_rr_metrics(gw_rr_t *rr, char *buf, size_t len, size_t size) {
                  "# TYPE valerix_gateway_commands_resent_total counter\nvalerix_gateway_commands_resent_total %lld\n"
                  "# TYPE valerix_gateway_replies_total counter\nvalerix_gateway_replies_total %lld\n"
                  "# TYPE valerix_gateway_accepted_late_total counter\nvalerix_gateway_accepted_late_total %lld\n"
-                 "# TYPE valerix_gateway_unavailable_total counter\nvalerix_gateway_unavailable_total %lld\n",
+                 "# TYPE valerix_gateway_unavailable_total counter\nvalerix_gateway_unavailable_total %lld\n"
+                 "# TYPE valerix_gateway_unmatched_replies_total counter\nvalerix_gateway_unmatched_replies_total %lld\n",
                  rr->nwaiters, (int)gw_breaker_state(&rr->breaker, now), rr->sent, rr->resent, rr->replies,
-                 rr->timeouts_202, rr->rejected_503);
+                 rr->timeouts_202, rr->rejected_503, rr->unmatched);
     pthread_mutex_unlock(&rr->lock);
     return n > 0 && (size_t)n < size - len ? len + (size_t)n : len;
 }
