@@ -1,6 +1,7 @@
 /* vx_kafka: librdkafka set-up. See vx_kafka.h. */
 #include "vx_kafka.h"
 
+#include "vx_config.h"
 #include "vx_log.h"
 
 #include <ctype.h>
@@ -10,6 +11,20 @@
 #include <unistd.h>
 
 extern char **environ;
+
+static const struct {
+    const char *env, *name, *logical;
+} topics[VX_TOPIC_COUNT] = {
+    [VX_TOPIC_INVENTORY_COMMANDS] = {"INVENTORY_COMMANDS_TOPIC", "inventory.commands", "inventory.commands"},
+    [VX_TOPIC_INVENTORY_EVENTS] = {"INVENTORY_EVENTS_TOPIC", "inventory.events", "events"},
+    [VX_TOPIC_INVENTORY_DLQ] = {"INVENTORY_DLQ_TOPIC", "inventory.dlq", "inventory.dlq"},
+    [VX_TOPIC_ORDERS_COMMANDS] = {"ORDERS_COMMANDS_TOPIC", "orders.commands", "orders.commands"},
+    [VX_TOPIC_ORDERS_RESULTS] = {"ORDERS_RESULTS_TOPIC", "orders.results", "orders.results"},
+    [VX_TOPIC_ORDERS_DLQ] = {"ORDERS_DLQ_TOPIC", "orders.dlq", "orders.dlq"},
+};
+
+const char *vx_topic(vx_topic_t t) { return vx_cfg_str(topics[t].env, topics[t].name); }
+const char *vx_topic_logical(vx_topic_t t) { return topics[t].logical; }
 
 int vx_kafka_prop_from_env(const char *env_name, vx_kafka_role_t role, char *prop, size_t prop_size) {
     const char *eq = strchr(env_name, '='), *p;

@@ -22,6 +22,22 @@
 
 typedef enum { VX_KAFKA_PRODUCER, VX_KAFKA_CONSUMER, VX_KAFKA_ADMIN } vx_kafka_role_t;
 
+/* The topics of the contract (schemas/), in one place: each has an environment variable that names
+ * it (INVENTORY_COMMANDS_TOPIC ...), a default (inventory.commands ...), and the logical name a
+ * service's outbox rows carry for it in their topic column (vx_outbox routes logical names to real
+ * ones; inventory-svc's SQL writes "events", order-svc's "inventory.commands" and "orders.results"). */
+typedef enum {
+    VX_TOPIC_INVENTORY_COMMANDS,
+    VX_TOPIC_INVENTORY_EVENTS,
+    VX_TOPIC_INVENTORY_DLQ,
+    VX_TOPIC_ORDERS_COMMANDS,
+    VX_TOPIC_ORDERS_RESULTS,
+    VX_TOPIC_ORDERS_DLQ,
+    VX_TOPIC_COUNT
+} vx_topic_t;
+const char *vx_topic(vx_topic_t t);         /* the real name: the variable's value, else the default */
+const char *vx_topic_logical(vx_topic_t t); /* the name an outbox row carries */
+
 /* Maps one environment variable name to the property it sets for `role`. Returns 1 and fills prop
  * when it applies, 0 when the variable is not for this role or not a KAFKA_ variable. */
 int vx_kafka_prop_from_env(const char *env_name, vx_kafka_role_t role, char *prop, size_t prop_size);

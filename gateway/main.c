@@ -26,6 +26,7 @@
 #include "vx_chaos.h"
 #include "vx_config.h"
 #include "vx_http.h"
+#include "vx_kafka.h"
 #include "vx_log.h"
 #include "vx_msg.h"
 
@@ -57,8 +58,8 @@ static int load_config(config_t *c, char *errstr, size_t errstr_size) {
     c->http_addr = vx_cfg_str("GATEWAY_HTTP_ADDR", "127.0.0.1:8080");
     c->orders_url = vx_cfg_str("ORDERS_URL", "http://127.0.0.1:8081");
     c->inventory_url = vx_cfg_str("INVENTORY_URL", "http://127.0.0.1:8082");
-    c->rr.commands_topic = vx_cfg_str("ORDERS_COMMANDS_TOPIC", "orders.commands");
-    c->rr.results_topic = vx_cfg_str("ORDERS_RESULTS_TOPIC", "orders.results");
+    c->rr.commands_topic = vx_topic(VX_TOPIC_ORDERS_COMMANDS);
+    c->rr.results_topic = vx_topic(VX_TOPIC_ORDERS_RESULTS);
     if (vx_cfg_int("GATEWAY_HTTP_THREADS", 2, 1, 64, &c->threads, errstr, errstr_size) ||
         vx_cfg_int("GATEWAY_MAX_CONNECTIONS", 1024, 16, 60000, &c->max_conns, errstr, errstr_size) ||
         vx_cfg_int("GATEWAY_TIMEOUT_MS", 5000, 1, 600000, &c->timeout_ms, errstr, errstr_size) ||

@@ -119,10 +119,10 @@ int main(void) {
     o.group = vx_cfg_str("INVENTORY_GROUP_ID", SERVICE);
     o.migrations = vx_cfg_str("INVENTORY_MIGRATIONS",
                               VX_SRC_DIR "/common/migrations:" VX_SRC_DIR "/inventory-svc/migrations");
-    topics[0] = vx_cfg_str("INVENTORY_COMMANDS_TOPIC", "inventory.commands");
-    topics[1] = vx_cfg_str("INVENTORY_EVENTS_TOPIC", "inventory.events");
-    topics[2] = o.dlq = vx_cfg_str("INVENTORY_DLQ_TOPIC", "inventory.dlq");
-    routes[0] = "events";
+    topics[0] = vx_topic(VX_TOPIC_INVENTORY_COMMANDS);
+    topics[1] = vx_topic(VX_TOPIC_INVENTORY_EVENTS);
+    topics[2] = o.dlq = vx_topic(VX_TOPIC_INVENTORY_DLQ);
+    routes[0] = vx_topic_logical(VX_TOPIC_INVENTORY_EVENTS);
     routes[1] = topics[1];
     routes[2] = NULL;
     o.consume = topics;

@@ -188,14 +188,14 @@ int main(void) {
     o.group = vx_cfg_str("ORDERS_GROUP_ID", SERVICE);
     o.migrations =
         vx_cfg_str("ORDERS_MIGRATIONS", VX_SRC_DIR "/common/migrations:" VX_SRC_DIR "/order-svc/migrations");
-    topics[0] = vx_cfg_str("ORDERS_COMMANDS_TOPIC", "orders.commands"); /* the first two are consumed */
-    topics[1] = s.inv_events = vx_cfg_str("INVENTORY_EVENTS_TOPIC", "inventory.events");
-    topics[2] = vx_cfg_str("ORDERS_RESULTS_TOPIC", "orders.results");
-    topics[3] = o.dlq = vx_cfg_str("ORDERS_DLQ_TOPIC", "orders.dlq");
-    topics[4] = vx_cfg_str("INVENTORY_COMMANDS_TOPIC", "inventory.commands");
-    routes[0] = "inventory.commands";
+    topics[0] = vx_topic(VX_TOPIC_ORDERS_COMMANDS); /* the first two are consumed */
+    topics[1] = s.inv_events = vx_topic(VX_TOPIC_INVENTORY_EVENTS);
+    topics[2] = vx_topic(VX_TOPIC_ORDERS_RESULTS);
+    topics[3] = o.dlq = vx_topic(VX_TOPIC_ORDERS_DLQ);
+    topics[4] = vx_topic(VX_TOPIC_INVENTORY_COMMANDS);
+    routes[0] = vx_topic_logical(VX_TOPIC_INVENTORY_COMMANDS);
     routes[1] = topics[4];
-    routes[2] = "orders.results";
+    routes[2] = vx_topic_logical(VX_TOPIC_ORDERS_RESULTS);
     routes[3] = topics[2];
     routes[4] = NULL;
     o.consume = topics;

@@ -13,12 +13,8 @@
 
 static int topics(void) {
     const char *names[] = {
-        vx_cfg_str("INVENTORY_COMMANDS_TOPIC", "inventory.commands"),
-        vx_cfg_str("INVENTORY_EVENTS_TOPIC", "inventory.events"),
-        vx_cfg_str("INVENTORY_DLQ_TOPIC", "inventory.dlq"),
-        vx_cfg_str("ORDERS_COMMANDS_TOPIC", "orders.commands"),
-        vx_cfg_str("ORDERS_RESULTS_TOPIC", "orders.results"),
-        vx_cfg_str("ORDERS_DLQ_TOPIC", "orders.dlq"),
+        vx_topic(VX_TOPIC_INVENTORY_COMMANDS), vx_topic(VX_TOPIC_INVENTORY_EVENTS), vx_topic(VX_TOPIC_INVENTORY_DLQ),
+        vx_topic(VX_TOPIC_ORDERS_COMMANDS),    vx_topic(VX_TOPIC_ORDERS_RESULTS),   vx_topic(VX_TOPIC_ORDERS_DLQ),
     };
     char err[512];
     long long partitions, retention;

@@ -251,3 +251,15 @@ Test(kafka_dead_letter, copy_keeps_key_value_headers_and_adds_the_dlq_headers) {
     cr_expect_str_eq(r.hdr[6], "unit-test");
     rd_kafka_destroy(rk);
 }
+
+/* The topics of the contract: a variable names each, else its default; outbox rows carry logical names. */
+Test(kafka_topics, names_come_from_the_environment_else_the_contract_defaults) {
+    unsetenv("ORDERS_RESULTS_TOPIC");
+    cr_expect_str_eq(vx_topic(VX_TOPIC_ORDERS_RESULTS), "orders.results");
+    setenv("ORDERS_RESULTS_TOPIC", "t.results", 1);
+    cr_expect_str_eq(vx_topic(VX_TOPIC_ORDERS_RESULTS), "t.results");
+    unsetenv("ORDERS_RESULTS_TOPIC");
+    cr_expect_str_eq(vx_topic(VX_TOPIC_INVENTORY_DLQ), "inventory.dlq");
+    cr_expect_str_eq(vx_topic_logical(VX_TOPIC_INVENTORY_EVENTS), "events");
+    cr_expect_str_eq(vx_topic_logical(VX_TOPIC_ORDERS_RESULTS), "orders.results");
+}

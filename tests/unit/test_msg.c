@@ -728,3 +728,147 @@ Test(codec_order_hash, field_boundaries_are_not_ambiguous) {
     order_hash("{\"customer_id\":\"c\",\"items\":[{\"product_id\":\"p11\",\"quantity\":1}]}", h2);
     cr_expect_str_neq(h1, h2);
 }
+
+/* ---- what order-svc and the gateway read: inventory's events and the OrderResult --------------- */
+
+#define EV_HEAD "\"idempotency_key\":\"order:o1:reserve\",\"event_id\":\"inventory-7\",\"occurred_at\":\"2026-12-05T10:00:00.000000Z\""
+
+Test(codec_events, stock_reserved_decodes_its_order_and_lines) {
+    cr_assert_eq(decode("{\"type\":\"StockReserved\"," EV_HEAD ",\"order_id\":\"o1\","
+                        "\"items\":[{\"product_id\":\"P-1\",\"quantity\":2}],\"extra\":1}",
+                        VX_MSG_INVENTORY_EVENTS),
+                 VX_MSG_OK, "%s", errstr);
+    cr_expect_eq(m.type, VX_MSG_STOCK_RESERVED);
+    cr_expect_str_eq(m.order_id, "o1");
+    cr_expect_str_eq(m.idempotency_key, "order:o1:reserve");
+    cr_expect_str_eq(m.event_id, "inventory-7");
+    cr_expect_eq(m.nlines, 1);
+    cr_expect_eq(m.lines[0].quantity, 2);
+    cr_expect_eq(m.requested, -1, "absent integers read -1");
+    vx_msg_clear(&m);
+}
+
+Test(codec_events, stock_rejected_carries_its_reason_product_and_counts) {
+    cr_assert_eq(decode("{\"type\":\"StockRejected\"," EV_HEAD ",\"order_id\":\"o1\",\"reason\":\"insufficient_stock\","
+                        "\"product_id\":\"P-1\",\"requested\":5,\"available\":3,"
+                        "\"items\":[{\"product_id\":\"P-1\",\"quantity\":5}]}",
+                        VX_MSG_INVENTORY_EVENTS),
+                 VX_MSG_OK, "%s", errstr);
+    cr_expect_str_eq(m.reason, "insufficient_stock");
+    cr_expect_str_eq(m.product_id, "P-1");
+    cr_expect_eq(m.requested, 5);
+    cr_expect_eq(m.available, 3);
+    vx_msg_clear(&m);
+    /* order_released names no product */
+    cr_assert_eq(decode("{\"type\":\"StockRejected\"," EV_HEAD ",\"order_id\":\"o1\",\"reason\":\"order_released\","
+                        "\"items\":[{\"product_id\":\"P-1\",\"quantity\":5}]}",
+                        VX_MSG_INVENTORY_EVENTS),
+                 VX_MSG_OK, "%s", errstr);
+    vx_msg_clear(&m);
+}
+
+Test(codec_events, stock_released_may_give_back_nothing_or_more_than_a_line_holds) {
+    cr_assert_eq(decode("{\"type\":\"StockReleased\"," EV_HEAD ",\"order_id\":\"o1\",\"items\":[]}", VX_MSG_INVENTORY_EVENTS),
+                 VX_MSG_OK, "%s", errstr);
+    cr_expect_eq(m.nlines, 0);
+    vx_msg_clear(&m);
+    cr_assert_eq(decode("{\"type\":\"StockReleased\"," EV_HEAD ",\"order_id\":\"o1\","
+                        "\"items\":[{\"product_id\":\"P-1\",\"quantity\":2000000}]}",
+                        VX_MSG_INVENTORY_EVENTS),
+                 VX_MSG_OK, "%s", errstr);
+    vx_msg_clear(&m);
+}
+
+Test(codec_events, restocked_decodes_product_name_and_stock) {
+    cr_assert_eq(decode("{\"type\":\"Restocked\"," EV_HEAD ",\"product_id\":\"P-1\",\"quantity\":10,\"name\":\"Tea\","
+                        "\"stock\":0,\"items\":[{\"product_id\":\"P-1\",\"quantity\":10}]}",
+                        VX_MSG_INVENTORY_EVENTS),
+                 VX_MSG_OK, "%s", errstr);
+    cr_expect_eq(m.type, VX_MSG_RESTOCKED);
+    cr_expect_eq(m.stock, 0);
+    cr_expect_str_eq(m.name, "Tea");
+    vx_msg_clear(&m);
+}
+
+/* What breaks an event's schema is refused with the reason and the field, as for commands. */
+Test(codec_events, broken_events_are_refused_naming_the_field) {
+    static const struct {
+        const char *json, *field;
+        vx_msg_err_t want;
+    } cases[] = {
+        {"{\"type\":\"StockReserved\",\"idempotency_key\":\"k\",\"occurred_at\":\"t\",\"order_id\":\"o\","
+         "\"items\":[{\"product_id\":\"P\",\"quantity\":1}]}",
+         "event_id", VX_MSG_MISSING_FIELD},
+        {"{\"type\":\"StockReserved\"," EV_HEAD ",\"items\":[{\"product_id\":\"P\",\"quantity\":1}]}", "order_id",
+         VX_MSG_MISSING_FIELD},
+        {"{\"type\":\"StockReserved\"," EV_HEAD ",\"order_id\":\"o\",\"items\":[]}", "items", VX_MSG_INVALID_VALUE},
+        {"{\"type\":\"StockRejected\"," EV_HEAD ",\"order_id\":\"o\",\"reason\":\"bored\","
+         "\"items\":[{\"product_id\":\"P\",\"quantity\":1}]}",
+         "reason", VX_MSG_INVALID_VALUE},
+        {"{\"type\":\"StockRejected\"," EV_HEAD ",\"order_id\":\"o\",\"reason\":\"unknown_product\","
+         "\"items\":[{\"product_id\":\"P\",\"quantity\":1}]}",
+         "product_id", VX_MSG_MISSING_FIELD},
+        {"{\"type\":\"StockRejected\"," EV_HEAD ",\"order_id\":\"o\",\"reason\":\"insufficient_stock\",\"product_id\":\"P\","
+         "\"available\":-1,\"items\":[{\"product_id\":\"P\",\"quantity\":1}]}",
+         "available", VX_MSG_INVALID_VALUE},
+        {"{\"type\":\"Restocked\"," EV_HEAD ",\"product_id\":\"P\",\"quantity\":1,\"name\":\"n\","
+         "\"items\":[{\"product_id\":\"P\",\"quantity\":1}]}",
+         "stock", VX_MSG_MISSING_FIELD},
+        {"{\"type\":\"ReserveStock\",\"idempotency_key\":\"k\",\"order_id\":\"o\","
+         "\"items\":[{\"product_id\":\"P\",\"quantity\":1}]}",
+         "type", VX_MSG_UNKNOWN_TYPE},
+    };
+    for (size_t i = 0; i < NELEM(cases); i++) {
+        cr_expect_eq(decode(cases[i].json, VX_MSG_INVENTORY_EVENTS), cases[i].want, "case %zu: %s", i, errstr);
+        cr_expect_str_eq(m.field, cases[i].field, "case %zu", i);
+        cr_expect_null(m.root, "case %zu: a refused message leaves nothing to free", i);
+    }
+}
+
+Test(codec_results, order_result_decodes_status_reason_and_hash) {
+    cr_assert_eq(decode("{\"type\":\"OrderResult\",\"order_id\":\"o1\",\"idempotency_key\":\"k1\",\"customer_id\":\"c1\","
+                        "\"status\":\"REJECTED\",\"reason\":\"unknown_product\",\"product_id\":\"P-9\","
+                        "\"items\":[{\"product_id\":\"P-9\",\"quantity\":1}],\"request_hash\":\"9e3c4a1f0b2d6e57\","
+                        "\"event_id\":\"orders-3\",\"occurred_at\":\"2026-12-05T10:00:00Z\"}",
+                        VX_MSG_ORDER_RESULT),
+                 VX_MSG_OK, "%s", errstr);
+    cr_expect_str_eq(m.status, "REJECTED");
+    cr_expect_str_eq(m.reason, "unknown_product");
+    cr_expect_str_eq(m.request_hash, "9e3c4a1f0b2d6e57");
+    vx_msg_clear(&m);
+    /* CONFIRMED has a null reason; a not_found answer has no lines */
+    cr_assert_eq(decode("{\"type\":\"OrderResult\",\"order_id\":\"o1\",\"idempotency_key\":\"k1\",\"status\":\"REJECTED\","
+                        "\"reason\":\"not_found\",\"items\":[],\"event_id\":\"e\",\"occurred_at\":\"t\"}",
+                        VX_MSG_ORDER_RESULT),
+                 VX_MSG_OK, "%s", errstr);
+    vx_msg_clear(&m);
+    cr_assert_eq(decode("{\"type\":\"OrderResult\",\"order_id\":\"o1\",\"idempotency_key\":\"k1\",\"status\":\"CONFIRMED\","
+                        "\"reason\":null,\"items\":[{\"product_id\":\"P\",\"quantity\":1}],\"event_id\":\"e\","
+                        "\"occurred_at\":\"t\"}",
+                        VX_MSG_ORDER_RESULT),
+                 VX_MSG_OK, "%s", errstr);
+    cr_expect_null(m.reason);
+    vx_msg_clear(&m);
+    cr_expect_eq(decode("{\"type\":\"OrderResult\",\"order_id\":\"o1\",\"idempotency_key\":\"k1\",\"status\":\"LOST\","
+                        "\"items\":[],\"event_id\":\"e\",\"occurred_at\":\"t\"}",
+                        VX_MSG_ORDER_RESULT),
+                 VX_MSG_INVALID_VALUE);
+    cr_expect_str_eq(m.field, "status");
+}
+
+/* The gateway's command: the body's fields, then type and key; one line of compact JSON. */
+Test(codec_results, place_order_is_the_body_with_type_and_key) {
+    char *s;
+    json_object *o;
+    cr_assert_eq(decode("{\"customer_id\":\"c1\",\"items\":[{\"product_id\":\"P-1\",\"quantity\":2}]}", VX_MSG_ORDER_BODY),
+                 VX_MSG_OK, "%s", errstr);
+    o = vx_msg_place_order(&m, "k/1");
+    s = strdup(json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE));
+    json_object_put(o);
+    vx_msg_clear(&m);
+    cr_expect_str_eq(s, "{\"customer_id\":\"c1\",\"items\":[{\"product_id\":\"P-1\",\"quantity\":2}],"
+                        "\"type\":\"PlaceOrder\",\"idempotency_key\":\"k/1\"}");
+    cr_assert_eq(decode(s, VX_MSG_PLACE_ORDER), VX_MSG_OK, "the command decodes as a PlaceOrder: %s", errstr);
+    vx_msg_clear(&m);
+    free(s);
+}
