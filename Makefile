@@ -16,7 +16,7 @@ PKGS    := rdkafka libpq json-c libmicrohttpd uuid
 PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS))
 PKG_LIBS   = $(shell pkg-config --libs $(PKGS)) -lpthread -lm
 CRIT_LIBS  = $(shell pkg-config --libs criterion)
-XCFLAGS := -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -MMD -MP -Icommon -DVX_SRC_DIR='"$(CURDIR)"'
+XCFLAGS := -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -MMD -MP -Icommon -I$(B) -DVX_SRC_DIR='"$(CURDIR)"'
 SAN     := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
 
 COMMON  := $(wildcard common/*.c)
@@ -39,6 +39,16 @@ $(B)/obj/%.o: %.c | $(DEPS_STAMP)
 $(B)/asan/%.o: %.c | $(DEPS_STAMP)
 	@mkdir -p $(dir $@)
 	$(CC) $(XCFLAGS) -O1 -g $(SAN) $(PKG_CFLAGS) -c $< -o $@
+
+# valerix_build_info's version and commit (vx_metrics.c): rewritten only when git says otherwise.
+$(B)/vx_commit.h: FORCE
+	@mkdir -p $(B)
+	@c=$$(git rev-parse --short HEAD 2>/dev/null || echo unknown); \
+	 v=$$(git describe --tags --always --dirty 2>/dev/null || echo unknown); \
+	 printf '#define VX_COMMIT "%s"\n#define VX_VERSION "%s"\n' "$$c" "$$v" >$@.tmp; \
+	 cmp -s $@.tmp $@ && rm -f $@.tmp || mv $@.tmp $@
+$(B)/obj/common/vx_metrics.o $(B)/asan/common/vx_metrics.o: $(B)/vx_commit.h
+FORCE:
 
 COMMON_OBJ := $(COMMON:%.c=$(B)/obj/%.o)
 COMMON_ASAN := $(COMMON:%.c=$(B)/asan/%.o)

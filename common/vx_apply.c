@@ -18,6 +18,7 @@
 #include "vx_chaos.h"
 #include "vx_kafka.h"
 #include "vx_log.h"
+#include "vx_metrics.h"
 #include "vx_pg.h"
 #include "vx_strset.h"
 
@@ -90,7 +91,14 @@ struct vx_apply_s {
     vx_strset_t call_keys;        /* the service keys of the call being built */
     long long dlq_pending, dlq_failed;
     unsigned long long seq;
+    vx_metric_t *m_consumed, *m_dlq, *m_entries, *m_duration, *m_retries, *m_lock_waits;
 };
+
+static long long now_us(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
 
 static long long now_ms(void) {
     struct timespec ts;
@@ -155,6 +163,24 @@ vx_apply_t *vx_apply_new(const vx_apply_opts_t *o, PGconn *db, rd_kafka_t *produ
     a->outbox = outbox;
     a->stopping = stopping;
     if (!(a->call = calloc((size_t)o->batch_max, sizeof(*a->call)))) goto oom;
+    static const double entries[] = {1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000};
+    a->m_consumed = vx_metric_new(VX_COUNTER, "valerix_messages_consumed_total",
+                                  "Messages consumed, by topic, message type and outcome (applied, duplicate, rejected,"
+                                  " dead_lettered, skipped).",
+                                  "topic,type,outcome", NULL, 0);
+    a->m_dlq = vx_metric_new(VX_COUNTER, "valerix_dead_letters_total",
+                             "Messages sent to the dead-letter topic, by the topic they came from and the reason.",
+                             "topic,reason", NULL, 0);
+    a->m_entries = vx_metric_new(VX_HISTOGRAM, "valerix_apply_batch_entries", "Entries per apply call (transaction).",
+                                 NULL, entries, (int)(sizeof(entries) / sizeof(entries[0])));
+    a->m_duration = vx_metric_new(VX_HISTOGRAM, "valerix_apply_duration_seconds",
+                                  "Time of one apply call that committed, its retries included.", NULL,
+                                  vx_metric_seconds, vx_metric_nseconds);
+    a->m_retries = vx_metric_new(VX_COUNTER, "valerix_apply_retries_total",
+                                 "Apply calls tried again after a transient failure, by reason.", "reason", NULL, 0);
+    a->m_lock_waits = vx_metric_new(VX_COUNTER, "valerix_lock_waits_total",
+                                    "Messages set aside because their call waited on a lock past VX_LOCK_TIMEOUT_MS.",
+                                    NULL, NULL, 0);
     if (find_columns(a, errstr, errstr_size)) goto err;
     return a;
 oom:
@@ -260,6 +286,7 @@ static void dead_letter(vx_apply_t *a, const rd_kafka_message_t *m, const char *
         return;
     }
     a->dlq_pending++;
+    vx_metric_add(a->m_dlq, VX_L(rd_kafka_topic_name(m->rkt), reason), 1);
     vx_log(VX_LOG_WARN, "dead_lettered", "reason", reason, "error", detail, "topic", rd_kafka_topic_name(m->rkt),
            "idempotency_key", ikey, "correlation_id", vx_kafka_header(m, "correlation-id", cid, sizeof(cid)), NULL);
 }
@@ -286,8 +313,15 @@ void vx_apply_add(vx_apply_t *a, rd_kafka_message_t *m) {
     switch (a->o.decode(m, &x->e, err, sizeof(err), a->o.opaque)) {
     case VX_ENTRY_REFUSE:
         dead_letter(a, m, x->e.reason ? x->e.reason : "processing_error", err, NULL);
-        /* fall through */
+        vx_metric_add(a->m_consumed, VX_L(rd_kafka_topic_name(m->rkt), x->e.type ? x->e.type : "unknown", "dead_lettered"),
+                      1);
+        json_object_put(x->e.json);
+        rd_kafka_message_destroy(m);
+        x->next = a->free;
+        a->free = x;
+        return;
     case VX_ENTRY_SKIP:
+        vx_metric_add(a->m_consumed, VX_L(rd_kafka_topic_name(m->rkt), x->e.type ? x->e.type : "unknown", "skipped"), 1);
         json_object_put(x->e.json);
         rd_kafka_message_destroy(m);
         x->next = a->free;
@@ -346,6 +380,18 @@ static PGresult *exec_txn(vx_apply_t *a, const char *const *params) {
     return r;
 }
 
+/* The reason label of a retry: what the SQLSTATE says, in a word. */
+static const char *retry_reason(PGconn *db, const char *state) {
+    if (PQstatus(db) != CONNECTION_OK || !state || strncmp(state, "08", 2) == 0 || strncmp(state, "57P", 3) == 0)
+        return "connection";
+    if (strcmp(state, "40001") == 0) return "serialization";
+    if (strcmp(state, "40P01") == 0) return "deadlock";
+    if (strcmp(state, "23505") == 0) return "unique_violation";
+    if (strcmp(state, "25006") == 0) return "read_only";
+    if (strncmp(state, "53", 2) == 0) return "resources";
+    return "other";
+}
+
 /* Runs the call until it commits or fails for good: transient failures (vx_pg_transient, and a
  * unique violation: a concurrent twin committed first, and the retry finds it recorded) are retried
  * with backoff; a lock wait longer than lock_timeout is reported at once. */
@@ -370,6 +416,7 @@ static exec_t exec(vx_apply_t *a, const char *json, PGresult **out, char *detail
                 return EXEC_LOCK;
             }
             retry = vx_pg_transient(a->db, r) || (state && strcmp(state, "23505") == 0);
+            if (retry) vx_metric_add(a->m_retries, VX_L(retry_reason(a->db, state)), 1);
             vx_log(retry ? VX_LOG_WARN : VX_LOG_ERROR, "batch_failed", "sqlstate", state, "error",
                    PQresultErrorMessage(r), NULL);
             if (!retry) {
@@ -381,6 +428,7 @@ static exec_t exec(vx_apply_t *a, const char *json, PGresult **out, char *detail
             }
             PQclear(r);
         } else {
+            vx_metric_add(a->m_retries, VX_L("connection"), 1);
             vx_log(VX_LOG_WARN, "database_unreachable", "error", PQerrorMessage(a->db), NULL);
         }
         if (*a->stopping && !give_up) give_up = now_ms() + STOP_GRACE_MS;
@@ -391,6 +439,43 @@ static exec_t exec(vx_apply_t *a, const char *json, PGresult **out, char *detail
     }
 }
 
+static int listed(const char *const *list, const char *note) {
+    for (; list && *list; list++)
+        if (strcmp(*list, note) == 0) return 1;
+    return 0;
+}
+
+/* Counts the call's messages by outcome: each outcome row (its out_note) is matched to its entry by
+ * idempotency key (rows come mostly in the call's order; a miss searches the call). An entry that
+ * no row names counts as applied. */
+static void count_outcomes(vx_apply_t *a, const PGresult *r, entry_t **v, size_t n) {
+    size_t cur = 0;
+    int ikey_col = PQfnumber(r, "out_ikey");
+    char *seen = calloc(n, 1);
+
+    for (int i = 0; seen && ikey_col >= 0 && i < PQntuples(r); i++) {
+        const char *note, *ikey = PQgetvalue(r, i, ikey_col);
+        size_t k = cur;
+        if (PQgetisnull(r, i, a->col[COL_NOTE]) || PQgetisnull(r, i, ikey_col)) continue;
+        note = PQgetvalue(r, i, a->col[COL_NOTE]);
+        if (k >= n || seen[k] || !v[k]->e.ikey || strcmp(v[k]->e.ikey, ikey) != 0)
+            for (k = 0; k < n && (seen[k] || !v[k]->e.ikey || strcmp(v[k]->e.ikey, ikey) != 0); k++) {
+            }
+        if (k == n) continue;
+        seen[k] = 1;
+        cur = k + 1;
+        vx_metric_add(a->m_consumed,
+                      VX_L(v[k]->part->topic, v[k]->e.type,
+                           listed(a->o.duplicate_notes, note)  ? "duplicate"
+                           : listed(a->o.rejected_notes, note) ? "rejected"
+                                                               : "applied"),
+                      1);
+    }
+    for (size_t k = 0; k < n; k++)
+        if (!seen || !seen[k]) vx_metric_add(a->m_consumed, VX_L(v[k]->part->topic, v[k]->e.type, "applied"), 1);
+    free(seen);
+}
+
 /* Publishes the outbox rows a call returned, right after its commit, and logs its outcomes. */
 static void publish(vx_apply_t *a, const PGresult *r) {
     char err[256];
@@ -399,9 +484,10 @@ static void publish(vx_apply_t *a, const PGresult *r) {
     vx_chaos_point("after_commit_before_publish");
     if (vx_outbox_publish(a->outbox, r, &a->ocols, err, sizeof(err)) < 0)
         vx_log(VX_LOG_ERROR, "publish_failed", "error", err, NULL); /* the rows stay for the sweep */
-    if (!vx_log_enabled(VX_LOG_INFO)) return;
     for (int i = 0; i < PQntuples(r); i++) {
         if (PQgetisnull(r, i, a->col[COL_NOTE])) continue;
+        if (a->o.outcome) a->o.outcome(r, i, a->o.opaque);
+        if (!vx_log_enabled(VX_LOG_INFO)) continue;
         for (int f = 0; f < MAX_LOG_FIELDS; f++)
             v[f] = f < a->nlog && !PQgetisnull(r, i, a->log_col[f]) ? PQgetvalue(r, i, a->log_col[f]) : NULL;
         vx_log(VX_LOG_INFO, PQgetvalue(r, i, a->col[COL_NOTE]), a->log_name[0], v[0], a->log_name[1], v[1],
@@ -451,6 +537,7 @@ static void defer(vx_apply_t *a, entry_t *x) {
     long long backoff = LOCK_BACKOFF_MS << (x->lock_waits < 4 ? x->lock_waits : 4);
 
     if (!x->lock_waits++) a->lockers++;
+    vx_metric_add(a->m_lock_waits, VX_NOLABELS, 1);
     x->due = now_ms() + (backoff < LOCK_BACKOFF_CAP_MS ? backoff : LOCK_BACKOFF_CAP_MS);
     add_keys(&a->set_keys, x);
     add_rows(&a->set_rows, x);
@@ -465,6 +552,7 @@ static int apply_call(vx_apply_t *a, entry_t **v, size_t n) {
     PGresult *r = NULL;
     char detail[512];
     size_t k = 0;
+    long long t0;
     exec_t st;
     int rc;
 
@@ -473,10 +561,14 @@ static int apply_call(vx_apply_t *a, entry_t **v, size_t n) {
     if (!(n = k)) return 0;
     arr = json_object_new_array_ext((int)n);
     for (size_t i = 0; i < n; i++) json_object_array_add(arr, json_object_get(v[i]->e.json));
+    t0 = now_us();
     st = exec(a, json_object_to_json_string_ext(arr, JSON_C_TO_STRING_PLAIN), &r, detail, sizeof(detail));
     json_object_put(arr);
     switch (st) {
     case EXEC_OK:
+        vx_metric_observe(a->m_duration, VX_NOLABELS, (double)(now_us() - t0) / 1e6);
+        vx_metric_observe(a->m_entries, VX_NOLABELS, (double)n);
+        count_outcomes(a, r, v, n);
         publish(a, r);
         PQclear(r);
         for (size_t i = 0; i < n; i++) entry_done(a, v[i]);
@@ -493,6 +585,7 @@ static int apply_call(vx_apply_t *a, entry_t **v, size_t n) {
             defer(a, v[0]);
         } else {
             dead_letter(a, v[0]->msg, "processing_error", detail, v[0]->e.ikey);
+            vx_metric_add(a->m_consumed, VX_L(v[0]->part->topic, v[0]->e.type, "dead_lettered"), 1);
             entry_done(a, v[0]);
         }
         return 0;

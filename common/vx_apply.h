@@ -27,6 +27,10 @@
  * outbox keys absorb what was applied already. A partition with hold_max entries not done is paused
  * (nothing more is fetched from it) until it is down to half of that: memory stays bounded.
  *
+ * Metrics (vx_metrics.h): messages consumed per topic, type and outcome (applied, duplicate,
+ * rejected, dead_lettered, skipped), dead letters per topic and reason, entries per call and call
+ * duration (histograms), retries per reason, lock waits, messages held.
+ *
  * Threads: everything runs on the worker's loop thread; vx_apply_held may be read from any thread. */
 #ifndef VX_APPLY_H
 #define VX_APPLY_H
@@ -66,6 +70,12 @@ typedef struct {
     /* Further result columns that become fields of the outcome's log line: field name, column name,
      * ..., NULL. */
     const char *const *log_fields;
+    /* Outcome notes (out_note) that mean the message changed nothing because it was seen before, and
+     * those that mean it was refused for a business reason (NULL-terminated; any other note means
+     * applied): valerix_messages_consumed_total{topic,type,outcome} counts by them. */
+    const char *const *duplicate_notes, *const *rejected_notes;
+    /* The service's own reading of each outcome row (its metrics); may be NULL. Row borrowed. */
+    void (*outcome)(const PGresult *r, int row, void *opaque);
     long long batch_max; /* entries per call at most */
     long long hold_max;  /* entries not done per partition before it is paused */
     /* Turns m (borrowed) into e (zeroed): VX_ENTRY_APPLY with e->json set, VX_ENTRY_SKIP when there

@@ -24,6 +24,7 @@ typedef struct {
     char name[64];
     long at;        /* crash at this hit, or 0 */
     double percent; /* else crash with this probability at every hit */
+    long stall_ms;  /* > 0: when due, stall this long instead of exiting */
     long hits;
 } point_t;
 
@@ -51,12 +52,23 @@ static int parse_points(const char *spec, point_t *out, char *errstr, size_t err
         return -1;
     }
     for (char *tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
-        char *mark = strpbrk(tok, "@%"), *end = NULL;
+        char *mark, *end = NULL, *stall = strchr(tok, '~');
         point_t p = {.at = 1};
         if (n == MAX_POINTS) {
             snprintf(errstr, errstr_size, "crash points: at most %d", MAX_POINTS);
             return -1;
         }
+        if (stall) {
+            *stall = '\0';
+            errno = 0;
+            p.stall_ms = strtol(stall + 1, &end, 10);
+            if (errno || end == stall + 1 || *end || p.stall_ms < 1 || p.stall_ms > MAX_DELAY_MS) {
+                snprintf(errstr, errstr_size, "crash point \"%s~%s\" needs a stall of 1 to %d ms", tok, stall + 1,
+                         MAX_DELAY_MS);
+                return -1;
+            }
+        }
+        mark = strpbrk(tok, "@%");
         if (mark && *mark == '@') {
             *mark = '\0';
             errno = 0;
@@ -139,6 +151,7 @@ int vx_chaos_init(char *errstr, size_t errstr_size) {
 
 void vx_chaos_point(const char *name) {
     int die = 0;
+    long stall = 0;
 
     if (!__atomic_load_n(&armed, __ATOMIC_ACQUIRE)) return;
     pthread_mutex_lock(&mu);
@@ -146,8 +159,17 @@ void vx_chaos_point(const char *name) {
         if (strcmp(points[i].name, name) != 0) continue;
         points[i].hits++;
         die = points[i].at ? points[i].hits == points[i].at : uniform() * 100 < points[i].percent;
+        stall = points[i].stall_ms;
     }
     pthread_mutex_unlock(&mu);
+    if (die && stall) {
+        char ms[24];
+        snprintf(ms, sizeof(ms), "%ld", stall);
+        vx_log(VX_LOG_WARN, "stall_point", "point", name, "#stall_ms", ms, NULL);
+        vx_log_flush();
+        usleep((useconds_t)stall * 1000); /* a wedged loop, as a lock or a hung call would make it */
+        return;
+    }
     if (die) {
         vx_log(VX_LOG_ERROR, "crash_point", "point", name, NULL);
         vx_log_flush();
@@ -201,6 +223,7 @@ json_object *vx_chaos_state(void) {
             json_object_object_add(p, "at", json_object_new_int64(points[i].at));
         else
             json_object_object_add(p, "percent", json_object_new_double(points[i].percent));
+        if (points[i].stall_ms) json_object_object_add(p, "stall_ms", json_object_new_int64(points[i].stall_ms));
         json_object_object_add(p, "hits", json_object_new_int64(points[i].hits));
         json_object_array_add(pts, p);
     }
@@ -213,6 +236,13 @@ json_object *vx_chaos_state(void) {
     json_object_object_add(st, "gremlin", g);
     json_object_object_add(st, "admin", json_object_new_boolean(token[0] != '\0'));
     return st;
+}
+
+void vx_chaos_counts(long long *delayed, int *points_armed) {
+    pthread_mutex_lock(&mu);
+    *delayed = grem.delayed;
+    *points_armed = npoints;
+    pthread_mutex_unlock(&mu);
 }
 
 /* ---- the admin route's part (vx_http_chaos_admin answers it) ----------------------------------- */

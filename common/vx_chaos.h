@@ -3,9 +3,10 @@
  *
  * Crash points are named places in the code (vx_chaos_point("before_commit")) where the process
  * dies abruptly, as a kill -9 would: _exit(70), after one log line {"event":"crash_point",...}.
- *   VX_CRASH_POINTS="name[@N|%P],..."   name@N: at the Nth hit of the point in this process's life
+ *   VX_CRASH_POINTS="name[@N|%P][~MS],..."   name@N: at the Nth hit of the point in this process's life
  *                                        (name alone: the first); name%P: with probability P percent
- *                                        at every hit (0 < P <= 100).
+ *                                        at every hit (0 < P <= 100); ~MS: when due, the point stalls
+ *                                        for MS milliseconds instead of exiting (a wedged loop).
  * The points: before_commit, after_commit_before_publish, mid_batch (half of a batch's outbox rows
  * produced), after_publish_before_offset_commit (inventory-svc, order-svc), and
  * after_produce_before_reply (gateway).
@@ -58,6 +59,9 @@ json_object *vx_chaos_delay_headers(long delay_ms);
 /* {"crash_points":[{"point","at"|"percent","hits"}...],"gremlin":{"delay_ms","every","fraction",
  * "delayed"},"admin":bool}: a new object, the caller's. */
 json_object *vx_chaos_state(void);
+
+/* For the metrics: commands the gremlin held back so far, and crash points armed now. */
+void vx_chaos_counts(long long *delayed, int *points_armed);
 
 /* Whether VX_CHAOS_TOKEN is set (the admin route exists), and whether bearer is it (compared in
  * constant time). */

@@ -16,21 +16,16 @@
 #include "vx_chaos.h"
 #include "vx_config.h"
 #include "vx_log.h"
+#include "vx_metrics.h"
 
 #define MAX_RESP_HEADERS 8
 
 enum req_state { READING, SUSPENDED, ANSWERED };
 
-/* Latency histogram bounds in microseconds (Prometheus "le" buckets), plus +Inf. */
-static const long long latency_le_us[] = {500, 1000, 2000, 4000, 8000, 16000, 32000, 64000, 128000, 256000,
-                                          512000, 1000000, 2000000, 5000000, 10000000};
-#define NBUCKETS (sizeof(latency_le_us) / sizeof(latency_le_us[0]))
-
 struct vx_http_s {
     struct MHD_Daemon *mhd;
     vx_http_opts_t opts;
-    long long by_status[600];                /* answers per status code, atomically counted */
-    long long latency[NBUCKETS + 1], sum_us; /* request duration, first byte in to answer */
+    vx_metric_t *responses, *duration; /* per route (and code): the process's families */
 };
 
 struct vx_http_req_s {
@@ -44,6 +39,7 @@ struct vx_http_req_s {
     enum req_state state;
     struct MHD_Response *resp;
     int status;
+    const char *route; /* for the metrics: set by the handler, "other" when it names none */
     long long started_us;
     char *hdr_name[MAX_RESP_HEADERS], *hdr_value[MAX_RESP_HEADERS];
     int nhdrs;
@@ -84,46 +80,21 @@ static long long now_us(void) {
     return (long long)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
 }
 
-static void count(vx_http_t *srv, int status, long long us) {
-    size_t b = 0;
-    while (b < NBUCKETS && us > latency_le_us[b]) b++;
-    if (status >= 100 && status < 600) __atomic_add_fetch(&srv->by_status[status], 1, __ATOMIC_RELAXED);
-    __atomic_add_fetch(&srv->latency[b], 1, __ATOMIC_RELAXED);
-    __atomic_add_fetch(&srv->sum_us, us, __ATOMIC_RELAXED);
-}
+void vx_http_route(vx_http_req_t *req, const char *route) { req->route = route; }
 
-size_t vx_http_metrics(vx_http_t *srv, char *buf, size_t len, size_t size) {
-    long long cum = 0;
-#define APPEND(...)                                                                                           \
-    do {                                                                                                      \
-        int n_ = snprintf(buf + len, size - len, __VA_ARGS__);                                                \
-        if (n_ < 0 || (size_t)n_ >= size - len) return len;                                                   \
-        len += (size_t)n_;                                                                                    \
-    } while (0)
-    APPEND("# TYPE valerix_http_responses_total counter\n");
-    for (int s = 100; s < 600; s++) {
-        long long n = __atomic_load_n(&srv->by_status[s], __ATOMIC_RELAXED);
-        if (n) APPEND("valerix_http_responses_total{code=\"%d\"} %lld\n", s, n);
-    }
-    APPEND("# TYPE valerix_http_request_duration_seconds histogram\n");
-    for (size_t b = 0; b <= NBUCKETS; b++) {
-        cum += __atomic_load_n(&srv->latency[b], __ATOMIC_RELAXED);
-        if (b < NBUCKETS)
-            APPEND("valerix_http_request_duration_seconds_bucket{le=\"%g\"} %lld\n", latency_le_us[b] / 1e6, cum);
-        else
-            APPEND("valerix_http_request_duration_seconds_bucket{le=\"+Inf\"} %lld\n", cum);
-    }
-    APPEND("valerix_http_request_duration_seconds_sum %.6f\nvalerix_http_request_duration_seconds_count %lld\n",
-           __atomic_load_n(&srv->sum_us, __ATOMIC_RELAXED) / 1e6, cum);
-#undef APPEND
-    return len;
+static void count(vx_http_req_t *req, int status, long long us) {
+    char code[8];
+    const char *route = req->route ? req->route : "other";
+    snprintf(code, sizeof(code), "%d", status);
+    vx_metric_add(req->srv->responses, VX_L(route, code), 1);
+    vx_metric_observe(req->srv->duration, VX_L(route), (double)us / 1e6);
 }
 
 void vx_http_reply(vx_http_req_t *req, int status, const char *content_type, const char *body, size_t len) {
     struct MHD_Response *r = MHD_create_response_from_buffer(len, (void *)body, MHD_RESPMEM_MUST_COPY);
     enum req_state prev = req->state;
 
-    count(req->srv, status, now_us() - req->started_us);
+    count(req, status, now_us() - req->started_us);
     if (content_type) MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, content_type);
     for (int i = 0; i < req->nhdrs; i++) MHD_add_response_header(r, req->hdr_name[i], req->hdr_value[i]);
     req->status = status;
@@ -282,6 +253,11 @@ vx_http_t *vx_http_start(const vx_http_opts_t *opts, char *errstr, size_t errstr
     }
     if (!(srv = calloc(1, sizeof(*srv)))) return NULL;
     srv->opts = *opts;
+    srv->responses = vx_metric_new(VX_COUNTER, "valerix_http_responses_total", "HTTP answers by route and status code.",
+                                   "route,code", NULL, 0);
+    srv->duration = vx_metric_new(VX_HISTOGRAM, "valerix_http_request_duration_seconds",
+                                  "Time from a request's first byte to its answer, by route.", "route",
+                                  vx_metric_seconds, vx_metric_nseconds);
     srv->mhd = MHD_start_daemon(flags, (uint16_t)port, NULL, NULL, on_request, srv, MHD_OPTION_SOCK_ADDR, &sa,
                                 MHD_OPTION_NOTIFY_COMPLETED, on_completed, srv, MHD_OPTION_THREAD_POOL_SIZE,
                                 (unsigned)(opts->threads > 1 ? opts->threads : 0), MHD_OPTION_CONNECTION_TIMEOUT,
@@ -333,4 +309,15 @@ void vx_http_chaos_admin(vx_http_req_t *req) {
     vx_log(VX_LOG_WARN, "chaos_changed", "state", json_object_to_json_string_ext(st, JSON_C_TO_STRING_PLAIN), NULL);
     vx_http_reply_json(req, 200, st);
     json_object_put(st);
+}
+
+void vx_http_metrics(vx_http_req_t *req) {
+    size_t len;
+    char *text = vx_metrics_render(&len);
+    if (!text) {
+        vx_http_problem(req, 500, "Internal error", "out of memory", NULL);
+        return;
+    }
+    vx_http_reply(req, 200, "text/plain; version=0.0.4; charset=utf-8", text, len);
+    free(text);
 }

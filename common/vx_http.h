@@ -50,9 +50,13 @@ void vx_http_problem(vx_http_req_t *req, int status, const char *title, const ch
 void vx_http_not_found(vx_http_req_t *req);
 void vx_http_method_not_allowed(vx_http_req_t *req, const char *allow);
 
-/* Appends Prometheus text for this server's answers (by status code) and their latency histogram
- * to buf[len..size); returns the new length. */
-size_t vx_http_metrics(vx_http_t *srv, char *buf, size_t len, size_t size);
+/* Names the request's route for the metrics (valerix_http_responses_total{route,code} and
+ * valerix_http_request_duration_seconds{route}): a string literal such as "POST /orders", so that the
+ * label stays bounded; a request whose handler names none counts as "other". */
+void vx_http_route(vx_http_req_t *req, const char *route);
+
+/* Answers GET /metrics with vx_metrics_render (text format 0.0.4). */
+void vx_http_metrics(vx_http_req_t *req);
 
 /* Answers POST /admin/chaos (vx_chaos.h): 404 without a configured VX_CHAOS_TOKEN, 405 for another
  * method, 401 without a bearer token, 403 with a wrong one, 400 for a bad body (nothing changes);

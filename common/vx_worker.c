@@ -18,6 +18,7 @@
 #include "vx_config.h"
 #include "vx_kafka.h"
 #include "vx_log.h"
+#include "vx_metrics.h"
 #include "vx_outbox.h"
 #include "vx_pg.h"
 
@@ -35,6 +36,11 @@ struct vx_worker_s {
     vx_apply_t *apply;
     vx_http_t *http;
     long long next_mark, next_sweep, next_prune; /* next_mark: 0 while nothing waits to be stamped */
+    long long last_turn;  /* when the loop last completed a turn (ms, monotonic); read by /health */
+    int joined;           /* the group gave this instance an assignment (maybe empty) at least once */
+    int assigned;         /* partitions assigned now */
+    vx_metric_t *m_published, *m_swept, *m_pruned, *m_pending, *m_oldest, *m_lag, *m_queue, *m_held, *m_turn,
+        *m_gremlin, *m_points;
 };
 
 static volatile sig_atomic_t stopping;
@@ -60,7 +66,8 @@ int vx_worker_config(vx_worker_opts_t *o, const char *prefix, char *errstr, size
                       errstr_size) ||
            vx_cfg_int("VX_OUTBOX_SWEEP_GRACE_MS", 5000, 0, 3600000, &o->sweep_grace_ms, errstr, errstr_size) ||
            vx_cfg_int("VX_HOLD_MAX", 1000, 1, 1000000, &o->hold_max, errstr, errstr_size) ||
-           vx_cfg_int("VX_LOCK_TIMEOUT_MS", 200, 1, 600000, &o->lock_timeout_ms, errstr, errstr_size);
+           vx_cfg_int("VX_LOCK_TIMEOUT_MS", 200, 1, 600000, &o->lock_timeout_ms, errstr, errstr_size) ||
+           vx_cfg_int("VX_LIVENESS_MS", 30000, 1000, 3600000, &o->liveness_ms, errstr, errstr_size);
 }
 
 /* Delivery reports: outbox rows are stamped later in one statement; dead letters are counted,
@@ -69,7 +76,10 @@ static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaqu
     vx_worker_t *w = opaque;
     (void)rk;
     if (vx_outbox_on_delivery(w->outbox, m)) {
-        if (m->err) vx_log(VX_LOG_WARN, "outbox_delivery_failed", "error", rd_kafka_err2str(m->err), NULL);
+        if (m->err)
+            vx_log(VX_LOG_WARN, "outbox_delivery_failed", "error", rd_kafka_err2str(m->err), NULL);
+        else
+            vx_metric_add(w->m_published, VX_NOLABELS, 1);
         return;
     }
     vx_apply_on_dlq_delivery(w->apply, m->err);
@@ -82,6 +92,12 @@ static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err, rd_kafka_topic
     vx_worker_t *w = opaque;
     if (err != RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS && w->apply) vx_apply_revoke(w->apply, parts);
     vx_kafka_rebalance(rk, err, parts);
+    if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) __atomic_store_n(&w->joined, 1, __ATOMIC_RELEASE);
+    rd_kafka_topic_partition_list_t *now = NULL;
+    if (!rd_kafka_assignment(rk, &now)) {
+        __atomic_store_n(&w->assigned, now->cnt, __ATOMIC_RELEASE);
+        rd_kafka_topic_partition_list_destroy(now);
+    }
 }
 
 /* ---- for the services' callbacks -------------------------------------------------------------- */
@@ -107,16 +123,127 @@ void vx_worker_reply_query(vx_worker_t *w, vx_http_req_t *req, const char *sql, 
     PQclear(r);
 }
 
-/* ---- HTTP: /health, /ready, then the service's routes ------------------------------------------ */
+/* ---- metrics read at scrape time (on the HTTP thread) ------------------------------------------- */
+
+/* Rows waiting in the outbox: counted up to a bound, so a scrape never reads a huge backlog whole,
+ * and the age of the oldest (the lowest id waits longest: ids grow with time). */
+static const char SQL_PENDING[] =
+    "SELECT (SELECT count(*) FROM (SELECT 1 FROM outbox_pending LIMIT 100000) p),"
+    " coalesce(extract(epoch FROM now() - (SELECT o.created_at FROM outbox o"
+    "   WHERE o.id = (SELECT min(id) FROM outbox_pending))), 0)";
+
+static void worker_scrape(void *opaque) {
+    vx_worker_t *w = opaque;
+    rd_kafka_topic_partition_list_t *parts = NULL;
+    long long delayed;
+    int points;
+    PGresult *r;
+
+    if (vx_pg_ensure(w->http_db) == 0) {
+        r = PQexec(w->http_db, SQL_PENDING);
+        if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1) {
+            vx_metric_set(w->m_pending, VX_NOLABELS, atof(PQgetvalue(r, 0, 0)));
+            vx_metric_set(w->m_oldest, VX_NOLABELS, atof(PQgetvalue(r, 0, 1)));
+        }
+        PQclear(r);
+    }
+    /* Lag: the end of each assigned partition (as the last fetch saw it) past the next offset this
+     * instance reads: its position, or, before it has read anything there, the group's committed
+     * offset (asked of the broker, briefly). */
+    vx_metric_clear(w->m_lag);
+    if (!rd_kafka_assignment(w->consumer, &parts)) {
+        rd_kafka_topic_partition_list_t *ask = rd_kafka_topic_partition_list_new(parts->cnt);
+        rd_kafka_position(w->consumer, parts);
+        for (int i = 0; i < parts->cnt; i++)
+            if (parts->elems[i].offset < 0)
+                rd_kafka_topic_partition_list_add(ask, parts->elems[i].topic, parts->elems[i].partition);
+        if (ask->cnt && !rd_kafka_committed(w->consumer, ask, 2000))
+            for (int i = 0; i < ask->cnt; i++)
+                rd_kafka_topic_partition_list_find(parts, ask->elems[i].topic, ask->elems[i].partition)->offset =
+                    ask->elems[i].offset;
+        rd_kafka_topic_partition_list_destroy(ask);
+        for (int i = 0; i < parts->cnt; i++) {
+            rd_kafka_topic_partition_t *p = &parts->elems[i];
+            int64_t lo, hi;
+            char part[16];
+            if (p->offset < 0 || rd_kafka_get_watermark_offsets(w->consumer, p->topic, p->partition, &lo, &hi) ||
+                hi < 0)
+                continue;
+            snprintf(part, sizeof(part), "%d", p->partition);
+            vx_metric_set(w->m_lag, VX_L(p->topic, part), (double)(hi > p->offset ? hi - p->offset : 0));
+        }
+        rd_kafka_topic_partition_list_destroy(parts);
+    }
+    vx_metric_set(w->m_queue, VX_NOLABELS, rd_kafka_outq_len(w->producer));
+    vx_metric_set(w->m_held, VX_NOLABELS, (double)vx_apply_held(w->apply));
+    vx_metric_set(w->m_turn, VX_NOLABELS, (double)(now_ms() - __atomic_load_n(&w->last_turn, __ATOMIC_ACQUIRE)) / 1000.0);
+    vx_chaos_counts(&delayed, &points);
+    vx_metric_set(w->m_gremlin, VX_NOLABELS, (double)delayed);
+    vx_metric_set(w->m_points, VX_NOLABELS, points);
+}
+
+static void worker_metrics(vx_worker_t *w) {
+    w->m_published = vx_metric_new(VX_COUNTER, "valerix_outbox_published_total",
+                                   "Outbox rows the broker acknowledged (first sends and resends).", NULL, NULL, 0);
+    w->m_swept = vx_metric_new(VX_COUNTER, "valerix_outbox_resent_total",
+                               "Outbox rows the sweep sent again: left unpublished by a crash or a failed delivery.",
+                               NULL, NULL, 0);
+    w->m_pruned = vx_metric_new(VX_COUNTER, "valerix_outbox_pruned_total",
+                                "Delivered outbox rows deleted after VX_OUTBOX_RETENTION_S.", NULL, NULL, 0);
+    w->m_pending = vx_metric_new(VX_GAUGE, "valerix_outbox_pending_rows",
+                                 "Outbox rows not yet known to be delivered (counted up to 100000).", NULL, NULL, 0);
+    w->m_oldest = vx_metric_new(VX_GAUGE, "valerix_outbox_oldest_pending_age_seconds",
+                                "Age of the oldest outbox row not yet known to be delivered (0 when none).", NULL, NULL,
+                                0);
+    w->m_lag = vx_metric_new(VX_GAUGE, "valerix_consumer_lag_messages",
+                             "Messages in each assigned partition past what this instance has read.", "topic,partition",
+                             NULL, 0);
+    w->m_queue = vx_metric_new(VX_GAUGE, "valerix_producer_queue_messages",
+                               "Messages in the producer's queue, not yet acknowledged by the broker.", NULL, NULL, 0);
+    w->m_held = vx_metric_new(VX_GAUGE, "valerix_messages_held",
+                              "Messages taken and not done: held aside by the gremlin or a lock, or waiting behind one.",
+                              NULL, NULL, 0);
+    w->m_turn = vx_metric_new(VX_GAUGE, "valerix_loop_last_turn_age_seconds",
+                              "Time since the poll-apply-publish loop last completed a turn.", NULL, NULL, 0);
+    w->m_gremlin = vx_metric_new(VX_COUNTER, "valerix_chaos_gremlin_delayed_total",
+                                 "Commands the latency gremlin held back.", NULL, NULL, 0);
+    w->m_points = vx_metric_new(VX_GAUGE, "valerix_chaos_crash_points_armed", "Crash points armed now.", NULL, NULL, 0);
+    vx_metrics_on_scrape(worker_scrape, w);
+}
+
+/* ---- HTTP: /health, /ready, /metrics, then the service's routes --------------------------------- */
 
 static int ready(vx_worker_t *w) {
     PGresult *r;
     int ok;
-    if (!vx_kafka_reachable(w->producer, 1000) || vx_pg_ensure(w->http_db)) return 0;
+    if (!__atomic_load_n(&w->joined, __ATOMIC_ACQUIRE) || !vx_kafka_reachable(w->producer, 1000) ||
+        vx_pg_ensure(w->http_db))
+        return 0;
     r = PQexec(w->http_db, "SELECT 1");
     ok = PQresultStatus(r) == PGRES_TUPLES_OK;
     PQclear(r);
     return ok;
+}
+
+/* Liveness: 200 while the loop completes turns; 503, saying since when, once it has not for
+ * liveness_ms (a wedged loop: a call that never returns, a database that never answers). */
+static void health(vx_worker_t *w, vx_http_req_t *req) {
+    json_object *h = json_object_new_object(), *loop = json_object_new_object();
+    long long since = now_ms() - __atomic_load_n(&w->last_turn, __ATOMIC_ACQUIRE);
+    int wedged = since > w->o->liveness_ms;
+
+    json_object_object_add(h, "status", json_object_new_string(wedged ? "wedged" : "up"));
+    json_object_object_add(loop, "last_turn_ms_ago", json_object_new_int64(since));
+    json_object_object_add(loop, "limit_ms", json_object_new_int64(w->o->liveness_ms));
+    json_object_object_add(h, "loop", loop);
+    if (wedged)
+        json_object_object_add(h, "detail", json_object_new_string("the poll-apply-publish loop has not completed a turn "
+                                                                   "within VX_LIVENESS_MS"));
+    json_object_object_add(h, "held", json_object_new_int64(vx_apply_held(w->apply)));
+    json_object_object_add(h, "partitions", json_object_new_int(__atomic_load_n(&w->assigned, __ATOMIC_ACQUIRE)));
+    json_object_object_add(h, "chaos", vx_chaos_state());
+    vx_http_reply_json(req, wedged ? 503 : 200, h);
+    json_object_put(h);
 }
 
 static void on_http(vx_http_req_t *req, void *opaque) {
@@ -127,20 +254,32 @@ static void on_http(vx_http_req_t *req, void *opaque) {
     int get = strcmp(vx_http_method(req), "GET") == 0 || strcmp(vx_http_method(req), "HEAD") == 0;
 
     if (n == 2 && strcmp(seg[0], "admin") == 0 && strcmp(seg[1], "chaos") == 0) {
+        vx_http_route(req, "POST /admin/chaos");
         vx_http_chaos_admin(req);
-    } else if (n == 1 && (strcmp(seg[0], "health") == 0 || strcmp(seg[0], "ready") == 0)) {
+    } else if (n == 1 && (strcmp(seg[0], "health") == 0 || strcmp(seg[0], "ready") == 0 ||
+                          strcmp(seg[0], "metrics") == 0)) {
         if (!get) {
             vx_http_method_not_allowed(req, "GET, HEAD");
         } else if (seg[0][0] == 'h') {
-            json_object *h = json_object_new_object();
-            json_object_object_add(h, "status", json_object_new_string("up"));
-            json_object_object_add(h, "chaos", vx_chaos_state());
-            vx_http_reply_json(req, 200, h);
-            json_object_put(h);
-        } else if (ready(w)) {
-            vx_http_reply(req, 200, "application/json", "{\"status\":\"ready\"}", 18);
+            vx_http_route(req, "GET /health");
+            health(w, req);
+        } else if (seg[0][0] == 'm') {
+            vx_http_route(req, "GET /metrics");
+            vx_http_metrics(req);
         } else {
-            vx_http_problem(req, 503, "Not ready", "the broker or the database is unreachable", NULL);
+            char body[96];
+            vx_http_route(req, "GET /ready");
+            if (ready(w)) {
+                snprintf(body, sizeof(body), "{\"status\":\"ready\",\"partitions\":%d}",
+                         __atomic_load_n(&w->assigned, __ATOMIC_ACQUIRE));
+                vx_http_reply(req, 200, "application/json", body, strlen(body));
+            } else {
+                vx_http_problem(req, 503, "Not ready",
+                                __atomic_load_n(&w->joined, __ATOMIC_ACQUIRE)
+                                    ? "the broker or the database is unreachable"
+                                    : "the consumer group has not given this instance its partitions yet",
+                                NULL);
+            }
         }
     } else if (!w->o->http || !w->o->http(w, req, seg, n, w->o->opaque)) {
         vx_http_not_found(req);
@@ -178,12 +317,15 @@ static void upkeep(vx_worker_t *w, int startup) {
             char cnt[16];
             snprintf(cnt, sizeof(cnt), "%d", n);
             vx_log(VX_LOG_INFO, "outbox_swept", "#rows", cnt, NULL);
+            vx_metric_add(w->m_swept, VX_NOLABELS, n);
         }
         w->next_sweep = t + SWEEP_EVERY_MS;
     }
     if (t >= w->next_prune && vx_pg_ensure(w->db) == 0) {
-        if (vx_outbox_prune(w->outbox, w->db, w->o->outbox_retention_s, err, sizeof(err)) < 0)
+        if ((n = vx_outbox_prune(w->outbox, w->db, w->o->outbox_retention_s, err, sizeof(err))) < 0)
             vx_log(VX_LOG_WARN, "prune_failed", "error", err, NULL);
+        else
+            vx_metric_add(w->m_pruned, VX_NOLABELS, n);
         if (w->o->prune) w->o->prune(w, w->db, w->o->opaque);
         w->next_prune = t + PRUNE_EVERY_MS;
     }
@@ -193,6 +335,7 @@ static int run(vx_worker_t *w) {
     /* Rows a previous run left unpublished go first, at once, before this run's fast path sends
      * rows of its own (which a sweep with no grace would send a second time). */
     upkeep(w, 1);
+    __atomic_store_n(&w->last_turn, now_ms(), __ATOMIC_RELEASE);
     while (!stopping) {
         rd_kafka_message_t *m = rd_kafka_consumer_poll(w->consumer, vx_apply_wait_ms(w->apply, 100));
         if (m) {
@@ -210,6 +353,7 @@ static int run(vx_worker_t *w) {
             exit(1); /* the messages are redelivered to the next instance: nothing is lost */
         }
         upkeep(w, 0);
+        __atomic_store_n(&w->last_turn, now_ms(), __ATOMIC_RELEASE);
         vx_log_flush();
     }
     /* Stopping: the call in hand is done; let the messages reach the broker, stamp them, commit. */
@@ -219,7 +363,7 @@ static int run(vx_worker_t *w) {
 }
 
 int vx_worker_main(const vx_worker_opts_t *o) {
-    vx_worker_t w = {.o = o};
+    vx_worker_t w = {.o = o, .last_turn = now_ms()};
     struct sigaction sa = {0};
     char err[512], pgopts[64];
     int rc = 1;
@@ -260,6 +404,9 @@ int vx_worker_main(const vx_worker_opts_t *o) {
                               .dlq = o->dlq,
                               .sql = o->apply_sql,
                               .log_fields = o->log_fields,
+                              .duplicate_notes = o->duplicate_notes,
+                              .rejected_notes = o->rejected_notes,
+                              .outcome = o->outcome,
                               .batch_max = o->batch_max,
                               .hold_max = o->hold_max,
                               .decode = o->decode,
@@ -280,11 +427,13 @@ int vx_worker_main(const vx_worker_opts_t *o) {
             goto out;
         }
     }
+    worker_metrics(&w);
     vx_log(VX_LOG_INFO, "started", "http", o->http_addr, "consumes", o->consume[0], "group", o->group, NULL);
     vx_log_flush();
     rc = run(&w);
     vx_log(VX_LOG_INFO, "stopped", NULL);
 out:
+    vx_metrics_off_scrape(worker_scrape, &w);
     vx_http_stop(w.http);
     if (w.consumer) {
         rd_kafka_consumer_close(w.consumer); /* commits the stored offsets */

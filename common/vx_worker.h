@@ -1,6 +1,7 @@
 /* vx_worker: the skeleton of a service that consumes Kafka and owns a PostgreSQL database
  * (inventory-svc, order-svc): set-up, the poll-apply-publish loop around the batch applier
- * (vx_apply.h), the outbox relay's upkeep, rebalances, /health, /ready and /admin/chaos (vx_chaos.h),
+ * (vx_apply.h), the outbox relay's upkeep, rebalances, /health (liveness: the loop turns), /ready (the
+ * group gave it its partitions, the broker and the database answer), /metrics and /admin/chaos,
  * and a clean stop on SIGTERM/SIGINT. A service supplies only what is its own: how a message becomes
  * an entry of its SQL call, the call itself, and its read routes.
  *
@@ -29,12 +30,14 @@ typedef struct {
     int ntopics;
     const char *const *routes;            /* outbox routes: logical, real, logical, real, ..., NULL */
     long long batch_max, partitions, topic_retention_ms, outbox_retention_s, sweep_grace_ms;
-    long long hold_max, lock_timeout_ms;
+    long long hold_max, lock_timeout_ms, liveness_ms;
 
     /* The service's part of the batch applier (vx_apply.h): its apply statement, the result columns
      * its log lines carry, how a message becomes an entry. */
     const char *apply_sql;
     const char *const *log_fields;
+    const char *const *duplicate_notes, *const *rejected_notes; /* outcome notes, for the metrics */
+    void (*outcome)(const PGresult *r, int row, void *opaque); /* the service's own metrics; may be NULL */
     vx_entry_verdict_t (*decode)(const rd_kafka_message_t *m, vx_entry_t *e, char *errstr, size_t errstr_size,
                                  void *opaque);
     /* Routes of the service's own; return 0 when the path is not one of them (the answer is 404). */
@@ -47,7 +50,8 @@ typedef struct {
 /* Reads the settings every worker shares: <prefix>_BATCH_MAX (1000), VX_TOPIC_PARTITIONS (2),
  * VX_TOPIC_RETENTION_MS (7 days), VX_OUTBOX_RETENTION_S (7 days), VX_OUTBOX_SWEEP_GRACE_MS (5000),
  * VX_HOLD_MAX (1000: entries not done per partition before it pauses), VX_LOCK_TIMEOUT_MS (200: how
- * long a call waits on a lock before the entry at fault is set aside). */
+ * long a call waits on a lock before the entry at fault is set aside), VX_LIVENESS_MS (30000: /health
+ * answers 503 once the loop has not completed a turn for this long). */
 int vx_worker_config(vx_worker_opts_t *o, const char *prefix, char *errstr, size_t errstr_size);
 
 /* Sets everything up, runs until SIGTERM or SIGINT (finishing the call in hand, flushing the

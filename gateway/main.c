@@ -28,6 +28,7 @@
 #include "vx_http.h"
 #include "vx_kafka.h"
 #include "vx_log.h"
+#include "vx_metrics.h"
 #include "vx_msg.h"
 
 #define SERVICE "gateway"
@@ -310,8 +311,10 @@ static void on_http(vx_http_req_t *req, void *opaque) {
 
     if (n == 1 && strcmp(seg[0], "orders") == 0) {
         if (strcmp(method, "POST") == 0) {
+            vx_http_route(req, "POST /orders");
             post_order(g, req);
         } else if (get) {
+            vx_http_route(req, "GET /orders");
             const char *limit = vx_http_arg(req, "limit");
             char *end = NULL;
             long l = limit ? strtol(limit, &end, 10) : 20;
@@ -325,6 +328,7 @@ static void on_http(vx_http_req_t *req, void *opaque) {
             vx_http_method_not_allowed(req, "GET, POST");
         }
     } else if (n == 2 && (strcmp(seg[0], "orders") == 0 || strcmp(seg[0], "products") == 0)) {
+        vx_http_route(req, seg[0][0] == 'o' ? "GET /orders/{id}" : "GET /products/{id}");
         if (!get) {
             vx_http_method_not_allowed(req, "GET, HEAD");
         } else if (!safe_id(seg[1])) {
@@ -334,16 +338,19 @@ static void on_http(vx_http_req_t *req, void *opaque) {
             relay(req, seg[0][0] == 'o' ? g->cfg.orders_url : g->cfg.inventory_url, path);
         }
     } else if (n == 1 && strcmp(seg[0], "products") == 0) {
+        vx_http_route(req, "GET /products");
         if (get)
             relay(req, g->cfg.inventory_url, "/products");
         else
             vx_http_method_not_allowed(req, "GET, HEAD");
     } else if (n == 2 && strcmp(seg[0], "admin") == 0 && strcmp(seg[1], "chaos") == 0) {
+        vx_http_route(req, "POST /admin/chaos");
         vx_http_chaos_admin(req);
     } else if (n == 1 && !get &&
                (strcmp(seg[0], "health") == 0 || strcmp(seg[0], "ready") == 0 || strcmp(seg[0], "metrics") == 0)) {
         vx_http_method_not_allowed(req, "GET, HEAD");
     } else if (n == 1 && strcmp(seg[0], "health") == 0) {
+        vx_http_route(req, "GET /health");
         json_object *o = json_object_new_object();
         json_object_object_add(o, "status", json_object_new_string("up"));
         gw_rr_health(g->rr, o);
@@ -351,15 +358,14 @@ static void on_http(vx_http_req_t *req, void *opaque) {
         vx_http_reply_json(req, 200, o);
         json_object_put(o);
     } else if (n == 1 && strcmp(seg[0], "ready") == 0) {
+        vx_http_route(req, "GET /ready");
         if (gw_rr_ready(g->rr))
             vx_http_reply(req, 200, "application/json", "{\"status\":\"ready\"}", 18);
         else
             vx_http_problem(req, 503, "Not ready", "the broker is unreachable", NULL);
     } else if (n == 1 && strcmp(seg[0], "metrics") == 0) {
-        static __thread char text[16384];
-        size_t len = vx_http_metrics(g->http, text, 0, sizeof(text));
-        len = gw_rr_metrics(g->rr, text, len, sizeof(text));
-        vx_http_reply(req, 200, "text/plain; version=0.0.4", text, len);
+        vx_http_route(req, "GET /metrics");
+        vx_http_metrics(req);
     } else {
         vx_http_not_found(req);
     }
@@ -372,6 +378,7 @@ int main(void) {
     int rc = 1;
 
     vx_log_init(SERVICE);
+    vx_metrics_service(SERVICE);
     if (load_config(&g.cfg, err, sizeof(err)) || vx_chaos_init(err, sizeof(err))) {
         vx_log(VX_LOG_ERROR, "bad_config", "error", err, NULL);
         return 2;

@@ -19,6 +19,7 @@
 #include "vx_chaos.h"
 #include "vx_kafka.h"
 #include "vx_log.h"
+#include "vx_metrics.h"
 
 #define SCAN_EVERY_MS 5
 #define PROBE_EVERY_MS 500 /* how often a broker said to be down is asked again */
@@ -67,9 +68,14 @@ struct gw_rr_s {
     unsigned nbuckets; /* a power of two */
     int nwaiters;
     unsigned seed;
-    /* counters for /metrics */
+    /* counters for /metrics, copied into their families at scrape time (rr_scrape) */
     long long sent, resent, replies, timeouts_202, rejected_503, unmatched;
+    vx_metric_t *m_inflight, *m_breaker, *m_window, *m_sent, *m_resent, *m_replies, *m_late, *m_unavailable,
+        *m_unmatched, *m_round_trip, *m_transitions;
 };
+
+static void rr_scrape(void *opaque);
+static void rr_metrics(gw_rr_t *rr);
 
 static long long now_ms(void) {
     struct timespec ts;
@@ -117,9 +123,10 @@ static void release_slot(gw_rr_t *rr, int i) {
 }
 
 static void on_breaker_change(gw_breaker_state_t from, gw_breaker_state_t to, void *opaque) {
-    (void)opaque;
+    gw_rr_t *rr = opaque;
     vx_log(VX_LOG_WARN, "breaker_state_changed", "from", gw_breaker_state_name(from), "to", gw_breaker_state_name(to),
            NULL);
+    vx_metric_add(rr->m_transitions, VX_L(gw_breaker_state_name(to)), 1);
 }
 
 /* ---- answers: outcomes reported through o.answer, lock held ------------------------------------ */
@@ -335,8 +342,10 @@ static void on_result(gw_rr_t *rr, const rd_kafka_message_t *m) {
         rr->unmatched++;
     } else {
         entry_t *e = &rr->slots[i];
+        long long now = now_ms();
         rr->replies++;
-        gw_breaker_record(&rr->breaker, now_ms(), 1, e->probe);
+        vx_metric_observe(rr->m_round_trip, VX_NOLABELS, (double)(now - e->started) / 1000.0);
+        gw_breaker_record(&rr->breaker, now, 1, e->probe);
         while (e->waiters) {
             waiter_t *w = e->waiters;
             e->waiters = w->next;
@@ -490,7 +499,9 @@ gw_rr_t *gw_rr_start(const gw_rr_opts_t *o, char *errstr, size_t errstr_size) {
     for (int i = 0; i < o->max_inflight; i++) rr->free_slots[rr->nfree++] = o->max_inflight - 1 - i;
     memset(rr->buckets, 0xff, rr->nbuckets * sizeof(int));
     rr->o.breaker.on_change = on_breaker_change;
+    rr->o.breaker.opaque = rr;
     gw_breaker_init(&rr->breaker, &rr->o.breaker);
+    rr_metrics(rr);
 
     snprintf(timeout, sizeof(timeout), "%d", o->produce_timeout_ms);
     if (!(conf = vx_kafka_conf_new(VX_KAFKA_PRODUCER, pdefaults, errstr, errstr_size))) goto err;
@@ -527,6 +538,7 @@ err:
 
 void gw_rr_stop(gw_rr_t *rr) {
     if (!rr) return;
+    vx_metrics_off_scrape(rr_scrape, rr);
     if (rr->thread_started) {
         rr->stop = 1;
         pthread_join(rr->thread, NULL);
@@ -579,21 +591,57 @@ void gw_rr_health(gw_rr_t *rr, json_object *obj) {
     json_object_object_add(obj, "breaker", b);
 }
 
-size_t gw_rr_metrics(gw_rr_t *rr, char *buf, size_t len, size_t size) {
+/* Copies the engine's counts and states into their families (vx_metrics_on_scrape). */
+static void rr_scrape(void *opaque) {
+    gw_rr_t *rr = opaque;
     long long now = now_ms();
-    int n;
+    gw_breaker_state_t st;
+    int calls, failures;
+
     pthread_mutex_lock(&rr->lock);
-    n = snprintf(buf + len, size - len,
-                 "# TYPE valerix_gateway_inflight gauge\nvalerix_gateway_inflight %d\n"
-                 "# TYPE valerix_gateway_breaker_state gauge\nvalerix_gateway_breaker_state %d\n"
-                 "# TYPE valerix_gateway_commands_sent_total counter\nvalerix_gateway_commands_sent_total %lld\n"
-                 "# TYPE valerix_gateway_commands_resent_total counter\nvalerix_gateway_commands_resent_total %lld\n"
-                 "# TYPE valerix_gateway_replies_total counter\nvalerix_gateway_replies_total %lld\n"
-                 "# TYPE valerix_gateway_accepted_late_total counter\nvalerix_gateway_accepted_late_total %lld\n"
-                 "# TYPE valerix_gateway_unavailable_total counter\nvalerix_gateway_unavailable_total %lld\n"
-                 "# TYPE valerix_gateway_unmatched_replies_total counter\nvalerix_gateway_unmatched_replies_total %lld\n",
-                 rr->nwaiters, (int)gw_breaker_state(&rr->breaker, now), rr->sent, rr->resent, rr->replies,
-                 rr->timeouts_202, rr->rejected_503, rr->unmatched);
+    st = gw_breaker_state(&rr->breaker, now);
+    gw_breaker_counts(&rr->breaker, now, &calls, &failures);
+    vx_metric_set(rr->m_inflight, VX_NOLABELS, rr->nwaiters);
+    for (gw_breaker_state_t s = GW_BREAKER_CLOSED; s <= GW_BREAKER_HALF_OPEN; s++)
+        vx_metric_set(rr->m_breaker, VX_L(gw_breaker_state_name(s)), s == st);
+    vx_metric_set(rr->m_window, VX_L("call"), calls);
+    vx_metric_set(rr->m_window, VX_L("failure"), failures);
+    vx_metric_set(rr->m_sent, VX_NOLABELS, (double)rr->sent);
+    vx_metric_set(rr->m_resent, VX_NOLABELS, (double)rr->resent);
+    vx_metric_set(rr->m_replies, VX_NOLABELS, (double)rr->replies);
+    vx_metric_set(rr->m_late, VX_NOLABELS, (double)rr->timeouts_202);
+    vx_metric_set(rr->m_unavailable, VX_NOLABELS, (double)rr->rejected_503);
+    vx_metric_set(rr->m_unmatched, VX_NOLABELS, (double)rr->unmatched);
     pthread_mutex_unlock(&rr->lock);
-    return n > 0 && (size_t)n < size - len ? len + (size_t)n : len;
+}
+
+static void rr_metrics(gw_rr_t *rr) {
+    rr->m_inflight = vx_metric_new(VX_GAUGE, "valerix_gateway_inflight", "Requests waiting for their order's answer.",
+                                   NULL, NULL, 0);
+    rr->m_breaker = vx_metric_new(VX_GAUGE, "valerix_gateway_breaker_state",
+                                  "The circuit breaker's state: 1 for the state it is in, 0 for the others.", "state",
+                                  NULL, 0);
+    rr->m_window = vx_metric_new(VX_GAUGE, "valerix_gateway_breaker_window_calls",
+                                 "Calls and failures the breaker counts in its rolling window.", "kind", NULL, 0);
+    rr->m_transitions = vx_metric_new(VX_COUNTER, "valerix_gateway_breaker_transitions_total",
+                                      "Changes of the breaker's state, by the state entered.", "to", NULL, 0);
+    rr->m_sent = vx_metric_new(VX_COUNTER, "valerix_gateway_commands_sent_total",
+                               "PlaceOrder commands produced, resends included.", NULL, NULL, 0);
+    rr->m_resent = vx_metric_new(VX_COUNTER, "valerix_gateway_commands_resent_total",
+                                 "PlaceOrder commands produced again after an attempt got no reply.", NULL, NULL, 0);
+    rr->m_replies = vx_metric_new(VX_COUNTER, "valerix_gateway_replies_total",
+                                  "OrderResults that answered waiting requests.", NULL, NULL, 0);
+    rr->m_late = vx_metric_new(VX_COUNTER, "valerix_gateway_accepted_late_total",
+                               "Requests answered 202: the deadline passed after the broker took the order.", NULL,
+                               NULL, 0);
+    rr->m_unavailable = vx_metric_new(VX_COUNTER, "valerix_gateway_unavailable_total",
+                                      "Requests answered 503: breaker open, or Kafka unreachable or too slow.", NULL,
+                                      NULL, 0);
+    rr->m_unmatched = vx_metric_new(VX_COUNTER, "valerix_gateway_unmatched_replies_total",
+                                    "OrderResults that answered no waiting request (another instance's, a late one).",
+                                    NULL, NULL, 0);
+    rr->m_round_trip = vx_metric_new(VX_HISTOGRAM, "valerix_gateway_round_trip_seconds",
+                                     "From the command's first send to the OrderResult that answers it.", NULL,
+                                     vx_metric_seconds, vx_metric_nseconds);
+    vx_metrics_on_scrape(rr_scrape, rr);
 }

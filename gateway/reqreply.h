@@ -82,7 +82,7 @@ void gw_rr_submit(gw_rr_t *rr, void *request, const vx_msg_t *body, const char *
 int gw_rr_ready(gw_rr_t *rr);
 /* Adds "breaker" and "inflight" members to obj (borrowed). */
 void gw_rr_health(gw_rr_t *rr, json_object *obj);
-/* Appends Prometheus text lines to buf; returns the new length. */
-size_t gw_rr_metrics(gw_rr_t *rr, char *buf, size_t len, size_t size);
+/* Its metrics (valerix_gateway_*: in flight, breaker state, commands sent and resent, answers by
+ * kind, the round trip) are in the process's registry (vx_metrics.h) from gw_rr_start on. */
 
 #endif

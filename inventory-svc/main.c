@@ -24,6 +24,7 @@
 #include "vx_http.h"
 #include "vx_kafka.h"
 #include "vx_log.h"
+#include "vx_metrics.h"
 #include "vx_msg.h"
 #include "vx_worker.h"
 
@@ -35,6 +36,9 @@ static const char SQL_APPLY[] = "SELECT * FROM inv_apply_batch($1::jsonb)";
 static const char *const LOG_FIELDS[] = {"idempotency_key", "out_ikey", "order_id",   "out_order",
                                          "reason",          "out_reason", "correlation_id", "out_cid",
                                          "event_id",        "out_id",   NULL};
+/* Outcomes (out_note) for the metrics: a command seen before, and a reservation refused. */
+static const char *const DUPLICATE_NOTES[] = {"command_duplicate", NULL};
+static const char *const REJECTED_NOTES[] = {"stock_rejected", NULL};
 static const char SQL_PRUNE_RELEASED[] =
     "DELETE FROM released_orders WHERE order_id IN (SELECT order_id FROM released_orders"
     " WHERE released_at < now() - make_interval(secs => $1::float8) LIMIT 10000)";
@@ -87,6 +91,7 @@ static vx_entry_verdict_t decode(const rd_kafka_message_t *m, vx_entry_t *e, cha
 static int on_http(vx_worker_t *w, vx_http_req_t *req, const char *const *seg, int n, void *opaque) {
     (void)opaque;
     if (n < 1 || n > 2 || strcmp(seg[0], "products") != 0) return 0;
+    vx_http_route(req, n == 1 ? "GET /products" : "GET /products/{id}");
     if (strcmp(vx_http_method(req), "GET") != 0 && strcmp(vx_http_method(req), "HEAD") != 0)
         vx_http_method_not_allowed(req, "GET, HEAD");
     else if (n == 1)
@@ -113,6 +118,7 @@ int main(void) {
     char err[512];
 
     vx_log_init(SERVICE);
+    vx_metrics_service(SERVICE);
     o.service = SERVICE;
     o.db = vx_cfg_str("INVENTORY_DB", "postgresql://valerix@127.0.0.1:55432/inventory");
     o.http_addr = vx_cfg_str("INVENTORY_HTTP_ADDR", "127.0.0.1:8082");
@@ -132,6 +138,8 @@ int main(void) {
     o.routes = routes;
     o.apply_sql = SQL_APPLY;
     o.log_fields = LOG_FIELDS;
+    o.duplicate_notes = DUPLICATE_NOTES;
+    o.rejected_notes = REJECTED_NOTES;
     o.decode = decode;
     o.http = on_http;
     o.prune = prune;

@@ -39,6 +39,7 @@
 #include "vx_http.h"
 #include "vx_kafka.h"
 #include "vx_log.h"
+#include "vx_metrics.h"
 #include "vx_msg.h"
 #include "vx_worker.h"
 
@@ -63,6 +64,30 @@ static const char SQL_ORDERS[] =
     "SELECT json_build_object('orders', coalesce(json_agg(json_build_object(" ORDER_FIELDS ")"
     " ORDER BY o.created_at DESC, o.id DESC), '[]'::json))"
     " FROM (SELECT * FROM orders ORDER BY created_at DESC, id DESC LIMIT $1::int) o";
+
+/* Outcomes (out_note) for the metrics: what changed nothing because it was seen before, and what was
+ * refused for a business reason; every other note is an applied message. */
+static const char *const DUPLICATE_NOTES[] = {"order_duplicate", "cancel_duplicate", "event_ignored", NULL};
+static const char *const REJECTED_NOTES[] = {"cancel_not_found", NULL};
+
+static vx_metric_t *m_final, *m_decision;
+
+/* Orders reaching a final status, and the time from placement to it (out_age). */
+static void on_outcome(const PGresult *r, int row, void *opaque) {
+    static int c_note = -1, c_status, c_age;
+    const char *note;
+    (void)opaque;
+    if (c_note < 0) {
+        c_note = PQfnumber(r, "out_note");
+        c_status = PQfnumber(r, "out_status");
+        c_age = PQfnumber(r, "out_age");
+    }
+    if (c_age < 0 || PQgetisnull(r, row, c_age)) return;
+    note = PQgetvalue(r, row, c_note);
+    if (strcmp(note, "order_confirmed") && strcmp(note, "order_rejected") && strcmp(note, "order_cancelled")) return;
+    vx_metric_add(m_final, VX_L(PQgetvalue(r, row, c_status)), 1);
+    vx_metric_observe(m_decision, VX_L(PQgetvalue(r, row, c_status)), atof(PQgetvalue(r, row, c_age)));
+}
 
 /* Kinds of entries: inventory's answers are applied before commands of the same turn (they finish
  * orders that wait; the two topics have no order between them), and a call holds one kind, so that
@@ -166,6 +191,7 @@ static void list_orders(vx_worker_t *w, vx_http_req_t *req) {
 static int on_http(vx_worker_t *w, vx_http_req_t *req, const char *const *seg, int n, void *opaque) {
     (void)opaque;
     if (n < 1 || n > 2 || strcmp(seg[0], "orders") != 0) return 0;
+    vx_http_route(req, n == 1 ? "GET /orders" : "GET /orders/{id}");
     if (strcmp(vx_http_method(req), "GET") != 0 && strcmp(vx_http_method(req), "HEAD") != 0)
         vx_http_method_not_allowed(req, "GET, HEAD");
     else if (n == 1)
@@ -182,6 +208,12 @@ int main(void) {
     char err[512];
 
     vx_log_init(SERVICE);
+    vx_metrics_service(SERVICE);
+    m_final = vx_metric_new(VX_COUNTER, "valerix_orders_final_total", "Orders reaching a final status, by status.",
+                            "status", NULL, 0);
+    m_decision = vx_metric_new(VX_HISTOGRAM, "valerix_order_decision_seconds",
+                               "Time from an order's placement to its final status, by status.", "status",
+                               vx_metric_seconds, vx_metric_nseconds);
     o.service = SERVICE;
     o.db = vx_cfg_str("ORDERS_DB", "postgresql://valerix@127.0.0.1:55432/orders");
     o.http_addr = vx_cfg_str("ORDERS_HTTP_ADDR", "127.0.0.1:8081");
@@ -205,6 +237,9 @@ int main(void) {
     o.routes = routes;
     o.apply_sql = SQL_APPLY;
     o.log_fields = LOG_FIELDS;
+    o.duplicate_notes = DUPLICATE_NOTES;
+    o.rejected_notes = REJECTED_NOTES;
+    o.outcome = on_outcome;
     o.decode = decode;
     o.http = on_http;
     o.opaque = &s;

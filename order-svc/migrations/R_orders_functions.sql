@@ -14,7 +14,8 @@
 --   "fresh": true  on an inventory event whose order a PlaceOrder of an earlier call for the same
 --        polled batch created: it is ignored, as an event for an order created in this batch is.
 -- It returns ord_out rows in input order: the outbox rows to publish, and one outcome per entry for
--- the service's log. It needs one thing from the caller, which order-svc's split of each polled batch
+-- the service's log and metrics (out_note; out_age: seconds from an order's placement to the outcome
+-- that decided it). It needs one thing from the caller, which order-svc's split of each polled batch
 -- guarantees: every order is touched by one entry at most, and no command's idempotency key appears
 -- twice; a batch that breaks the rule is refused with an error, and the service then applies its
 -- entries one at a time.
@@ -99,6 +100,7 @@ DECLARE
     -- row turned out to be there already; then the outcome for the log
     p_x int[] := '{}'; p_r text[] := '{}'; p_keep boolean[] := '{}'; p_cid text[] := '{}';
     p_note text[] := '{}'; p_order text[] := '{}'; p_ikey text[] := '{}'; p_status text[] := '{}';
+    p_age float8[] := '{}';
     -- one entry: its parts, the order it touches (o, changed: to be stored back), and what it
     -- produces (dk..hdr: a new outbox row; rk: a replay; held: the release of a held order and its
     -- OrderResult; lcid, lorder, lstatus: the outcome for the log)
@@ -305,12 +307,14 @@ BEGIN
         p_keep := p_keep || true; p_cid := p_cid || lcid; p_note := p_note || note;
         p_order := p_order || coalesce(lorder, o.id, oid); p_ikey := p_ikey || k;
         p_status := p_status || coalesce(lstatus, o.status);
+        p_age := p_age || CASE WHEN note IN ('order_confirmed', 'order_rejected', 'order_cancelled')
+                               THEN extract(epoch FROM now() - o.created_at)::float8 END;
         IF held THEN
             x_key := x_key || ord_result_key(o); x_topic := x_topic || 'orders.results'::text; x_mkey := x_mkey || o.id;
             x_cid := x_cid || lcid; x_pay := x_pay || ord_result_body(o); x_hdr := x_hdr || h;
             p_x := p_x || cardinality(x_key); p_r := p_r || NULL::text; p_keep := p_keep || false;
             p_cid := p_cid || NULL::text; p_note := p_note || NULL::text; p_order := p_order || NULL::text;
-            p_ikey := p_ikey || NULL::text; p_status := p_status || NULL::text;
+            p_ikey := p_ikey || NULL::text; p_status := p_status || NULL::text; p_age := p_age || NULL::float8;
         END IF;
     END LOOP;
 
@@ -348,9 +352,9 @@ BEGIN
            coalesce(ins.payload, upd.payload),
            CASE WHEN ins.id IS NOT NULL THEN ins.correlation_id WHEN upd.id IS NOT NULL THEN upd.correlation_id
                 ELSE p.cid END,
-           coalesce(ins.headers, upd.headers), p.note, p.ord, p.ikey, p.st
-      FROM unnest(p_x, p_r, p_keep, p_cid, p_note, p_order, p_ikey, p_status)
-           WITH ORDINALITY AS p(x, r, keep, cid, note, ord, ikey, st, n)
+           coalesce(ins.headers, upd.headers), p.note, p.ord, p.ikey, p.st, p.age
+      FROM unnest(p_x, p_r, p_keep, p_cid, p_note, p_order, p_ikey, p_status, p_age)
+           WITH ORDINALITY AS p(x, r, keep, cid, note, ord, ikey, st, age, n)
       LEFT JOIN ins ON ins.id = x_id[p.x]
       LEFT JOIN upd ON upd.dedup_key = p.r
      WHERE p.keep OR ins.id IS NOT NULL
@@ -402,7 +406,7 @@ BEGIN
                   FROM e ORDER BY e.n
                 RETURNING b.id, b.topic, b.msg_key, b.payload, b.correlation_id, b.headers)
             SELECT array_agg(ROW(ins.id, ins.topic, ins.msg_key, ins.payload, ins.correlation_id, ins.headers,
-                                 'order_placed', e.e->>'oid', e.e->'c'->>'idempotency_key', 'PENDING')::ord_out
+                                 'order_placed', e.e->>'oid', e.e->'c'->>'idempotency_key', 'PENDING', NULL)::ord_out
                              ORDER BY e.n)
               INTO outs
               FROM e JOIN ins ON ins.id = e.id;
@@ -452,7 +456,8 @@ BEGIN
                 RETURNING b.id, b.topic, b.msg_key, b.payload, b.correlation_id, b.headers)
             SELECT array_agg(ROW(ins.id, ins.topic, ins.msg_key, ins.payload, ins.correlation_id, ins.headers,
                                  CASE WHEN (r.o).status = 'CONFIRMED' THEN 'order_confirmed' ELSE 'order_rejected' END,
-                                 (r.o).id, e.e->'c'->>'idempotency_key', (r.o).status)::ord_out ORDER BY e.n)
+                                 (r.o).id, e.e->'c'->>'idempotency_key', (r.o).status,
+                                 extract(epoch FROM now() - (r.o).created_at)::float8)::ord_out ORDER BY e.n)
               INTO outs
               FROM e JOIN res r ON r.n = e.n JOIN ins ON ins.id = r.id;
             IF cardinality(outs) IS DISTINCT FROM n THEN

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <fcntl.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "vx_chaos.h"
@@ -198,4 +199,19 @@ Test(chaos, gremlin_settings_are_checked) {
     cr_expect_eq(vx_chaos_set_gremlin(10, 0, -0.1, errstr, sizeof(errstr)), -1);
     cr_expect_eq(vx_chaos_set_gremlin(10, 0, 1, errstr, sizeof(errstr)), 0, "%s", errstr);
     cr_expect_eq(vx_chaos_gremlin(), 10);
+}
+
+/* ~MS turns a crash point into a stall: the call returns after MS ms instead of exiting. */
+Test(chaos, a_stall_point_waits_instead_of_exiting) {
+    char err[256];
+    struct timespec t0, t1;
+    cr_assert_eq(vx_chaos_set_points("mid_batch@2~150", err, sizeof(err)), 0, "%s", err);
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    vx_chaos_point("mid_batch"); /* the 1st hit: nothing */
+    vx_chaos_point("mid_batch"); /* the 2nd: stalls */
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    cr_expect_geq((t1.tv_sec - t0.tv_sec) * 1000 + (t1.tv_nsec - t0.tv_nsec) / 1000000, 150);
+    cr_expect_eq(vx_chaos_set_points("mid_batch~0", err, sizeof(err)), -1);
+    cr_expect_eq(vx_chaos_set_points("mid_batch~x", err, sizeof(err)), -1);
+    vx_chaos_set_points("", err, sizeof(err));
 }

@@ -17,6 +17,7 @@
 
 #include "vx_chaos.h"
 #include "vx_http.h"
+#include "vx_metrics.h"
 
 static char errstr[256];
 
@@ -46,6 +47,7 @@ static void handler(vx_http_req_t *req, void *opaque) {
 
     __atomic_add_fetch(&s->calls, 1, __ATOMIC_SEQ_CST);
     if (strcmp(path, "/hello") == 0) {
+        vx_http_route(req, "GET /hello");
         vx_http_reply(req, 200, "text/plain", "hello", 5);
     } else if (strcmp(path, "/echo") == 0) {
         size_t n;
@@ -304,21 +306,24 @@ Test(http, request_accessors_see_arguments_headers_and_segments) {
     server_stop(s);
 }
 
-Test(http, metrics_count_answers_by_status) {
+Test(http, metrics_count_answers_by_route_and_status) {
     struct server *s = server_start(18990, 1, 16);
     struct response r;
-    char buf[8192];
+    char *buf;
     size_t len;
 
     request(s->port, "GET /hello HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n", &r);
     request(s->port, "GET /hello HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n", &r);
     request(s->port, "GET /nowhere HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n", &r);
-    len = vx_http_metrics(s->srv, buf, 0, sizeof(buf));
-    buf[len] = '\0';
-    cr_expect_not_null(strstr(buf, "valerix_http_responses_total{code=\"200\"} 2\n"), "%s", buf);
-    cr_expect_not_null(strstr(buf, "valerix_http_responses_total{code=\"404\"} 1\n"), "%s", buf);
-    cr_expect_not_null(strstr(buf, "valerix_http_request_duration_seconds_bucket{le=\"+Inf\"} 3\n"), "%s", buf);
-    cr_expect_not_null(strstr(buf, "valerix_http_request_duration_seconds_count 3\n"), "%s", buf);
+    buf = vx_metrics_render(&len);
+    cr_assert_not_null(buf);
+    cr_expect_not_null(strstr(buf, "# HELP valerix_http_responses_total "), "%s", buf);
+    cr_expect_not_null(strstr(buf, "valerix_http_responses_total{route=\"GET /hello\",code=\"200\"} 2\n"), "%s", buf);
+    cr_expect_not_null(strstr(buf, "valerix_http_responses_total{route=\"other\",code=\"404\"} 1\n"), "%s", buf);
+    cr_expect_not_null(strstr(buf, "valerix_http_request_duration_seconds_bucket{route=\"GET /hello\",le=\"+Inf\"} 2\n"),
+                       "%s", buf);
+    cr_expect_not_null(strstr(buf, "valerix_http_request_duration_seconds_count{route=\"other\"} 1\n"), "%s", buf);
+    free(buf);
     server_stop(s);
 }
 
