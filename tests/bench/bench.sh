@@ -260,7 +260,7 @@ outcomes() { awk '$1 == "outcome" { printf "%s%s=%s", sep, $2, $3; sep = ", " }'
 # metrics: the gateway's answer counters and request-reply counters, "name value" per line.
 metrics() {
 	curl -fsS --max-time 5 "http://$GATEWAY_HTTP_ADDR/metrics" |
-		sed -n -e 's/^valerix_http_responses_total{code="\([0-9]*\)"} \([0-9]*\)$/code_\1 \2/p' \
+		sed -n -e 's/^valerix_http_responses_total{route="POST \/orders",code="\([0-9]*\)"} \([0-9]*\)$/code_\1 \2/p' \
 			-e 's/^\(valerix_gateway_[a-z_]*_total\) \([0-9]*\)$/\1 \2/p'
 }
 
