@@ -3,7 +3,8 @@
 #   make run      start Kafka, PostgreSQL and every service locally, in the foreground (Ctrl-C stops all)
 #   make up/down  the same in the background / stop it all; make wipe deletes the local data
 #   make test     unit tests (plain and under ASan+UBSan), integration tests against the real
-#                 broker and database, contract checks against schemas/, the short soak
+#                 broker and database, contract checks against schemas/, the monitoring checks
+#                 against a real Prometheus, the short soak
 #   make soak     the kill-anything soak (DURATION, KILL_EVERY; tests/soak/README.md)
 #   make bench    throughput and latency figures
 # Missing system packages and the Kafka jars are installed by deploy/stack.sh deps, run first.
@@ -24,7 +25,7 @@ SERVICES := $(B)/inventory-svc $(B)/order-svc $(B)/gateway
 TOOLS   := $(B)/vxadmin
 DEPS_STAMP := $(B)/.deps
 
-.PHONY: all deps run up down wipe status test unit unit-asan it contract bench clean soak soak-short
+.PHONY: all deps run up down wipe status test unit unit-asan it contract monitoring bench clean soak soak-short
 all: $(SERVICES) $(TOOLS)
 
 $(DEPS_STAMP): deploy/stack.sh deploy/kafka/pom.xml
@@ -106,7 +107,13 @@ contract:
 	$$PY tests/contract/validate.py messages $(VX_DATA_DIR)/it/messages.jsonl && \
 	$$PY tests/contract/validate.py openapi schemas/openapi.yaml $(VX_DATA_DIR)/it/http.jsonl
 
-test: unit unit-asan it contract soak-short
+# The monitoring (deploy/monitoring): promtool on the configuration and the alert rules, then a real
+# Prometheus scraping a stack of its own, exact counters, and every dashboard and alert query with data.
+monitoring: all
+	deploy/stack.sh up
+	PY=$$(tests/contract/setup.sh) && $$PY tests/monitoring/check.py
+
+test: unit unit-asan it contract monitoring soak-short
 
 bench: all $(B)/vxbench
 	tests/bench/bench.sh

@@ -68,6 +68,9 @@ LOG_KEEP_BYTES=$((20 * 1024 * 1024)) # a log over this size is moved to NAME.log
 
 APT_PACKAGES=(build-essential pkg-config librdkafka-dev kcat libpq-dev libjson-c-dev libmicrohttpd-dev
 	libcriterion-dev uuid-dev libcurl4-openssl-dev postgresql maven python3-venv wrk curl jq)
+# Installed without their recommendations: Prometheus and promtool for the monitoring checks (its
+# recommended node exporter is not ours to run).
+APT_PACKAGES_LEAN=(prometheus)
 JAVA_PACKAGE=openjdk-17-jdk-headless
 
 # ---------------------------------------------------------------------------------------------- helpers
@@ -188,19 +191,24 @@ deps_packages() {
 	fi
 	major=$(java_major 2>/dev/null || echo 0)
 	[[ $major =~ ^[0-9]+$ ]] && ((major >= 17)) || wanted+=("$JAVA_PACKAGE")
+	local lean=()
 	for p in "${wanted[@]}"; do
 		[[ $(dpkg-query -W -f='${db:Status-Status}' "$p" 2>/dev/null) == installed ]] || missing+=("$p")
 	done
-	if ((${#missing[@]} == 0)); then
+	for p in "${APT_PACKAGES_LEAN[@]}"; do
+		[[ $(dpkg-query -W -f='${db:Status-Status}' "$p" 2>/dev/null) == installed ]] || lean+=("$p")
+	done
+	if ((${#missing[@]} + ${#lean[@]} == 0)); then
 		log "Debian packages: all present"
 		return 0
 	fi
-	is_root || die "missing Debian packages: ${missing[*]}; install them as root:" \
-		"apt-get update && apt-get install -y ${missing[*]}"
-	log "installing Debian packages: ${missing[*]}"
+	is_root || die "missing Debian packages: ${missing[*]} ${lean[*]}; install them as root:" \
+		"apt-get update && apt-get install -y ${missing[*]} && apt-get install -y --no-install-recommends ${lean[*]}"
+	log "installing Debian packages: ${missing[*]} ${lean[*]}"
 	export DEBIAN_FRONTEND=noninteractive
 	apt-get update -q
-	apt-get install -y -q "${missing[@]}"
+	((${#missing[@]} == 0)) || apt-get install -y -q "${missing[@]}"
+	((${#lean[@]} == 0)) || apt-get install -y -q --no-install-recommends "${lean[@]}"
 }
 
 kafka_libs_current() {
