@@ -11,7 +11,9 @@ On a stack of its own (databases inventory_mon and orders_mon recreated, topics 
      the counters moved by exactly what was sent (applied, duplicate, rejected, dead-lettered);
   4. runs `promtool check metrics` on every service's /metrics: no finding allowed;
   5. runs every expression of the dashboard and every query the alert rules are made of (without their
-     thresholds: a healthy stack raises no alert) through Prometheus' HTTP API: each must return data.
+     thresholds: a healthy stack raises no alert) through Prometheus' HTTP API: each must return data;
+  6. wedges inventory-svc's loop for real (a crash point armed to stall 8 s, through /admin/chaos) and
+     sees /health answer 503 saying why, and 200 again once the loop turns.
 Every failure is printed; the exit status is 1 when there was any. Nothing is skipped silently: a part
 that cannot start is a failure.
 """
@@ -42,6 +44,7 @@ TOPIC = {t: "mon.%s.%s" % (RUN, t) for t in
 
 failures = []
 procs = {}
+TOKEN = "mon-%s-%d" % (RUN, os.getpid())
 
 
 def say(msg):
@@ -189,8 +192,10 @@ def main():
                ORDERS_GROUP_ID="mon.%s.order-svc" % RUN)
     for t, name in TOPIC.items():
         env[t.upper().replace(".", "_") + "_TOPIC"] = name
-    for k in ("VX_CRASH_POINTS", "VX_GREMLIN_DELAY_MS", "VX_CHAOS_TOKEN"):
+    for k in ("VX_CRASH_POINTS", "VX_GREMLIN_DELAY_MS"):
         env.pop(k, None)
+    env["VX_CHAOS_TOKEN"] = TOKEN
+    env["VX_LIVENESS_MS"] = "2000"
     for name in ("inventory-svc", "order-svc", "gateway"):
         start(name, os.path.join(REPO, "build", name), env)
         if not wait("%s /ready" % name, lambda: http(ADDR[name], "/ready", timeout=2)[0] == 200):
@@ -297,6 +302,32 @@ def main():
             fail("%s returns no data: %s" % (what, expr))
     say("%d expressions of the dashboard and the alert rules run against Prometheus: %d without data"
         % (len(exprs), sum(1 for f in failures if "returns no data" in f)))
+
+    # 6. liveness that means progress: a loop that really stalls
+    inv_addr = ADDR["inventory-svc"]
+    status, body = http(inv_addr, "/admin/chaos", "POST",
+                        json.dumps({"crash_points": "after_publish_before_offset_commit~8000"}).encode(),
+                        {"Authorization": "Bearer " + TOKEN, "Content-Type": "application/json"})
+    if status != 200:
+        fail("arming the stall: %d %s" % (status, body))
+        return 1
+    kcat(inv, ['w|{"type":"Restock","idempotency_key":"mon-wedge","product_id":"M-0","quantity":1}'])
+    seen = {}
+
+    def health_is(code):
+        st, b = http(inv_addr, "/health", timeout=3)
+        seen[code] = b
+        return st == code
+    if wait("/health 503 while the loop stalls", lambda: health_is(503), 30):
+        doc = json.loads(seen[503])
+        if doc.get("status") != "wedged" or doc.get("loop", {}).get("last_turn_ms_ago", 0) <= 2000:
+            fail("/health while wedged says: %s" % seen[503])
+        else:
+            say("/health while the loop stalls: 503 %s" % seen[503][:120])
+    http(inv_addr, "/admin/chaos", "POST", json.dumps({"crash_points": ""}).encode(),
+         {"Authorization": "Bearer " + TOKEN, "Content-Type": "application/json"})
+    if wait("/health 200 once the loop turns again", lambda: health_is(200), 30):
+        say("/health once the loop turns again: 200")
     return 1 if failures else 0
 
 
