@@ -72,6 +72,11 @@ $(B)/unit_tests: $(UNIT:%.c=$(B)/obj/%.o) $(COMMON_OBJ)
 	$(CC) $(CFLAGS) -o $@ $^ $(PKG_LIBS) $(CRIT_LIBS)
 $(B)/unit_tests_asan: $(UNIT:%.c=$(B)/asan/%.o) $(COMMON_ASAN)
 	$(CC) $(SAN) -o $@ $^ $(PKG_LIBS) $(CRIT_LIBS)
+# The shared test library (tests/lib: the HTTP client, the Kafka readers, clocks and small
+# utilities) of the integration suites, the soak and vxbench: compiled once, archived, linked into each.
+VT_LIB := $(B)/obj/tests/lib/libvt.a
+$(VT_LIB): $(patsubst %.c,$(B)/obj/%.o,$(wildcard tests/lib/*.c))
+	$(AR) rcs $@ $^
 # Test helpers build paths from PATH_MAX buffers; gcc's truncation guesses about them are noise.
 $(B)/obj/tests/it/%.o: XCFLAGS += -Wno-format-truncation
 $(B)/it_%: $(B)/obj/tests/it/harness.o $(B)/obj/tests/it/it_%.o
