@@ -78,10 +78,10 @@ VT_LIB := $(B)/obj/tests/lib/libvt.a
 $(VT_LIB): $(patsubst %.c,$(B)/obj/%.o,$(wildcard tests/lib/*.c))
 	$(AR) rcs $@ $^
 # Test helpers build paths from PATH_MAX buffers; gcc's truncation guesses about them are noise.
-$(B)/obj/tests/it/%.o: XCFLAGS += -Wno-format-truncation
-$(B)/it_%: $(B)/obj/tests/it/harness.o $(B)/obj/tests/it/it_%.o
+$(B)/obj/tests/it/%.o: XCFLAGS += -Wno-format-truncation -Itests/lib
+$(B)/it_%: $(B)/obj/tests/it/harness.o $(B)/obj/tests/it/it_%.o $(VT_LIB)
 	$(CC) $(CFLAGS) -o $@ $^ $(PKG_LIBS) $(CRIT_LIBS)
-$(B)/it_sql: $(B)/obj/tests/it/harness.o $(B)/obj/tests/it/it_sql.o $(COMMON_OBJ)
+$(B)/it_sql: $(B)/obj/tests/it/harness.o $(B)/obj/tests/it/it_sql.o $(VT_LIB) $(COMMON_OBJ)
 	$(CC) $(CFLAGS) -o $@ $^ $(PKG_LIBS) $(CRIT_LIBS)
 $(B)/vxbench: $(B)/obj/tools/vxbench.o $(COMMON_OBJ)
 	$(CC) $(CFLAGS) -o $@ $^ $(PKG_LIBS) -lcurl

@@ -5,22 +5,18 @@
  * environment, and every table here (spawned processes) is per test process. */
 #include "harness.h"
 
-#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <inttypes.h>
 #include <limits.h>
-#include <netinet/in.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 #include <sys/file.h>
 #include <sys/prctl.h>
-#include <sys/socket.h>
 #include <sys/stat.h>
-#include <sys/time.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -38,31 +34,6 @@ extern char **environ;
 #define SQL_DROP_DATABASE "DROP DATABASE IF EXISTS %s WITH (FORCE)"
 #define SQL_CREATE_DATABASE "CREATE DATABASE %s"
 #define SQL_PRODUCT_STOCK "SELECT stock FROM products WHERE id = $1"
-
-static int fail(char *errstr, size_t size, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static int fail(char *errstr, size_t size, const char *fmt, ...) {
-    va_list ap;
-    if (errstr && size) {
-        va_start(ap, fmt);
-        vsnprintf(errstr, size, fmt, ap);
-        va_end(ap);
-    }
-    return -1;
-}
-
-int64_t it_now_ms(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static void sleep_ms(int ms) {
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-    while (nanosleep(&ts, &ts) == -1 && errno == EINTR) {
-    }
-}
 
 /* ---- run context ------------------------------------------------------- */
 
@@ -149,6 +120,17 @@ void it_run_name(char *buf, size_t size, const char *name) {
     snprintf(buf, size, "it.%s.%s", it_run_id(), name);
 }
 
+void it_names_init(it_names *n) {
+    it_run_name(n->orders_commands, sizeof n->orders_commands, "orders.commands");
+    it_run_name(n->orders_results, sizeof n->orders_results, "orders.results");
+    it_run_name(n->orders_dlq, sizeof n->orders_dlq, "orders.dlq");
+    it_run_name(n->inventory_commands, sizeof n->inventory_commands, "inventory.commands");
+    it_run_name(n->inventory_events, sizeof n->inventory_events, "inventory.events");
+    it_run_name(n->inventory_dlq, sizeof n->inventory_dlq, "inventory.dlq");
+    it_run_name(n->inventory_group, sizeof n->inventory_group, "inventory-svc");
+    it_run_name(n->orders_group, sizeof n->orders_group, "order-svc");
+}
+
 static void kafka_marker_path(char *buf, size_t size) {
     data_path(buf, size, "%s.kafka-stopped", it_run_id());
 }
@@ -160,20 +142,20 @@ static int recreate_database(PGconn *conn, const char *dbname, char *errstr,
     char *ident = PQescapeIdentifier(conn, dbname, strlen(dbname));
     PGresult *res = NULL;
     if (!ident) {
-        fail(errstr, errstr_size, "quoting %s: %s", dbname, PQerrorMessage(conn));
+        vt_err(errstr, errstr_size, "quoting %s: %s", dbname, PQerrorMessage(conn));
         goto out;
     }
     snprintf(sql, sizeof sql, SQL_DROP_DATABASE, ident);
     res = PQexec(conn, sql);
     if (PQresultStatus(res) != PGRES_COMMAND_OK) {
-        fail(errstr, errstr_size, "%s: %s", sql, PQerrorMessage(conn));
+        vt_err(errstr, errstr_size, "%s: %s", sql, PQerrorMessage(conn));
         goto out;
     }
     PQclear(res);
     snprintf(sql, sizeof sql, SQL_CREATE_DATABASE, ident);
     res = PQexec(conn, sql);
     if (PQresultStatus(res) != PGRES_COMMAND_OK) {
-        fail(errstr, errstr_size, "%s: %s", sql, PQerrorMessage(conn));
+        vt_err(errstr, errstr_size, "%s: %s", sql, PQerrorMessage(conn));
         goto out;
     }
     rc = 0;
@@ -191,26 +173,26 @@ static int run_setup(const char *const databases[], char *errstr,
     setenv(ENV_RUN_ID, run_id, 1);
     unsetenv(ENV_SETUP_ERROR);
     if (mkdir_p(it_data_dir()) == -1)
-        return fail(errstr, errstr_size, "cannot create %s: %s", it_data_dir(),
-                    strerror(errno));
+        return vt_err(errstr, errstr_size, "cannot create %s: %s", it_data_dir(),
+                      strerror(errno));
 
     char err[IT_ERR_SIZE];
     if (databases && databases[0]) {
         PGconn *conn = NULL;
         if (it_pg_connect(&conn, "postgres", err, sizeof err) == -1)
-            return fail(errstr, errstr_size,
-                        "PostgreSQL unreachable (deploy/stack.sh up postgres?): %s", err);
+            return vt_err(errstr, errstr_size,
+                          "PostgreSQL unreachable (deploy/stack.sh up postgres?): %s", err);
         for (size_t i = 0; databases[i]; i++) {
             if (recreate_database(conn, databases[i], err, sizeof err) == -1) {
                 PQfinish(conn);
-                return fail(errstr, errstr_size, "PostgreSQL: %s", err);
+                return vt_err(errstr, errstr_size, "PostgreSQL: %s", err);
             }
         }
         PQfinish(conn);
     }
     if (it_kafka_wait_up(15000, err, sizeof err) == -1)
-        return fail(errstr, errstr_size,
-                    "Kafka unreachable (deploy/stack.sh up kafka?): %s", err);
+        return vt_err(errstr, errstr_size,
+                      "Kafka unreachable (deploy/stack.sh up kafka?): %s", err);
     return 0;
 }
 
@@ -235,15 +217,15 @@ static int run_lock(const char *argv0, char *errstr, size_t errstr_size) {
     snprintf(path, sizeof path, "%s/valerix-%s.lock", tmp && *tmp ? tmp : "/tmp",
              base ? base + 1 : argv0);
     int fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
-    if (fd == -1) return fail(errstr, errstr_size, "open %s: %s", path, strerror(errno));
+    if (fd == -1) return vt_err(errstr, errstr_size, "open %s: %s", path, strerror(errno));
     if (flock(fd, LOCK_EX | LOCK_NB) == 0) return fd;
     fprintf(stderr, "it: another run of %s holds %s; waiting for it\n", argv0, path);
-    for (int64_t deadline = it_now_ms() + 30 * 60000; it_now_ms() < deadline;) {
+    for (int64_t deadline = vt_mono_ms() + 30 * 60000; vt_mono_ms() < deadline;) {
         if (flock(fd, LOCK_EX | LOCK_NB) == 0) return fd;
-        sleep_ms(1000);
+        vt_sleep_ms(1000);
     }
     close(fd);
-    return fail(errstr, errstr_size, "another run of %s held %s for 30 minutes", argv0, path);
+    return vt_err(errstr, errstr_size, "another run of %s held %s for 30 minutes", argv0, path);
 }
 
 int it_main(int argc, char **argv, const char *const databases[]) {
@@ -335,22 +317,22 @@ int it_proc_spawn(it_proc_t **out, const char *log_name, const char *exe,
     char exe_path[PATH_MAX];
     it_proc_t *p = calloc(1, sizeof *p);
     *out = NULL;
-    if (!p) return fail(errstr, errstr_size, "out of memory");
+    if (!p) return vt_err(errstr, errstr_size, "out of memory");
 
     if (exe[0] == '/')
         snprintf(exe_path, sizeof exe_path, "%s", exe);
     else
         snprintf(exe_path, sizeof exe_path, "%s/%s", it_root(), exe);
     if (access(exe_path, X_OK) != 0) {
-        fail(errstr, errstr_size, "%s is not an executable (built?): %s", exe_path,
-             strerror(errno));
+        vt_err(errstr, errstr_size, "%s is not an executable (built?): %s", exe_path,
+               strerror(errno));
         goto out;
     }
     data_path(p->log_path, sizeof p->log_path, "%s.log", log_name);
     log_fd = open(p->log_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
     null_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
     if (log_fd == -1 || null_fd == -1) {
-        fail(errstr, errstr_size, "open %s: %s", p->log_path, strerror(errno));
+        vt_err(errstr, errstr_size, "open %s: %s", p->log_path, strerror(errno));
         goto out;
     }
 
@@ -361,7 +343,7 @@ int it_proc_spawn(it_proc_t **out, const char *log_name, const char *exe,
     while (env && env[n_env]) n_env++;
     envp = calloc(n_environ + n_env + 1, sizeof *envp);
     if (!envp) {
-        fail(errstr, errstr_size, "out of memory");
+        vt_err(errstr, errstr_size, "out of memory");
         goto out;
     }
     size_t k = 0;
@@ -374,7 +356,7 @@ int it_proc_spawn(it_proc_t **out, const char *log_name, const char *exe,
     pid_t parent = getpid();
     pid_t pid = fork();
     if (pid == -1) {
-        fail(errstr, errstr_size, "fork: %s", strerror(errno));
+        vt_err(errstr, errstr_size, "fork: %s", strerror(errno));
         goto out;
     }
     if (pid == 0) {
@@ -399,7 +381,7 @@ int it_proc_spawn(it_proc_t **out, const char *log_name, const char *exe,
     if (procs_register(p) == -1) {
         kill(-pid, SIGKILL);
         waitpid(pid, NULL, 0);
-        fail(errstr, errstr_size, "more than %d processes in one test", MAX_PROCS);
+        vt_err(errstr, errstr_size, "more than %d processes in one test", MAX_PROCS);
         goto out;
     }
     *out = p;
@@ -449,42 +431,45 @@ static void log_tail(const char *path, char *buf, size_t size) {
 
 int it_proc_wait_http(it_proc_t *p, const char *addr, const char *path,
                       int timeout_ms, char *errstr, size_t errstr_size) {
-    int64_t deadline = it_now_ms() + timeout_ms;
+    int64_t deadline = vt_mono_ms() + timeout_ms;
     char last[512] = "no answer yet";
     for (;;) {
         if (!it_proc_running(p)) {
             char how[128], tail[1024];
             it_status_describe(p->status, how, sizeof how);
             log_tail(p->log_path, tail, sizeof tail);
-            return fail(errstr, errstr_size,
-                        "pid %d %s before GET %s%s answered 200; log %s ends with:\n%s",
-                        (int)p->pid, how, addr, path, p->log_path, tail);
+            return vt_err(errstr, errstr_size,
+                          "pid %d %s before GET %s%s answered 200; log %s ends with:\n%s",
+                          (int)p->pid, how, addr, path, p->log_path, tail);
         }
-        it_http_response resp = {0};
+        const vt_http_req req = {.method = "GET", .path = path,
+                                 .timeout_ms = IT_HTTP_PROBE_TIMEOUT_MS,
+                                 .max_response = IT_HTTP_PROBE_MAX_RESPONSE};
+        vt_http_resp resp;
         char err[512];
-        if (it_http_request(addr, "GET", path, &resp, err, sizeof err) == 0) {
+        if (it_http(addr, &req, &resp, err, sizeof err) == 0) {
             int status = resp.status;
             snprintf(last, sizeof last, "last answer %d: %.200s", status, resp.body);
-            it_http_response_clear(&resp);
+            vt_http_resp_clear(&resp);
             if (status == 200) return 0;
         } else {
             snprintf(last, sizeof last, "%s", err);
         }
-        if (it_now_ms() >= deadline)
-            return fail(errstr, errstr_size, "GET %s%s not 200 within %d ms (%s); log %s",
-                        addr, path, timeout_ms, last, p->log_path);
-        sleep_ms(100);
+        if (vt_mono_ms() >= deadline)
+            return vt_err(errstr, errstr_size, "GET %s%s not 200 within %d ms (%s); log %s",
+                          addr, path, timeout_ms, last, p->log_path);
+        vt_sleep_ms(100);
     }
 }
 
 int it_proc_wait_exit(it_proc_t *p, int timeout_ms, int *status, char *errstr,
                       size_t errstr_size) {
-    int64_t deadline = it_now_ms() + timeout_ms;
+    int64_t deadline = vt_mono_ms() + timeout_ms;
     while (it_proc_running(p)) {
-        if (it_now_ms() >= deadline)
-            return fail(errstr, errstr_size, "pid %d still running after %d ms",
-                        (int)p->pid, timeout_ms);
-        sleep_ms(20);
+        if (vt_mono_ms() >= deadline)
+            return vt_err(errstr, errstr_size, "pid %d still running after %d ms",
+                          (int)p->pid, timeout_ms);
+        vt_sleep_ms(20);
     }
     *status = p->status;
     return 0;
@@ -500,8 +485,8 @@ int it_proc_stop(it_proc_t *p, int sig, int timeout_ms, int *status,
             *killed = true;
             kill(-p->pid, SIGKILL);
             if (it_proc_wait_exit(p, 30000, status, err, sizeof err) == -1)
-                return fail(errstr, errstr_size, "pid %d survives SIGKILL: %s",
-                            (int)p->pid, err);
+                return vt_err(errstr, errstr_size, "pid %d survives SIGKILL: %s",
+                              (int)p->pid, err);
         }
     }
     kill(-p->pid, SIGKILL); /* whatever else the process group still holds */
@@ -527,166 +512,11 @@ void it_proc_kill_all(void) {
 
 /* ---- HTTP ---------------------------------------------------------------- */
 
-void it_http_response_clear(it_http_response *resp) {
-    if (!resp) return;
-    free(resp->content_type);
-    free(resp->body);
-    memset(resp, 0, sizeof *resp);
-}
-
-static int parse_addr(const char *addr, struct sockaddr_in *sa) {
-    char host[64];
-    const char *colon = strrchr(addr, ':');
-    if (!colon || (size_t)(colon - addr) >= sizeof host) return -1;
-    memcpy(host, addr, (size_t)(colon - addr));
-    host[colon - addr] = '\0';
-    char *end;
-    long port = strtol(colon + 1, &end, 10);
-    if (*end || port <= 0 || port > 65535) return -1;
-    memset(sa, 0, sizeof *sa);
-    sa->sin_family = AF_INET;
-    sa->sin_port = htons((uint16_t)port);
-    return inet_pton(AF_INET, host, &sa->sin_addr) == 1 ? 0 : -1;
-}
-
-bool it_port_in_use(const char *addr) {
-    struct sockaddr_in sa;
-    if (parse_addr(addr, &sa) == -1) return false;
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd == -1) return false;
-    bool used = connect(fd, (struct sockaddr *)&sa, sizeof sa) == 0;
-    close(fd);
-    return used;
-}
-
-/* Value of header `name` in the header block [hdr, hdr_end), or NULL. */
-static char *header_value(const char *hdr, const char *hdr_end, const char *name) {
-    size_t nlen = strlen(name);
-    for (const char *line = hdr; line < hdr_end;) {
-        const char *eol = memchr(line, '\n', (size_t)(hdr_end - line));
-        if (!eol) eol = hdr_end;
-        if ((size_t)(eol - line) > nlen && strncasecmp(line, name, nlen) == 0 &&
-            line[nlen] == ':') {
-            const char *v = line + nlen + 1;
-            while (v < eol && (*v == ' ' || *v == '\t')) v++;
-            const char *e = eol;
-            while (e > v && (e[-1] == '\r' || e[-1] == ' ')) e--;
-            return strndup(v, (size_t)(e - v));
-        }
-        line = eol + 1;
-    }
-    return NULL;
-}
-
-int it_http_request(const char *addr, const char *method, const char *path,
-                    it_http_response *resp, char *errstr, size_t errstr_size) {
-    int rc = -1, fd = -1;
-    char *buf = NULL;
-    size_t len = 0, cap = 0;
-    struct sockaddr_in sa;
-    memset(resp, 0, sizeof *resp);
-    if (parse_addr(addr, &sa) == -1)
-        return fail(errstr, errstr_size, "bad address %s (want a.b.c.d:port)", addr);
-
-    fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd == -1) return fail(errstr, errstr_size, "socket: %s", strerror(errno));
-    struct timeval tv = {10, 0};
-    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
-    if (connect(fd, (struct sockaddr *)&sa, sizeof sa) == -1) {
-        fail(errstr, errstr_size, "connect %s: %s", addr, strerror(errno));
-        goto out;
-    }
-    char req[2048];
-    int n = snprintf(req, sizeof req,
-                     "%s %s HTTP/1.0\r\nHost: %s\r\nConnection: close\r\n\r\n",
-                     method, path, addr);
-    if (n < 0 || (size_t)n >= sizeof req) {
-        fail(errstr, errstr_size, "request line too long");
-        goto out;
-    }
-    for (int off = 0; off < n;) {
-        ssize_t w = send(fd, req + off, (size_t)(n - off), MSG_NOSIGNAL);
-        if (w <= 0) {
-            fail(errstr, errstr_size, "send to %s: %s", addr, strerror(errno));
-            goto out;
-        }
-        off += (int)w;
-    }
-
-    /* Read to EOF, or until Content-Length bytes of body have arrived. */
-    const char *hdr_end = NULL;
-    long content_length = -1;
-    for (;;) {
-        if (cap - len < 4096) {
-            size_t ncap = cap ? cap * 2 : 8192;
-            if (ncap > IT_HTTP_MAX_RESPONSE + 1) ncap = IT_HTTP_MAX_RESPONSE + 1;
-            if (ncap - len < 2) {
-                fail(errstr, errstr_size, "response from %s%s over %u bytes", addr,
-                     path, IT_HTTP_MAX_RESPONSE);
-                goto out;
-            }
-            char *nbuf = realloc(buf, ncap);
-            if (!nbuf) {
-                fail(errstr, errstr_size, "out of memory");
-                goto out;
-            }
-            buf = nbuf;
-            cap = ncap;
-        }
-        ssize_t r = recv(fd, buf + len, cap - len - 1, 0);
-        if (r < 0) {
-            if (errno == EINTR) continue;
-            fail(errstr, errstr_size, "recv from %s%s: %s", addr, path,
-                 strerror(errno));
-            goto out;
-        }
-        if (r == 0) break;
-        len += (size_t)r;
-        buf[len] = '\0';
-        if (!hdr_end) {
-            char *h = strstr(buf, "\r\n\r\n");
-            if (h) {
-                hdr_end = h + 4;
-                char *cl = header_value(buf, h, "Content-Length");
-                if (cl) content_length = strtol(cl, NULL, 10);
-                free(cl);
-            }
-        }
-        if (hdr_end && content_length >= 0 &&
-            len - (size_t)(hdr_end - buf) >= (size_t)content_length)
-            break;
-    }
-    if (!buf || !hdr_end) {
-        fail(errstr, errstr_size, "%s%s closed without a complete header (%zu bytes)",
-             addr, path, len);
-        goto out;
-    }
-    int major, minor, status;
-    if (sscanf(buf, "HTTP/%d.%d %d", &major, &minor, &status) != 3) {
-        fail(errstr, errstr_size, "bad status line from %s%s: %.80s", addr, path, buf);
-        goto out;
-    }
-    size_t body_len = len - (size_t)(hdr_end - buf);
-    if (content_length >= 0 && (size_t)content_length < body_len)
-        body_len = (size_t)content_length;
-    resp->status = status;
-    it_record_http(method, path, status);
-    resp->content_type = header_value(buf, hdr_end, "Content-Type");
-    resp->body = malloc(body_len + 1);
-    if (!resp->body) {
-        fail(errstr, errstr_size, "out of memory");
-        goto out;
-    }
-    memcpy(resp->body, hdr_end, body_len);
-    resp->body[body_len] = '\0';
-    resp->body_len = body_len;
-    rc = 0;
-out:
-    if (rc == -1) it_http_response_clear(resp);
-    free(buf);
-    if (fd != -1) close(fd);
-    return rc;
+int it_http(const char *addr, const vt_http_req *req, vt_http_resp *resp,
+            char *errstr, size_t errstr_size) {
+    if (vt_http_request(addr, req, resp, errstr, errstr_size) == -1) return -1;
+    it_record_http(req->method, req->path, resp->status);
+    return 0;
 }
 
 /* ---- Kafka: common ------------------------------------------------------- */
@@ -705,18 +535,20 @@ static void kafka_log_to_file(const rd_kafka_t *rk, int level, const char *fac,
     dprintf(fd, "%d %d %s %s: %s\n", (int)getpid(), level, rd_kafka_name(rk), fac, buf);
 }
 
-static rd_kafka_conf_t *kafka_conf_new(void) {
+/* A configuration for a harness client: IT_KAFKA_BOOTSTRAP, librdkafka's log
+ * to a file, then `pairs` (name, value, ..., NULL; may be NULL). NULL with
+ * errstr on a bad property; else the caller owns it (or hands it over). */
+static rd_kafka_conf_t *kafka_conf_new(const char *const *pairs, char *errstr,
+                                       size_t errstr_size) {
+    static const char *const base[] = {"bootstrap.servers", IT_KAFKA_BOOTSTRAP, NULL};
     rd_kafka_conf_t *conf = rd_kafka_conf_new();
     rd_kafka_conf_set_log_cb(conf, kafka_log_to_file);
+    if (vt_kafka_conf_set(conf, base, errstr, errstr_size) ||
+        vt_kafka_conf_set(conf, pairs, errstr, errstr_size)) {
+        rd_kafka_conf_destroy(conf);
+        return NULL;
+    }
     return conf;
-}
-
-static int conf_set(rd_kafka_conf_t *conf, const char *name, const char *value,
-                    char *errstr, size_t errstr_size) {
-    char err[512];
-    if (rd_kafka_conf_set(conf, name, value, err, sizeof err) != RD_KAFKA_CONF_OK)
-        return fail(errstr, errstr_size, "%s=%s: %s", name, value, err);
-    return 0;
 }
 
 /* Applies "name=value" entries. */
@@ -726,63 +558,22 @@ static int conf_apply(rd_kafka_conf_t *conf, const char *const entries[],
         char name[256];
         const char *eq = strchr(entries[i], '=');
         if (!eq || (size_t)(eq - entries[i]) >= sizeof name)
-            return fail(errstr, errstr_size, "bad conf entry %s", entries[i]);
+            return vt_err(errstr, errstr_size, "bad conf entry %s", entries[i]);
         memcpy(name, entries[i], (size_t)(eq - entries[i]));
         name[eq - entries[i]] = '\0';
-        if (conf_set(conf, name, eq + 1, errstr, errstr_size) == -1) return -1;
+        const char *const pair[] = {name, eq + 1, NULL};
+        if (vt_kafka_conf_set(conf, pair, errstr, errstr_size) == -1) return -1;
     }
     return 0;
 }
 
-/* Partition count of `topic`, waiting up to timeout_ms for it to exist. */
-static int topic_partitions(rd_kafka_t *rk, const char *topic, int timeout_ms,
-                            int32_t *count, char *errstr, size_t errstr_size) {
-    int64_t deadline = it_now_ms() + timeout_ms;
-    rd_kafka_topic_t *rkt = rd_kafka_topic_new(rk, topic, NULL);
-    char last[256] = "";
-    int rc = -1;
-    if (!rkt) return fail(errstr, errstr_size, "rd_kafka_topic_new %s", topic);
-    for (;;) {
-        const struct rd_kafka_metadata *md = NULL;
-        rd_kafka_resp_err_t err = rd_kafka_metadata(rk, 0, rkt, &md, 5000);
-        if (!err && md->topic_cnt == 1 && !md->topics[0].err &&
-            md->topics[0].partition_cnt > 0) {
-            *count = md->topics[0].partition_cnt;
-            rd_kafka_metadata_destroy(md);
-            rc = 0;
-            break;
-        }
-        snprintf(last, sizeof last, "%s",
-                 rd_kafka_err2str(err ? err
-                                      : md->topic_cnt ? md->topics[0].err
-                                                      : RD_KAFKA_RESP_ERR_UNKNOWN));
-        if (md) rd_kafka_metadata_destroy(md);
-        if (it_now_ms() >= deadline) {
-            fail(errstr, errstr_size, "topic %s not available on %s within %d ms: %s",
-                 topic, IT_KAFKA_BOOTSTRAP, timeout_ms, last);
-            break;
-        }
-        sleep_ms(200);
-    }
-    rd_kafka_topic_destroy(rkt);
-    return rc;
-}
-
 int it_kafka_wait_up(int timeout_ms, char *errstr, size_t errstr_size) {
-    char err[512];
-    rd_kafka_conf_t *conf = kafka_conf_new();
-    if (conf_set(conf, "bootstrap.servers", IT_KAFKA_BOOTSTRAP, errstr,
-                 errstr_size) == -1) {
-        rd_kafka_conf_destroy(conf);
+    static const char *const quiet[] = {"log_level", "0", NULL}; /* refusals are expected */
+    rd_kafka_t *rk = NULL;
+    if (vt_kafka_new(&rk, RD_KAFKA_PRODUCER, kafka_conf_new(quiet, errstr, errstr_size),
+                     errstr, errstr_size) == -1)
         return -1;
-    }
-    rd_kafka_conf_set(conf, "log_level", "0", NULL, 0); /* refusals are expected */
-    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof err);
-    if (!rk) {
-        rd_kafka_conf_destroy(conf);
-        return fail(errstr, errstr_size, "rd_kafka_new: %s", err);
-    }
-    int64_t deadline = it_now_ms() + timeout_ms;
+    int64_t deadline = vt_mono_ms() + timeout_ms;
     int rc = -1;
     for (;;) {
         const struct rd_kafka_metadata *md = NULL;
@@ -793,12 +584,12 @@ int it_kafka_wait_up(int timeout_ms, char *errstr, size_t errstr_size) {
             break;
         }
         if (md) rd_kafka_metadata_destroy(md);
-        if (it_now_ms() >= deadline) {
-            fail(errstr, errstr_size, "no metadata from %s within %d ms: %s",
-                 IT_KAFKA_BOOTSTRAP, timeout_ms, rd_kafka_err2str(e));
+        if (vt_mono_ms() >= deadline) {
+            vt_err(errstr, errstr_size, "no metadata from %s within %d ms: %s",
+                   IT_KAFKA_BOOTSTRAP, timeout_ms, rd_kafka_err2str(e));
             break;
         }
-        sleep_ms(250);
+        vt_sleep_ms(250);
     }
     rd_kafka_destroy(rk);
     return rc;
@@ -824,32 +615,24 @@ static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaqu
 
 int it_producer_new(it_producer_t **out, const char *const conf_entries[],
                     char *errstr, size_t errstr_size) {
-    char err[512];
+    static const char *const settings[] = {
+        "acks", "all", "enable.idempotence", "true", "message.timeout.ms", "300000",
+        "linger.ms", "5", "client.id", "vx-it-producer", NULL};
     it_producer_t *p = calloc(1, sizeof *p);
-    rd_kafka_conf_t *conf = kafka_conf_new();
+    rd_kafka_conf_t *conf = NULL;
     *out = NULL;
-    if (!p) goto fail_conf;
-    if (conf_set(conf, "bootstrap.servers", IT_KAFKA_BOOTSTRAP, errstr, errstr_size) ||
-        conf_set(conf, "acks", "all", errstr, errstr_size) ||
-        conf_set(conf, "enable.idempotence", "true", errstr, errstr_size) ||
-        conf_set(conf, "message.timeout.ms", "300000", errstr, errstr_size) ||
-        conf_set(conf, "linger.ms", "5", errstr, errstr_size) ||
-        conf_set(conf, "client.id", "vx-it-producer", errstr, errstr_size) ||
-        conf_apply(conf, conf_entries, errstr, errstr_size))
-        goto fail_conf;
+    if (!p) return vt_err(errstr, errstr_size, "out of memory");
+    if (!(conf = kafka_conf_new(settings, errstr, errstr_size))) goto err;
+    if (conf_apply(conf, conf_entries, errstr, errstr_size)) {
+        rd_kafka_conf_destroy(conf);
+        goto err;
+    }
     rd_kafka_conf_set_dr_msg_cb(conf, on_delivery);
     rd_kafka_conf_set_opaque(conf, p);
-    p->rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof err);
-    if (!p->rk) {
-        fail(errstr, errstr_size, "rd_kafka_new: %s", err);
-        goto fail_conf;
-    }
-    conf = NULL; /* rd_kafka_new took it */
+    if (vt_kafka_new(&p->rk, RD_KAFKA_PRODUCER, conf, errstr, errstr_size)) goto err;
     *out = p;
     return 0;
-fail_conf:
-    if (!p) fail(errstr, errstr_size, "out of memory");
-    rd_kafka_conf_destroy(conf);
+err:
     free(p);
     return -1;
 }
@@ -885,8 +668,8 @@ int it_produce(it_producer_t *p, const char *topic, const void *key,
         rd_kafka_resp_err_t code = rd_kafka_error_code(error);
         int rc = 0;
         if (code != RD_KAFKA_RESP_ERR__QUEUE_FULL)
-            rc = fail(errstr, errstr_size, "produce to %s: %s", topic,
-                      rd_kafka_error_string(error));
+            rc = vt_err(errstr, errstr_size, "produce to %s: %s", topic,
+                        rd_kafka_error_string(error));
         rd_kafka_error_destroy(error);
         rd_kafka_headers_destroy(hdrs);
         if (rc) return rc;
@@ -900,13 +683,13 @@ int it_producer_flush(it_producer_t *p, int timeout_ms, char *errstr,
                       size_t errstr_size) {
     rd_kafka_resp_err_t err = rd_kafka_flush(p->rk, timeout_ms);
     if (err)
-        return fail(errstr, errstr_size, "flush: %d messages not delivered in %d ms: %s",
-                    rd_kafka_outq_len(p->rk), timeout_ms, rd_kafka_err2str(err));
+        return vt_err(errstr, errstr_size, "flush: %d messages not delivered in %d ms: %s",
+                      rd_kafka_outq_len(p->rk), timeout_ms, rd_kafka_err2str(err));
     if (p->failed) {
         int failed = p->failed;
         p->failed = 0;
-        return fail(errstr, errstr_size, "%d deliveries failed, first: %s", failed,
-                    p->first_error);
+        return vt_err(errstr, errstr_size, "%d deliveries failed, first: %s", failed,
+                      p->first_error);
     }
     return 0;
 }
@@ -934,23 +717,37 @@ out:
     return rc;
 }
 
+/* Waits up to timeout_ms (looking every poll_ms) for child `pid` to exit and
+ * fills *status; -1 when it had to be killed at the end of that time. */
+static int reap_within(pid_t pid, int timeout_ms, int poll_ms, int *status) {
+    int64_t deadline = vt_mono_ms() + timeout_ms;
+    pid_t r;
+    *status = 0;
+    while ((r = waitpid(pid, status, WNOHANG)) == 0 && vt_mono_ms() < deadline)
+        vt_sleep_ms(poll_ms);
+    if (r != 0) return 0;
+    kill(pid, SIGKILL);
+    waitpid(pid, status, 0);
+    return -1;
+}
+
 int it_kcat_produce(const char *topic, const char *key, const char *json,
-                    char *errstr, size_t errstr_size) {
+                    const char *header, char *errstr, size_t errstr_size) {
     int rc = -1, pipefd[2] = {-1, -1}, log_fd = -1;
     char log_path[PATH_MAX];
     if (strchr(json, '\n') || strchr(key, '|') || strchr(key, '\n'))
-        return fail(errstr, errstr_size, "kcat line needs a one-line json and a key without '|'");
+        return vt_err(errstr, errstr_size, "kcat line needs a one-line json and a key without '|'");
     data_path(log_path, sizeof log_path, "kcat.%s.log", it_run_id());
     log_fd = open(log_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
     if (log_fd == -1 || pipe2(pipefd, O_CLOEXEC) == -1) {
-        fail(errstr, errstr_size, "kcat setup: %s", strerror(errno));
+        vt_err(errstr, errstr_size, "kcat setup: %s", strerror(errno));
         goto out;
     }
     char *argv[] = {"kcat", "-P", "-b", IT_KAFKA_BOOTSTRAP, "-t", (char *)topic,
-                    "-K|", NULL};
+                    "-K|", header ? "-H" : NULL, (char *)header, NULL};
     pid_t pid = fork();
     if (pid == -1) {
-        fail(errstr, errstr_size, "fork: %s", strerror(errno));
+        vt_err(errstr, errstr_size, "fork: %s", strerror(errno));
         goto out;
     }
     if (pid == 0) {
@@ -972,23 +769,17 @@ int it_kcat_produce(const char *topic, const char *key, const char *json,
                    write(pipefd[1], &line_end, 1) == 1;
     close(pipefd[1]);
     pipefd[1] = -1;
-    int status = 0;
-    int64_t deadline = it_now_ms() + 120000;
-    pid_t r;
-    while ((r = waitpid(pid, &status, WNOHANG)) == 0 && it_now_ms() < deadline)
-        sleep_ms(20);
-    if (r == 0) {
-        kill(pid, SIGKILL);
-        waitpid(pid, &status, 0);
-        fail(errstr, errstr_size, "kcat did not finish within 120 s; see %s", log_path);
+    int status;
+    if (reap_within(pid, 120000, 20, &status) == -1) {
+        vt_err(errstr, errstr_size, "kcat did not finish within 120 s; see %s", log_path);
         goto out;
     }
     if (!written || !WIFEXITED(status) || WEXITSTATUS(status) != 0) {
         char how[128], tail[800];
         it_status_describe(status, how, sizeof how);
         log_tail(log_path, tail, sizeof tail);
-        fail(errstr, errstr_size, "kcat %s (input %s); %s ends with:\n%s", how,
-             written ? "written" : "NOT written", log_path, tail);
+        vt_err(errstr, errstr_size, "kcat %s (input %s); %s ends with:\n%s", how,
+               written ? "written" : "NOT written", log_path, tail);
         goto out;
     }
     rc = 0;
@@ -1094,12 +885,12 @@ static int collector_store(it_collector_t *c, const rd_kafka_message_t *rkm,
                            char *errstr, size_t errstr_size) {
     if (c->n == IT_COLLECTOR_MAX_MSGS || c->bytes + rkm->len + rkm->key_len >
                                              IT_COLLECTOR_MAX_BYTES)
-        return fail(errstr, errstr_size, "collector of %s is full (%zu messages, %zu bytes)",
-                    c->topic, c->n, c->bytes);
+        return vt_err(errstr, errstr_size, "collector of %s is full (%zu messages, %zu bytes)",
+                      c->topic, c->n, c->bytes);
     if (c->n == c->cap) {
         size_t ncap = c->cap ? c->cap * 2 : 1024;
         it_msg *nm = realloc(c->msgs, ncap * sizeof *nm);
-        if (!nm) return fail(errstr, errstr_size, "out of memory");
+        if (!nm) return vt_err(errstr, errstr_size, "out of memory");
         c->msgs = nm;
         c->cap = ncap;
     }
@@ -1152,7 +943,7 @@ static int collector_handle(it_collector_t *c, rd_kafka_message_t *rkm,
         snprintf(c->last_error, sizeof c->last_error, "%s",
                  rd_kafka_message_errstr(rkm));
         if (rd_kafka_fatal_error(c->rk, fatal, sizeof fatal))
-            rc = fail(errstr, errstr_size, "consumer of %s: fatal: %s", c->topic, fatal);
+            rc = vt_err(errstr, errstr_size, "consumer of %s: fatal: %s", c->topic, fatal);
     } else {
         rc = collector_store(c, rkm, errstr, errstr_size);
     }
@@ -1162,9 +953,9 @@ static int collector_handle(it_collector_t *c, rd_kafka_message_t *rkm,
 
 int it_collector_poll(it_collector_t *c, int timeout_ms, char *errstr,
                       size_t errstr_size) {
-    int64_t deadline = it_now_ms() + timeout_ms;
+    int64_t deadline = vt_mono_ms() + timeout_ms;
     for (;;) {
-        int64_t left = deadline - it_now_ms();
+        int64_t left = deadline - vt_mono_ms();
         rd_kafka_message_t *rkm =
             rd_kafka_consumer_poll(c->rk, left > 0 ? (int)left : 0);
         if (rkm && collector_handle(c, rkm, errstr, errstr_size) == -1) return -1;
@@ -1188,15 +979,15 @@ static int collector_batch(it_collector_t *c, int wait_ms, char *errstr,
 int it_collector_wait(it_collector_t *c, it_pred_fn *pred, void *arg,
                       const char *what, int timeout_ms, char *errstr,
                       size_t errstr_size) {
-    int64_t deadline = it_now_ms() + timeout_ms;
+    int64_t deadline = vt_mono_ms() + timeout_ms;
     for (;;) {
         if (pred(c, arg)) return 0;
-        if (it_now_ms() >= deadline)
-            return fail(errstr, errstr_size,
-                        "timed out after %d ms waiting on %s for %s (%zu messages "
-                        "collected; last consumer error: %s)",
-                        timeout_ms, c->topic, what, c->n,
-                        c->last_error[0] ? c->last_error : "none");
+        if (vt_mono_ms() >= deadline)
+            return vt_err(errstr, errstr_size,
+                          "timed out after %d ms waiting on %s for %s (%zu messages "
+                          "collected; last consumer error: %s)",
+                          timeout_ms, c->topic, what, c->n,
+                          c->last_error[0] ? c->last_error : "none");
         if (collector_batch(c, 100, errstr, errstr_size) == -1) return -1;
     }
 }
@@ -1218,9 +1009,9 @@ static int collector_ends(it_collector_t *c, int64_t deadline, int64_t *high,
         }
         rd_kafka_topic_partition_list_destroy(q);
         if (!err) break;
-        if (it_now_ms() >= deadline)
-            return fail(errstr, errstr_size, "end offsets of %s: %s", c->topic,
-                        rd_kafka_err2str(err));
+        if (vt_mono_ms() >= deadline)
+            return vt_err(errstr, errstr_size, "end offsets of %s: %s", c->topic,
+                          rd_kafka_err2str(err));
         /* The broker may be restarting: keep reading meanwhile. */
         if (collector_batch(c, 200, errstr, errstr_size) == -1) return -1;
     }
@@ -1229,11 +1020,11 @@ static int collector_ends(it_collector_t *c, int64_t deadline, int64_t *high,
 
 int it_collector_catch_up(it_collector_t *c, int timeout_ms, char *errstr,
                           size_t errstr_size) {
-    int64_t deadline = it_now_ms() + timeout_ms;
+    int64_t deadline = vt_mono_ms() + timeout_ms;
     int64_t *high = calloc((size_t)c->n_parts, sizeof *high);
     int rc = -1;
     if (!high) {
-        fail(errstr, errstr_size, "out of memory");
+        vt_err(errstr, errstr_size, "out of memory");
         goto out;
     }
     if (collector_ends(c, deadline, high, errstr, errstr_size) == -1) goto out;
@@ -1244,12 +1035,12 @@ int it_collector_catch_up(it_collector_t *c, int timeout_ms, char *errstr,
         for (int32_t p = 0; p < c->n_parts && behind < 0; p++)
             if (c->next[p] < high[p] && c->eof[p] < high[p]) behind = p;
         if (behind < 0) break;
-        if (it_now_ms() >= deadline) {
-            fail(errstr, errstr_size,
-                 "%s [%d] not read up to offset %lld within %d ms (at %lld; last "
-                 "consumer error: %s)",
-                 c->topic, (int)behind, (long long)high[behind], timeout_ms,
-                 (long long)c->next[behind], c->last_error[0] ? c->last_error : "none");
+        if (vt_mono_ms() >= deadline) {
+            vt_err(errstr, errstr_size,
+                   "%s [%d] not read up to offset %lld within %d ms (at %lld; last "
+                   "consumer error: %s)",
+                   c->topic, (int)behind, (long long)high[behind], timeout_ms,
+                   (long long)c->next[behind], c->last_error[0] ? c->last_error : "none");
             goto out;
         }
         if (collector_batch(c, 100, errstr, errstr_size) == -1) goto out;
@@ -1260,80 +1051,48 @@ out:
     return rc;
 }
 
-int it_collector_new(it_collector_t **out, const char *topic, it_from from,
+int it_collector_new(it_collector_t **out, const char *topic, vt_from_t from,
                      const char *jsonl_topic, int timeout_ms, char *errstr,
                      size_t errstr_size) {
-    int64_t deadline = it_now_ms() + timeout_ms;
-    char err[512], group[256], path[PATH_MAX];
+    char group[256], path[PATH_MAX];
     it_collector_t *c = calloc(1, sizeof *c);
-    rd_kafka_conf_t *conf = kafka_conf_new();
     rd_kafka_topic_partition_list_t *parts = NULL;
     *out = NULL;
-    if (!c) {
-        rd_kafka_conf_destroy(conf);
-        return fail(errstr, errstr_size, "out of memory");
-    }
+    if (!c) return vt_err(errstr, errstr_size, "out of memory");
     c->jsonl_fd = -1;
     c->topic = strdup(topic);
     /* assign() only: the group id is required but never joined or committed. */
     snprintf(group, sizeof group, "it.%s.collector", it_run_id());
-    if (conf_set(conf, "bootstrap.servers", IT_KAFKA_BOOTSTRAP, errstr, errstr_size) ||
-        conf_set(conf, "group.id", group, errstr, errstr_size) ||
-        conf_set(conf, "enable.auto.commit", "false", errstr, errstr_size) ||
-        conf_set(conf, "enable.auto.offset.store", "false", errstr, errstr_size) ||
-        conf_set(conf, "enable.partition.eof", "true", errstr, errstr_size) ||
-        conf_set(conf, "auto.offset.reset", "earliest", errstr, errstr_size) ||
-        conf_set(conf, "isolation.level", "read_committed", errstr, errstr_size) ||
-        conf_set(conf, "fetch.wait.max.ms", "100", errstr, errstr_size) ||
-        conf_set(conf, "client.id", "vx-it-collector", errstr, errstr_size))
+    const char *const settings[] = {
+        "group.id", group, "enable.auto.commit", "false", "enable.auto.offset.store", "false",
+        "enable.partition.eof", "true", "auto.offset.reset", "earliest",
+        "isolation.level", "read_committed", "fetch.wait.max.ms", "100",
+        "client.id", "vx-it-collector", NULL};
+    if (vt_kafka_reader_new(&c->rk, kafka_conf_new(settings, errstr, errstr_size), topic, from,
+                            timeout_ms, &parts, errstr, errstr_size))
         goto err;
-    c->rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, err, sizeof err);
-    if (!c->rk) {
-        fail(errstr, errstr_size, "rd_kafka_new: %s", err);
-        goto err;
-    }
-    conf = NULL; /* rd_kafka_new took it */
-    rd_kafka_poll_set_consumer(c->rk);
-    if (topic_partitions(c->rk, topic, timeout_ms, &c->n_parts, errstr, errstr_size))
-        goto err;
+    c->n_parts = parts->cnt;
     c->next = calloc((size_t)c->n_parts, sizeof *c->next);
     c->eof = calloc((size_t)c->n_parts, sizeof *c->eof);
     if (!c->next || !c->eof || !c->topic) {
-        fail(errstr, errstr_size, "out of memory");
+        vt_err(errstr, errstr_size, "out of memory");
         goto err;
     }
-    parts = rd_kafka_topic_partition_list_new(c->n_parts);
-    for (int32_t p = 0; p < c->n_parts; p++) {
-        int64_t start = RD_KAFKA_OFFSET_BEGINNING, lo, hi;
-        if (from == IT_FROM_END) {
-            rd_kafka_resp_err_t we;
-            /* The end as of now: everything produced later is at or past it. */
-            while ((we = rd_kafka_query_watermark_offsets(c->rk, topic, p, &lo, &hi,
-                                                          5000))) {
-                if (it_now_ms() >= deadline) {
-                    fail(errstr, errstr_size, "watermarks of %s [%d]: %s", topic,
-                         (int)p, rd_kafka_err2str(we));
-                    goto err;
-                }
-                sleep_ms(200);
-            }
-            start = hi;
-            c->next[p] = hi;
+    for (int i = 0; i < parts->cnt; i++) {
+        int32_t p = parts->elems[i].partition;
+        if (p < 0 || p >= c->n_parts) {
+            vt_err(errstr, errstr_size, "%s has partition %d of %d", topic, (int)p, (int)c->n_parts);
+            goto err;
         }
         c->eof[p] = -1;
-        rd_kafka_topic_partition_list_add(parts, topic, p)->offset = start;
-    }
-    rd_kafka_resp_err_t e = rd_kafka_assign(c->rk, parts);
-    if (e) {
-        fail(errstr, errstr_size, "assign %s: %s", topic, rd_kafka_err2str(e));
-        goto err;
+        if (from == VT_FROM_END) c->next[p] = parts->elems[i].offset; /* its end when assigned */
     }
     if (jsonl_topic) {
         data_path(path, sizeof path, "messages.jsonl");
         c->jsonl_fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
         c->jsonl_topic = strdup(jsonl_topic);
         if (c->jsonl_fd == -1 || !c->jsonl_topic) {
-            fail(errstr, errstr_size, "open %s: %s", path, strerror(errno));
+            vt_err(errstr, errstr_size, "open %s: %s", path, strerror(errno));
             goto err;
         }
     }
@@ -1341,8 +1100,7 @@ int it_collector_new(it_collector_t **out, const char *topic, it_from from,
     *out = c;
     return 0;
 err:
-    rd_kafka_topic_partition_list_destroy(parts);
-    if (conf) rd_kafka_conf_destroy(conf); /* rd_kafka_new took it on success */
+    if (parts) rd_kafka_topic_partition_list_destroy(parts);
     it_collector_free(c);
     return -1;
 }
@@ -1432,75 +1190,26 @@ int it_collector_wait_str(it_collector_t *c, const char *field,
 
 int it_kafka_group_lag(const char *group, const char *topic, int64_t *lag,
                        char *errstr, size_t errstr_size) {
-    char err[512];
-    int rc = -1;
-    int32_t n_parts = 0;
-    rd_kafka_t *rk = NULL;
-    rd_kafka_topic_partition_list_t *parts = NULL;
-    rd_kafka_conf_t *conf = kafka_conf_new();
-    /* Only OffsetFetch: this handle never subscribes, so it never joins. */
-    if (conf_set(conf, "bootstrap.servers", IT_KAFKA_BOOTSTRAP, errstr, errstr_size) ||
-        conf_set(conf, "group.id", group, errstr, errstr_size) ||
-        conf_set(conf, "enable.auto.commit", "false", errstr, errstr_size))
-        goto out;
-    rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, err, sizeof err);
-    if (!rk) {
-        fail(errstr, errstr_size, "rd_kafka_new: %s", err);
-        goto out;
-    }
-    conf = NULL;
-    if (topic_partitions(rk, topic, 10000, &n_parts, errstr, errstr_size)) goto out;
-    parts = rd_kafka_topic_partition_list_new(n_parts);
-    for (int32_t p = 0; p < n_parts; p++)
-        rd_kafka_topic_partition_list_add(parts, topic, p);
-    rd_kafka_resp_err_t e = rd_kafka_committed(rk, parts, 10000);
-    if (e) {
-        fail(errstr, errstr_size, "committed offsets of %s: %s", group,
-             rd_kafka_err2str(e));
-        goto out;
-    }
-    *lag = 0;
-    for (int32_t p = 0; p < n_parts; p++) {
-        int64_t lo, hi;
-        e = rd_kafka_query_watermark_offsets(rk, topic, p, &lo, &hi, 10000);
-        if (e) {
-            fail(errstr, errstr_size, "watermarks of %s [%d]: %s", topic, (int)p,
-                 rd_kafka_err2str(e));
-            goto out;
-        }
-        int64_t committed = parts->elems[p].offset;
-        *lag += hi - (committed >= 0 ? committed : lo);
-    }
-    rc = 0;
-out:
-    if (parts) rd_kafka_topic_partition_list_destroy(parts);
-    if (conf) rd_kafka_conf_destroy(conf); /* rd_kafka_new took it on success */
-    if (rk) rd_kafka_destroy(rk);
-    return rc;
+    rd_kafka_conf_t *conf = kafka_conf_new(NULL, errstr, errstr_size);
+    if (!conf) return -1;
+    return vt_kafka_group_lag(conf, group, topic, 10000, lag, errstr, errstr_size);
 }
 
 int it_kafka_group_describe(const char *group, int *members, int *assigned,
                             bool *stable, char *errstr, size_t errstr_size) {
-    char err[512];
     int rc = -1;
     rd_kafka_t *rk = NULL;
     rd_kafka_queue_t *q = NULL;
     rd_kafka_event_t *ev = NULL;
-    rd_kafka_conf_t *conf = kafka_conf_new();
-    if (conf_set(conf, "bootstrap.servers", IT_KAFKA_BOOTSTRAP, errstr, errstr_size))
-        goto out;
-    rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof err);
-    if (!rk) {
-        fail(errstr, errstr_size, "rd_kafka_new: %s", err);
-        goto out;
-    }
-    conf = NULL; /* rd_kafka_new took it */
+    if (vt_kafka_new(&rk, RD_KAFKA_PRODUCER, kafka_conf_new(NULL, errstr, errstr_size), errstr,
+                     errstr_size))
+        return -1;
     q = rd_kafka_queue_new(rk);
     rd_kafka_DescribeConsumerGroups(rk, &group, 1, NULL, q);
     ev = rd_kafka_queue_poll(q, 30000);
     if (!ev || rd_kafka_event_error(ev)) {
-        fail(errstr, errstr_size, "describe group %s: %s", group,
-             ev ? rd_kafka_event_error_string(ev) : "no answer in 30 s");
+        vt_err(errstr, errstr_size, "describe group %s: %s", group,
+               ev ? rd_kafka_event_error_string(ev) : "no answer in 30 s");
         goto out;
     }
     size_t n_groups = 0;
@@ -1508,8 +1217,8 @@ int it_kafka_group_describe(const char *group, int *members, int *assigned,
         rd_kafka_DescribeConsumerGroups_result_groups(
             rd_kafka_event_DescribeConsumerGroups_result(ev), &n_groups);
     if (n_groups != 1 || rd_kafka_ConsumerGroupDescription_error(groups[0])) {
-        fail(errstr, errstr_size, "describe group %s: %s", group,
-             n_groups != 1 ? "no description"
+        vt_err(errstr, errstr_size, "describe group %s: %s", group,
+               n_groups != 1 ? "no description"
                            : rd_kafka_error_string(
                                  rd_kafka_ConsumerGroupDescription_error(groups[0])));
         goto out;
@@ -1529,8 +1238,7 @@ int it_kafka_group_describe(const char *group, int *members, int *assigned,
 out:
     if (ev) rd_kafka_event_destroy(ev);
     if (q) rd_kafka_queue_destroy(q);
-    if (conf) rd_kafka_conf_destroy(conf);
-    if (rk) rd_kafka_destroy(rk);
+    rd_kafka_destroy(rk);
     return rc;
 }
 
@@ -1555,8 +1263,8 @@ int it_pg_connect(PGconn **out, const char *dbname, char *errstr,
     PGconn *conn = PQconnectdbParams(keys, vals, 0);
     *out = NULL;
     if (!conn || PQstatus(conn) != CONNECTION_OK) {
-        fail(errstr, errstr_size, "connect to %s:%s/%s: %s", IT_PG_HOST, IT_PG_PORT,
-             dbname, conn ? PQerrorMessage(conn) : "out of memory");
+        vt_err(errstr, errstr_size, "connect to %s:%s/%s: %s", IT_PG_HOST, IT_PG_PORT,
+               dbname, conn ? PQerrorMessage(conn) : "out of memory");
         PQfinish(conn);
         return -1;
     }
@@ -1575,13 +1283,13 @@ static int pg_first_int(const char *dbname, const char *sql,
     if (it_pg_connect(&conn, dbname, errstr, errstr_size) == -1) return -1;
     res = PQexecParams(conn, sql, n_params, NULL, params, NULL, NULL, 0);
     if (PQresultStatus(res) != PGRES_TUPLES_OK) {
-        fail(errstr, errstr_size, "%s: %s", sql, PQerrorMessage(conn));
+        vt_err(errstr, errstr_size, "%s: %s", sql, PQerrorMessage(conn));
         goto out;
     }
     *found = PQntuples(res) > 0;
     if (*found) {
         if (PQgetisnull(res, 0, 0)) {
-            fail(errstr, errstr_size, "%s: NULL", sql);
+            vt_err(errstr, errstr_size, "%s: NULL", sql);
             goto out;
         }
         *out = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
@@ -1599,7 +1307,7 @@ int it_pg_int(const char *dbname, const char *sql, const char *const params[],
     if (pg_first_int(dbname, sql, params, n_params, out, &found, errstr,
                      errstr_size) == -1)
         return -1;
-    if (!found) return fail(errstr, errstr_size, "%s: no row", sql);
+    if (!found) return vt_err(errstr, errstr_size, "%s: no row", sql);
     return 0;
 }
 
@@ -1623,7 +1331,7 @@ int it_stack(const char *action, const char *component, char *errstr,
     data_path(log_path, sizeof log_path, "stack.%s.log", it_run_id());
     kafka_marker_path(marker, sizeof marker);
     if (access(script, R_OK) != 0)
-        return fail(errstr, errstr_size, "%s: %s", script, strerror(errno));
+        return vt_err(errstr, errstr_size, "%s: %s", script, strerror(errno));
     bool is_kafka = strcmp(component, "kafka") == 0;
     if (is_kafka && strcmp(action, "stop") == 0) {
         /* Before the stop: even a half-done stop gets a restart. */
@@ -1632,13 +1340,13 @@ int it_stack(const char *action, const char *component, char *errstr,
     }
     int log_fd = open(log_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
     if (log_fd == -1)
-        return fail(errstr, errstr_size, "open %s: %s", log_path, strerror(errno));
+        return vt_err(errstr, errstr_size, "open %s: %s", log_path, strerror(errno));
     dprintf(log_fd, "=== it: %s %s %s\n", script, action, component);
     char *argv[] = {"bash", script, (char *)action, (char *)component, NULL};
     pid_t pid = fork();
     if (pid == -1) {
         close(log_fd);
-        return fail(errstr, errstr_size, "fork: %s", strerror(errno));
+        return vt_err(errstr, errstr_size, "fork: %s", strerror(errno));
     }
     if (pid == 0) {
         int null_fd = open("/dev/null", O_RDONLY);
@@ -1649,23 +1357,16 @@ int it_stack(const char *action, const char *component, char *errstr,
         _exit(127);
     }
     close(log_fd);
-    int status = 0;
-    int64_t deadline = it_now_ms() + 300000;
-    pid_t r;
-    while ((r = waitpid(pid, &status, WNOHANG)) == 0 && it_now_ms() < deadline)
-        sleep_ms(50);
-    if (r == 0) {
-        kill(pid, SIGKILL);
-        waitpid(pid, &status, 0);
-        return fail(errstr, errstr_size, "deploy/stack.sh %s %s ran over 300 s; see %s",
-                    action, component, log_path);
-    }
+    int status;
+    if (reap_within(pid, 300000, 50, &status) == -1)
+        return vt_err(errstr, errstr_size, "deploy/stack.sh %s %s ran over 300 s; see %s",
+                      action, component, log_path);
     if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
         char how[128], tail[800];
         it_status_describe(status, how, sizeof how);
         log_tail(log_path, tail, sizeof tail);
-        return fail(errstr, errstr_size, "deploy/stack.sh %s %s %s; %s ends with:\n%s",
-                    action, component, how, log_path, tail);
+        return vt_err(errstr, errstr_size, "deploy/stack.sh %s %s %s; %s ends with:\n%s",
+                      action, component, how, log_path, tail);
     }
     if (is_kafka && strcmp(action, "start") == 0) unlink(marker);
     return 0;
@@ -1690,4 +1391,60 @@ void it_record_http(const char *method, const char *path, int status) {
     if (write(fd, line, (size_t)n) != n) { /* one short append: the coverage check reads what is there */
     }
     close(fd);
+}
+
+/* ---- assertions ------------------------------------------------------------------------------------ */
+
+it_collector_t *it_collect(const char *topic, vt_from_t from, const char *jsonl_topic) {
+    char err[IT_ERR_SIZE];
+    it_collector_t *c = NULL;
+    IT_OK(it_collector_new(&c, topic, from, jsonl_topic, IT_WAIT_MS, err, sizeof err), err);
+    return c;
+}
+
+void it_catch_up(it_collector_t *c) {
+    char err[IT_ERR_SIZE];
+    IT_OK(it_collector_catch_up(c, IT_WAIT_MS, err, sizeof err), err);
+}
+
+void it_svc_stop(it_proc_t *p, const char *what) {
+    char err[IT_ERR_SIZE], how[128];
+    int status;
+    bool killed;
+    if (!p) return;
+    IT_OK(it_proc_stop(p, SIGTERM, 30000, &status, &killed, err, sizeof err), err);
+    it_status_describe(status, how, sizeof how);
+    cr_assert(!killed, "%s ignored SIGTERM for 30 s (log %s)", what, it_proc_log_path(p));
+    cr_assert((WIFEXITED(status) && WEXITSTATUS(status) == 0) ||
+                  (WIFSIGNALED(status) && WTERMSIG(status) == SIGTERM),
+              "%s %s on SIGTERM (log %s)", what, how, it_proc_log_path(p));
+    it_proc_free(p);
+}
+
+int64_t it_stock(const char *dbname, const char *product_id) {
+    char err[IT_ERR_SIZE];
+    int64_t stock;
+    IT_OK(it_pg_stock(dbname, product_id, &stock, err, sizeof err), err);
+    return stock;
+}
+
+void it_assert_stock(const char *dbname, const char *product_id, int64_t want) {
+    int64_t got = it_stock(dbname, product_id);
+    cr_assert_eq(got, want, "stock of %s: want %" PRId64 ", database %s has %" PRId64, product_id,
+                 want, dbname, got);
+}
+
+char *it_json_take(json_object *obj) {
+    char *s = strdup(json_object_to_json_string_ext(obj, JSON_C_TO_STRING_PLAIN));
+    json_object_put(obj);
+    cr_assert(s != NULL, "out of memory");
+    return s;
+}
+
+char *it_order_cmd(const char *type, const char *ikey, const char *order_id) {
+    json_object *o = json_object_new_object();
+    json_object_object_add(o, "type", json_object_new_string(type));
+    json_object_object_add(o, "idempotency_key", json_object_new_string(ikey));
+    json_object_object_add(o, "order_id", json_object_new_string(order_id));
+    return it_json_take(o);
 }

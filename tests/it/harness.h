@@ -1,7 +1,9 @@
 /* harness.h - what an integration suite needs to drive real services over the
  * real Kafka broker and PostgreSQL on 127.0.0.1: a run context (fresh topics
  * and databases per test-binary run), spawned service processes, a producer,
- * kcat, an event collector, PostgreSQL helpers, an HTTP GET and broker control.
+ * kcat, an event collector, PostgreSQL helpers, recorded HTTP exchanges and
+ * broker control. The HTTP client, the Kafka readers and the clocks are the
+ * shared test library's (tests/lib: vt_http, vt_kafka, vt_util).
  *
  * Invariant: nothing a test starts outlives it. Every spawned process is in a
  * table and is killed by it_test_fini(), by atexit and, should the test process
@@ -22,6 +24,10 @@
 
 #include <json-c/json.h>
 #include <libpq-fe.h>
+
+#include "vt_http.h"
+#include "vt_kafka.h"
+#include "vt_util.h"
 
 #define IT_ERR_SIZE 2048
 
@@ -65,14 +71,20 @@ const char *it_run_id(void);
 /* Writes "it.<runid>.<name>" into buf: a topic (or group) fresh for this run. */
 void it_run_name(char *buf, size_t size, const char *name);
 
+/* This run's names (it_run_name) for Valerix's topics and consumer groups:
+ * what a suite hands the services it starts. */
+typedef struct it_names {
+    char orders_commands[256], orders_results[256], orders_dlq[256];
+    char inventory_commands[256], inventory_events[256], inventory_dlq[256];
+    char inventory_group[256], orders_group[256];
+} it_names;
+void it_names_init(it_names *n);
+
 /* The repository root (VX_ROOT, else the parent of the folder holding this
  * binary when it has deploy/stack.sh, else the working directory), and
  * ${VX_DATA_DIR:-<root>/var}/it, created on first use. Static storage. */
 const char *it_root(void);
 const char *it_data_dir(void);
-
-/* Current time on the monotonic clock, in milliseconds. */
-int64_t it_now_ms(void);
 
 /* ---- processes ----------------------------------------------------------- */
 
@@ -119,25 +131,15 @@ void it_proc_kill_all(void);
 
 /* ---- HTTP ---------------------------------------------------------------- */
 
-/* Caps what a response may weigh; a larger one is an error. */
-#define IT_HTTP_MAX_RESPONSE (4u * 1024u * 1024u)
+/* What the harness's own probe (it_proc_wait_http) allows one answer. */
+#define IT_HTTP_PROBE_TIMEOUT_MS 10000
+#define IT_HTTP_PROBE_MAX_RESPONSE (4u * 1024u * 1024u)
 
-typedef struct it_http_response {
-    int status;
-    char *content_type; /* value of Content-Type or NULL; owned */
-    char *body;         /* NUL-terminated; owned */
-    size_t body_len;
-} it_http_response;
-
-/* One HTTP/1.0 request to `addr` ("127.0.0.1:port"), no request body.
- * On success the caller owns *resp: release it with it_http_response_clear(). */
-int it_http_request(const char *addr, const char *method, const char *path,
-                    it_http_response *resp, char *errstr, size_t errstr_size);
-void it_http_response_clear(it_http_response *resp);
-
-/* True when something accepts TCP connections at `addr`: a port about to be
- * given to a service must not be, or /ready may be answered by a stranger. */
-bool it_port_in_use(const char *addr);
+/* One exchange with vt_http_request (tests/lib/vt_http.h) to `addr`
+ * ("127.0.0.1:port"), recorded with it_record_http when an answer came. On
+ * success the caller owns *resp: release it with vt_http_resp_clear(). */
+int it_http(const char *addr, const vt_http_req *req, vt_http_resp *resp,
+            char *errstr, size_t errstr_size);
 
 /* ---- Kafka: producing ---------------------------------------------------- */
 
@@ -179,9 +181,10 @@ int it_produce_one(const char *topic, const char *key, const char *value,
                    size_t errstr_size);
 
 /* Produces "key|json" through the real kcat binary:
- * kcat -P -b 127.0.0.1:9092 -t <topic> -K'|'. `json` must be one line. */
+ * kcat -P -b 127.0.0.1:9092 -t <topic> -K'|' [-H <header>]. `json` must be
+ * one line; `header` is "name=value", or NULL for none. */
 int it_kcat_produce(const char *topic, const char *key, const char *json,
-                    char *errstr, size_t errstr_size);
+                    const char *header, char *errstr, size_t errstr_size);
 
 /* ---- Kafka: collecting --------------------------------------------------- */
 
@@ -212,16 +215,13 @@ typedef struct it_msg {
 
 typedef struct it_collector_s it_collector_t;
 
-/* Where a collector starts reading each partition. IT_FROM_END: only what
- * is produced after it_collector_new() returns (a test's own traffic). */
-typedef enum it_from { IT_FROM_BEGINNING, IT_FROM_END } it_from;
-
-/* Reads every partition of `topic` (assign, no group commits) into memory.
- * Waits up to timeout_ms for the topic to exist.
+/* Reads every partition of `topic` (assign, no group commits) into memory,
+ * from its beginning or, VT_FROM_END, from the end it has when this returns
+ * (a test's own traffic). Waits up to timeout_ms for the topic to exist.
  * `jsonl_topic` non-NULL: every message read is also appended to
  * it_data_dir()/messages.jsonl as {"topic":<jsonl_topic>,"value":<value>},
  * for the schema check that runs after the suites. */
-int it_collector_new(it_collector_t **out, const char *topic, it_from from,
+int it_collector_new(it_collector_t **out, const char *topic, vt_from_t from,
                      const char *jsonl_topic, int timeout_ms, char *errstr,
                      size_t errstr_size);
 void it_collector_free(it_collector_t *c);
@@ -310,5 +310,31 @@ int it_kafka_wait_up(int timeout_ms, char *errstr, size_t errstr_size);
 /* Appends {"method","path","status"} to $VX_DATA_DIR/it/http.jsonl (query string dropped), one
  * line per HTTP exchange a test saw, so the OpenAPI check can prove every one is documented. */
 void it_record_http(const char *method, const char *path, int status);
+
+/* ---- assertions: helpers that fail the running test with the message --------------------- */
+
+/* it_collector_new with up to IT_WAIT_MS for the topic; the caller owns the
+ * collector (it_collector_free). */
+it_collector_t *it_collect(const char *topic, vt_from_t from, const char *jsonl_topic);
+
+/* it_collector_catch_up within IT_WAIT_MS. */
+void it_catch_up(it_collector_t *c);
+
+/* Stops p with SIGTERM and frees it: a clean exit (status 0, or SIGTERM's
+ * default action) within 30 s is part of every service's contract. `what`
+ * names the service in a failure. p NULL: nothing. */
+void it_svc_stop(it_proc_t *p, const char *what);
+
+/* products.stock of `product_id` in database `dbname` (it_pg_stock): -1 when
+ * there is no such row; it_assert_stock: that it is `want`. */
+int64_t it_stock(const char *dbname, const char *product_id);
+void it_assert_stock(const char *dbname, const char *product_id, int64_t want);
+
+/* Serializes obj (plain JSON) and releases it; the caller owns the string. */
+char *it_json_take(json_object *obj);
+
+/* A command that names one order and nothing else (ReleaseStock, CancelOrder):
+ * {"type","idempotency_key","order_id"} as JSON; the caller owns the string. */
+char *it_order_cmd(const char *type, const char *ikey, const char *order_id);
 
 #endif

@@ -27,19 +27,12 @@
 #define SQL_NEGATIVE_STOCK "SELECT count(*) FROM products WHERE stock < 0"
 #define SQL_ALL_STOCK "SELECT id, stock FROM products ORDER BY id"
 
-static char commands_topic[256], events_topic[256], dlq_topic[256], group_id[256];
+static it_names run; /* this run's topics and group */
 
-static void inv_init(void) {
-    it_run_name(commands_topic, sizeof commands_topic, "inventory.commands");
-    it_run_name(events_topic, sizeof events_topic, "inventory.events");
-    it_run_name(dlq_topic, sizeof dlq_topic, "inventory.dlq");
-    it_run_name(group_id, sizeof group_id, "inventory-svc");
-}
+static void inv_init(void) { it_names_init(&run); }
 
-static void inv_fini(void) { it_test_fini(); }
-
-TestSuite(inventory, .init = inv_init, .fini = inv_fini);
-TestSuite(inventory_replay, .init = inv_init, .fini = inv_fini);
+TestSuite(inventory, .init = inv_init, .fini = it_test_fini);
+TestSuite(inventory_replay, .init = inv_init, .fini = it_test_fini);
 
 /* ---- the service -------------------------------------------------------- */
 
@@ -58,10 +51,10 @@ static it_proc_t *inv_spawn_with(const char *addr, const char *crash_points,
              IT_KAFKA_BOOTSTRAP);
     snprintf(e_db, sizeof e_db, "INVENTORY_DB=%s", db);
     snprintf(e_http, sizeof e_http, "INVENTORY_HTTP_ADDR=%s", addr);
-    snprintf(e_group, sizeof e_group, "INVENTORY_GROUP_ID=%s", group_id);
-    snprintf(e_cmd, sizeof e_cmd, "INVENTORY_COMMANDS_TOPIC=%s", commands_topic);
-    snprintf(e_ev, sizeof e_ev, "INVENTORY_EVENTS_TOPIC=%s", events_topic);
-    snprintf(e_dlq, sizeof e_dlq, "INVENTORY_DLQ_TOPIC=%s", dlq_topic);
+    snprintf(e_group, sizeof e_group, "INVENTORY_GROUP_ID=%s", run.inventory_group);
+    snprintf(e_cmd, sizeof e_cmd, "INVENTORY_COMMANDS_TOPIC=%s", run.inventory_commands);
+    snprintf(e_ev, sizeof e_ev, "INVENTORY_EVENTS_TOPIC=%s", run.inventory_events);
+    snprintf(e_dlq, sizeof e_dlq, "INVENTORY_DLQ_TOPIC=%s", run.inventory_dlq);
     snprintf(e_crash, sizeof e_crash, "VX_CRASH_POINTS=%s",
              crash_points ? crash_points : "");
     /* VX_CRASH_POINTS and the gremlin are always set, so none leaks in from
@@ -81,9 +74,9 @@ static it_proc_t *inv_spawn_with(const char *addr, const char *crash_points,
     snprintf(log_name, sizeof log_name, "%s.inventory-svc.%s",
              criterion_current_test->name, strrchr(addr, ':') + 1);
     it_proc_t *p = NULL;
-    int64_t deadline = it_now_ms() + IT_WAIT_MS; /* a previous instance may be closing */
-    while (it_port_in_use(addr) && it_now_ms() < deadline) usleep(100000);
-    cr_assert(!it_port_in_use(addr), "%s is taken by another process: is a second run of "
+    int64_t deadline = vt_mono_ms() + IT_WAIT_MS; /* a previous instance may be closing */
+    while (vt_http_port_in_use(addr) && vt_mono_ms() < deadline) usleep(100000);
+    cr_assert(!vt_http_port_in_use(addr), "%s is taken by another process: is a second run of "
               "this suite going on?", addr);
     IT_OK(it_proc_spawn(&p, log_name, INV_EXE, env, err, sizeof err), err);
     if (ready) IT_OK(it_proc_wait_http(p, addr, "/ready", IT_WAIT_MS, err, sizeof err), err);
@@ -94,41 +87,11 @@ static it_proc_t *inv_spawn(const char *addr, const char *crash_points) {
     return inv_spawn_with(addr, crash_points, NULL, true);
 }
 
-/* SIGTERM, and a clean exit within 30 s is part of the contract. */
-static void inv_stop(it_proc_t *p) {
-    char err[IT_ERR_SIZE], how[128];
-    int status;
-    bool killed;
-    IT_OK(it_proc_stop(p, SIGTERM, 30000, &status, &killed, err, sizeof err), err);
-    it_status_describe(status, how, sizeof how);
-    cr_assert(!killed, "inventory-svc ignored SIGTERM for 30 s (log %s)",
-              it_proc_log_path(p));
-    cr_assert((WIFEXITED(status) && WEXITSTATUS(status) == 0) ||
-                  (WIFSIGNALED(status) && WTERMSIG(status) == SIGTERM),
-              "inventory-svc %s on SIGTERM (log %s)", how, it_proc_log_path(p));
-    it_proc_free(p);
-}
-
-static it_collector_t *collect(const char *topic, it_from from, const char *label) {
-    char err[IT_ERR_SIZE];
-    it_collector_t *c = NULL;
-    IT_OK(it_collector_new(&c, topic, from, label, IT_WAIT_MS, err, sizeof err), err);
-    return c;
-}
-
-static it_collector_t *collect_events(it_from from) {
-    return collect(events_topic, from, INV_EVENTS_LABEL);
+static it_collector_t *collect_events(vt_from_t from) {
+    return it_collect(run.inventory_events, from, INV_EVENTS_LABEL);
 }
 
 /* ---- commands ------------------------------------------------------------ */
-
-/* Serializes and releases obj; the caller owns the string. */
-static char *json_take(json_object *obj) {
-    char *s = strdup(json_object_to_json_string_ext(obj, JSON_C_TO_STRING_PLAIN));
-    json_object_put(obj);
-    cr_assert(s != NULL, "out of memory");
-    return s;
-}
 
 static char *cmd_restock(const char *ikey, const char *product, int64_t qty,
                          const char *name) {
@@ -138,7 +101,7 @@ static char *cmd_restock(const char *ikey, const char *product, int64_t qty,
     json_object_object_add(o, "product_id", json_object_new_string(product));
     json_object_object_add(o, "quantity", json_object_new_int64(qty));
     json_object_object_add(o, "name", json_object_new_string(name));
-    return json_take(o);
+    return it_json_take(o);
 }
 
 static char *cmd_reserve(const char *ikey, const char *order, size_t n,
@@ -154,7 +117,7 @@ static char *cmd_reserve(const char *ikey, const char *order, size_t n,
         json_object_array_add(items, line);
     }
     json_object_object_add(o, "items", items);
-    return json_take(o);
+    return it_json_take(o);
 }
 
 static char *cmd_reserve1(const char *ikey, const char *order, const char *product,
@@ -163,17 +126,13 @@ static char *cmd_reserve1(const char *ikey, const char *order, const char *produ
 }
 
 static char *cmd_release(const char *ikey, const char *order) {
-    json_object *o = json_object_new_object();
-    json_object_object_add(o, "type", json_object_new_string("ReleaseStock"));
-    json_object_object_add(o, "idempotency_key", json_object_new_string(ikey));
-    json_object_object_add(o, "order_id", json_object_new_string(order));
-    return json_take(o);
+    return it_order_cmd("ReleaseStock", ikey, order);
 }
 
 /* Produces one command (key NULL: none) and frees `json`. */
 static void send_cmd(const char *key, char *json) {
     char err[IT_ERR_SIZE];
-    IT_OK(it_produce_one(commands_topic, key, json, NULL, 0, err, sizeof err), err);
+    IT_OK(it_produce_one(run.inventory_commands, key, json, NULL, 0, err, sizeof err), err);
     free(json);
 }
 
@@ -200,19 +159,6 @@ static void restock_and_wait(it_collector_t *ev, const char *ikey,
     const it_msg *m = await_event(ev, ikey);
     cr_assert_str_eq(field(m, "type"), "Restocked", "restock %s answered with %s",
                      ikey, m->value);
-}
-
-static int64_t stock_of(const char *product) {
-    char err[IT_ERR_SIZE];
-    int64_t stock;
-    IT_OK(it_pg_stock(INV_DB, product, &stock, err, sizeof err), err);
-    return stock;
-}
-
-static void assert_stock(const char *product, int64_t want) {
-    int64_t got = stock_of(product);
-    cr_assert_eq(got, want, "stock of %s: want %" PRId64 ", database has %" PRId64,
-                 product, want, got);
 }
 
 /* Sum of the quantities of an event's item lines for `product`. */
@@ -281,11 +227,6 @@ static size_t assert_identical_events(const it_collector_t *ev, const char *ikey
     return n;
 }
 
-static void catch_up(it_collector_t *c) {
-    char err[IT_ERR_SIZE];
-    IT_OK(it_collector_catch_up(c, IT_WAIT_MS, err, sizeof err), err);
-}
-
 /* ---- random command streams (load and broker restart) ---------------------- */
 
 typedef struct gen_cmd {
@@ -301,14 +242,7 @@ typedef struct gen {
     size_t n_products;
 } gen;
 
-static uint64_t rng_next(uint64_t *s) { /* xorshift64*: same stream per seed */
-    *s ^= *s >> 12;
-    *s ^= *s << 25;
-    *s ^= *s >> 27;
-    return *s * 2685821657736338717ULL;
-}
-
-static uint64_t rng_below(uint64_t *s, uint64_t n) { return rng_next(s) % n; }
+static uint64_t rng_below(uint64_t *s, uint64_t n) { return vt_rand64(s) % n; }
 
 /* n_products products <tag>-pNN seeded by one Restock each (the first
  * n_products commands), then n random commands: reserves big enough to be
@@ -454,7 +388,7 @@ static size_t assert_stock_math(const it_collector_t *ev, const gen *g) {
             expect[p] += sign * items_qty(m, g->products[p]);
     }
     for (size_t p = 0; p < g->n_products; p++)
-        assert_stock(g->products[p], expect[p]);
+        it_assert_stock(INV_DB, g->products[p], expect[p]);
     int64_t negative;
     IT_OK(it_pg_int(INV_DB, SQL_NEGATIVE_STOCK, NULL, 0, &negative, err, sizeof err),
           err);
@@ -470,7 +404,7 @@ static void produce_all(const gen *g, size_t from, size_t to) {
     IT_OK(it_producer_new(&p, NULL, err, sizeof err), err);
     for (size_t i = from; i < to; i++) {
         const gen_cmd *c = &g->cmds[i];
-        IT_OK(it_produce(p, commands_topic, c->key, strlen(c->key), c->json,
+        IT_OK(it_produce(p, run.inventory_commands, c->key, strlen(c->key), c->json,
                          strlen(c->json), NULL, 0, err, sizeof err),
               err);
     }
@@ -483,7 +417,7 @@ static void produce_all(const gen *g, size_t from, size_t to) {
 Test(inventory, reserve_produced_with_kcat_lowers_stock_and_emits_event) {
     char err[IT_ERR_SIZE];
     it_proc_t *svc = inv_spawn(INV_ADDR, NULL);
-    it_collector_t *ev = collect_events(IT_FROM_END);
+    it_collector_t *ev = collect_events(VT_FROM_END);
 
     send_cmd("kcat-p1", cmd_restock("kcat-restock-1", "kcat-p1", 10, "Kcat widget"));
     const it_msg *m = await_event(ev, "kcat-restock-1");
@@ -495,10 +429,10 @@ Test(inventory, reserve_produced_with_kcat_lowers_stock_and_emits_event) {
     cr_assert_eq(it_msg_int(m, "stock", -1), 10, "%s", m->value);
     cr_assert_eq(items_len(m), 1, "%s", m->value);
     cr_assert_eq(items_qty(m, "kcat-p1"), 10, "%s", m->value);
-    assert_stock("kcat-p1", 10);
+    it_assert_stock(INV_DB, "kcat-p1", 10);
 
     char *cmd = cmd_reserve1("kcat-reserve-1", "kcat-o1", "kcat-p1", 3);
-    IT_OK(it_kcat_produce(commands_topic, "kcat-o1", cmd, err, sizeof err), err);
+    IT_OK(it_kcat_produce(run.inventory_commands, "kcat-o1", cmd, NULL, err, sizeof err), err);
     free(cmd);
     m = await_event(ev, "kcat-reserve-1");
     assert_envelope(m, "StockReserved", "kcat-reserve-1");
@@ -506,22 +440,22 @@ Test(inventory, reserve_produced_with_kcat_lowers_stock_and_emits_event) {
     cr_assert_str_eq(field(m, "order_id"), "kcat-o1");
     cr_assert_eq(items_len(m), 1, "%s", m->value);
     cr_assert_eq(items_qty(m, "kcat-p1"), 3, "%s", m->value);
-    assert_stock("kcat-p1", 7);
+    it_assert_stock(INV_DB, "kcat-p1", 7);
 
     it_collector_free(ev);
-    inv_stop(svc);
+    it_svc_stop(svc, "inventory-svc");
 }
 
 Test(inventory, event_carries_correlation_id_header_and_command_key) {
     char err[IT_ERR_SIZE], corr[128];
     it_proc_t *svc = inv_spawn(INV_ADDR, NULL);
-    it_collector_t *ev = collect_events(IT_FROM_END);
+    it_collector_t *ev = collect_events(VT_FROM_END);
     restock_and_wait(ev, "corr-restock-1", "corr-p1", 5);
 
     snprintf(corr, sizeof corr, "corr-%s-1", it_run_id());
     it_header h[] = {{"correlation-id", corr, strlen(corr)}};
     char *cmd = cmd_reserve1("corr-reserve-1", "corr-o1", "corr-p1", 1);
-    IT_OK(it_produce_one(commands_topic, "corr-o1", cmd, h, 1, err, sizeof err), err);
+    IT_OK(it_produce_one(run.inventory_commands, "corr-o1", cmd, h, 1, err, sizeof err), err);
     free(cmd);
     const it_msg *m = await_event(ev, "corr-reserve-1");
     assert_envelope(m, "StockReserved", "corr-reserve-1");
@@ -534,28 +468,28 @@ Test(inventory, event_carries_correlation_id_header_and_command_key) {
 
     /* No Kafka key on the command: the event is keyed by its idempotency key. */
     cmd = cmd_reserve1("corr-reserve-2", "corr-o2", "corr-p1", 1);
-    IT_OK(it_produce_one(commands_topic, NULL, cmd, NULL, 0, err, sizeof err), err);
+    IT_OK(it_produce_one(run.inventory_commands, NULL, cmd, NULL, 0, err, sizeof err), err);
     free(cmd);
     m = await_event(ev, "corr-reserve-2");
     assert_envelope(m, "StockReserved", "corr-reserve-2");
     assert_key(m, "corr-reserve-2");
-    assert_stock("corr-p1", 3);
+    it_assert_stock(INV_DB, "corr-p1", 3);
 
     it_collector_free(ev);
-    inv_stop(svc);
+    it_svc_stop(svc, "inventory-svc");
 }
 
 Test(inventory, same_command_produced_ten_times_applies_once_with_identical_events) {
     char err[IT_ERR_SIZE];
     it_proc_t *svc = inv_spawn(INV_ADDR, NULL);
-    it_collector_t *ev = collect_events(IT_FROM_END);
+    it_collector_t *ev = collect_events(VT_FROM_END);
     restock_and_wait(ev, "dup-restock-1", "dup-p1", 100);
 
     char *cmd = cmd_reserve1("dup-reserve-1", "dup-o1", "dup-p1", 7);
     it_producer_t *p = NULL;
     IT_OK(it_producer_new(&p, NULL, err, sizeof err), err);
     for (int i = 0; i < 10; i++)
-        IT_OK(it_produce(p, commands_topic, "dup-o1", 6, cmd, strlen(cmd), NULL, 0, err,
+        IT_OK(it_produce(p, run.inventory_commands, "dup-o1", 6, cmd, strlen(cmd), NULL, 0, err,
                          sizeof err),
               err);
     IT_OK(it_producer_flush(p, 60000, err, sizeof err), err);
@@ -565,20 +499,20 @@ Test(inventory, same_command_produced_ten_times_applies_once_with_identical_even
     IT_OK(it_collector_wait_str(ev, "idempotency_key", "dup-reserve-1", 10, IT_WAIT_MS,
                                 err, sizeof err),
           err);
-    catch_up(ev);
+    it_catch_up(ev);
     size_t n = assert_identical_events(ev, "dup-reserve-1");
     cr_assert_geq(n, 10, "%zu events for 10 deliveries", n);
     assert_envelope(it_collector_find_str(ev, "idempotency_key", "dup-reserve-1"),
                     "StockReserved", "dup-reserve-1");
-    assert_stock("dup-p1", 93);
+    it_assert_stock(INV_DB, "dup-p1", 93);
 
     it_collector_free(ev);
-    inv_stop(svc);
+    it_svc_stop(svc, "inventory-svc");
 }
 
 Test(inventory, reserve_beyond_stock_is_rejected_and_reserves_no_line) {
     it_proc_t *svc = inv_spawn(INV_ADDR, NULL);
-    it_collector_t *ev = collect_events(IT_FROM_END);
+    it_collector_t *ev = collect_events(VT_FROM_END);
     restock_and_wait(ev, "short-restock-1", "short-p1", 5);
     restock_and_wait(ev, "short-restock-2", "short-p2", 50);
 
@@ -591,7 +525,7 @@ Test(inventory, reserve_beyond_stock_is_rejected_and_reserves_no_line) {
     cr_assert_str_eq(field(m, "product_id"), "short-p1", "%s", m->value);
     cr_assert_eq(it_msg_int(m, "requested", -1), 6, "%s", m->value);
     cr_assert_eq(it_msg_int(m, "available", -1), 5, "%s", m->value);
-    assert_stock("short-p1", 5);
+    it_assert_stock(INV_DB, "short-p1", 5);
 
     /* The short line second, then first: either way no line is reserved. */
     const char *lines_a[] = {"short-p2", "short-p1"};
@@ -612,15 +546,15 @@ Test(inventory, reserve_beyond_stock_is_rejected_and_reserves_no_line) {
     cr_assert_eq(it_msg_int(m, "requested", -1), 51, "%s", m->value);
     cr_assert_eq(it_msg_int(m, "available", -1), 50, "%s", m->value);
 
-    assert_stock("short-p1", 5);
-    assert_stock("short-p2", 50);
+    it_assert_stock(INV_DB, "short-p1", 5);
+    it_assert_stock(INV_DB, "short-p2", 50);
     it_collector_free(ev);
-    inv_stop(svc);
+    it_svc_stop(svc, "inventory-svc");
 }
 
 Test(inventory, reserve_of_unknown_product_is_rejected) {
     it_proc_t *svc = inv_spawn(INV_ADDR, NULL);
-    it_collector_t *ev = collect_events(IT_FROM_END);
+    it_collector_t *ev = collect_events(VT_FROM_END);
     restock_and_wait(ev, "unk-restock-1", "unk-p1", 8);
 
     send_cmd("unk-o1", cmd_reserve1("unk-reserve-1", "unk-o1", "unk-nosuch", 1));
@@ -638,15 +572,15 @@ Test(inventory, reserve_of_unknown_product_is_rejected) {
     cr_assert_str_eq(field(m, "reason"), "unknown_product", "%s", m->value);
     cr_assert_str_eq(field(m, "product_id"), "unk-nosuch", "%s", m->value);
 
-    assert_stock("unk-p1", 8);
-    assert_stock("unk-nosuch", -1);
+    it_assert_stock(INV_DB, "unk-p1", 8);
+    it_assert_stock(INV_DB, "unk-nosuch", -1);
     it_collector_free(ev);
-    inv_stop(svc);
+    it_svc_stop(svc, "inventory-svc");
 }
 
 Test(inventory, release_gives_back_the_reservation_once) {
     it_proc_t *svc = inv_spawn(INV_ADDR, NULL);
-    it_collector_t *ev = collect_events(IT_FROM_END);
+    it_collector_t *ev = collect_events(VT_FROM_END);
     restock_and_wait(ev, "rel-restock-1", "rel-p1", 20);
     restock_and_wait(ev, "rel-restock-2", "rel-p2", 10);
 
@@ -654,8 +588,8 @@ Test(inventory, release_gives_back_the_reservation_once) {
     const int64_t qtys[] = {5, 3};
     send_cmd("rel-o1", cmd_reserve("rel-reserve-1", "rel-o1", 2, lines, qtys));
     assert_envelope(await_event(ev, "rel-reserve-1"), "StockReserved", "rel-reserve-1");
-    assert_stock("rel-p1", 15);
-    assert_stock("rel-p2", 7);
+    it_assert_stock(INV_DB, "rel-p1", 15);
+    it_assert_stock(INV_DB, "rel-p2", 7);
 
     send_cmd("rel-o1", cmd_release("rel-release-1", "rel-o1"));
     const it_msg *m = await_event(ev, "rel-release-1");
@@ -664,8 +598,8 @@ Test(inventory, release_gives_back_the_reservation_once) {
     cr_assert_str_eq(field(m, "order_id"), "rel-o1");
     cr_assert_eq(items_qty(m, "rel-p1"), 5, "%s", m->value);
     cr_assert_eq(items_qty(m, "rel-p2"), 3, "%s", m->value);
-    assert_stock("rel-p1", 20);
-    assert_stock("rel-p2", 10);
+    it_assert_stock(INV_DB, "rel-p1", 20);
+    it_assert_stock(INV_DB, "rel-p2", 10);
 
     /* Released already: a new release command gives back nothing. */
     send_cmd("rel-o1", cmd_release("rel-release-2", "rel-o1"));
@@ -686,15 +620,15 @@ Test(inventory, release_gives_back_the_reservation_once) {
     assert_envelope(m, "StockReleased", "rel-release-4");
     cr_assert_eq(items_len(m), 0, "release of a rejected order gave back: %s", m->value);
 
-    assert_stock("rel-p1", 20);
-    assert_stock("rel-p2", 10);
+    it_assert_stock(INV_DB, "rel-p1", 20);
+    it_assert_stock(INV_DB, "rel-p2", 10);
     it_collector_free(ev);
-    inv_stop(svc);
+    it_svc_stop(svc, "inventory-svc");
 }
 
 Test(inventory, product_listed_twice_reserves_the_sum) {
     it_proc_t *svc = inv_spawn(INV_ADDR, NULL);
-    it_collector_t *ev = collect_events(IT_FROM_END);
+    it_collector_t *ev = collect_events(VT_FROM_END);
     restock_and_wait(ev, "twice-restock-1", "twice-p1", 10);
 
     const char *lines[] = {"twice-p1", "twice-p1"};
@@ -703,7 +637,7 @@ Test(inventory, product_listed_twice_reserves_the_sum) {
     const it_msg *m = await_event(ev, "twice-reserve-1");
     assert_envelope(m, "StockReserved", "twice-reserve-1");
     cr_assert_eq(items_qty(m, "twice-p1"), 5, "%s", m->value);
-    assert_stock("twice-p1", 5);
+    it_assert_stock(INV_DB, "twice-p1", 5);
 
     /* Each line fits the 5 left, their sum does not. */
     const int64_t big[] = {3, 3};
@@ -711,16 +645,16 @@ Test(inventory, product_listed_twice_reserves_the_sum) {
     m = await_event(ev, "twice-reserve-2");
     assert_envelope(m, "StockRejected", "twice-reserve-2");
     cr_assert_str_eq(field(m, "reason"), "insufficient_stock", "%s", m->value);
-    assert_stock("twice-p1", 5);
+    it_assert_stock(INV_DB, "twice-p1", 5);
 
     send_cmd("twice-o1", cmd_release("twice-release-1", "twice-o1"));
     m = await_event(ev, "twice-release-1");
     assert_envelope(m, "StockReleased", "twice-release-1");
     cr_assert_eq(items_qty(m, "twice-p1"), 5, "%s", m->value);
-    assert_stock("twice-p1", 10);
+    it_assert_stock(INV_DB, "twice-p1", 10);
 
     it_collector_free(ev);
-    inv_stop(svc);
+    it_svc_stop(svc, "inventory-svc");
 }
 
 /* Waits until the service's group is Stable with n members that all hold
@@ -729,15 +663,15 @@ static void await_group_shared_by(int n) {
     char err[IT_ERR_SIZE];
     int members = 0, assigned = 0;
     bool stable = false;
-    int64_t deadline = it_now_ms() + IT_WAIT_MS;
+    int64_t deadline = vt_mono_ms() + IT_WAIT_MS;
     for (;;) {
         /* Errors such as "not coordinator" pass while the broker settles. */
-        bool ok = it_kafka_group_describe(group_id, &members, &assigned, &stable, err,
+        bool ok = it_kafka_group_describe(run.inventory_group, &members, &assigned, &stable, err,
                                           sizeof err) == 0;
         if (ok && stable && members == n && assigned == n) return;
-        cr_assert(it_now_ms() < deadline,
+        cr_assert(vt_mono_ms() < deadline,
                   "group %s: %d members, %d with partitions, %s after %d ms; want %d (%s)",
-                  group_id, members, assigned, stable ? "stable" : "rebalancing",
+                  run.inventory_group, members, assigned, stable ? "stable" : "rebalancing",
                   IT_WAIT_MS, n, ok ? "no error" : err);
         usleep(250000);
     }
@@ -749,13 +683,13 @@ Test(inventory, two_instances_in_one_group_keep_stock_consistent_over_5000_comma
     it_proc_t *a = inv_spawn(INV_ADDR, NULL);
     it_proc_t *b = inv_spawn(INV_ADDR2, NULL);
     await_group_shared_by(2);
-    it_collector_t *ev = collect_events(IT_FROM_END);
+    it_collector_t *ev = collect_events(VT_FROM_END);
 
     produce_all(&g, 0, g.n_products);
     await_all(ev, &g, 0, g.n_products);
     produce_all(&g, g.n_products, g.n);
     await_all(ev, &g, 0, g.n);
-    catch_up(ev);
+    it_catch_up(ev);
 
     size_t rejected = assert_stock_math(ev, &g);
     cr_assert_gt(rejected, 0, "the stream was meant to cause some rejections");
@@ -764,8 +698,8 @@ Test(inventory, two_instances_in_one_group_keep_stock_consistent_over_5000_comma
     cr_log_info("load: %zu commands, %zu events, %zu rejected", g.n,
                 it_collector_count(ev), rejected);
     it_collector_free(ev);
-    inv_stop(a);
-    inv_stop(b);
+    it_svc_stop(a, "inventory-svc");
+    it_svc_stop(b, "inventory-svc");
     gen_free(&g);
 }
 
@@ -817,9 +751,9 @@ Test(inventory, malformed_commands_go_to_dlq_with_original_bytes_and_the_consume
     const size_t n_cases = sizeof cases / sizeof cases[0];
 
     it_proc_t *svc = inv_spawn(INV_ADDR, NULL);
-    it_collector_t *ev = collect_events(IT_FROM_END);
-    it_collector_t *dlq = collect(dlq_topic, IT_FROM_END, NULL);
-    it_collector_t *cmds = collect(commands_topic, IT_FROM_END, NULL);
+    it_collector_t *ev = collect_events(VT_FROM_END);
+    it_collector_t *dlq = it_collect(run.inventory_dlq, VT_FROM_END, NULL);
+    it_collector_t *cmds = it_collect(run.inventory_commands, VT_FROM_END, NULL);
 
     it_producer_t *p = NULL;
     IT_OK(it_producer_new(&p, NULL, err, sizeof err), err);
@@ -828,7 +762,7 @@ Test(inventory, malformed_commands_go_to_dlq_with_original_bytes_and_the_consume
         snprintf(corr, sizeof corr, "corr-%s", cases[i].key);
         it_header h[] = {{"correlation-id", corr, strlen(corr)}, {"x-it", "dlq", 3}};
         size_t len = cases[i].len ? cases[i].len : cases[i].value ? strlen(cases[i].value) : 0;
-        IT_OK(it_produce(p, commands_topic, cases[i].key, strlen(cases[i].key),
+        IT_OK(it_produce(p, run.inventory_commands, cases[i].key, strlen(cases[i].key),
                          cases[i].value, len, h, 2, err, sizeof err),
               err);
     }
@@ -839,20 +773,20 @@ Test(inventory, malformed_commands_go_to_dlq_with_original_bytes_and_the_consume
 
     const it_msg *m = await_event(ev, "dlq-restock-1");
     assert_envelope(m, "Restocked", "dlq-restock-1");
-    assert_stock("dlq-p1", 3);
+    it_assert_stock(INV_DB, "dlq-p1", 3);
 
     for (size_t i = 0; i < n_cases; i++) {
         const poison *c = &cases[i];
         size_t len = c->len ? c->len : c->value ? strlen(c->value) : 0;
         const it_msg *d = NULL;
-        int64_t deadline = it_now_ms() + IT_WAIT_MS;
+        int64_t deadline = vt_mono_ms() + IT_WAIT_MS;
         while (!d) {
             for (size_t j = 0; j < it_collector_count(dlq) && !d; j++) {
                 const it_msg *x = it_collector_at(dlq, j);
                 if (x->key && strcmp(x->key, c->key) == 0) d = x;
             }
             if (d) break;
-            cr_assert(it_now_ms() < deadline, "no DLQ entry for %s (%s) within %d ms",
+            cr_assert(vt_mono_ms() < deadline, "no DLQ entry for %s (%s) within %d ms",
                       c->key, c->reason, IT_WAIT_MS);
             IT_OK(it_collector_poll(dlq, 200, err, sizeof err), err);
         }
@@ -864,7 +798,7 @@ Test(inventory, malformed_commands_go_to_dlq_with_original_bytes_and_the_consume
         const char *service = it_msg_header_get(d, "dlq-service", NULL);
         cr_assert(service && *service, "DLQ entry for %s has no dlq-service", c->key);
         const char *src = it_msg_header_get(d, "dlq-source-topic", NULL);
-        cr_assert(src && strcmp(src, commands_topic) == 0,
+        cr_assert(src && strcmp(src, run.inventory_commands) == 0,
                   "dlq-source-topic of %s: %s", c->key, src ? src : "(none)");
         if (c->value) {
             cr_assert(d->value && d->value_len == len && memcmp(d->value, c->value, len) == 0,
@@ -881,13 +815,13 @@ Test(inventory, malformed_commands_go_to_dlq_with_original_bytes_and_the_consume
         cr_assert(h && strcmp(h, "dlq") == 0, "header x-it of %s lost in DLQ", c->key);
 
         /* Partition and offset point at the original command. */
-        catch_up(cmds);
+        it_catch_up(cmds);
         const it_msg *orig = NULL;
         for (size_t j = 0; j < it_collector_count(cmds) && !orig; j++) {
             const it_msg *x = it_collector_at(cmds, j);
             if (x->key && strcmp(x->key, c->key) == 0) orig = x;
         }
-        cr_assert(orig != NULL, "original of %s not in %s", c->key, commands_topic);
+        cr_assert(orig != NULL, "original of %s not in %s", c->key, run.inventory_commands);
         char want[32];
         snprintf(want, sizeof want, "%d", (int)orig->partition);
         h = it_msg_header_get(d, "dlq-source-partition", NULL);
@@ -899,7 +833,7 @@ Test(inventory, malformed_commands_go_to_dlq_with_original_bytes_and_the_consume
                   c->key, h ? h : "(none)", want);
     }
     /* No poison message was answered with an event. */
-    catch_up(ev);
+    it_catch_up(ev);
     for (size_t i = 0; i < n_cases; i++)
         if (cases[i].ikey)
             cr_assert_eq(it_collector_count_str(ev, "idempotency_key", cases[i].ikey), 0,
@@ -908,7 +842,7 @@ Test(inventory, malformed_commands_go_to_dlq_with_original_bytes_and_the_consume
     it_collector_free(cmds);
     it_collector_free(dlq);
     it_collector_free(ev);
-    inv_stop(svc);
+    it_svc_stop(svc, "inventory-svc");
     free(big);
 }
 
@@ -916,12 +850,12 @@ Test(inventory, malformed_commands_go_to_dlq_with_original_bytes_and_the_consume
  * topic, so the next instance starts with no command left to redo. */
 static void await_group_committed(void) {
     char err[IT_ERR_SIZE];
-    int64_t lag = -1, deadline = it_now_ms() + IT_WAIT_MS;
+    int64_t lag = -1, deadline = vt_mono_ms() + IT_WAIT_MS;
     for (;;) {
         /* Errors such as "not coordinator" pass while the broker settles. */
-        bool ok = it_kafka_group_lag(group_id, commands_topic, &lag, err, sizeof err) == 0;
+        bool ok = it_kafka_group_lag(run.inventory_group, run.inventory_commands, &lag, err, sizeof err) == 0;
         if (ok && lag == 0) return;
-        cr_assert(it_now_ms() < deadline, "group %s after %d ms: %s", group_id, IT_WAIT_MS,
+        cr_assert(vt_mono_ms() < deadline, "group %s after %d ms: %s", run.inventory_group, IT_WAIT_MS,
                   ok ? "still behind" : err);
         usleep(250000);
     }
@@ -930,10 +864,10 @@ static void await_group_committed(void) {
 Test(inventory, crash_after_commit_before_publish_publishes_on_restart_without_reapplying) {
     char err[IT_ERR_SIZE], how[128];
     it_proc_t *svc = inv_spawn(INV_ADDR, NULL);
-    it_collector_t *ev = collect_events(IT_FROM_END);
+    it_collector_t *ev = collect_events(VT_FROM_END);
     restock_and_wait(ev, "crash-restock-1", "crash-p1", 10);
     await_group_committed();
-    inv_stop(svc);
+    it_svc_stop(svc, "inventory-svc");
 
     svc = inv_spawn(INV_ADDR, "after_commit_before_publish");
     send_cmd("crash-o1", cmd_reserve1("crash-reserve-1", "crash-o1", "crash-p1", 4));
@@ -944,8 +878,8 @@ Test(inventory, crash_after_commit_before_publish_publishes_on_restart_without_r
               "the crash point should exit with 70; inventory-svc %s (log %s)", how,
               it_proc_log_path(svc));
     it_proc_free(svc);
-    assert_stock("crash-p1", 6); /* committed before the crash */
-    catch_up(ev);
+    it_assert_stock(INV_DB, "crash-p1", 6); /* committed before the crash */
+    it_catch_up(ev);
     cr_assert_eq(it_collector_count_str(ev, "idempotency_key", "crash-reserve-1"), 0,
                  "an event was published although the process died before publishing");
 
@@ -954,12 +888,12 @@ Test(inventory, crash_after_commit_before_publish_publishes_on_restart_without_r
     assert_envelope(m, "StockReserved", "crash-reserve-1");
     assert_key(m, "crash-o1");
     cr_assert_eq(items_qty(m, "crash-p1"), 4, "%s", m->value);
-    catch_up(ev);
+    it_catch_up(ev);
     assert_identical_events(ev, "crash-reserve-1");
-    assert_stock("crash-p1", 6); /* applied once, not again on redelivery */
+    it_assert_stock(INV_DB, "crash-p1", 6); /* applied once, not again on redelivery */
 
     it_collector_free(ev);
-    inv_stop(svc);
+    it_svc_stop(svc, "inventory-svc");
 }
 
 static json_object *http_json(const char *method, const char *path, int want_status,
@@ -973,13 +907,13 @@ Test(inventory, gremlin_delays_every_second_command_and_marks_its_events) {
     char ikey[64], product[64];
     await_group_committed(); /* no command of another test left to count */
     it_proc_t *svc = inv_spawn_with(INV_ADDR, NULL, extra, true);
-    it_collector_t *ev = collect_events(IT_FROM_END);
+    it_collector_t *ev = collect_events(VT_FROM_END);
     for (int i = 0; i < 10; i++) {
         snprintf(ikey, sizeof ikey, "gremlin-restock-%d", i);
         snprintf(product, sizeof product, "gremlin-p%d", i);
         restock_and_wait(ev, ikey, product, 5); /* one at a time: one command per batch */
     }
-    catch_up(ev);
+    it_catch_up(ev);
     size_t marked = 0;
     for (size_t i = 0; i < it_collector_count(ev); i++) {
         size_t size;
@@ -1000,7 +934,7 @@ Test(inventory, gremlin_delays_every_second_command_and_marks_its_events) {
               "/health's gremlin: %s", json_object_to_json_string(g));
     json_object_put(health);
     it_collector_free(ev);
-    inv_stop(svc);
+    it_svc_stop(svc, "inventory-svc");
 }
 
 /* The event of `ikey`, which must be there already; borrowed. */
@@ -1020,7 +954,7 @@ Test(inventory, held_back_command_is_passed_by_other_orders_and_not_by_its_relea
     const char *const extra[] = {e_topic, "VX_TOPIC_PARTITIONS=1", "VX_GREMLIN_DELAY_MS=3000",
                                  "VX_GREMLIN_EVERY=5", NULL};
     it_proc_t *svc = inv_spawn_with(INV_ADDR, NULL, extra, true);
-    it_collector_t *ev = collect_events(IT_FROM_END);
+    it_collector_t *ev = collect_events(VT_FROM_END);
     char *restock = cmd_restock("slow-restock", "slow-p", 100, "Slow");
     IT_OK(it_produce_one(topic, "slow-p", restock, NULL, 0, err, sizeof err), err); /* the 1st command */
     free(restock);
@@ -1066,9 +1000,9 @@ Test(inventory, held_back_command_is_passed_by_other_orders_and_not_by_its_relea
     cr_assert(strcmp(field(rel, "occurred_at"), field(held, "occurred_at")) >= 0,
               "the release (%s) was committed before its reservation (%s)", field(rel, "occurred_at"),
               field(held, "occurred_at"));
-    assert_stock("slow-p", 100 - 5);
+    it_assert_stock(INV_DB, "slow-p", 100 - 5);
     it_collector_free(ev);
-    inv_stop(svc);
+    it_svc_stop(svc, "inventory-svc");
 }
 
 /* A row lock held on one product from another connection holds back only the reservations of that
@@ -1076,7 +1010,7 @@ Test(inventory, held_back_command_is_passed_by_other_orders_and_not_by_its_relea
 Test(inventory, row_lock_on_one_product_delays_only_the_orders_of_that_product) {
     char err[IT_ERR_SIZE], ikey[64], order[64];
     it_proc_t *svc = inv_spawn(INV_ADDR, NULL);
-    it_collector_t *ev = collect_events(IT_FROM_END);
+    it_collector_t *ev = collect_events(VT_FROM_END);
     restock_and_wait(ev, "lock-restock-l", "lock-pl", 100);
     restock_and_wait(ev, "lock-restock-f", "lock-pf", 100);
 
@@ -1095,13 +1029,13 @@ Test(inventory, row_lock_on_one_product_delays_only_the_orders_of_that_product) 
         snprintf(ikey, sizeof ikey, "lock-%d", i);
         assert_envelope(await_event(ev, ikey), "StockReserved", ikey);
     }
-    catch_up(ev);
+    it_catch_up(ev);
     for (int i = 0; i < 10; i += 2) {
         snprintf(ikey, sizeof ikey, "lock-%d", i);
         cr_assert_eq(it_collector_count_str(ev, "idempotency_key", ikey), 0,
                      "%s was answered while its product was locked", ikey);
     }
-    assert_stock("lock-pf", 95);
+    it_assert_stock(INV_DB, "lock-pf", 95);
     r = PQexec(locker, "COMMIT");
     cr_assert_eq(PQresultStatus(r), PGRES_COMMAND_OK, "%s", PQerrorMessage(locker));
     PQclear(r);
@@ -1111,14 +1045,14 @@ Test(inventory, row_lock_on_one_product_delays_only_the_orders_of_that_product) 
         assert_envelope(await_event(ev, ikey), "StockReserved", ikey);
     }
     await_group_committed();
-    catch_up(ev);
+    it_catch_up(ev);
     for (int i = 0; i < 10; i++) {
         snprintf(ikey, sizeof ikey, "lock-%d", i);
         cr_assert_eq(assert_identical_events(ev, ikey), 1, "%s answered more than once", ikey);
     }
-    assert_stock("lock-pl", 95);
+    it_assert_stock(INV_DB, "lock-pl", 95);
     it_collector_free(ev);
-    inv_stop(svc);
+    it_svc_stop(svc, "inventory-svc");
 }
 
 /* kill -9 while commands are held aside (the gremlin holds every 3rd for a minute): the next
@@ -1130,9 +1064,9 @@ Test(inventory, kill_while_commands_are_held_aside_loses_and_doubles_nothing) {
     bool killed;
     it_proc_t *svc = inv_spawn(INV_ADDR, NULL); /* no command of another test left to count */
     await_group_committed();
-    inv_stop(svc);
+    it_svc_stop(svc, "inventory-svc");
     svc = inv_spawn_with(INV_ADDR, NULL, extra, true);
-    it_collector_t *ev = collect_events(IT_FROM_END);
+    it_collector_t *ev = collect_events(VT_FROM_END);
     restock_and_wait(ev, "held-restock", "held-p", 1000); /* the 1st command */
     int64_t stock = 1000;
     for (int i = 0; i < 30; i++) { /* the 2nd to the 31st: every 3rd is held */
@@ -1146,7 +1080,7 @@ Test(inventory, kill_while_commands_are_held_aside_loses_and_doubles_nothing) {
         snprintf(ikey, sizeof ikey, "held-%d", i);
         await_event(ev, ikey);
     }
-    catch_up(ev);
+    it_catch_up(ev);
     for (int i = 1; i < 30; i += 3) {
         snprintf(ikey, sizeof ikey, "held-%d", i);
         cr_assert_eq(it_collector_count_str(ev, "idempotency_key", ikey), 0, "%s was not held back", ikey);
@@ -1161,14 +1095,14 @@ Test(inventory, kill_while_commands_are_held_aside_loses_and_doubles_nothing) {
         assert_envelope(await_event(ev, ikey), "StockReserved", ikey);
     }
     await_group_committed();
-    catch_up(ev);
+    it_catch_up(ev);
     for (int i = 0; i < 30; i++) {
         snprintf(ikey, sizeof ikey, "held-%d", i);
         assert_identical_events(ev, ikey);
     }
-    assert_stock("held-p", stock);
+    it_assert_stock(INV_DB, "held-p", stock);
     it_collector_free(ev);
-    inv_stop(svc);
+    it_svc_stop(svc, "inventory-svc");
 }
 
 /* A crash at each point inside the batch: the instance dies with 70 at the
@@ -1179,10 +1113,10 @@ Test(inventory, crash_at_each_point_of_the_batch_loses_and_repeats_nothing) {
                                          "after_publish_before_offset_commit"};
     char err[IT_ERR_SIZE], how[128], spec[64], ikey[64], order[64];
     it_proc_t *svc = inv_spawn(INV_ADDR, NULL);
-    it_collector_t *ev = collect_events(IT_FROM_END);
+    it_collector_t *ev = collect_events(VT_FROM_END);
     restock_and_wait(ev, "points-restock", "points-p1", 1000);
     await_group_committed();
-    inv_stop(svc);
+    it_svc_stop(svc, "inventory-svc");
 
     int64_t stock = 1000;
     for (size_t k = 0; k < sizeof points / sizeof points[0]; k++) {
@@ -1209,13 +1143,13 @@ Test(inventory, crash_at_each_point_of_the_batch_loses_and_repeats_nothing) {
             assert_envelope(m, "StockReserved", ikey);
         }
         await_group_committed();
-        inv_stop(svc);
-        catch_up(ev);
+        it_svc_stop(svc, "inventory-svc");
+        it_catch_up(ev);
         for (int i = 0; i < 20; i++) {
             snprintf(ikey, sizeof ikey, "points-%zu-%d", k, i);
             assert_identical_events(ev, ikey);
         }
-        assert_stock("points-p1", stock);
+        it_assert_stock(INV_DB, "points-p1", stock);
     }
     it_collector_free(ev);
 }
@@ -1235,7 +1169,7 @@ static void *bounce_produce(void *arg) {
                              bp->err, sizeof bp->err);
     for (size_t i = bp->g->n_products; bp->rc == 0 && i < bp->g->n; i++) {
         const gen_cmd *c = &bp->g->cmds[i];
-        bp->rc = it_produce(p, commands_topic, c->key, strlen(c->key), c->json,
+        bp->rc = it_produce(p, run.inventory_commands, c->key, strlen(c->key), c->json,
                             strlen(c->json), NULL, 0, bp->err, sizeof bp->err);
         atomic_fetch_add(&bp->produced, 1);
         usleep(20000);
@@ -1250,7 +1184,7 @@ Test(inventory, broker_restart_while_commands_flow_loses_and_repeats_nothing) {
     gen g = {0};
     gen_make(&g, "bounce", 10, 500, 60, 7);
     it_proc_t *svc = inv_spawn(INV_ADDR, NULL);
-    it_collector_t *ev = collect_events(IT_FROM_END);
+    it_collector_t *ev = collect_events(VT_FROM_END);
     produce_all(&g, 0, g.n_products);
     await_all(ev, &g, 0, g.n_products);
 
@@ -1269,30 +1203,32 @@ Test(inventory, broker_restart_while_commands_flow_loses_and_repeats_nothing) {
     IT_OK(it_kafka_wait_up(120000, err, sizeof err), err);
 
     await_all(ev, &g, 0, g.n);
-    catch_up(ev);
+    it_catch_up(ev);
     assert_stock_math(ev, &g);
     cr_assert(it_proc_running(svc), "inventory-svc died during the broker restart (log %s)",
               it_proc_log_path(svc));
     IT_OK(it_proc_wait_http(svc, INV_ADDR, "/ready", IT_WAIT_MS, err, sizeof err), err);
     it_collector_free(ev);
-    inv_stop(svc);
+    it_svc_stop(svc, "inventory-svc");
     gen_free(&g);
 }
 
 static json_object *http_json(const char *method, const char *path, int want_status,
                               const char *want_type) {
     char err[IT_ERR_SIZE];
-    it_http_response r;
-    IT_OK(it_http_request(INV_ADDR, method, path, &r, err, sizeof err), err);
+    const vt_http_req req = {.method = method, .path = path, .timeout_ms = IT_HTTP_PROBE_TIMEOUT_MS,
+                             .max_response = IT_HTTP_PROBE_MAX_RESPONSE, .parse_json = want_type != NULL};
+    vt_http_resp r;
+    IT_OK(it_http(INV_ADDR, &req, &r, err, sizeof err), err);
     cr_assert_eq(r.status, want_status, "%s %s: status %d, want %d; body %s", method, path,
                  r.status, want_status, r.body);
+    const char *type = vt_http_header(&r, "Content-Type");
     if (want_type)
-        cr_assert(r.content_type && strncmp(r.content_type, want_type, strlen(want_type)) == 0,
-                  "%s %s: Content-Type %s, want %s", method, path,
-                  r.content_type ? r.content_type : "(none)", want_type);
-    json_object *j = want_type ? json_tokener_parse(r.body) : NULL;
+        cr_assert(type && strncmp(type, want_type, strlen(want_type)) == 0,
+                  "%s %s: Content-Type %s, want %s", method, path, type ? type : "(none)", want_type);
+    json_object *j = json_object_get(r.json);
     cr_assert(!want_type || j, "%s %s: body is not JSON: %s", method, path, r.body);
-    it_http_response_clear(&r);
+    vt_http_resp_clear(&r);
     return j;
 }
 
@@ -1313,7 +1249,7 @@ static void assert_product_json(json_object *p, const char *id, const char *name
 
 Test(inventory, http_api_serves_products_health_and_errors) {
     it_proc_t *svc = inv_spawn(INV_ADDR, NULL);
-    it_collector_t *ev = collect_events(IT_FROM_END);
+    it_collector_t *ev = collect_events(VT_FROM_END);
     send_cmd("http-p1", cmd_restock("http-restock-1", "http-p1", 12, "HTTP widget"));
     send_cmd("http-p2", cmd_restock("http-restock-2", "http-p2", 3, "HTTP gadget"));
     await_event(ev, "http-restock-1");
@@ -1352,7 +1288,7 @@ Test(inventory, http_api_serves_products_health_and_errors) {
     http_json("GET", "/ready", 200, NULL);
 
     it_collector_free(ev);
-    inv_stop(svc);
+    it_svc_stop(svc, "inventory-svc");
 }
 
 /* ---- replay: runs after every other test ------------------------------------ */
@@ -1417,7 +1353,7 @@ static bool is_poison(const it_collector_t *dlq, const it_msg *m) {
         const char *t = it_msg_header_get(d, "dlq-source-topic", NULL);
         const char *p = it_msg_header_get(d, "dlq-source-partition", NULL);
         const char *o = it_msg_header_get(d, "dlq-source-offset", NULL);
-        if (t && p && o && strcmp(t, commands_topic) == 0 && strcmp(p, part) == 0 &&
+        if (t && p && o && strcmp(t, run.inventory_commands) == 0 && strcmp(p, part) == 0 &&
             strcmp(o, off) == 0)
             return true;
     }
@@ -1428,14 +1364,14 @@ Test(inventory_replay, replaying_every_command_of_the_run_changes_no_stock) {
     char err[IT_ERR_SIZE];
     it_proc_t *svc = inv_spawn(INV_ADDR, NULL);
     await_group_committed(); /* everything sent so far is handled */
-    it_collector_t *cmds = collect(commands_topic, IT_FROM_BEGINNING, NULL);
-    it_collector_t *dlq = collect(dlq_topic, IT_FROM_BEGINNING, NULL);
-    it_collector_t *ev = collect(events_topic, IT_FROM_BEGINNING, NULL);
-    catch_up(cmds);
-    catch_up(dlq);
-    catch_up(ev);
+    it_collector_t *cmds = it_collect(run.inventory_commands, VT_FROM_BEGINNING, NULL);
+    it_collector_t *dlq = it_collect(run.inventory_dlq, VT_FROM_BEGINNING, NULL);
+    it_collector_t *ev = it_collect(run.inventory_events, VT_FROM_BEGINNING, NULL);
+    it_catch_up(cmds);
+    it_catch_up(dlq);
+    it_catch_up(ev);
     size_t n_cmds = it_collector_count(cmds), n_dlq_before = it_collector_count(dlq);
-    cr_assert_gt(n_cmds, 0, "the other tests sent no command to %s", commands_topic);
+    cr_assert_gt(n_cmds, 0, "the other tests sent no command to %s", run.inventory_commands);
 
     stock_row *before = NULL;
     size_t n_before = stock_snapshot(&before);
@@ -1474,7 +1410,7 @@ Test(inventory_replay, replaying_every_command_of_the_run_changes_no_stock) {
         cr_assert(m->n_headers <= 16, "too many headers to replay");
         for (size_t j = 0; j < m->n_headers; j++)
             h[j] = (it_header){m->headers[j].name, m->headers[j].value, m->headers[j].size};
-        IT_OK(it_produce(p, commands_topic, m->key, m->key_len, m->value, m->value_len, h,
+        IT_OK(it_produce(p, run.inventory_commands, m->key, m->key_len, m->value, m->value_len, h,
                          m->n_headers, err, sizeof err),
               err);
     }
@@ -1486,13 +1422,13 @@ Test(inventory_replay, replaying_every_command_of_the_run_changes_no_stock) {
     snprintf(what, sizeof what, "one more event for each of %zu replayed commands",
              n_cmds - n_poison);
     IT_OK(it_collector_wait(ev, replay_done, &w, what, LOAD_WAIT_MS, err, sizeof err), err);
-    int64_t deadline = it_now_ms() + IT_WAIT_MS;
+    int64_t deadline = vt_mono_ms() + IT_WAIT_MS;
     while (it_collector_count(dlq) < n_dlq_before + n_poison) {
-        cr_assert(it_now_ms() < deadline, "DLQ has %zu entries, want %zu after the replay",
+        cr_assert(vt_mono_ms() < deadline, "DLQ has %zu entries, want %zu after the replay",
                   it_collector_count(dlq), n_dlq_before + n_poison);
         IT_OK(it_collector_poll(dlq, 200, err, sizeof err), err);
     }
-    catch_up(ev);
+    it_catch_up(ev);
     for (size_t i = 0; i < n_unique; i++) assert_identical_events(ev, keys[i].ikey);
 
     stock_row *after = NULL;
@@ -1515,7 +1451,7 @@ Test(inventory_replay, replaying_every_command_of_the_run_changes_no_stock) {
     it_collector_free(ev);
     it_collector_free(dlq);
     it_collector_free(cmds);
-    inv_stop(svc);
+    it_svc_stop(svc, "inventory-svc");
 }
 
 int main(int argc, char **argv) {

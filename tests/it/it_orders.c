@@ -7,12 +7,9 @@
  * records every result and inventory event of the run for the schema check. */
 #include "harness.h"
 
-#include <arpa/inet.h>
 #include <criterion/criterion.h>
 #include <errno.h>
-#include <fcntl.h>
 #include <inttypes.h>
-#include <netinet/in.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -21,9 +18,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <sys/prctl.h>
-#include <sys/socket.h>
-#include <sys/time.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -68,40 +62,15 @@ static const char SQL_CONFIRMED_QTY[] =
     " CROSS JOIN LATERAL jsonb_array_elements(o.items) l"
     " WHERE o.status = 'CONFIRMED' AND o.idempotency_key LIKE $1 GROUP BY 1";
 
-static char t_ocmd[256], t_ores[256], t_odlq[256], t_icmd[256], t_iev[256], t_idlq[256];
-static char g_inv[256], g_ord[256];
+static it_names run; /* this run's topics and groups */
 
 static void ord_init(void) {
     it_test_begin();
-    it_run_name(t_ocmd, sizeof t_ocmd, "orders.commands");
-    it_run_name(t_ores, sizeof t_ores, "orders.results");
-    it_run_name(t_odlq, sizeof t_odlq, "orders.dlq");
-    it_run_name(t_icmd, sizeof t_icmd, "inventory.commands");
-    it_run_name(t_iev, sizeof t_iev, "inventory.events");
-    it_run_name(t_idlq, sizeof t_idlq, "inventory.dlq");
-    it_run_name(g_inv, sizeof g_inv, "inventory-svc");
-    it_run_name(g_ord, sizeof g_ord, "order-svc");
+    it_names_init(&run);
 }
 
-static void ord_fini(void) { it_test_fini(); }
-
-TestSuite(orders, .init = ord_init, .fini = ord_fini);
-TestSuite(orders_zz, .init = ord_init, .fini = ord_fini);
-
-static void sleep_ms(int ms) {
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-    while (nanosleep(&ts, &ts) == -1 && errno == EINTR) {
-    }
-}
-
-static int errf(char *err, size_t size, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static int errf(char *err, size_t size, const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, size, fmt, ap);
-    va_end(ap);
-    return -1;
-}
+TestSuite(orders, .init = ord_init, .fini = it_test_fini);
+TestSuite(orders_zz, .init = ord_init, .fini = it_test_fini);
 
 /* ---- JSON -------------------------------------------------------------------------------- */
 
@@ -116,14 +85,6 @@ static const char *jstr(json_object *o, const char *k) {
 }
 
 static const char *jtext(json_object *o) { return o ? json_object_to_json_string(o) : "(no JSON)"; }
-
-/* Serializes and releases obj; the caller owns the string. */
-static char *json_take(json_object *obj) {
-    char *s = strdup(json_object_to_json_string_ext(obj, JSON_C_TO_STRING_PLAIN));
-    json_object_put(obj);
-    cr_assert(s != NULL, "out of memory");
-    return s;
-}
 
 static json_object *items_json(size_t n, const char *const pids[], const int64_t qtys[]) {
     json_object *items = json_object_new_array();
@@ -141,203 +102,30 @@ static char *order_body(const char *customer, size_t n, const char *const pids[]
     json_object *o = json_object_new_object();
     json_object_object_add(o, "customer_id", json_object_new_string(customer));
     json_object_object_add(o, "items", items_json(n, pids, qtys));
-    return json_take(o);
+    return it_json_take(o);
 }
 
 static char *order_body1(const char *customer, const char *pid, int64_t qty) {
     return order_body(customer, 1, &pid, &qty);
 }
 
-/* ---- a small HTTP/1.1 client --------------------------------------------------------------- */
-
-#define HTTP_MAX_HEADERS 64
-#define HTTP_MAX_RESPONSE (8u << 20) /* a larger answer is an error */
-
-typedef struct http_resp {
-    int status;
-    size_t n_headers;
-    char *names[HTTP_MAX_HEADERS], *values[HTTP_MAX_HEADERS];
-    char *body; /* NUL-terminated */
-    size_t body_len;
-    json_object *json; /* the body parsed, NULL when it is not JSON */
-} http_resp;
-
-static void http_resp_clear(http_resp *r) {
-    for (size_t i = 0; i < r->n_headers; i++) {
-        free(r->names[i]);
-        free(r->values[i]);
-    }
-    free(r->body);
-    json_object_put(r->json);
-    memset(r, 0, sizeof *r);
-}
-
-/* The value of response header `name` (first of that name), or NULL. Borrowed. */
-static const char *http_header(const http_resp *r, const char *name) {
-    for (size_t i = 0; i < r->n_headers; i++)
-        if (strcasecmp(r->names[i], name) == 0) return r->values[i];
-    return NULL;
-}
-
-static int http_parse_addr(const char *addr, struct sockaddr_in *sa) {
-    char host[64];
-    const char *colon = strrchr(addr, ':');
-    char *end;
-    long port;
-    if (!colon || (size_t)(colon - addr) >= sizeof host) return -1;
-    memcpy(host, addr, (size_t)(colon - addr));
-    host[colon - addr] = '\0';
-    port = strtol(colon + 1, &end, 10);
-    if (*end || port <= 0 || port > 65535) return -1;
-    memset(sa, 0, sizeof *sa);
-    sa->sin_family = AF_INET;
-    sa->sin_port = htons((uint16_t)port);
-    return inet_pton(AF_INET, host, &sa->sin_addr) == 1 ? 0 : -1;
-}
-
-/* 0, or the errno of the failed send. */
-static int send_all(int fd, const char *p, size_t n) {
-    while (n) {
-        ssize_t w = send(fd, p, n, MSG_NOSIGNAL);
-        if (w < 0 && errno == EINTR) continue;
-        if (w <= 0) return w < 0 ? errno : EPIPE;
-        p += w;
-        n -= (size_t)w;
-    }
-    return 0;
-}
-
-/* Splits the header block [buf, end) (status line first) into r. */
-static int http_parse_head(http_resp *r, const char *buf, const char *end, char *err, size_t errsz) {
-    int major, minor;
-    if (sscanf(buf, "HTTP/%d.%d %d", &major, &minor, &r->status) != 3)
-        return errf(err, errsz, "bad status line: %.80s", buf);
-    const char *line = memchr(buf, '\n', (size_t)(end - buf));
-    for (line = line ? line + 1 : end; line < end;) {
-        const char *eol = memchr(line, '\n', (size_t)(end - line));
-        const char *colon;
-        if (!eol) eol = end;
-        colon = memchr(line, ':', (size_t)(eol - line));
-        if (colon && r->n_headers < HTTP_MAX_HEADERS) {
-            const char *v = colon + 1, *e = eol;
-            while (v < e && (*v == ' ' || *v == '\t')) v++;
-            while (e > v && (e[-1] == '\r' || e[-1] == ' ')) e--;
-            r->names[r->n_headers] = strndup(line, (size_t)(colon - line));
-            r->values[r->n_headers] = strndup(v, (size_t)(e - v));
-            r->n_headers++;
-        }
-        line = eol + 1;
-    }
-    return 0;
-}
+/* ---- HTTP: vt_http's client (tests/lib), every exchange recorded for the OpenAPI check ---- */
 
 /* One request on a fresh connection (Connection: close). hdrs: "Name: value" lines, NULL-terminated,
  * borrowed, may be NULL. body NULL: no body and no Content-Length. The server may answer before it
- * has read the whole body (413): a failed send is then not an error, the answer is read anyway.
- * On success the caller owns *r (http_resp_clear). */
+ * has read the whole body (413): the answer is read anyway. On success the caller owns *r
+ * (vt_http_resp_clear), whose json is the body parsed, NULL when it is not JSON. */
 static int http_do(const char *addr, const char *method, const char *path, const char *const hdrs[],
-                   const char *body, size_t body_len, http_resp *r, char *err, size_t errsz) {
-    int rc = -1, fd = -1, se;
-    char *head = NULL, *buf = NULL;
-    size_t head_len = 0, len = 0, cap = 0;
-    long content_length = -1;
-    size_t hdr_len = 0; /* bytes up to the end of the header block, 0 until it is in */
-    struct sockaddr_in sa;
-    struct timeval tv = {60, 0};
-    FILE *hf;
-
-    memset(r, 0, sizeof *r);
-    if (http_parse_addr(addr, &sa) == -1) return errf(err, errsz, "bad address %s", addr);
-    if (!(hf = open_memstream(&head, &head_len))) return errf(err, errsz, "open_memstream: %s", strerror(errno));
-    fprintf(hf, "%s %s HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n", method, path, addr);
-    for (size_t i = 0; hdrs && hdrs[i]; i++) fprintf(hf, "%s\r\n", hdrs[i]);
-    if (body) fprintf(hf, "Content-Length: %zu\r\n", body_len);
-    fputs("\r\n", hf);
-    fclose(hf);
-
-    fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd == -1) {
-        errf(err, errsz, "socket: %s", strerror(errno));
-        goto out;
-    }
-    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
-    if (connect(fd, (struct sockaddr *)&sa, sizeof sa) == -1) {
-        errf(err, errsz, "connect %s: %s", addr, strerror(errno));
-        goto out;
-    }
-    se = send_all(fd, head, head_len);
-    if (!se && body) se = send_all(fd, body, body_len);
-    if (se && se != EPIPE && se != ECONNRESET) {
-        errf(err, errsz, "send %s %s to %s: %s", method, path, addr, strerror(se));
-        goto out;
-    }
-
-    for (;;) { /* to EOF, or until Content-Length bytes of body are in */
-        ssize_t n;
-        if (cap - len < 4096) {
-            size_t ncap = cap ? cap * 2 : 16384;
-            char *nbuf;
-            if (ncap > HTTP_MAX_RESPONSE) {
-                errf(err, errsz, "answer to %s %s over %u bytes", method, path, HTTP_MAX_RESPONSE);
-                goto out;
-            }
-            if (!(nbuf = realloc(buf, ncap))) {
-                errf(err, errsz, "out of memory");
-                goto out;
-            }
-            buf = nbuf;
-            cap = ncap;
-        }
-        n = recv(fd, buf + len, cap - len - 1, 0);
-        if (n < 0 && errno == EINTR) continue;
-        if (n < 0 && errno == ECONNRESET && hdr_len) break;
-        if (n < 0) {
-            errf(err, errsz, "recv (%s %s at %s): %s", method, path, addr, strerror(errno));
-            goto out;
-        }
-        if (n == 0) break;
-        len += (size_t)n;
-        buf[len] = '\0';
-        if (!hdr_len) {
-            char *h = strstr(buf, "\r\n\r\n");
-            if (h) {
-                hdr_len = (size_t)(h - buf) + 4;
-                if (http_parse_head(r, buf, h, err, errsz) == -1) goto out;
-                const char *cl = http_header(r, "Content-Length");
-                if (cl) content_length = strtol(cl, NULL, 10);
-            }
-        }
-        if (hdr_len && content_length >= 0 && len - hdr_len >= (size_t)content_length) break;
-    }
-    if (!hdr_len) {
-        errf(err, errsz, "%s %s at %s: connection closed after %zu bytes, no complete header", method, path, addr,
-             len);
-        goto out;
-    }
-    r->body_len = len - hdr_len;
-    if (content_length >= 0 && (size_t)content_length < r->body_len) r->body_len = (size_t)content_length;
-    if (!(r->body = malloc(r->body_len + 1))) {
-        errf(err, errsz, "out of memory");
-        goto out;
-    }
-    memcpy(r->body, buf + hdr_len, r->body_len);
-    r->body[r->body_len] = '\0';
-    r->json = r->body_len ? json_tokener_parse(r->body) : NULL;
-    it_record_http(method, path, r->status);
-    rc = 0;
-out:
-    if (rc == -1) http_resp_clear(r);
-    free(buf);
-    free(head);
-    if (fd != -1) close(fd);
-    return rc;
+                   const char *body, size_t body_len, vt_http_resp *r, char *err, size_t errsz) {
+    const vt_http_req req = {.method = method, .path = path, .headers = hdrs, .body = body, .body_len = body_len,
+                             .parse_json = true};
+    return it_http(addr, &req, r, err, errsz);
 }
 
-static http_resp http(const char *addr, const char *method, const char *path, const char *const hdrs[],
+static vt_http_resp http(const char *addr, const char *method, const char *path, const char *const hdrs[],
                       const char *body, size_t body_len) {
     char err[IT_ERR_SIZE];
-    http_resp r;
+    vt_http_resp r;
     IT_OK(http_do(addr, method, path, hdrs, body, body_len, &r, err, sizeof err), err);
     return r;
 }
@@ -347,7 +135,7 @@ static void key_header(char *buf, size_t size, const char *key) {
 }
 
 /* POST /orders as a client would send it; key NULL: no Idempotency-Key. */
-static http_resp post_order(const char *addr, const char *key, const char *body) {
+static vt_http_resp post_order(const char *addr, const char *key, const char *body) {
     char khdr[512];
     const char *hdrs[] = {"Content-Type: application/json", key ? khdr : NULL, NULL};
     if (key) key_header(khdr, sizeof khdr, key);
@@ -356,29 +144,29 @@ static http_resp post_order(const char *addr, const char *key, const char *body)
 
 /* GET with the status asserted; returns the JSON body (owned). */
 static json_object *get_json(const char *addr, const char *path, int want_status) {
-    http_resp r = http(addr, "GET", path, NULL, NULL, 0);
+    vt_http_resp r = http(addr, "GET", path, NULL, NULL, 0);
     cr_assert_eq(r.status, want_status, "GET %s: status %d, want %d; body %s", path, r.status, want_status, r.body);
     cr_assert(r.json != NULL, "GET %s: body is not JSON: %s", path, r.body);
     json_object *j = json_object_get(r.json);
-    http_resp_clear(&r);
+    vt_http_resp_clear(&r);
     return j;
 }
 
-static bool content_type_is(const http_resp *r, const char *want) {
-    const char *ct = http_header(r, "Content-Type");
+static bool content_type_is(const vt_http_resp *r, const char *want) {
+    const char *ct = vt_http_header(r, "Content-Type");
     return ct && strncasecmp(ct, want, strlen(want)) == 0;
 }
 
 /* The id an order answer names: body.id (201, 202) or body.order.id (409). */
-static const char *answer_order_id(const http_resp *r) {
+static const char *answer_order_id(const vt_http_resp *r) {
     const char *id = jstr(r->json, "id");
     return id ? id : jstr(jget(r->json, "order"), "id");
 }
 
 /* Location: /orders/{id} and Idempotency-Key: key, on every order answer. */
-static void assert_order_headers(const http_resp *r, const char *id, const char *key) {
+static void assert_order_headers(const vt_http_resp *r, const char *id, const char *key) {
     char want[256];
-    const char *loc = http_header(r, "Location"), *k = http_header(r, "Idempotency-Key");
+    const char *loc = vt_http_header(r, "Location"), *k = vt_http_header(r, "Idempotency-Key");
     snprintf(want, sizeof want, "/orders/%s", id);
     cr_assert(loc && strcmp(loc, want) == 0, "Location %s, want %s (status %d, body %s)", loc ? loc : "(none)", want,
               r->status, r->body);
@@ -389,7 +177,7 @@ static void assert_order_headers(const http_resp *r, const char *id, const char 
 typedef struct post_job {
     const char *addr, *key, *body; /* borrowed */
     pthread_barrier_t *start;      /* NULL: no barrier */
-    http_resp resp;
+    vt_http_resp resp;
     int rc;
     char err[512];
 } post_job;
@@ -446,12 +234,12 @@ static void env_extra(env_list *e, const char *const extra[]) {
 static void env_common(env_list *e) {
     env_add(e, "KAFKA_BOOTSTRAP_SERVERS=%s", IT_KAFKA_BOOTSTRAP);
     env_add(e, "%s", SESSION_TIMEOUT_ENV);
-    env_add(e, "ORDERS_COMMANDS_TOPIC=%s", t_ocmd);
-    env_add(e, "ORDERS_RESULTS_TOPIC=%s", t_ores);
-    env_add(e, "ORDERS_DLQ_TOPIC=%s", t_odlq);
-    env_add(e, "INVENTORY_COMMANDS_TOPIC=%s", t_icmd);
-    env_add(e, "INVENTORY_EVENTS_TOPIC=%s", t_iev);
-    env_add(e, "INVENTORY_DLQ_TOPIC=%s", t_idlq);
+    env_add(e, "ORDERS_COMMANDS_TOPIC=%s", run.orders_commands);
+    env_add(e, "ORDERS_RESULTS_TOPIC=%s", run.orders_results);
+    env_add(e, "ORDERS_DLQ_TOPIC=%s", run.orders_dlq);
+    env_add(e, "INVENTORY_COMMANDS_TOPIC=%s", run.inventory_commands);
+    env_add(e, "INVENTORY_EVENTS_TOPIC=%s", run.inventory_events);
+    env_add(e, "INVENTORY_DLQ_TOPIC=%s", run.inventory_dlq);
 }
 
 /* Starts exe and waits until GET addr/ready answers 200. `instance` tells restarts apart in the
@@ -473,7 +261,7 @@ static it_proc_t *inv_spawn(const char *instance) {
     env_common(&e);
     env_add(&e, "INVENTORY_DB=%s", db);
     env_add(&e, "INVENTORY_HTTP_ADDR=%s", INV_ADDR);
-    env_add(&e, "INVENTORY_GROUP_ID=%s", g_inv);
+    env_add(&e, "INVENTORY_GROUP_ID=%s", run.inventory_group);
     return spawn("inventory-svc", INV_EXE, INV_ADDR, instance, &e);
 }
 
@@ -486,7 +274,7 @@ static it_proc_t *ord_spawn_with(const char *instance, const char *const extra[]
     env_common(&e);
     env_add(&e, "ORDERS_DB=%s", db);
     env_add(&e, "ORDERS_HTTP_ADDR=%s", ORD_ADDR);
-    env_add(&e, "ORDERS_GROUP_ID=%s", g_ord);
+    env_add(&e, "ORDERS_GROUP_ID=%s", run.orders_group);
     return spawn("order-svc", ORD_EXE, ORD_ADDR, instance, &e);
 }
 
@@ -501,32 +289,6 @@ static it_proc_t *gw_spawn(const char *addr, const char *const extra[]) {
     env_add(&e, "INVENTORY_URL=http://%s", INV_ADDR);
     env_extra(&e, extra);
     return spawn("gateway", GW_EXE, addr, NULL, &e);
-}
-
-/* SIGTERM, and a clean exit within 30 s is part of every service's contract. NULL: nothing. */
-static void svc_stop(it_proc_t *p, const char *what) {
-    char err[IT_ERR_SIZE], how[128];
-    int status;
-    bool killed;
-    if (!p) return;
-    IT_OK(it_proc_stop(p, SIGTERM, 30000, &status, &killed, err, sizeof err), err);
-    it_status_describe(status, how, sizeof how);
-    cr_assert(!killed, "%s ignored SIGTERM for 30 s (log %s)", what, it_proc_log_path(p));
-    cr_assert((WIFEXITED(status) && WEXITSTATUS(status) == 0) || (WIFSIGNALED(status) && WTERMSIG(status) == SIGTERM),
-              "%s %s on SIGTERM (log %s)", what, how, it_proc_log_path(p));
-    it_proc_free(p);
-}
-
-static it_collector_t *collect(const char *topic, it_from from, const char *label) {
-    char err[IT_ERR_SIZE];
-    it_collector_t *c = NULL;
-    IT_OK(it_collector_new(&c, topic, from, label, IT_WAIT_MS, err, sizeof err), err);
-    return c;
-}
-
-static void catch_up(it_collector_t *c) {
-    char err[IT_ERR_SIZE];
-    IT_OK(it_collector_catch_up(c, IT_WAIT_MS, err, sizeof err), err);
 }
 
 typedef struct stack {
@@ -546,8 +308,8 @@ static void stack_up(stack *s, const char *tag, bool gateway, const char *const 
     s->tag = tag;
     s->inv = inv_spawn(NULL);
     s->ord = ord_spawn(NULL);
-    s->events = collect(t_iev, IT_FROM_END, NULL);
-    s->results = collect(t_ores, IT_FROM_END, NULL);
+    s->events = it_collect(run.inventory_events, VT_FROM_END, NULL);
+    s->results = it_collect(run.orders_results, VT_FROM_END, NULL);
     if (gateway) s->gw = gw_spawn(GW_ADDR, gw_env);
     warm_up(s);
 }
@@ -555,9 +317,9 @@ static void stack_up(stack *s, const char *tag, bool gateway, const char *const 
 /* Stops gracefully, so the next test's services join the groups without waiting for a session
  * to time out. */
 static void stack_down(stack *s) {
-    svc_stop(s->gw, "gateway");
-    svc_stop(s->ord, "order-svc");
-    svc_stop(s->inv, "inventory-svc");
+    it_svc_stop(s->gw, "gateway");
+    it_svc_stop(s->ord, "order-svc");
+    it_svc_stop(s->inv, "inventory-svc");
     it_collector_free(s->events);
     it_collector_free(s->results);
     memset(s, 0, sizeof *s);
@@ -598,7 +360,7 @@ static void restock(stack *s, const char *product, int64_t qty) {
     json_object_object_add(o, "product_id", json_object_new_string(product));
     json_object_object_add(o, "quantity", json_object_new_int64(qty));
     json_object_object_add(o, "name", json_object_new_string(name));
-    produce(t_icmd, product, json_take(o), NULL);
+    produce(run.inventory_commands, product, it_json_take(o), NULL);
     const it_msg *m = await_msg(s->events, "idempotency_key", ikey, 1);
     cr_assert_str_eq(it_msg_str(m, "type"), "Restocked", "restock of %s answered with %s", product, m->value);
 }
@@ -611,15 +373,11 @@ static char *place_order_cmd(const char *key, const char *order_id, const char *
     if (order_id) json_object_object_add(o, "order_id", json_object_new_string(order_id));
     json_object_object_add(o, "customer_id", json_object_new_string(customer));
     json_object_object_add(o, "items", items_json(n, pids, qtys));
-    return json_take(o);
+    return it_json_take(o);
 }
 
 static char *cancel_order_cmd(const char *key, const char *order_id) {
-    json_object *o = json_object_new_object();
-    json_object_object_add(o, "type", json_object_new_string("CancelOrder"));
-    json_object_object_add(o, "idempotency_key", json_object_new_string(key));
-    json_object_object_add(o, "order_id", json_object_new_string(order_id));
-    return json_take(o);
+    return it_order_cmd("CancelOrder", key, order_id);
 }
 
 static void warm_up(stack *s) {
@@ -629,7 +387,7 @@ static void warm_up(stack *s) {
     snprintf(product, sizeof product, "%s-warm", s->tag);
     snprintf(key, sizeof key, "%s-warm-1", s->tag);
     restock(s, product, 100);
-    produce(t_ocmd, key, place_order_cmd(key, NULL, "cust-warm", 1, &pid, &qty), NULL);
+    produce(run.orders_commands, key, place_order_cmd(key, NULL, "cust-warm", 1, &pid, &qty), NULL);
     const it_msg *m = await_msg(s->results, "idempotency_key", key, 1);
     cr_assert_str_eq(it_msg_str(m, "status"), "CONFIRMED", "warm-up order: %s", m->value);
 }
@@ -637,52 +395,12 @@ static void warm_up(stack *s) {
 /* Produces "key|json" through the real kcat with one header (-H name=value). */
 static void kcat_produce_h(const char *topic, const char *key, const char *json, const char *hname,
                            const char *hvalue) {
-    char log_path[1024], hdr[256];
-    int pipefd[2], log_fd, status = 0;
-    pid_t pid, r;
-    int64_t deadline = it_now_ms() + 120000;
-    cr_assert(!strchr(json, '\n') && !strchr(key, '|'), "kcat line: one-line json, key without '|'");
-    snprintf(log_path, sizeof log_path, "%s/kcat.%s.log", it_data_dir(), it_run_id());
+    char err[IT_ERR_SIZE], hdr[256];
     snprintf(hdr, sizeof hdr, "%s=%s", hname, hvalue);
-    log_fd = open(log_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
-    cr_assert(log_fd != -1 && pipe2(pipefd, O_CLOEXEC) == 0, "kcat setup: %s", strerror(errno));
-    char *argv[] = {"kcat", "-P", "-b", IT_KAFKA_BOOTSTRAP, "-t", (char *)topic, "-K|", "-H", hdr, NULL};
-    pid = fork();
-    cr_assert(pid != -1, "fork: %s", strerror(errno));
-    if (pid == 0) {
-        prctl(PR_SET_PDEATHSIG, SIGKILL);
-        dup2(pipefd[0], 0);
-        dup2(log_fd, 1);
-        dup2(log_fd, 2);
-        execvp("kcat", argv);
-        _exit(127);
-    }
-    close(pipefd[0]);
-    bool written = dprintf(pipefd[1], "%s|%s\n", key, json) > 0;
-    close(pipefd[1]);
-    close(log_fd);
-    while ((r = waitpid(pid, &status, WNOHANG)) == 0 && it_now_ms() < deadline) sleep_ms(20);
-    if (r == 0) {
-        kill(pid, SIGKILL);
-        waitpid(pid, &status, 0);
-    }
-    cr_assert(written && r == pid && WIFEXITED(status) && WEXITSTATUS(status) == 0,
-              "kcat -P -H %s failed (status 0x%x); see %s", hdr, status, log_path);
+    IT_OK(it_kcat_produce(topic, key, json, hdr, err, sizeof err), err);
 }
 
 /* ---- PostgreSQL ----------------------------------------------------------------------------- */
-
-static int64_t stock_of(const char *product) {
-    char err[IT_ERR_SIZE];
-    int64_t stock;
-    IT_OK(it_pg_stock(INV_DB, product, &stock, err, sizeof err), err);
-    return stock;
-}
-
-static void assert_stock(const char *product, int64_t want) {
-    int64_t got = stock_of(product);
-    cr_assert_eq(got, want, "stock of %s: want %" PRId64 ", the inventory database has %" PRId64, product, want, got);
-}
 
 /* The same figure as the gateway shows it (GET /products/{id}, relayed to inventory-svc). */
 static void assert_api_stock(const char *product, int64_t want) {
@@ -755,9 +473,9 @@ Test(orders, post_confirmed_lowers_stock_by_its_quantity_and_records_pending_the
     restock(&s, "t1-p", 10);
 
     char *body = order_body1("cust-t1", "t1-p", 3);
-    http_resp r = post_order(GW_ADDR, "t1-key", body);
+    vt_http_resp r = post_order(GW_ADDR, "t1-key", body);
     cr_assert_eq(r.status, 201, "POST /orders %s: status %d, body %s", body, r.status, r.body);
-    cr_assert(content_type_is(&r, "application/json"), "Content-Type %s", http_header(&r, "Content-Type"));
+    cr_assert(content_type_is(&r, "application/json"), "Content-Type %s", vt_http_header(&r, "Content-Type"));
     cr_assert_str_eq(jstr(r.json, "status") ? jstr(r.json, "status") : "(none)", "CONFIRMED", "%s", r.body);
     cr_assert(answer_order_id(&r) && *answer_order_id(&r), "201 without an id: %s", r.body);
     snprintf(id, sizeof id, "%s", answer_order_id(&r));
@@ -769,12 +487,12 @@ Test(orders, post_confirmed_lowers_stock_by_its_quantity_and_records_pending_the
               jtext(want_items));
     json_object_put(want_items);
     assert_order_headers(&r, id, "t1-key");
-    http_resp_clear(&r);
+    vt_http_resp_clear(&r);
 
     char db_id[128];
     cr_assert_str_eq(db_order("t1-key", db_id, sizeof db_id), "CONFIRMED");
     cr_assert_str_eq(db_id, id, "the answer's id is not the order's id in the database");
-    assert_stock("t1-p", 7);
+    it_assert_stock(INV_DB, "t1-p", 7);
     assert_api_stock("t1-p", 7);
 
     api_order(id, status, sizeof status, history, sizeof history);
@@ -798,10 +516,10 @@ Test(orders, post_confirmed_lowers_stock_by_its_quantity_and_records_pending_the
 /* POSTs body, expects 409 REJECTED for `reason` and `product`; returns the order id (static). */
 static const char *expect_rejected(const char *key, const char *body, const char *reason, const char *product) {
     static char id[128];
-    http_resp r = post_order(GW_ADDR, key, body);
+    vt_http_resp r = post_order(GW_ADDR, key, body);
     cr_assert_eq(r.status, 409, "POST %s: status %d, want 409; body %s", body, r.status, r.body);
     cr_assert(content_type_is(&r, "application/problem+json"), "409 Content-Type %s",
-              http_header(&r, "Content-Type"));
+              vt_http_header(&r, "Content-Type"));
     json_object *order = jget(r.json, "order");
     cr_assert(jstr(order, "status") && strcmp(jstr(order, "status"), "REJECTED") == 0, "order.status: %s", r.body);
     cr_assert(jstr(r.json, "reason") && strcmp(jstr(r.json, "reason"), reason) == 0, "reason (want %s): %s", reason,
@@ -811,7 +529,7 @@ static const char *expect_rejected(const char *key, const char *body, const char
     cr_assert(answer_order_id(&r), "409 without order.id: %s", r.body);
     snprintf(id, sizeof id, "%s", answer_order_id(&r));
     assert_order_headers(&r, id, key);
-    http_resp_clear(&r);
+    vt_http_resp_clear(&r);
     return id;
 }
 
@@ -827,7 +545,7 @@ Test(orders, order_beyond_stock_is_rejected_409_and_nothing_is_reserved_on_any_l
     char *body = order_body1("cust-t2", "t2-p", 6);
     const char *id = expect_rejected("t2-one", body, "insufficient_stock", "t2-p");
     free(body);
-    assert_stock("t2-p", 5);
+    it_assert_stock(INV_DB, "t2-p", 5);
     assert_api_stock("t2-p", 5);
     cr_assert_str_eq(db_order("t2-one", db_id, sizeof db_id), "REJECTED");
     cr_assert_str_eq(db_id, id);
@@ -839,20 +557,20 @@ Test(orders, order_beyond_stock_is_rejected_409_and_nothing_is_reserved_on_any_l
     body = order_body("cust-t2", 3, (const char *const[]){"t2-a", "t2-b", "t2-c"}, (const int64_t[]){4, 3, 1});
     expect_rejected("t2-multi", body, "insufficient_stock", "t2-b");
     free(body);
-    assert_stock("t2-a", 10);
-    assert_stock("t2-b", 2);
-    assert_stock("t2-c", 10);
+    it_assert_stock(INV_DB, "t2-a", 10);
+    it_assert_stock(INV_DB, "t2-b", 2);
+    it_assert_stock(INV_DB, "t2-c", 10);
 
     /* The same product on two lines counts as their sum (2 + 1 > 2). */
     body = order_body("cust-t2", 2, (const char *const[]){"t2-b", "t2-b"}, (const int64_t[]){2, 1});
     expect_rejected("t2-sum", body, "insufficient_stock", "t2-b");
     free(body);
-    assert_stock("t2-b", 2);
+    it_assert_stock(INV_DB, "t2-b", 2);
 
     body = order_body("cust-t2", 2, (const char *const[]){"t2-a", "t2-nosuch"}, (const int64_t[]){1, 1});
     expect_rejected("t2-unknown", body, "unknown_product", "t2-nosuch");
     free(body);
-    assert_stock("t2-a", 10);
+    it_assert_stock(INV_DB, "t2-a", 10);
     assert_api_stock("t2-a", 10);
     stack_down(&s);
 }
@@ -871,10 +589,10 @@ Test(orders, one_key_posted_50_times_at_once_makes_one_order_and_50_identical_an
     for (size_t i = 0; i < SAME_KEY_POSTS; i++) jobs[i] = (post_job){.addr = GW_ADDR, .key = "t3-key", .body = body};
     run_posts(jobs, SAME_KEY_POSTS);
 
-    const http_resp *first = &jobs[0].resp;
+    const vt_http_resp *first = &jobs[0].resp;
     cr_assert_eq(first->status, 201, "first answer: %d %s", first->status, first->body);
     for (size_t i = 1; i < SAME_KEY_POSTS; i++) {
-        const http_resp *r = &jobs[i].resp;
+        const vt_http_resp *r = &jobs[i].resp;
         cr_assert_eq(r->status, first->status, "answer %zu: status %d, answer 0: %d (%s)", i, r->status,
                      first->status, r->body);
         cr_assert(r->body_len == first->body_len && memcmp(r->body, first->body, r->body_len) == 0,
@@ -887,15 +605,15 @@ Test(orders, one_key_posted_50_times_at_once_makes_one_order_and_50_identical_an
     cr_assert_str_eq(db_order("t3-key", db_id, sizeof db_id), "CONFIRMED");
     cr_assert_str_eq(db_id, id);
     cr_assert_eq(pg_count(SQL_HISTORY_COUNT, id, "CONFIRMED"), 1, "CONFIRMED rows in the order's history");
-    assert_stock("t3-p", 93);
+    it_assert_stock(INV_DB, "t3-p", 93);
 
     /* The key with another body: refused, and the order stays as it was. */
     char *other = order_body1("cust-t3", "t3-p", 8);
-    http_resp r = post_order(GW_ADDR, "t3-key", other);
+    vt_http_resp r = post_order(GW_ADDR, "t3-key", other);
     cr_assert_eq(r.status, 422, "same key, other body: status %d, body %s", r.status, r.body);
-    cr_assert(content_type_is(&r, "application/problem+json"), "422 Content-Type %s", http_header(&r, "Content-Type"));
-    http_resp_clear(&r);
-    assert_stock("t3-p", 93);
+    cr_assert(content_type_is(&r, "application/problem+json"), "422 Content-Type %s", vt_http_header(&r, "Content-Type"));
+    vt_http_resp_clear(&r);
+    it_assert_stock(INV_DB, "t3-p", 93);
     cr_assert_eq(pg_count(SQL_COUNT_BY_KEY, "t3-key", NULL), 1, "orders for the key");
 
     /* The key with its own body once more: the first answer again, marked as a replay. */
@@ -903,14 +621,14 @@ Test(orders, one_key_posted_50_times_at_once_makes_one_order_and_50_identical_an
     cr_assert_eq(r.status, first->status, "replay: status %d, body %s", r.status, r.body);
     cr_assert(r.body_len == first->body_len && memcmp(r.body, first->body, r.body_len) == 0,
               "replay differs:\n  %s\n  %s", first->body, r.body);
-    const char *replayed = http_header(&r, "Idempotent-Replayed");
+    const char *replayed = vt_http_header(&r, "Idempotent-Replayed");
     cr_assert(replayed && strcmp(replayed, "true") == 0, "Idempotent-Replayed: %s", replayed ? replayed : "(none)");
     assert_order_headers(&r, id, "t3-key");
-    http_resp_clear(&r);
-    assert_stock("t3-p", 93);
+    vt_http_resp_clear(&r);
+    it_assert_stock(INV_DB, "t3-p", 93);
     cr_assert_eq(pg_count(SQL_COUNT_BY_KEY, "t3-key", NULL), 1, "orders for the key");
 
-    for (size_t i = 0; i < SAME_KEY_POSTS; i++) http_resp_clear(&jobs[i].resp);
+    for (size_t i = 0; i < SAME_KEY_POSTS; i++) vt_http_resp_clear(&jobs[i].resp);
     free(other);
     free(body);
     stack_down(&s);
@@ -947,10 +665,10 @@ static char *fmt(const char *f, ...) {
 
 static void expect_400(const char *what, const char *const hdrs[], const char *body, size_t len, const char *field,
                        const char *reason) {
-    http_resp r = http(GW_ADDR, "POST", "/orders", hdrs, body, len);
+    vt_http_resp r = http(GW_ADDR, "POST", "/orders", hdrs, body, len);
     cr_assert_eq(r.status, 400, "%s: status %d, want 400; body %s", what, r.status, r.body);
     cr_assert(content_type_is(&r, "application/problem+json"), "%s: Content-Type %s", what,
-              http_header(&r, "Content-Type"));
+              vt_http_header(&r, "Content-Type"));
     const char *f = jstr(r.json, "field");
     if (field)
         cr_assert(f && strcmp(f, field) == 0, "%s: field %s, want %s (%s)", what, f ? f : "(none)", field, r.body);
@@ -960,7 +678,7 @@ static void expect_400(const char *what, const char *const hdrs[], const char *b
     if (reason)
         cr_assert(jstr(r.json, "reason") && strcmp(jstr(r.json, "reason"), reason) == 0, "%s: reason (want %s): %s",
                   what, reason, r.body);
-    http_resp_clear(&r);
+    vt_http_resp_clear(&r);
 }
 
 Test(orders, invalid_requests_get_400_naming_the_field_and_413_415_405_404) {
@@ -1056,31 +774,31 @@ Test(orders, invalid_requests_get_400_naming_the_field_and_413_415_405_404) {
     char *big = repeat(' ', big_len);
     memcpy(big, good, strlen(good)); /* a valid order padded with blanks to 2 MiB */
     const char *json_hdrs[] = {"Content-Type: application/json", "Idempotency-Key: t4-big", NULL};
-    http_resp r = http(GW_ADDR, "POST", "/orders", json_hdrs, big, big_len);
+    vt_http_resp r = http(GW_ADDR, "POST", "/orders", json_hdrs, big, big_len);
     cr_assert_eq(r.status, 413, "2 MiB body: status %d, body %.300s", r.status, r.body);
-    http_resp_clear(&r);
+    vt_http_resp_clear(&r);
     r = http(GW_ADDR, "POST", "/orders", json_hdrs, big, 65537);
     cr_assert_eq(r.status, 413, "65537-byte body: status %d, body %.300s", r.status, r.body);
-    http_resp_clear(&r);
+    vt_http_resp_clear(&r);
 
     r = http(GW_ADDR, "POST", "/orders", (const char *const[]){"Content-Type: text/plain", NULL}, good, strlen(good));
     cr_assert_eq(r.status, 415, "text/plain: status %d, body %s", r.status, r.body);
-    http_resp_clear(&r);
+    vt_http_resp_clear(&r);
     r = http(GW_ADDR, "POST", "/orders", NULL, good, strlen(good));
     cr_assert_eq(r.status, 415, "no Content-Type: status %d, body %s", r.status, r.body);
-    http_resp_clear(&r);
+    vt_http_resp_clear(&r);
 
     r = http(GW_ADDR, "DELETE", "/orders", NULL, NULL, 0);
     cr_assert_eq(r.status, 405, "DELETE /orders: status %d, body %s", r.status, r.body);
-    cr_assert(http_header(&r, "Allow") && strstr(http_header(&r, "Allow"), "POST"), "405 Allow: %s",
-              http_header(&r, "Allow") ? http_header(&r, "Allow") : "(none)");
-    http_resp_clear(&r);
+    cr_assert(vt_http_header(&r, "Allow") && strstr(vt_http_header(&r, "Allow"), "POST"), "405 Allow: %s",
+              vt_http_header(&r, "Allow") ? vt_http_header(&r, "Allow") : "(none)");
+    vt_http_resp_clear(&r);
     r = http(GW_ADDR, "PUT", "/orders/t4-x", NULL, "{}", 2);
     cr_assert_eq(r.status, 405, "PUT /orders/t4-x: status %d, body %s", r.status, r.body);
-    http_resp_clear(&r);
+    vt_http_resp_clear(&r);
     r = http(GW_ADDR, "GET", "/nope", NULL, NULL, 0);
     cr_assert_eq(r.status, 404, "GET /nope: status %d, body %s", r.status, r.body);
-    http_resp_clear(&r);
+    vt_http_resp_clear(&r);
     json_object_put(get_json(GW_ADDR, "/orders/t4-no-such-order", 404));
     json_object_put(get_json(GW_ADDR, "/products/t4-no-such-product", 404));
     cr_assert_eq(pg_count(SQL_COUNT_LIKE, "t4-b%", NULL), 0, "a refused request made an order");
@@ -1093,8 +811,8 @@ Test(orders, invalid_requests_get_400_naming_the_field_and_413_415_405_404) {
     json_object_put(get_json(GW_ADDR, "/ready", 200));
     r = http(GW_ADDR, "GET", "/metrics", NULL, NULL, 0);
     cr_assert(r.status == 200 && content_type_is(&r, "text/plain"), "GET /metrics: %d %s", r.status,
-              http_header(&r, "Content-Type"));
-    http_resp_clear(&r);
+              vt_http_header(&r, "Content-Type"));
+    vt_http_resp_clear(&r);
     json_object *all = get_json(GW_ADDR, "/products", 200);
     cr_assert(strstr(jtext(all), "\"t4-p\""), "GET /products lacks t4-p: %.500s", jtext(all));
     json_object_put(all);
@@ -1161,11 +879,11 @@ Test(orders, inventory_outage_answers_202_then_503_and_the_breaker_recloses_thro
     restock(&s, "t5-p", 1000);
     char *body = order_body1("cust-t5", "t5-p", 1);
 
-    http_resp r = post_order(GW_ADDR, "t5-before", body);
+    vt_http_resp r = post_order(GW_ADDR, "t5-before", body);
     cr_assert_eq(r.status, 201, "with inventory-svc up: status %d, body %s", r.status, r.body);
-    http_resp_clear(&r);
+    vt_http_resp_clear(&r);
 
-    svc_stop(s.inv, "inventory-svc");
+    it_svc_stop(s.inv, "inventory-svc");
     s.inv = NULL;
     /* Concurrent batches, so that enough calls fail inside one breaker window. */
     for (int batch = 0; batch < 10 && n_503 == 0; batch++) {
@@ -1177,7 +895,7 @@ Test(orders, inventory_outage_answers_202_then_503_and_the_breaker_recloses_thro
         }
         run_posts(jobs, OUTAGE_BATCH);
         for (int i = 0; i < OUTAGE_BATCH; i++) {
-            http_resp *a = &jobs[i].resp;
+            vt_http_resp *a = &jobs[i].resp;
             if (a->status == 202) {
                 const char *id = answer_order_id(a);
                 cr_assert(id && jstr(a->json, "status") && strcmp(jstr(a->json, "status"), "PENDING") == 0,
@@ -1188,11 +906,11 @@ Test(orders, inventory_outage_answers_202_then_503_and_the_breaker_recloses_thro
             } else {
                 cr_assert_eq(a->status, 503, "inventory-svc down, key %s: status %d, want 202 or 503; body %s",
                              keys[i], a->status, a->body);
-                const char *ra = http_header(a, "Retry-After");
+                const char *ra = vt_http_header(a, "Retry-After");
                 cr_assert(ra && atoi(ra) >= 1, "503 without a Retry-After of 1 s or more: %s", ra ? ra : "(none)");
                 n_503++;
             }
-            http_resp_clear(a);
+            vt_http_resp_clear(a);
         }
     }
     cr_assert_gt(n_accepted, 0, "no POST was accepted (202) while inventory-svc was down");
@@ -1200,41 +918,41 @@ Test(orders, inventory_outage_answers_202_then_503_and_the_breaker_recloses_thro
     cr_assert_str_eq(breaker_state(GW_ADDR), "open", "GET /health right after the first 503");
     r = post_order(GW_ADDR, "t5-while-open", body);
     cr_assert_eq(r.status, 503, "POST while the breaker is open: status %d, body %s", r.status, r.body);
-    cr_assert(http_header(&r, "Retry-After"), "503 without Retry-After");
-    http_resp_clear(&r);
+    cr_assert(vt_http_header(&r, "Retry-After"), "503 without Retry-After");
+    vt_http_resp_clear(&r);
     cr_assert_eq(pg_count(SQL_COUNT_BY_KEY, "t5-while-open", NULL), 0, "a POST refused by the breaker made an order");
 
     /* Back up: every accepted order reaches a final state. */
     s.inv = inv_spawn("2");
-    int64_t deadline = it_now_ms() + LOAD_WAIT_MS;
+    int64_t deadline = vt_mono_ms() + LOAD_WAIT_MS;
     for (size_t i = 0; i < n_accepted; i++) {
         char status[32], history[256];
         for (;;) {
             api_order(accepted[i], status, sizeof status, history, sizeof history);
             if (strcmp(status, "PENDING") != 0) break;
-            cr_assert(it_now_ms() < deadline, "order %s still PENDING after inventory-svc came back", accepted[i]);
-            sleep_ms(200);
+            cr_assert(vt_mono_ms() < deadline, "order %s still PENDING after inventory-svc came back", accepted[i]);
+            vt_sleep_ms(200);
         }
         cr_assert_str_eq(status, "CONFIRMED", "order %s accepted during the outage", accepted[i]);
         cr_assert_str_eq(history, "PENDING>CONFIRMED", "history of %s", accepted[i]);
     }
 
     /* Traffic closes the breaker again, through half-open probes. */
-    deadline = it_now_ms() + IT_WAIT_MS;
+    deadline = vt_mono_ms() + IT_WAIT_MS;
     for (int i = 0; strcmp(breaker_state(GW_ADDR), "closed") != 0; i++) {
         char key[64];
-        cr_assert(it_now_ms() < deadline, "the breaker did not close within %d ms of inventory-svc's return",
+        cr_assert(vt_mono_ms() < deadline, "the breaker did not close within %d ms of inventory-svc's return",
                   IT_WAIT_MS);
         snprintf(key, sizeof key, "t5-after-%d", i);
         r = post_order(GW_ADDR, key, body);
         cr_assert(r.status == 201 || r.status == 202 || r.status == 503, "POST after the outage: %d %s", r.status,
                   r.body);
-        if (r.status == 503) sleep_ms(250);
-        http_resp_clear(&r);
+        if (r.status == 503) vt_sleep_ms(250);
+        vt_http_resp_clear(&r);
     }
     r = post_order(GW_ADDR, "t5-closed", body);
     cr_assert_eq(r.status, 201, "POST with the breaker closed: %d %s", r.status, r.body);
-    http_resp_clear(&r);
+    vt_http_resp_clear(&r);
 
     char transitions[1024];
     breaker_transitions(it_proc_log_path(s.gw), transitions, sizeof transitions);
@@ -1274,13 +992,6 @@ typedef struct load_worker {
     char err[1024];
 } load_worker;
 
-static uint64_t rng_next(uint64_t *s) { /* xorshift64*: the same stream per seed */
-    *s ^= *s >> 12;
-    *s ^= *s << 25;
-    *s ^= *s >> 27;
-    return *s * 2685821657736338717ULL;
-}
-
 /* One client: its own keys, one order at a time; a 503 is retried with the same key after
  * Retry-After, as the API asks. */
 static void *load_run(void *arg) {
@@ -1290,18 +1001,18 @@ static void *load_run(void *arg) {
         load_order *o = &w->orders[i];
         const char *pids[2];
         int64_t qtys[2];
-        size_t lines = 1 + rng_next(&seed) % 2;
+        size_t lines = 1 + vt_rand64(&seed) % 2;
         for (size_t l = 0; l < lines; l++) {
-            pids[l] = w->products[rng_next(&seed) % LOAD_PRODUCTS];
-            qtys[l] = 1 + (int64_t)(rng_next(&seed) % 4);
+            pids[l] = w->products[vt_rand64(&seed) % LOAD_PRODUCTS];
+            qtys[l] = 1 + (int64_t)(vt_rand64(&seed) % 4);
         }
         char *body = order_body("cust-t6", lines, pids, qtys), khdr[96];
         const char *hdrs[] = {"Content-Type: application/json", khdr, NULL};
         snprintf(o->key, sizeof o->key, "t6-L%d-%04d", w->index, i);
         key_header(khdr, sizeof khdr, o->key);
-        int64_t deadline = it_now_ms() + LOAD_WAIT_MS;
+        int64_t deadline = vt_mono_ms() + LOAD_WAIT_MS;
         for (;;) {
-            http_resp r;
+            vt_http_resp r;
             char err[512];
             if (http_do(GW_ADDR, "POST", "/orders", hdrs, body, strlen(body), &r, err, sizeof err) == -1) {
                 snprintf(w->err, sizeof w->err, "POST %s: %s", o->key, err);
@@ -1317,21 +1028,21 @@ static void *load_run(void *arg) {
                              r.body);
                     w->failed = 1;
                 }
-                http_resp_clear(&r);
+                vt_http_resp_clear(&r);
                 atomic_fetch_add(w->answered, 1);
                 break;
             }
-            if (r.status != 503 || it_now_ms() > deadline) {
+            if (r.status != 503 || vt_mono_ms() > deadline) {
                 snprintf(w->err, sizeof w->err, "POST %s: status %d: %.300s", o->key, r.status, r.body);
                 w->failed = 1;
-                http_resp_clear(&r);
+                vt_http_resp_clear(&r);
                 break;
             }
-            const char *ra = http_header(&r, "Retry-After");
+            const char *ra = vt_http_header(&r, "Retry-After");
             int wait_s = ra ? atoi(ra) : 1;
             w->n_503++;
-            http_resp_clear(&r);
-            sleep_ms(1000 * (wait_s < 1 ? 1 : wait_s > 3 ? 3 : wait_s));
+            vt_http_resp_clear(&r);
+            vt_sleep_ms(1000 * (wait_s < 1 ? 1 : wait_s > 3 ? 3 : wait_s));
         }
         free(body);
     }
@@ -1366,8 +1077,8 @@ Test(orders, kill_9_of_order_svc_under_load_leaves_one_final_state_per_order_and
                                    .answered = &answered};
         cr_assert_eq(pthread_create(&threads[t], NULL, load_run, &workers[t]), 0);
     }
-    int64_t deadline = it_now_ms() + LOAD_WAIT_MS;
-    while (atomic_load(&answered) < LOAD_KILL_AFTER && it_now_ms() < deadline) sleep_ms(5);
+    int64_t deadline = vt_mono_ms() + LOAD_WAIT_MS;
+    while (atomic_load(&answered) < LOAD_KILL_AFTER && vt_mono_ms() < deadline) vt_sleep_ms(5);
     int at_kill = atomic_load(&answered), status;
     bool killed;
     IT_OK(it_proc_stop(s.ord, SIGKILL, 10000, &status, &killed, err, sizeof err), err);
@@ -1385,12 +1096,12 @@ Test(orders, kill_9_of_order_svc_under_load_leaves_one_final_state_per_order_and
     cr_assert_lt(at_kill, LOAD_ORDERS, "every order was answered before the kill");
 
     /* Every order ends; none is left PENDING. */
-    deadline = it_now_ms() + LOAD_WAIT_MS;
+    deadline = vt_mono_ms() + LOAD_WAIT_MS;
     for (;;) {
         int64_t pending = pg_count(SQL_PENDING_LIKE, "t6-L%", NULL);
         if (pending == 0) break;
-        cr_assert(it_now_ms() < deadline, "%" PRId64 " orders still PENDING after %d ms", pending, LOAD_WAIT_MS);
-        sleep_ms(500);
+        cr_assert(vt_mono_ms() < deadline, "%" PRId64 " orders still PENDING after %d ms", pending, LOAD_WAIT_MS);
+        vt_sleep_ms(500);
     }
 
     /* Each accepted answer has its order, with the answer's id, one PENDING and one final state. */
@@ -1426,7 +1137,7 @@ Test(orders, kill_9_of_order_svc_under_load_leaves_one_final_state_per_order_and
     PQclear(res);
     PQfinish(conn);
     for (int p = 0; p < LOAD_PRODUCTS; p++) {
-        int64_t now = stock_of(products[p]);
+        int64_t now = it_stock(INV_DB, products[p]);
         cr_assert_eq(LOAD_STOCK - confirmed[p], now,
                      "%s: %d at start - %" PRId64 " in confirmed orders = %" PRId64 ", but the stock is %" PRId64,
                      products[p], LOAD_STOCK, confirmed[p], LOAD_STOCK - confirmed[p], now);
@@ -1446,7 +1157,7 @@ Test(orders, place_order_produced_with_kcat_gets_its_result_with_the_same_correl
     restock(&s, "t7-p", 10);
 
     char *cmd = place_order_cmd("t7-k1", NULL, "cust-t7", 1, (const char *const[]){"t7-p"}, (const int64_t[]){2});
-    kcat_produce_h(t_ocmd, "t7-k1", cmd, "correlation-id", "t7-cid-1");
+    kcat_produce_h(run.orders_commands, "t7-k1", cmd, "correlation-id", "t7-cid-1");
     free(cmd);
     const it_msg *m = await_msg(s.results, "idempotency_key", "t7-k1", 1);
     const char *cid = it_msg_header_get(m, "correlation-id", NULL);
@@ -1458,11 +1169,11 @@ Test(orders, place_order_produced_with_kcat_gets_its_result_with_the_same_correl
     cr_assert_str_eq(it_msg_str(m, "order_id"), db_id, "%s", m->value);
     cr_assert(m->key && strcmp(m->key, db_id) == 0, "result keyed %s, want the order id %s", m->key ? m->key : "(none)",
               db_id);
-    assert_stock("t7-p", 8);
+    it_assert_stock(INV_DB, "t7-p", 8);
 
     /* With an order id of the producer's choosing, and a rejection. */
     cmd = place_order_cmd("t7-k2", "t7-order-2", "cust-t7", 1, (const char *const[]){"t7-p"}, (const int64_t[]){20});
-    kcat_produce_h(t_ocmd, "t7-k2", cmd, "correlation-id", "t7-cid-2");
+    kcat_produce_h(run.orders_commands, "t7-k2", cmd, "correlation-id", "t7-cid-2");
     free(cmd);
     m = await_msg(s.results, "idempotency_key", "t7-k2", 1);
     cid = it_msg_header_get(m, "correlation-id", NULL);
@@ -1472,7 +1183,7 @@ Test(orders, place_order_produced_with_kcat_gets_its_result_with_the_same_correl
     cr_assert_str_eq(it_msg_str(m, "status"), "REJECTED", "%s", m->value);
     cr_assert_str_eq(it_msg_str(m, "reason"), "insufficient_stock", "%s", m->value);
     cr_assert_str_eq(it_msg_str(m, "product_id"), "t7-p", "%s", m->value);
-    assert_stock("t7-p", 8);
+    it_assert_stock(INV_DB, "t7-p", 8);
     stack_down(&s);
 }
 
@@ -1483,7 +1194,7 @@ Test(orders, place_order_produced_with_kcat_gets_its_result_with_the_same_correl
 typedef struct gw_client {
     const char *addr, *prefix;
     char keys[PER_GATEWAY][48];
-    http_resp resp[PER_GATEWAY];
+    vt_http_resp resp[PER_GATEWAY];
     int failed;
     char err[512];
 } gw_client;
@@ -1516,7 +1227,7 @@ Test(orders, two_gateways_at_once_each_answer_their_own_requests) {
     for (int c = 0; c < 2; c++) {
         cr_assert(!clients[c].failed, "client of %s: %s", clients[c].addr, clients[c].err);
         for (int i = 0; i < PER_GATEWAY; i++) {
-            http_resp *r = &clients[c].resp[i];
+            vt_http_resp *r = &clients[c].resp[i];
             char db_id[128];
             cr_assert_eq(r->status, 201, "%s, key %s: status %d, body %s", clients[c].addr, clients[c].keys[i],
                          r->status, r->body);
@@ -1527,23 +1238,23 @@ Test(orders, two_gateways_at_once_each_answer_their_own_requests) {
             cr_assert_str_eq(jstr(r->json, "idempotency_key") ? jstr(r->json, "idempotency_key") : "(none)",
                              clients[c].keys[i]);
             assert_order_headers(r, db_id, clients[c].keys[i]);
-            http_resp_clear(r);
+            vt_http_resp_clear(r);
         }
     }
-    assert_stock("t8-p", 1000 - 2 * PER_GATEWAY);
+    it_assert_stock(INV_DB, "t8-p", 1000 - 2 * PER_GATEWAY);
 
     /* A key first used at one instance is known at the other: the same order, replayed. */
     char *body = order_body1("cust-t8", "t8-p", 1), db_id[128];
-    http_resp r = post_order(GW2_ADDR, "t8-g1-00", body);
+    vt_http_resp r = post_order(GW2_ADDR, "t8-g1-00", body);
     db_order("t8-g1-00", db_id, sizeof db_id);
     cr_assert_eq(r.status, 201, "key of gateway 1 at gateway 2: %d %s", r.status, r.body);
     cr_assert(answer_order_id(&r) && strcmp(answer_order_id(&r), db_id) == 0, "order %s, want %s",
               answer_order_id(&r) ? answer_order_id(&r) : "(none)", db_id);
-    cr_assert(http_header(&r, "Idempotent-Replayed"), "no Idempotent-Replayed on a replay at the other instance");
-    http_resp_clear(&r);
-    assert_stock("t8-p", 1000 - 2 * PER_GATEWAY);
+    cr_assert(vt_http_header(&r, "Idempotent-Replayed"), "no Idempotent-Replayed on a replay at the other instance");
+    vt_http_resp_clear(&r);
+    it_assert_stock(INV_DB, "t8-p", 1000 - 2 * PER_GATEWAY);
     free(body);
-    svc_stop(gw2, "second gateway");
+    it_svc_stop(gw2, "second gateway");
     stack_down(&s);
 }
 
@@ -1565,14 +1276,14 @@ Test(orders, cancel_of_a_confirmed_order_gives_its_stock_back_once) {
     stack_up(&s, "t9", true, NULL);
     restock(&s, "t9-p", 10);
     char *body = order_body1("cust-t9", "t9-p", 4);
-    http_resp r = post_order(GW_ADDR, "t9-key", body);
+    vt_http_resp r = post_order(GW_ADDR, "t9-key", body);
     cr_assert_eq(r.status, 201, "POST: %d %s", r.status, r.body);
     snprintf(id, sizeof id, "%s", answer_order_id(&r));
-    http_resp_clear(&r);
+    vt_http_resp_clear(&r);
     free(body);
-    assert_stock("t9-p", 6);
+    it_assert_stock(INV_DB, "t9-p", 6);
 
-    produce(t_ocmd, "t9-cancel-1", cancel_order_cmd("t9-cancel-1", id), "t9-cid-1");
+    produce(run.orders_commands, "t9-cancel-1", cancel_order_cmd("t9-cancel-1", id), "t9-cid-1");
     const it_msg *m = await_msg(s.results, "idempotency_key", "t9-cancel-1", 1);
     cr_assert_str_eq(it_msg_str(m, "order_id"), id, "%s", m->value);
     cr_assert_str_eq(it_msg_str(m, "status"), "CANCELLED", "%s", m->value);
@@ -1581,10 +1292,10 @@ Test(orders, cancel_of_a_confirmed_order_gives_its_stock_back_once) {
     cr_assert(cid && strcmp(cid, "t9-cid-1") == 0, "correlation-id %s, want t9-cid-1", cid ? cid : "(none)");
 
     /* The ReleaseStock goes to inventory through order-svc's outbox: the stock comes back. */
-    int64_t deadline = it_now_ms() + IT_WAIT_MS;
-    while (stock_of("t9-p") != 10) {
-        cr_assert(it_now_ms() < deadline, "stock of t9-p is %" PRId64 " after the cancel, want 10", stock_of("t9-p"));
-        sleep_ms(100);
+    int64_t deadline = vt_mono_ms() + IT_WAIT_MS;
+    while (it_stock(INV_DB, "t9-p") != 10) {
+        cr_assert(vt_mono_ms() < deadline, "stock of t9-p is %" PRId64 " after the cancel, want 10", it_stock(INV_DB, "t9-p"));
+        vt_sleep_ms(100);
     }
     api_order(id, status, sizeof status, history, sizeof history);
     cr_assert_str_eq(status, "CANCELLED");
@@ -1593,8 +1304,8 @@ Test(orders, cancel_of_a_confirmed_order_gives_its_stock_back_once) {
 
     /* The same CancelOrder again, and another one: answered, nothing changes. */
     size_t results_before = it_collector_count_str(s.results, "order_id", id);
-    produce(t_ocmd, "t9-cancel-1", cancel_order_cmd("t9-cancel-1", id), "t9-cid-1b");
-    produce(t_ocmd, "t9-cancel-2", cancel_order_cmd("t9-cancel-2", id), "t9-cid-2");
+    produce(run.orders_commands, "t9-cancel-1", cancel_order_cmd("t9-cancel-1", id), "t9-cid-1b");
+    produce(run.orders_commands, "t9-cancel-2", cancel_order_cmd("t9-cancel-2", id), "t9-cid-2");
     await_msg(s.results, "order_id", id, results_before + 2);
     for (size_t i = results_before; i < results_before + 2; i++) {
         const it_msg *again = nth_msg(s.results, "order_id", id, i);
@@ -1603,13 +1314,13 @@ Test(orders, cancel_of_a_confirmed_order_gives_its_stock_back_once) {
     /* Both are decided (their results are out) and sent inventory nothing: one ReserveStock and
      * one ReleaseStock in all. */
     cr_assert_eq(pg_count(SQL_INVENTORY_COMMANDS, id, NULL), 2, "commands to inventory about %s", id);
-    assert_stock("t9-p", 10);
+    it_assert_stock(INV_DB, "t9-p", 10);
     cr_assert_eq(pg_count(SQL_HISTORY_COUNT, id, "CANCELLED"), 1, "CANCELLED rows in the history of %s", id);
     IT_OK(it_collector_catch_up(s.events, IT_WAIT_MS, err, sizeof err), err);
     cr_assert_eq(count_type_for_order(s.events, "StockReleased", id), 1, "StockReleased events for %s", id);
 
     /* An order that does not exist. */
-    produce(t_ocmd, "t9-cancel-3", cancel_order_cmd("t9-cancel-3", "t9-no-such-order"), NULL);
+    produce(run.orders_commands, "t9-cancel-3", cancel_order_cmd("t9-cancel-3", "t9-no-such-order"), NULL);
     m = await_msg(s.results, "idempotency_key", "t9-cancel-3", 1);
     cr_assert_str_eq(it_msg_str(m, "status"), "REJECTED", "%s", m->value);
     cr_assert_str_eq(it_msg_str(m, "reason"), "not_found", "%s", m->value);
@@ -1645,15 +1356,15 @@ Test(orders, cancel_with_a_new_key_of_a_cancelled_order_is_answered_under_its_ow
     stack_up(&s, "tc", true, NULL);
     restock(&s, "tc-p", 10);
     char *body = order_body1("cust-tc", "tc-p", 1);
-    http_resp r = post_order(GW_ADDR, "tc-key", body);
+    vt_http_resp r = post_order(GW_ADDR, "tc-key", body);
     cr_assert_eq(r.status, 201, "POST: %d %s", r.status, r.body);
     snprintf(id, sizeof id, "%s", answer_order_id(&r));
-    http_resp_clear(&r);
+    vt_http_resp_clear(&r);
     free(body);
-    produce(t_ocmd, "tc-cancel-1", cancel_order_cmd("tc-cancel-1", id), "tc-cid-1");
+    produce(run.orders_commands, "tc-cancel-1", cancel_order_cmd("tc-cancel-1", id), "tc-cid-1");
     await_msg(s.results, "idempotency_key", "tc-cancel-1", 1);
 
-    produce(t_ocmd, "tc-cancel-2", cancel_order_cmd("tc-cancel-2", id), "tc-cid-2");
+    produce(run.orders_commands, "tc-cancel-2", cancel_order_cmd("tc-cancel-2", id), "tc-cid-2");
     IT_OK(it_collector_wait(s.results, has_header, &want, "a result with correlation-id tc-cid-2", IT_WAIT_MS, err,
                             sizeof err),
           err);
@@ -1672,8 +1383,8 @@ Test(orders, cancel_with_a_new_key_of_a_cancelled_order_is_answered_under_its_ow
 /* ---- after every other test ---------------------------------------------------------------------- */
 
 static void record_topic(const char *topic, const char *label, const char *const types[]) {
-    it_collector_t *c = collect(topic, IT_FROM_BEGINNING, label);
-    catch_up(c);
+    it_collector_t *c = it_collect(topic, VT_FROM_BEGINNING, label);
+    it_catch_up(c);
     cr_assert_gt(it_collector_count(c), 0, "nothing in %s: did the other tests run?", topic);
     for (size_t i = 0; i < it_collector_count(c); i++) {
         const it_msg *m = it_collector_at(c, i);
@@ -1709,11 +1420,11 @@ Test(orders, gateway_dying_after_produce_before_reply_loses_no_order) {
     };
     for (size_t i = 0; i < sizeof admin / sizeof admin[0]; i++) {
         const char *hdrs[] = {"Content-Type: application/json", admin[i].auth, NULL};
-        http_resp r = http(GW_ADDR, "POST", "/admin/chaos", hdrs, admin[i].body, strlen(admin[i].body));
+        vt_http_resp r = http(GW_ADDR, "POST", "/admin/chaos", hdrs, admin[i].body, strlen(admin[i].body));
         cr_assert_eq(r.status, admin[i].want, "POST /admin/chaos #%zu: %d, want %d; %s", i, r.status, admin[i].want,
                      r.body);
-        if (admin[i].want == 401) cr_assert(http_header(&r, "WWW-Authenticate"), "401 without WWW-Authenticate");
-        http_resp_clear(&r);
+        if (admin[i].want == 401) cr_assert(vt_http_header(&r, "WWW-Authenticate"), "401 without WWW-Authenticate");
+        vt_http_resp_clear(&r);
     }
     json_object *health = get_json(GW_ADDR, "/health", 200), *points = jget(jget(health, "chaos"), "crash_points");
     cr_assert(points && json_object_array_length(points) == 1 &&
@@ -1723,7 +1434,7 @@ Test(orders, gateway_dying_after_produce_before_reply_loses_no_order) {
 
     char *body = order_body1("cust-gc", "gc-p", 3);
     const char *hdrs[] = {"Content-Type: application/json", "Idempotency-Key: gc-key", NULL};
-    http_resp r;
+    vt_http_resp r;
     cr_assert(http_do(GW_ADDR, "POST", "/orders", hdrs, body, strlen(body), &r, err, sizeof err) != 0,
               "the armed gateway answered %d: %s", r.status, r.body);
     int status;
@@ -1734,21 +1445,21 @@ Test(orders, gateway_dying_after_produce_before_reply_loses_no_order) {
     s.gw = NULL;
 
     /* the command was in Kafka: the order reaches its final state with no gateway up */
-    int64_t deadline = it_now_ms() + IT_WAIT_MS;
+    int64_t deadline = vt_mono_ms() + IT_WAIT_MS;
     while (pg_count(SQL_COUNT_BY_KEY, "gc-key", NULL) == 0 || strcmp(db_order("gc-key", id, sizeof id), "PENDING") == 0) {
-        cr_assert(it_now_ms() < deadline, "order gc-key not decided %d ms after the gateway died", IT_WAIT_MS);
-        sleep_ms(100);
+        cr_assert(vt_mono_ms() < deadline, "order gc-key not decided %d ms after the gateway died", IT_WAIT_MS);
+        vt_sleep_ms(100);
     }
     cr_assert_str_eq(db_order("gc-key", id, sizeof id), "CONFIRMED");
-    assert_stock("gc-p", 7);
+    it_assert_stock(INV_DB, "gc-p", 7);
 
     s.gw = gw_spawn(GW_ADDR, NULL);
     r = post_order(GW_ADDR, "gc-key", body);
     cr_assert_eq(r.status, 201, "the retry: %d %s", r.status, r.body);
     cr_assert_str_eq(answer_order_id(&r) ?: "(none)", id, "the retry names another order: %s", r.body);
-    cr_assert_str_eq(http_header(&r, "Idempotent-Replayed") ?: "(none)", "true");
-    http_resp_clear(&r);
-    assert_stock("gc-p", 7);
+    cr_assert_str_eq(vt_http_header(&r, "Idempotent-Replayed") ?: "(none)", "true");
+    vt_http_resp_clear(&r);
+    it_assert_stock(INV_DB, "gc-p", 7);
     free(body);
     stack_down(&s);
 }
@@ -1770,38 +1481,38 @@ Test(orders, gateway_serves_again_after_a_broker_restart_with_nothing_in_flight)
     stack_up(&s, "kr", true, NULL);
     restock(&s, "kr-p", 10);
     char *body = order_body1("cust-kr", "kr-p", 1);
-    http_resp r = post_order(GW_ADDR, "kr-1", body);
+    vt_http_resp r = post_order(GW_ADDR, "kr-1", body);
     cr_assert_eq(r.status, 201, "before the restart: %d %s", r.status, r.body);
-    http_resp_clear(&r);
+    vt_http_resp_clear(&r);
 
     IT_OK(it_stack("stop", "kafka", err, sizeof err), err);
-    int64_t deadline = it_now_ms() + IT_WAIT_MS;
+    int64_t deadline = vt_mono_ms() + IT_WAIT_MS;
     while (!gateway_says_kafka_down()) {
-        cr_assert(it_now_ms() < deadline, "the gateway did not notice the broker was gone");
-        sleep_ms(200);
+        cr_assert(vt_mono_ms() < deadline, "the gateway did not notice the broker was gone");
+        vt_sleep_ms(200);
     }
     r = post_order(GW_ADDR, "kr-2", body);
     cr_assert_eq(r.status, 503, "with the broker away: %d %s", r.status, r.body);
-    cr_assert(http_header(&r, "Retry-After"), "503 without Retry-After");
-    http_resp_clear(&r);
+    cr_assert(vt_http_header(&r, "Retry-After"), "503 without Retry-After");
+    vt_http_resp_clear(&r);
 
     IT_OK(it_stack("start", "kafka", err, sizeof err), err);
     IT_OK(it_kafka_wait_up(120000, err, sizeof err), err);
     /* a client retrying with one key, as a real one would, until the order is decided */
-    deadline = it_now_ms() + 2 * IT_WAIT_MS;
+    deadline = vt_mono_ms() + 2 * IT_WAIT_MS;
     int last = 0;
     for (;;) {
         r = post_order(GW_ADDR, "kr-3", body);
         last = r.status;
-        http_resp_clear(&r);
+        vt_http_resp_clear(&r);
         if (last == 201) break;
         cr_assert(last == 503 || last == 202, "after the restart: %d", last);
-        cr_assert(it_now_ms() < deadline, "still %d %d ms after the broker came back (kafka_down %d)", last,
+        cr_assert(vt_mono_ms() < deadline, "still %d %d ms after the broker came back (kafka_down %d)", last,
                   2 * IT_WAIT_MS, gateway_says_kafka_down());
-        sleep_ms(500);
+        vt_sleep_ms(500);
     }
     cr_assert(!gateway_says_kafka_down(), "201 while /health says kafka_down");
-    assert_stock("kr-p", 8);
+    it_assert_stock(INV_DB, "kr-p", 8);
     free(body);
     stack_down(&s);
 }
@@ -1823,21 +1534,21 @@ Test(orders, another_commands_answer_about_the_order_does_not_answer_a_waiting_p
     const char *const gw_env[] = {"GATEWAY_TIMEOUT_MS=60000", NULL};
     stack_up(&s, "ox", true, gw_env);
     restock(&s, "ox-p", 10);
-    svc_stop(s.ord, "order-svc");
+    it_svc_stop(s.ord, "order-svc");
     s.ord = NULL;
 
     char *body = order_body1("cust-ox", "ox-p", 2);
     post_job job = {.addr = GW_ADDR, .key = "ox-key", .body = body};
     pthread_t thread;
     cr_assert_eq(pthread_create(&thread, NULL, post_job_run, &job), 0);
-    int64_t deadline = it_now_ms() + IT_WAIT_MS;
+    int64_t deadline = vt_mono_ms() + IT_WAIT_MS;
     for (;;) { /* until the POST is in flight at the gateway */
         json_object *h = get_json(GW_ADDR, "/health", 200), *v;
         bool waiting = json_object_object_get_ex(h, "inflight", &v) && json_object_get_int(v) >= 1;
         json_object_put(h);
         if (waiting) break;
-        cr_assert(it_now_ms() < deadline, "the POST never became in flight");
-        sleep_ms(50);
+        cr_assert(vt_mono_ms() < deadline, "the POST never became in flight");
+        vt_sleep_ms(50);
     }
     derived_order_id("ox-key", oid);
     snprintf(json, sizeof json,
@@ -1845,15 +1556,15 @@ Test(orders, another_commands_answer_about_the_order_does_not_answer_a_waiting_p
              "\"reason\":\"not_found\",\"items\":[],\"event_id\":\"orders-999999999\","
              "\"occurred_at\":\"2026-11-21T10:00:00.000000Z\"}",
              oid);
-    produce(t_ores, oid, strdup(json), "ox-cancel-cid");
-    sleep_ms(1000); /* time enough for the gateway to (wrongly) take it */
+    produce(run.orders_results, oid, strdup(json), "ox-cancel-cid");
+    vt_sleep_ms(1000); /* time enough for the gateway to (wrongly) take it */
     s.ord = ord_spawn("again");
     pthread_join(thread, NULL);
     cr_assert_eq(job.rc, 0, "POST: %s", job.err);
     cr_assert_eq(job.resp.status, 201, "the waiting POST was answered %d: %s", job.resp.status, job.resp.body);
     cr_assert_str_eq(answer_order_id(&job.resp) ?: "(none)", oid);
-    http_resp_clear(&job.resp);
-    assert_stock("ox-p", 8);
+    vt_http_resp_clear(&job.resp);
+    it_assert_stock(INV_DB, "ox-p", 8);
     free(body);
     stack_down(&s);
 }
@@ -1870,14 +1581,14 @@ Test(orders, held_back_place_order_is_passed_by_other_orders_and_not_by_its_canc
     stack s;
     stack_up(&s, "hb", false, NULL);
     restock(&s, "hb-p", 10);
-    svc_stop(s.ord, "order-svc"); /* again, with the gremlin: its count starts here */
+    it_svc_stop(s.ord, "order-svc"); /* again, with the gremlin: its count starts here */
     s.ord = ord_spawn_with("gremlin", extra);
-    produce(t_ocmd, "hb-x", place_order_cmd("hb-x", NULL, "cust-hb", 1, &pid, &qty), NULL); /* 1st */
-    produce(t_ocmd, "hb-y", place_order_cmd("hb-y", NULL, "cust-hb", 1, &pid, &qty), NULL); /* 2nd */
-    produce(t_ocmd, "hb-a", place_order_cmd("hb-a", NULL, "cust-hb", 1, &pid, &qty), NULL); /* 3rd: held */
+    produce(run.orders_commands, "hb-x", place_order_cmd("hb-x", NULL, "cust-hb", 1, &pid, &qty), NULL); /* 1st */
+    produce(run.orders_commands, "hb-y", place_order_cmd("hb-y", NULL, "cust-hb", 1, &pid, &qty), NULL); /* 2nd */
+    produce(run.orders_commands, "hb-a", place_order_cmd("hb-a", NULL, "cust-hb", 1, &pid, &qty), NULL); /* 3rd: held */
     derived_order_id("hb-a", oid);
-    produce(t_ocmd, "hb-a-cancel", cancel_order_cmd("hb-a-cancel", oid), NULL);             /* 4th */
-    produce(t_ocmd, "hb-z", place_order_cmd("hb-z", NULL, "cust-hb", 1, &pid, &qty), NULL); /* 5th */
+    produce(run.orders_commands, "hb-a-cancel", cancel_order_cmd("hb-a-cancel", oid), NULL);             /* 4th */
+    produce(run.orders_commands, "hb-z", place_order_cmd("hb-z", NULL, "cust-hb", 1, &pid, &qty), NULL); /* 5th */
 
     const it_msg *z = await_msg(s.results, "idempotency_key", "hb-z", 1);
     cr_assert_str_eq(it_msg_str(z, "status"), "CONFIRMED", "%s", z->value);
@@ -1892,26 +1603,26 @@ Test(orders, held_back_place_order_is_passed_by_other_orders_and_not_by_its_canc
               it_msg_str(z, "occurred_at"), PQgetvalue(res, 0, 0));
     PQclear(res);
     PQfinish(conn);
-    catch_up(s.results);
+    it_catch_up(s.results);
     cr_assert_eq(it_collector_count_str(s.results, "order_id", oid), 1, "order %s has more than one result", oid);
     char release[64];
     snprintf(release, sizeof release, "order:%s:release", oid);
     await_msg(s.events, "idempotency_key", release, 1);
-    assert_stock("hb-p", 10 - 3); /* hb-x, hb-y, hb-z; hb-a's reservation given back */
+    it_assert_stock(INV_DB, "hb-p", 10 - 3); /* hb-x, hb-y, hb-z; hb-a's reservation given back */
     stack_down(&s);
 }
 
 Test(orders_zz, every_result_and_inventory_event_of_the_run_is_recorded_for_the_schema_check) {
-    record_topic(t_ores, RESULTS_LABEL, (const char *const[]){"OrderResult", NULL});
-    record_topic(t_iev, EVENTS_LABEL,
+    record_topic(run.orders_results, RESULTS_LABEL, (const char *const[]){"OrderResult", NULL});
+    record_topic(run.inventory_events, EVENTS_LABEL,
                  (const char *const[]){"StockReserved", "StockRejected", "StockReleased", "Restocked", NULL});
 }
 
 Test(orders_zz, no_command_of_the_run_was_dead_lettered) {
-    const char *dlqs[] = {t_odlq, t_idlq};
+    const char *dlqs[] = {run.orders_dlq, run.inventory_dlq};
     for (size_t d = 0; d < 2; d++) {
-        it_collector_t *c = collect(dlqs[d], IT_FROM_BEGINNING, NULL);
-        catch_up(c);
+        it_collector_t *c = it_collect(dlqs[d], VT_FROM_BEGINNING, NULL);
+        it_catch_up(c);
         cr_assert_eq(it_collector_count(c), 0, "%s holds %zu messages, the first: %.300s", dlqs[d],
                      it_collector_count(c), it_collector_count(c) ? it_collector_at(c, 0)->value : "");
         it_collector_free(c);
