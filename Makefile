@@ -4,7 +4,7 @@
 #   make up/down  the same in the background / stop it all; make wipe deletes the local data
 #   make test     unit tests (plain and under ASan+UBSan), integration tests against the real
 #                 broker and database, contract checks against schemas/, the monitoring checks
-#                 against a real Prometheus, the short soak
+#                 against a real Prometheus, the dashboard in a real browser, the short soak
 #   make soak     the kill-anything soak (DURATION, KILL_EVERY; tests/soak/README.md)
 #   make bench    throughput and latency figures
 # Missing system packages and the Kafka jars are installed by deploy/stack.sh deps, run first.
@@ -25,7 +25,7 @@ SERVICES := $(B)/inventory-svc $(B)/order-svc $(B)/gateway
 TOOLS   := $(B)/vxadmin
 DEPS_STAMP := $(B)/.deps
 
-.PHONY: all deps run up down wipe status test unit unit-asan it contract monitoring bench clean soak soak-short
+.PHONY: all deps run up down wipe status test unit unit-asan it contract monitoring web bench clean soak soak-short
 all: $(SERVICES) $(TOOLS)
 
 $(DEPS_STAMP): deploy/stack.sh deploy/kafka/pom.xml
@@ -118,7 +118,13 @@ monitoring: all
 	deploy/stack.sh up
 	PY=$$(tests/contract/setup.sh) && $$PY tests/monitoring/check.py
 
-test: unit unit-asan it contract monitoring soak-short
+# The web dashboard (gateway/web) in a real browser: Debian's chromium driven by puppeteer-core
+# (tests/web, from npm, pinned by its package-lock.json; no browser download) against a stack of its own.
+web: all
+	deploy/stack.sh up
+	cd tests/web && npm ci --no-audit --no-fund --loglevel=error && node dashboard.test.mjs
+
+test: unit unit-asan it contract monitoring web soak-short
 
 bench: all $(B)/vxbench
 	tests/bench/bench.sh

@@ -271,6 +271,54 @@ vx_http_t *vx_http_start(const vx_http_opts_t *opts, char *errstr, size_t errstr
     return srv;
 }
 
+struct vx_http_stream_s {
+    struct MHD_Connection *conn;
+    long (*read)(void *opaque, char *buf, size_t max);
+    void (*done)(void *opaque);
+    void *opaque;
+};
+
+static ssize_t stream_read(void *cls, uint64_t pos, char *buf, size_t max) {
+    vx_http_stream_t *s = cls;
+    long n = s->read(s->opaque, buf, max);
+    (void)pos;
+    return n < 0 ? (ssize_t)MHD_CONTENT_READER_END_OF_STREAM : (ssize_t)n;
+}
+
+static void stream_free(void *cls) {
+    vx_http_stream_t *s = cls;
+    s->done(s->opaque);
+    free(s);
+}
+
+vx_http_stream_t *vx_http_stream(vx_http_req_t *req, int status, const char *content_type,
+                                 long (*read)(void *opaque, char *buf, size_t max), void (*done)(void *opaque),
+                                 void *opaque) {
+    vx_http_stream_t *s = calloc(1, sizeof(*s));
+    struct MHD_Response *r;
+
+    if (!s) {
+        done(opaque);
+        return NULL;
+    }
+    *s = (vx_http_stream_t){.conn = req->conn, .read = read, .done = done, .opaque = opaque};
+    if (!(r = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 4096, stream_read, s, stream_free))) {
+        stream_free(s);
+        return NULL;
+    }
+    count(req, status, now_us() - req->started_us);
+    MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, content_type);
+    MHD_add_response_header(r, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
+    for (int i = 0; i < req->nhdrs; i++) MHD_add_response_header(r, req->hdr_name[i], req->hdr_value[i]);
+    req->status = status;
+    req->resp = r;
+    req->state = ANSWERED;
+    return s;
+}
+
+void vx_http_stream_park(vx_http_stream_t *s) { MHD_suspend_connection(s->conn); }
+void vx_http_stream_wake(vx_http_stream_t *s) { MHD_resume_connection(s->conn); }
+
 void vx_http_stop(vx_http_t *srv) {
     if (!srv) return;
     MHD_stop_daemon(srv->mhd);

@@ -63,6 +63,22 @@ void vx_http_metrics(vx_http_req_t *req);
  * else applies the body and answers 200 with vx_chaos_state. */
 void vx_http_chaos_admin(vx_http_req_t *req);
 
+/* A response streamed for as long as the client stays (Server-Sent Events, say). read(opaque, buf,
+ * max) fills buf and returns the bytes written; or returns 0 having called vx_http_stream_park (the
+ * connection then waits, without a thread, until vx_http_stream_wake); or -1 to end the stream.
+ * done(opaque) runs once, on libmicrohttpd's thread, when the connection ends for any reason: after it
+ * returns the stream is freed, so whoever wakes streams must forget this one inside done, under the
+ * same lock it wakes them with. Replaces the handler's answer (call it instead of vx_http_reply).
+ * Returns the stream, or NULL (then done has run) when out of memory. */
+typedef struct vx_http_stream_s vx_http_stream_t;
+vx_http_stream_t *vx_http_stream(vx_http_req_t *req, int status, const char *content_type,
+                                 long (*read)(void *opaque, char *buf, size_t max), void (*done)(void *opaque),
+                                 void *opaque);
+/* Only from inside read, before it returns 0. */
+void vx_http_stream_park(vx_http_stream_t *s);
+/* From any thread, for a stream parked and not woken since (the caller keeps track, under its lock). */
+void vx_http_stream_wake(vx_http_stream_t *s);
+
 /* Parks the request: call it in the handler BEFORE handing req to another thread, then return.
  * A later vx_http_reply* (from any thread) wakes the connection and sends the answer. */
 void vx_http_suspend(vx_http_req_t *req);

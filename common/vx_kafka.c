@@ -320,3 +320,43 @@ int vx_kafka_dead_letter(rd_kafka_t *producer, const char *dlq_topic, const rd_k
     }
     return 0;
 }
+
+int vx_kafka_assign_end(rd_kafka_t *rk, const char *const *topics, int n, char *errstr, size_t errstr_size) {
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(8);
+    rd_kafka_resp_err_t err;
+    int rc = -1;
+
+    for (int i = 0; i < n; i++) {
+        const struct rd_kafka_metadata *md = NULL;
+        rd_kafka_topic_t *t = rd_kafka_topic_new(rk, topics[i], NULL);
+        err = rd_kafka_metadata(rk, 0, t, &md, 10000);
+        if (err || md->topic_cnt != 1 || md->topics[0].err) {
+            snprintf(errstr, errstr_size, "topic %s: %s", topics[i],
+                     rd_kafka_err2str(err ? err : md->topic_cnt ? md->topics[0].err : RD_KAFKA_RESP_ERR__UNKNOWN_TOPIC));
+            if (md) rd_kafka_metadata_destroy(md);
+            rd_kafka_topic_destroy(t);
+            goto out;
+        }
+        for (int p = 0; p < md->topics[0].partition_cnt; p++) {
+            int64_t lo, hi;
+            int32_t id = md->topics[0].partitions[p].id;
+            if ((err = rd_kafka_query_watermark_offsets(rk, topics[i], id, &lo, &hi, 10000))) {
+                snprintf(errstr, errstr_size, "topic %s offsets: %s", topics[i], rd_kafka_err2str(err));
+                rd_kafka_metadata_destroy(md);
+                rd_kafka_topic_destroy(t);
+                goto out;
+            }
+            rd_kafka_topic_partition_list_add(l, topics[i], id)->offset = hi;
+        }
+        rd_kafka_metadata_destroy(md);
+        rd_kafka_topic_destroy(t);
+    }
+    if ((err = rd_kafka_assign(rk, l))) {
+        snprintf(errstr, errstr_size, "assign: %s", rd_kafka_err2str(err));
+        goto out;
+    }
+    rc = 0;
+out:
+    rd_kafka_topic_partition_list_destroy(l);
+    return rc;
+}

@@ -76,6 +76,12 @@ void vx_kafka_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err, rd_kafka_topic_
 int vx_kafka_ensure_topics(rd_kafka_t *rk, const char *const *topics, int n, int partitions, long long retention_ms,
                            int timeout_ms, char *errstr, size_t errstr_size);
 
+/* Assigns every partition of topics[0..n-1] to consumer rk at its current end, resolved now, so that
+ * whatever is produced after this returns is read (no race with a lazily resolved "latest"); nothing
+ * is committed. Returns 0, or -1 with errstr (a topic created a moment ago may have no leader yet:
+ * callers retry). */
+int vx_kafka_assign_end(rd_kafka_t *rk, const char *const *topics, int n, char *errstr, size_t errstr_size);
+
 /* 1 when the cluster answers a metadata request within timeout_ms. */
 int vx_kafka_reachable(rd_kafka_t *rk, int timeout_ms);
 

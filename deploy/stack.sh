@@ -67,7 +67,7 @@ DATABASES=(inventory orders)
 LOG_KEEP_BYTES=$((20 * 1024 * 1024)) # a log over this size is moved to NAME.log.1 at the next start
 
 APT_PACKAGES=(build-essential pkg-config librdkafka-dev kcat libpq-dev libjson-c-dev libmicrohttpd-dev
-	libcriterion-dev uuid-dev libcurl4-openssl-dev postgresql maven python3-venv wrk curl jq)
+	libcriterion-dev uuid-dev libcurl4-openssl-dev postgresql maven python3-venv wrk curl jq chromium)
 # Installed without their recommendations: Prometheus and promtool for the monitoring checks (its
 # recommended node exporter is not ours to run).
 APT_PACKAGES_LEAN=(prometheus)
@@ -189,6 +189,7 @@ deps_packages() {
 		log "no dpkg-query: not Debian; skipping package installation"
 		return 0
 	fi
+	command -v npm >/dev/null || wanted+=(nodejs npm) # the browser tests' driver (tests/web)
 	major=$(java_major 2>/dev/null || echo 0)
 	[[ $major =~ ^[0-9]+$ ]] && ((major >= 17)) || wanted+=("$JAVA_PACKAGE")
 	local lean=()

@@ -23,6 +23,7 @@
 #include <uuid/uuid.h>
 
 #include "reqreply.h"
+#include "web.h"
 #include "vx_chaos.h"
 #include "vx_config.h"
 #include "vx_http.h"
@@ -38,11 +39,13 @@ typedef struct {
     const char *http_addr, *orders_url, *inventory_url;
     long long threads, max_conns, timeout_ms;
     gw_rr_opts_t rr;
+    gw_web_opts_t web;
 } config_t;
 
 typedef struct {
     config_t cfg;
     gw_rr_t *rr;
+    gw_web_t *web;
     vx_http_t *http;
 } gw_t;
 
@@ -53,7 +56,7 @@ static void on_signal(int sig) {
 }
 
 static int load_config(config_t *c, char *errstr, size_t errstr_size) {
-    long long v[9];
+    long long v[11];
     double rate;
 
     c->http_addr = vx_cfg_str("GATEWAY_HTTP_ADDR", "127.0.0.1:8080");
@@ -61,6 +64,10 @@ static int load_config(config_t *c, char *errstr, size_t errstr_size) {
     c->inventory_url = vx_cfg_str("INVENTORY_URL", "http://127.0.0.1:8082");
     c->rr.commands_topic = vx_topic(VX_TOPIC_ORDERS_COMMANDS);
     c->rr.results_topic = vx_topic(VX_TOPIC_ORDERS_RESULTS);
+    c->web.dir = vx_cfg_str("GATEWAY_WEB_DIR", VX_SRC_DIR "/gateway/web");
+    c->web.topics[0] = c->rr.commands_topic;
+    c->web.topics[1] = c->rr.results_topic;
+    c->web.topics[2] = vx_topic(VX_TOPIC_INVENTORY_EVENTS);
     if (vx_cfg_int("GATEWAY_HTTP_THREADS", 2, 1, 64, &c->threads, errstr, errstr_size) ||
         vx_cfg_int("GATEWAY_MAX_CONNECTIONS", 1024, 16, 60000, &c->max_conns, errstr, errstr_size) ||
         vx_cfg_int("GATEWAY_TIMEOUT_MS", 5000, 1, 600000, &c->timeout_ms, errstr, errstr_size) ||
@@ -73,8 +80,12 @@ static int load_config(config_t *c, char *errstr, size_t errstr_size) {
         vx_cfg_int("GATEWAY_BREAKER_MIN_CALLS", 10, 1, 1000000, &v[5], errstr, errstr_size) ||
         vx_cfg_int("GATEWAY_BREAKER_WINDOW_MS", 10000, 1000, 60000, &v[6], errstr, errstr_size) ||
         vx_cfg_int("GATEWAY_BREAKER_OPEN_MS", 10000, 1, 3600000, &v[7], errstr, errstr_size) ||
-        vx_cfg_int("GATEWAY_BREAKER_PROBES", 3, 1, 1000, &v[8], errstr, errstr_size))
+        vx_cfg_int("GATEWAY_BREAKER_PROBES", 3, 1, 1000, &v[8], errstr, errstr_size) ||
+        vx_cfg_int("GATEWAY_MAX_STREAMS", 256, 0, 100000, &v[9], errstr, errstr_size) ||
+        vx_cfg_int("GATEWAY_STREAM_HEARTBEAT_MS", 15000, 100, 600000, &v[10], errstr, errstr_size))
         return -1;
+    c->web.max_streams = (int)v[9];
+    c->web.heartbeat_ms = (int)v[10];
     c->rr.max_inflight = (int)v[0];
     c->rr.attempt_timeout_ms = (int)v[1];
     c->rr.backoff_base_ms = (int)v[2];
@@ -113,29 +124,57 @@ static size_t on_body(char *p, size_t size, size_t n, void *opaque) {
     return add;
 }
 
-/* One libcurl handle per HTTP thread, kept so connections to the services are reused. */
-static void relay(vx_http_req_t *req, const char *base, const char *path) {
+/* One call to a service behind the gateway: method GET, or POST with body and the caller's
+ * Authorization (borrowed; NULL for none). One libcurl handle per HTTP thread, kept so connections
+ * to the services are reused. Fills *status and *ctype (libcurl's, valid until the next call on this
+ * thread) and the caller's body (free body->data). Returns the libcurl result. */
+static CURLcode fetch(const char *base, const char *path, const char *post_body, size_t post_len, const char *auth,
+                      long timeout_ms, buf_t *body, long *status, char **ctype) {
     static __thread CURL *curl;
-    char url[1024];
-    buf_t body = {0};
-    long status = 0;
-    char *ctype = NULL;
+    struct curl_slist *hdrs = NULL;
+    char url[1024], authz[600];
     CURLcode rc;
 
-    if (!curl && !(curl = curl_easy_init())) {
-        vx_http_problem(req, 500, "Internal error", "cannot create an HTTP client", NULL);
-        return;
-    }
+    *status = 0;
+    *ctype = NULL;
+    if (!curl && !(curl = curl_easy_init())) return CURLE_FAILED_INIT;
     snprintf(url, sizeof(url), "%s%s", base, path);
     curl_easy_setopt(curl, CURLOPT_URL, url);
     curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, on_body);
-    curl_easy_setopt(curl, CURLOPT_WRITEDATA, &body);
-    curl_easy_setopt(curl, CURLOPT_TIMEOUT_MS, 3000L);
+    curl_easy_setopt(curl, CURLOPT_WRITEDATA, body);
+    curl_easy_setopt(curl, CURLOPT_TIMEOUT_MS, timeout_ms);
     curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
+    if (post_body) {
+        hdrs = curl_slist_append(hdrs, "Content-Type: application/json");
+        if (auth && strlen(auth) < 512) {
+            snprintf(authz, sizeof(authz), "Authorization: %s", auth);
+            hdrs = curl_slist_append(hdrs, authz);
+        }
+        curl_easy_setopt(curl, CURLOPT_HTTPHEADER, hdrs);
+        curl_easy_setopt(curl, CURLOPT_POSTFIELDS, post_body);
+        curl_easy_setopt(curl, CURLOPT_POSTFIELDSIZE, (long)post_len);
+    } else {
+        curl_easy_setopt(curl, CURLOPT_HTTPGET, 1L);
+    }
     rc = curl_easy_perform(curl);
     if (rc == CURLE_OK) {
-        curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &status);
-        curl_easy_getinfo(curl, CURLINFO_CONTENT_TYPE, &ctype);
+        curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, status);
+        curl_easy_getinfo(curl, CURLINFO_CONTENT_TYPE, ctype);
+    }
+    curl_easy_setopt(curl, CURLOPT_HTTPHEADER, NULL);
+    curl_slist_free_all(hdrs);
+    return rc;
+}
+
+/* Answers req with what the service answers (a problem 503 when it does not). */
+static void relay_call(vx_http_req_t *req, const char *base, const char *path, const char *post_body, size_t post_len,
+                       const char *auth) {
+    buf_t body = {0};
+    long status;
+    char *ctype;
+    CURLcode rc = fetch(base, path, post_body, post_len, auth, 3000, &body, &status, &ctype);
+
+    if (rc == CURLE_OK) {
         vx_http_reply(req, (int)status, ctype ? ctype : "application/json", body.data ? body.data : "", body.len);
     } else {
         char detail[256];
@@ -144,6 +183,43 @@ static void relay(vx_http_req_t *req, const char *base, const char *path) {
         vx_http_problem(req, 503, "Service unavailable", detail, NULL);
     }
     free(body.data);
+}
+
+static void relay(vx_http_req_t *req, const char *base, const char *path) {
+    relay_call(req, base, path, NULL, 0, NULL);
+}
+
+/* GET /system: the gateway's own state and each service's /health and /ready, asked now (1 s each),
+ * for the dashboard's System panel. A service that does not answer shows as such. */
+static void system_state(gw_t *g, vx_http_req_t *req) {
+    static const char *const names[2] = {"order-svc", "inventory-svc"};
+    const char *bases[2] = {g->cfg.orders_url, g->cfg.inventory_url};
+    json_object *o = json_object_new_object(), *gw = json_object_new_object(), *svcs = json_object_new_object();
+
+    json_object_object_add(gw, "status", json_object_new_string("up"));
+    gw_rr_health(g->rr, gw);
+    gw_web_health(g->web, gw);
+    json_object_object_add(gw, "chaos", vx_chaos_state());
+    json_object_object_add(o, "gateway", gw);
+    for (int i = 0; i < 2; i++) {
+        json_object *sv = json_object_new_object();
+        buf_t body = {0};
+        long status;
+        char *ctype;
+        CURLcode rc = fetch(bases[i], "/health", NULL, 0, NULL, 1000, &body, &status, &ctype);
+        json_object *h = rc == CURLE_OK && body.data ? json_tokener_parse(body.data) : NULL;
+        json_object_object_add(sv, "health_status", json_object_new_int(rc == CURLE_OK ? (int)status : 0));
+        json_object_object_add(sv, "health", h); /* null when it did not answer */
+        free(body.data);
+        body = (buf_t){0};
+        rc = fetch(bases[i], "/ready", NULL, 0, NULL, 1000, &body, &status, &ctype);
+        json_object_object_add(sv, "ready", json_object_new_boolean(rc == CURLE_OK && status == 200));
+        free(body.data);
+        json_object_object_add(svcs, names[i], sv);
+    }
+    json_object_object_add(o, "services", svcs);
+    vx_http_reply_json(req, 200, o);
+    json_object_put(o);
 }
 
 /* An id from the path is relayed only when it is made of safe characters. */
@@ -155,6 +231,18 @@ static int safe_id(const char *s) {
               *s == '_' || *s == '.'))
             return 0;
     return 1;
+}
+
+/* An Idempotency-Key header, when given, is 1 to 128 characters; else answers 400 and returns 0. */
+static int idempotency_key_ok(vx_http_req_t *req, const char *key) {
+    size_t n = 0;
+    if (!key) return 1;
+    for (const char *p = key; *p; p++) n += ((unsigned char)*p & 0xC0) != 0x80;
+    if (n >= 1 && n <= VX_MSG_MAX_KEY) return 1;
+    json_object *x = json_object_new_object();
+    json_object_object_add(x, "field", json_object_new_string("Idempotency-Key"));
+    vx_http_problem(req, 400, "Invalid request", "the Idempotency-Key header must be 1 to 128 characters", x);
+    return 0;
 }
 
 /* ---- POST /orders: the engine's outcomes as HTTP ----------------------------------------------- */
@@ -261,16 +349,8 @@ static void post_order(gw_t *g, vx_http_req_t *req) {
         vx_http_problem(req, 415, "Unsupported media type", "send the order as Content-Type: application/json", NULL);
         return;
     }
-    if (key) {
-        size_t n = 0;
-        for (const char *p = key; *p; p++) n += ((unsigned char)*p & 0xC0) != 0x80;
-        if (n < 1 || n > VX_MSG_MAX_KEY) {
-            json_object *x = json_object_new_object();
-            json_object_object_add(x, "field", json_object_new_string("Idempotency-Key"));
-            vx_http_problem(req, 400, "Invalid request", "the Idempotency-Key header must be 1 to 128 characters", x);
-            return;
-        }
-    } else {
+    if (!idempotency_key_ok(req, key)) return;
+    if (!key) {
         uuid_t u;
         uuid_generate_random(u);
         uuid_unparse_lower(u, made_key);
@@ -299,6 +379,37 @@ static void post_order(gw_t *g, vx_http_req_t *req) {
     vx_msg_clear(&m);
 }
 
+/* POST /orders/{id}/cancel: a CancelOrder to Kafka under the request's Idempotency-Key (one is made
+ * when absent). Answered 202 at once: the cancellation's outcome is the order's next OrderResult,
+ * seen by GET /orders/{id} (and on the dashboard's live stream). */
+static void cancel_order(gw_t *g, vx_http_req_t *req, const char *id) {
+    const char *key = vx_http_header(req, "Idempotency-Key");
+    char made[37], err[256], loc[128];
+    json_object *o;
+
+    if (!idempotency_key_ok(req, key)) return;
+    if (!key) {
+        uuid_t u;
+        uuid_generate_random(u);
+        uuid_unparse_lower(u, made);
+        key = made;
+    }
+    if (gw_rr_cancel(g->rr, id, key, err, sizeof(err))) {
+        vx_http_add_header(req, "Retry-After", "1");
+        vx_http_problem(req, 503, "Service unavailable", err, NULL);
+        return;
+    }
+    snprintf(loc, sizeof(loc), "/orders/%s", id);
+    vx_http_add_header(req, "Location", loc);
+    vx_http_add_header(req, "Idempotency-Key", key);
+    o = json_object_new_object();
+    json_object_object_add(o, "order_id", json_object_new_string(id));
+    json_object_object_add(o, "idempotency_key", json_object_new_string(key));
+    json_object_object_add(o, "status", json_object_new_string("CANCEL_REQUESTED"));
+    vx_http_reply_json(req, 202, o);
+    json_object_put(o);
+}
+
 /* ---- routing ---------------------------------------------------------------------------------- */
 
 static void on_http(vx_http_req_t *req, void *opaque) {
@@ -306,8 +417,8 @@ static void on_http(vx_http_req_t *req, void *opaque) {
     const char *method = vx_http_method(req);
     int get = strcmp(method, "GET") == 0 || strcmp(method, "HEAD") == 0;
     char buf[512], path[256];
-    const char *seg[3];
-    int n = vx_http_segments(req, buf, sizeof(buf), seg, 2);
+    const char *seg[4];
+    int n = vx_http_segments(req, buf, sizeof(buf), seg, 3);
 
     if (n == 1 && strcmp(seg[0], "orders") == 0) {
         if (strcmp(method, "POST") == 0) {
@@ -337,6 +448,14 @@ static void on_http(vx_http_req_t *req, void *opaque) {
             snprintf(path, sizeof(path), "/%s/%s", seg[0], seg[1]);
             relay(req, seg[0][0] == 'o' ? g->cfg.orders_url : g->cfg.inventory_url, path);
         }
+    } else if (n == 3 && strcmp(seg[0], "orders") == 0 && strcmp(seg[2], "cancel") == 0) {
+        vx_http_route(req, "POST /orders/{id}/cancel");
+        if (strcmp(method, "POST") != 0)
+            vx_http_method_not_allowed(req, "POST");
+        else if (!safe_id(seg[1]))
+            vx_http_not_found(req);
+        else
+            cancel_order(g, req, seg[1]);
     } else if (n == 1 && strcmp(seg[0], "products") == 0) {
         vx_http_route(req, "GET /products");
         if (get)
@@ -346,6 +465,26 @@ static void on_http(vx_http_req_t *req, void *opaque) {
     } else if (n == 2 && strcmp(seg[0], "admin") == 0 && strcmp(seg[1], "chaos") == 0) {
         vx_http_route(req, "POST /admin/chaos");
         vx_http_chaos_admin(req);
+    } else if (n == 3 && strcmp(seg[0], "admin") == 0 && strcmp(seg[1], "chaos") == 0 &&
+               (strcmp(seg[2], "order-svc") == 0 || strcmp(seg[2], "inventory-svc") == 0)) {
+        /* the dashboard's chaos switches reach the services through the gateway: one origin */
+        vx_http_route(req, "POST /admin/chaos/{service}");
+        if (strcmp(method, "POST") != 0) {
+            vx_http_method_not_allowed(req, "POST");
+        } else {
+            size_t len;
+            const char *body = vx_http_body(req, &len);
+            relay_call(req, seg[2][0] == 'o' ? g->cfg.orders_url : g->cfg.inventory_url, "/admin/chaos", body, len,
+                       vx_http_header(req, "Authorization"));
+        }
+    } else if (n == 1 && strcmp(seg[0], "events") == 0) {
+        gw_web_events(g->web, req);
+    } else if (n == 1 && strcmp(seg[0], "system") == 0) {
+        vx_http_route(req, "GET /system");
+        if (get)
+            system_state(g, req);
+        else
+            vx_http_method_not_allowed(req, "GET, HEAD");
     } else if (n == 1 && !get &&
                (strcmp(seg[0], "health") == 0 || strcmp(seg[0], "ready") == 0 || strcmp(seg[0], "metrics") == 0)) {
         vx_http_method_not_allowed(req, "GET, HEAD");
@@ -354,6 +493,7 @@ static void on_http(vx_http_req_t *req, void *opaque) {
         json_object *o = json_object_new_object();
         json_object_object_add(o, "status", json_object_new_string("up"));
         gw_rr_health(g->rr, o);
+        gw_web_health(g->web, o);
         json_object_object_add(o, "chaos", vx_chaos_state());
         vx_http_reply_json(req, 200, o);
         json_object_put(o);
@@ -366,7 +506,7 @@ static void on_http(vx_http_req_t *req, void *opaque) {
     } else if (n == 1 && strcmp(seg[0], "metrics") == 0) {
         vx_http_route(req, "GET /metrics");
         vx_http_metrics(req);
-    } else {
+    } else if (!gw_web_file(g->web, req, vx_http_path(req))) {
         vx_http_not_found(req);
     }
 }
@@ -395,6 +535,10 @@ int main(void) {
         vx_log(VX_LOG_ERROR, "kafka_setup_failed", "error", err, NULL);
         goto out;
     }
+    if (!(g.web = gw_web_start(&g.cfg.web, err, sizeof(err)))) {
+        vx_log(VX_LOG_ERROR, "web_setup_failed", "error", err, NULL);
+        goto out;
+    }
     {
         vx_http_opts_t o = {.addr = g.cfg.http_addr,
                             .threads = (int)g.cfg.threads,
@@ -415,8 +559,10 @@ int main(void) {
     vx_log(VX_LOG_INFO, "stopping", NULL);
 out:
     /* Parked requests are answered (202/503) by gw_rr_stop before the HTTP server goes. */
+    gw_web_shutdown(g.web);
     gw_rr_stop(g.rr);
     vx_http_stop(g.http);
+    gw_web_free(g.web);
     curl_global_cleanup();
     vx_log_flush();
     return rc;

@@ -438,42 +438,6 @@ static void *reply_thread(void *arg) {
     return NULL;
 }
 
-/* Assigns every partition of the results topic at its current end, resolved now, so that a reply
- * produced after this returns is always seen (no race with a lazily resolved "latest"). */
-static int assign_results(gw_rr_t *rr, char *errstr, size_t errstr_size) {
-    const struct rd_kafka_metadata *md = NULL;
-    rd_kafka_topic_t *t = rd_kafka_topic_new(rr->consumer, rr->o.results_topic, NULL);
-    rd_kafka_topic_partition_list_t *l = NULL;
-    int rc = -1;
-    rd_kafka_resp_err_t err = rd_kafka_metadata(rr->consumer, 0, t, &md, 10000);
-
-    if (err || md->topic_cnt != 1 || md->topics[0].err) {
-        snprintf(errstr, errstr_size, "results topic %s: %s", rr->o.results_topic,
-                 rd_kafka_err2str(err ? err : md->topic_cnt ? md->topics[0].err : RD_KAFKA_RESP_ERR__UNKNOWN_TOPIC));
-        goto out;
-    }
-    l = rd_kafka_topic_partition_list_new(md->topics[0].partition_cnt);
-    for (int p = 0; p < md->topics[0].partition_cnt; p++) {
-        int64_t lo, hi;
-        int32_t id = md->topics[0].partitions[p].id;
-        if ((err = rd_kafka_query_watermark_offsets(rr->consumer, rr->o.results_topic, id, &lo, &hi, 10000))) {
-            snprintf(errstr, errstr_size, "results offsets: %s", rd_kafka_err2str(err));
-            goto out;
-        }
-        rd_kafka_topic_partition_list_add(l, rr->o.results_topic, id)->offset = hi;
-    }
-    if ((err = rd_kafka_assign(rr->consumer, l))) {
-        snprintf(errstr, errstr_size, "assign: %s", rd_kafka_err2str(err));
-        goto out;
-    }
-    rc = 0;
-out:
-    if (l) rd_kafka_topic_partition_list_destroy(l);
-    if (md) rd_kafka_metadata_destroy(md);
-    rd_kafka_topic_destroy(t);
-    return rc;
-}
-
 gw_rr_t *gw_rr_start(const gw_rr_opts_t *o, char *errstr, size_t errstr_size) {
     gw_rr_t *rr = calloc(1, sizeof(*rr));
     rd_kafka_conf_t *conf = NULL;
@@ -520,7 +484,7 @@ gw_rr_t *gw_rr_start(const gw_rr_opts_t *o, char *errstr, size_t errstr_size) {
     conf = NULL;
     rd_kafka_poll_set_consumer(rr->consumer);
     /* A results topic created a moment ago may not have a leader yet: retry for a while. */
-    for (int tries = 0; assign_results(rr, errstr, errstr_size); tries++) {
+    for (int tries = 0; vx_kafka_assign_end(rr->consumer, &rr->o.results_topic, 1, errstr, errstr_size); tries++) {
         if (tries == 150) goto err;
         usleep(200 * 1000);
     }
@@ -571,6 +535,44 @@ void gw_rr_stop(gw_rr_t *rr) {
     free(rr->buckets);
     pthread_mutex_destroy(&rr->lock);
     free(rr);
+}
+
+int gw_rr_cancel(gw_rr_t *rr, const char *order_id, const char *key, char *errstr, size_t errstr_size) {
+    json_object *cmd = json_object_new_object();
+    rd_kafka_headers_t *h = rd_kafka_headers_new(1);
+    char cid[37];
+    uuid_t u;
+    size_t len;
+    const char *s;
+    int down;
+    rd_kafka_resp_err_t err;
+
+    pthread_mutex_lock(&rr->lock);
+    down = rr->kafka_down;
+    pthread_mutex_unlock(&rr->lock);
+    if (down) {
+        rd_kafka_headers_destroy(h);
+        json_object_put(cmd);
+        snprintf(errstr, errstr_size, "Kafka is unreachable; retry with the same Idempotency-Key");
+        return -1;
+    }
+    json_object_object_add(cmd, "type", json_object_new_string("CancelOrder"));
+    json_object_object_add(cmd, "idempotency_key", json_object_new_string(key));
+    json_object_object_add(cmd, "order_id", json_object_new_string(order_id));
+    s = json_object_to_json_string_length(cmd, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE, &len);
+    uuid_generate_random(u);
+    uuid_unparse_lower(u, cid);
+    rd_kafka_header_add(h, "correlation-id", -1, cid, -1);
+    err = rd_kafka_producev(rr->producer, RD_KAFKA_V_TOPIC(rr->o.commands_topic), RD_KAFKA_V_KEY(key, strlen(key)),
+                            RD_KAFKA_V_VALUE((void *)s, len), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+                            RD_KAFKA_V_HEADERS(h), RD_KAFKA_V_OPAQUE(NULL), RD_KAFKA_V_END);
+    json_object_put(cmd);
+    if (err) {
+        rd_kafka_headers_destroy(h);
+        snprintf(errstr, errstr_size, "the command could not be queued: %s", rd_kafka_err2str(err));
+        return -1;
+    }
+    return 0;
 }
 
 int gw_rr_ready(gw_rr_t *rr) { return vx_kafka_reachable(rr->producer, 1000); }

@@ -78,6 +78,11 @@ void gw_rr_stop(gw_rr_t *rr);
 void gw_rr_submit(gw_rr_t *rr, void *request, const vx_msg_t *body, const char *key, long long timeout_ms,
                   int full_deadline);
 
+/* Produces a CancelOrder for order_id under idempotency key `key` (both borrowed, validated by the
+ * caller); its answer comes on the results topic like any other. Returns 0 once it is queued for the
+ * broker, or -1 with errstr (Kafka known to be unreachable, or the produce refused). */
+int gw_rr_cancel(gw_rr_t *rr, const char *order_id, const char *key, char *errstr, size_t errstr_size);
+
 /* 1 when the broker answers and the reply consumer is in place. */
 int gw_rr_ready(gw_rr_t *rr);
 /* Adds "breaker" and "inflight" members to obj (borrowed). */
