@@ -83,8 +83,9 @@ $(B)/it_%: $(B)/obj/tests/it/harness.o $(B)/obj/tests/it/it_%.o $(VT_LIB)
 	$(CC) $(CFLAGS) -o $@ $^ $(PKG_LIBS) $(CRIT_LIBS)
 $(B)/it_sql: $(B)/obj/tests/it/harness.o $(B)/obj/tests/it/it_sql.o $(VT_LIB) $(COMMON_OBJ)
 	$(CC) $(CFLAGS) -o $@ $^ $(PKG_LIBS) $(CRIT_LIBS)
-$(B)/vxbench: $(B)/obj/tools/vxbench.o $(COMMON_OBJ)
-	$(CC) $(CFLAGS) -o $@ $^ $(PKG_LIBS) -lcurl
+$(B)/obj/tools/vxbench.o: XCFLAGS += -Itests/lib
+$(B)/vxbench: $(B)/obj/tools/vxbench.o $(VT_LIB) $(COMMON_OBJ)
+	$(CC) $(CFLAGS) -o $@ $^ $(PKG_LIBS)
 
 unit: $(B)/unit_tests
 	$(B)/unit_tests
@@ -156,9 +157,9 @@ clean:
 # DURATION [600] seconds with a kill every KILL_EVERY [10] seconds; `make soak-short` about 2 minutes
 # with at least 20 kills spread over every component.
 SOAK := $(patsubst %.c,$(B)/obj/%.o,$(wildcard tests/soak/*.c))
-$(B)/obj/tests/soak/%.o: XCFLAGS += -Wno-format-truncation # bounded ids in fixed buffers, as in tests/it
-$(B)/vxsoak: $(SOAK) $(COMMON_OBJ)
-	$(CC) $(CFLAGS) -o $@ $^ $(PKG_LIBS) -lcurl
+$(B)/obj/tests/soak/%.o: XCFLAGS += -Wno-format-truncation -Itests/lib # bounded ids in fixed buffers, as in tests/it
+$(B)/vxsoak: $(SOAK) $(VT_LIB) $(COMMON_OBJ)
+	$(CC) $(CFLAGS) -o $@ $^ $(PKG_LIBS)
 soak: all $(B)/vxsoak
 	tests/soak/soak.sh
 soak-short: all $(B)/vxsoak

@@ -27,7 +27,6 @@
  * Invariant: every figure printed comes from messages seen on the broker; a run that does not see
  * every answer it waits for says so and exits 1, so bench.sh never reports a guess. Output of count
  * and paced is "name value" lines for the script to read. Kafka settings come from KAFKA_* (vx_kafka). */
-#include <curl/curl.h>
 #include <errno.h>
 #include <json-c/json.h>
 #include <librdkafka/rdkafka.h>
@@ -43,11 +42,15 @@
 #include "vx_log.h"
 #include "vx_msg.h"
 #include "vx_pg.h"
+#include "vt_http.h"
+#include "vt_kafka.h"
+#include "vt_util.h"
 
 #define LINE_CAP 2048   /* one generated command; 3 lines of short ids never come near it */
 #define LABEL_MAX 32    /* distinct outcome labels tallied by count */
 #define RELEASE_RING 4096
 #define RELEASE_AGE 256 /* reserved orders held before the oldest is released */
+#define META_MS 10000   /* to find a topic's partitions and their ends */
 
 /* ---- small helpers ------------------------------------------------------------------------------ */
 
@@ -63,18 +66,6 @@ static void on_error(rd_kafka_t *rk, int err, const char *reason, void *opaque) 
         __atomic_add_fetch(&broker_errors, 1, __ATOMIC_RELAXED);
 }
 
-static int64_t mono_ns(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
-static double real_ms(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (double)ts.tv_sec * 1000.0 + (double)ts.tv_nsec / 1e6;
-}
-
 static int parse_long(const char *s, long lo, long hi, long *out) {
     char *end;
     long v;
@@ -86,14 +77,6 @@ static int parse_long(const char *s, long lo, long hi, long *out) {
     }
     *out = v;
     return 0;
-}
-
-/* xorshift64*: a fixed seed makes every run send the same mix. */
-static uint64_t bench_rand(uint64_t *s) {
-    *s ^= *s >> 12;
-    *s ^= *s << 25;
-    *s ^= *s >> 27;
-    return *s * 0x2545F4914F6CDD1DULL;
 }
 
 /* ---- generators: one command as Kafka key and JSON value ----------------------------------------- */
@@ -110,17 +93,17 @@ static void gen_init(gen_t *g, const char *prefix, long products, uint64_t seed)
     memset(g, 0, sizeof(*g));
     g->prefix = prefix;
     g->products = products;
-    g->rng = seed ? seed : 0x9E3779B97F4A7C15ULL;
+    g->rng = seed ? seed : 0x9E3779B97F4A7C15ULL; /* a fixed seed makes every run send the same mix */
 }
 
 /* Appends 1 to 3 lines of 1 to 3 units over the products; returns the new length. */
 static size_t gen_items(gen_t *g, char *buf, size_t len, size_t size) {
-    int n = 1 + (int)(bench_rand(&g->rng) % 3);
+    int n = 1 + (int)(vt_rand64(&g->rng) % 3);
     len += (size_t)snprintf(buf + len, size - len, "\"items\":[");
     for (int i = 0; i < n; i++)
         len += (size_t)snprintf(buf + len, size - len, "%s{\"product_id\":\"SKU-BENCH-%03ld\",\"quantity\":%d}",
-                                i ? "," : "", 1 + (long)(bench_rand(&g->rng) % (uint64_t)g->products),
-                                1 + (int)(bench_rand(&g->rng) % 3));
+                                i ? "," : "", 1 + (long)(vt_rand64(&g->rng) % (uint64_t)g->products),
+                                1 + (int)(vt_rand64(&g->rng) % 3));
     return len + (size_t)snprintf(buf + len, size - len, "]");
 }
 
@@ -130,14 +113,14 @@ static size_t gen_items(gen_t *g, char *buf, size_t len, size_t size) {
  * order id, as order-svc sends them, so a release never overtakes its reservation; a Restock is
  * keyed by its idempotency key. */
 static void gen_inventory(gen_t *g, long i, char *key, size_t key_size, char *val, size_t val_size) {
-    unsigned r = (unsigned)(bench_rand(&g->rng) % 100);
+    unsigned r = (unsigned)(vt_rand64(&g->rng) % 100);
     size_t len;
 
     if (r < 5) {
         snprintf(key, key_size, "%s%ld", g->prefix, i);
         snprintf(val, val_size,
                  "{\"type\":\"Restock\",\"idempotency_key\":\"%s%ld\",\"product_id\":\"SKU-BENCH-%03ld\",\"quantity\":1000}",
-                 g->prefix, i, 1 + (long)(bench_rand(&g->rng) % (uint64_t)g->products));
+                 g->prefix, i, 1 + (long)(vt_rand64(&g->rng) % (uint64_t)g->products));
     } else if (r < 20 && g->ring_len >= RELEASE_AGE) {
         long o = g->ring[g->ring_head];
         g->ring_head = (g->ring_head + 1) % RELEASE_RING;
@@ -164,7 +147,7 @@ static void gen_order(gen_t *g, long i, char *key, size_t key_size, char *val, s
     size_t len;
     snprintf(key, key_size, "%s%ld", g->prefix, i);
     len = (size_t)snprintf(val, val_size, "{\"type\":\"PlaceOrder\",\"idempotency_key\":\"%s%ld\",\"customer_id\":\"cust-%03d\",",
-                           g->prefix, i, (int)(bench_rand(&g->rng) % 1000));
+                           g->prefix, i, (int)(vt_rand64(&g->rng) % 1000));
     len = gen_items(g, val, len, val_size);
     snprintf(val + len, val_size - len, "}");
 }
@@ -223,113 +206,13 @@ out:
     return rc;
 }
 
-/* A set of strings (open addressing), for the distinct keys seen. */
-typedef struct {
-    char **slot;
-    size_t cap, n;
-} keyset_t;
-
-static uint64_t hash_str(const char *s) {
-    uint64_t h = 1469598103934665603ULL;
-    for (; *s; s++) h = (h ^ (unsigned char)*s) * 1099511628211ULL;
-    return h;
-}
-
-/* Returns 1 when k was added, 0 when it was there, -1 out of memory. k is copied. */
-static int keyset_add(keyset_t *s, const char *k) {
-    size_t i;
-    if ((s->n + 1) * 2 > s->cap) {
-        size_t cap = s->cap ? s->cap * 2 : 1 << 16;
-        char **slot = calloc(cap, sizeof(*slot));
-        if (!slot) return -1;
-        for (size_t j = 0; j < s->cap; j++) {
-            if (!s->slot[j]) continue;
-            for (i = hash_str(s->slot[j]) & (cap - 1); slot[i]; i = (i + 1) & (cap - 1)) {}
-            slot[i] = s->slot[j];
-        }
-        free(s->slot);
-        s->slot = slot;
-        s->cap = cap;
-    }
-    for (i = hash_str(k) & (s->cap - 1); s->slot[i]; i = (i + 1) & (s->cap - 1))
-        if (strcmp(s->slot[i], k) == 0) return 0;
-    if (!(s->slot[i] = strdup(k))) return -1;
-    s->n++;
-    return 1;
-}
-
-static void keyset_free(keyset_t *s) {
-    for (size_t i = 0; i < s->cap; i++) free(s->slot[i]);
-    free(s->slot);
-}
-
-/* Every partition of topic with its offset: the beginning (from_end 0) or the end resolved now
- * (from_end 1). Returns a new list (caller owns) or NULL with errstr. rk is any client handle. */
-static rd_kafka_topic_partition_list_t *bench_partitions(rd_kafka_t *rk, const char *topic, int from_end, char *errstr,
-                                                         size_t errstr_size) {
-    const struct rd_kafka_metadata *md = NULL;
-    rd_kafka_topic_partition_list_t *l = NULL;
-    rd_kafka_topic_t *t = rd_kafka_topic_new(rk, topic, NULL);
-    rd_kafka_resp_err_t err = rd_kafka_metadata(rk, 0, t, &md, 10000);
-
-    if (err || md->topic_cnt != 1 || md->topics[0].err) {
-        snprintf(errstr, errstr_size, "topic %s: %s", topic,
-                 rd_kafka_err2str(err ? err : md->topic_cnt ? md->topics[0].err : RD_KAFKA_RESP_ERR__UNKNOWN_TOPIC));
-        goto out;
-    }
-    l = rd_kafka_topic_partition_list_new(md->topics[0].partition_cnt);
-    for (int p = 0; p < md->topics[0].partition_cnt; p++) {
-        int64_t lo, hi = RD_KAFKA_OFFSET_BEGINNING;
-        int32_t id = md->topics[0].partitions[p].id;
-        if (from_end && (err = rd_kafka_query_watermark_offsets(rk, topic, id, &lo, &hi, 10000))) {
-            snprintf(errstr, errstr_size, "offsets of %s: %s", topic, rd_kafka_err2str(err));
-            rd_kafka_topic_partition_list_destroy(l);
-            l = NULL;
-            goto out;
-        }
-        rd_kafka_topic_partition_list_add(l, topic, id)->offset = hi;
-    }
-out:
-    if (md) rd_kafka_metadata_destroy(md);
-    rd_kafka_topic_destroy(t);
-    return l;
-}
-
-/* A consumer handle in `group` (NULL: a private name; nothing is ever committed automatically).
- * Returns it or NULL with errstr. */
-static rd_kafka_t *bench_consumer(const char *group, char *errstr, size_t errstr_size) {
+/* A consumer configuration (KAFKA_* from the environment) in `group` (NULL: a private name; nothing
+ * is ever committed automatically) that counts lost brokers. NULL with errstr on a bad setting. */
+static rd_kafka_conf_t *bench_conf(const char *group, char *errstr, size_t errstr_size) {
     const char *defaults[] = {"group.id", group ? group : "vxbench", "enable.auto.commit", "false", NULL};
     rd_kafka_conf_t *conf = vx_kafka_conf_new(VX_KAFKA_CONSUMER, defaults, errstr, errstr_size);
-    rd_kafka_t *rk;
-
-    if (!conf) return NULL;
-    rd_kafka_conf_set_error_cb(conf, on_error);
-    if (!(rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, errstr_size))) {
-        rd_kafka_conf_destroy(conf);
-        return NULL;
-    }
-    rd_kafka_poll_set_consumer(rk);
-    return rk;
-}
-
-/* A consumer outside any group assigned every partition of topic at the beginning or at the end
- * resolved now, so nothing produced after this returns can be missed. NULL with errstr. */
-static rd_kafka_t *bench_reader(const char *topic, int from_end, char *errstr, size_t errstr_size) {
-    rd_kafka_t *rk = bench_consumer(NULL, errstr, errstr_size);
-    rd_kafka_topic_partition_list_t *l = rk ? bench_partitions(rk, topic, from_end, errstr, errstr_size) : NULL;
-    rd_kafka_resp_err_t err;
-
-    if (!l) goto err;
-    if ((err = rd_kafka_assign(rk, l))) {
-        snprintf(errstr, errstr_size, "assign: %s", rd_kafka_err2str(err));
-        goto err;
-    }
-    rd_kafka_topic_partition_list_destroy(l);
-    return rk;
-err:
-    if (l) rd_kafka_topic_partition_list_destroy(l);
-    if (rk) rd_kafka_destroy(rk);
-    return NULL;
+    if (conf) rd_kafka_conf_set_error_cb(conf, on_error);
+    return conf;
 }
 
 typedef struct {
@@ -361,7 +244,7 @@ static int cmd_count(const char *topic, const char *prefix, const char *expect_a
     size_t plen = strlen(prefix);
     double first_ms = 0, last_ms = 0;
     int64_t deadline;
-    keyset_t seen = {0};
+    vt_map_t seen = {0};
     json_tokener *tok = json_tokener_new();
     rd_kafka_t *rk = NULL;
 
@@ -369,7 +252,8 @@ static int cmd_count(const char *topic, const char *prefix, const char *expect_a
         rc = 2;
         goto out;
     }
-    if (!tok || !(rk = bench_reader(topic, 0, err, sizeof(err)))) {
+    if (!tok || vt_kafka_reader_new(&rk, bench_conf(NULL, err, sizeof(err)), topic, VT_FROM_BEGINNING, META_MS,
+                                    NULL, err, sizeof(err))) {
         fprintf(stderr, "vxbench count: %s\n", tok ? err : "out of memory");
         goto out;
     }
@@ -380,8 +264,8 @@ static int cmd_count(const char *topic, const char *prefix, const char *expect_a
             goto out;
         }
     }
-    deadline = mono_ns() + (int64_t)timeout_s * 1000000000;
-    while ((long)seen.n < expect && mono_ns() < deadline) {
+    deadline = vt_mono_ns() + (int64_t)timeout_s * 1000000000;
+    while ((long)seen.n < expect && vt_mono_ns() < deadline) {
         rd_kafka_message_t *m = rd_kafka_consumer_poll(rk, 100);
         int added;
         if (!m) continue;
@@ -392,14 +276,14 @@ static int cmd_count(const char *topic, const char *prefix, const char *expect_a
             bad++;
         } else if (strncmp(key, prefix, plen) != 0) {
             other++;
-        } else if ((added = keyset_add(&seen, key)) < 0) {
+        } else if (!vt_map_put(&seen, key, 0, &added)) {
             fprintf(stderr, "vxbench count: out of memory\n");
             rd_kafka_message_destroy(m);
             goto out;
         } else if (added == 0) {
             dupes++;
         } else {
-            last_ms = real_ms();
+            last_ms = ((double)vt_real_ns() / 1e6);
             if (seen.n == 1) first_ms = last_ms;
             tally(labels, &nlabels, label);
         }
@@ -416,7 +300,7 @@ static int cmd_count(const char *topic, const char *prefix, const char *expect_a
 out:
     if (rk) rd_kafka_destroy(rk);
     if (tok) json_tokener_free(tok);
-    keyset_free(&seen);
+    vt_map_free(&seen);
     return rc;
 }
 
@@ -439,7 +323,7 @@ static void *paced_reader(void *opaque) {
 
     while (tok && !__atomic_load_n(&p->stop, __ATOMIC_ACQUIRE)) {
         rd_kafka_message_t *m = rd_kafka_consumer_poll(p->reader, 100);
-        int64_t now = mono_ns();
+        int64_t now = vt_mono_ns();
         char *end;
         long seq;
         if (!m) continue;
@@ -466,19 +350,6 @@ static void paced_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m, void *op
         (*failed)++;
         fprintf(stderr, "vxbench paced: delivery failed: %s\n", rd_kafka_err2str(m->err));
     }
-}
-
-static int cmp_double(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-
-/* Nearest-rank percentile of sorted v[0..n-1]. */
-static double percentile(const double *v, long n, double pct) {
-    long rank = (long)(pct / 100.0 * (double)n + 0.999999);
-    if (rank < 1) rank = 1;
-    if (rank > n) rank = n;
-    return v[rank - 1];
 }
 
 static int cmd_paced(char **argv) {
@@ -509,7 +380,8 @@ static int cmd_paced(char **argv) {
         fprintf(stderr, "vxbench paced: out of memory\n");
         goto out;
     }
-    if (!(p.reader = bench_reader(events, 1, err, sizeof(err))) ||
+    if (vt_kafka_reader_new(&p.reader, bench_conf(NULL, err, sizeof(err)), events, VT_FROM_END, META_MS, NULL, err,
+                            sizeof(err)) ||
         !(conf = vx_kafka_conf_new(VX_KAFKA_PRODUCER, NULL, err, sizeof(err)))) {
         fprintf(stderr, "vxbench paced: %s\n", err);
         goto out;
@@ -528,13 +400,13 @@ static int cmd_paced(char **argv) {
     }
     started = 1;
     /* Connect the producer and learn the topic before the clock starts: the first command must not pay. */
-    if (!(parts = bench_partitions(producer, commands, 0, err, sizeof(err)))) {
+    if (vt_kafka_partitions(producer, commands, VT_FROM_BEGINNING, META_MS, &parts, err, sizeof(err))) {
         fprintf(stderr, "vxbench paced: %s\n", err);
         goto out;
     }
     rd_kafka_topic_partition_list_destroy(parts);
     gen_init(&g, p.prefix, products, 11);
-    t0 = mono_ns() + 100000000;
+    t0 = vt_mono_ns() + 100000000;
     for (long i = 0; i < p.total; i++) {
         int64_t at = t0 + (int64_t)((double)i * 1e9 / (double)rate);
         struct timespec ts = {.tv_sec = at / 1000000000, .tv_nsec = at % 1000000000};
@@ -542,7 +414,7 @@ static int cmd_paced(char **argv) {
 
         gen_inventory(&g, i, key, sizeof(key), val, sizeof(val));
         while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL) == EINTR) {}
-        last_sent = mono_ns();
+        last_sent = vt_mono_ns();
         __atomic_store_n(&p.sent_ns[i], last_sent, __ATOMIC_RELEASE);
         e = vx_kafka_produce(producer, commands, key, strlen(key), val, strlen(val), NULL, NULL);
         if (e) {
@@ -553,7 +425,7 @@ static int cmd_paced(char **argv) {
     }
     rd_kafka_flush(producer, 30000);
     deadline = last_sent + (int64_t)drain_s * 1000000000;
-    while (__atomic_load_n(&p.received, __ATOMIC_ACQUIRE) < p.total && mono_ns() < deadline) usleep(10000);
+    while (__atomic_load_n(&p.received, __ATOMIC_ACQUIRE) < p.total && vt_mono_ns() < deadline) usleep(10000);
     __atomic_store_n(&p.stop, 1, __ATOMIC_RELEASE);
     pthread_join(th, NULL);
     started = 0;
@@ -570,9 +442,9 @@ static int cmd_paced(char **argv) {
     printf("sent %ld\nreceived %ld\nduplicates %ld\ndelivery_failed %ld\nsend_secs %.3f\nbroker_errors %ld\n", p.total,
            n, p.dupes, failed, (double)(last_sent - p.sent_ns[0]) / 1e9, broker_errors);
     if (n) {
-        qsort(lat, (size_t)n, sizeof(*lat), cmp_double);
+        qsort(lat, (size_t)n, sizeof(*lat), vt_cmp_double);
         printf("p50_ms %.3f\np90_ms %.3f\np99_ms %.3f\np99.9_ms %.3f\nmax_ms %.3f\nmean_ms %.3f\n",
-               percentile(lat, n, 50), percentile(lat, n, 90), percentile(lat, n, 99), percentile(lat, n, 99.9),
+               vt_percentile(lat, n, 50), vt_percentile(lat, n, 90), vt_percentile(lat, n, 99), vt_percentile(lat, n, 99.9),
                lat[n - 1], sum / (double)n);
     }
     if (n < p.total || failed)
@@ -600,12 +472,14 @@ out:
  * the topic holds now (order-svc must not chew through the inventory stage's events first). */
 static int cmd_group_to_end(const char *group, const char *topic) {
     char err[512];
-    rd_kafka_t *rk = bench_consumer(group, err, sizeof(err));
-    rd_kafka_topic_partition_list_t *l = rk ? bench_partitions(rk, topic, 1, err, sizeof(err)) : NULL;
+    rd_kafka_t *rk = NULL;
+    rd_kafka_topic_partition_list_t *l = NULL;
     rd_kafka_resp_err_t e;
     int rc = 1;
 
-    if (!l) goto out;
+    if (vt_kafka_new(&rk, RD_KAFKA_CONSUMER, bench_conf(group, err, sizeof(err)), err, sizeof(err)) ||
+        vt_kafka_partitions(rk, topic, VT_FROM_END, META_MS, &l, err, sizeof(err)))
+        goto out;
     if ((e = rd_kafka_commit(rk, l, 0))) {
         snprintf(err, sizeof(err), "commit: %s", rd_kafka_err2str(e));
         goto out;
@@ -625,18 +499,20 @@ static int cmd_wait_topics(const char *timeout_arg, char **names, int n) {
     char err[512] = "";
     long timeout_s;
     int64_t deadline;
-    rd_kafka_t *rk;
+    rd_kafka_t *rk = NULL;
     int i = 0;
 
     if (parse_long(timeout_arg, 1, 3600, &timeout_s)) return 2;
-    if (!(rk = bench_consumer(NULL, err, sizeof(err)))) {
+    if (vt_kafka_new(&rk, RD_KAFKA_CONSUMER, bench_conf(NULL, err, sizeof(err)), err, sizeof(err))) {
         fprintf(stderr, "vxbench wait-topics: %s\n", err);
         return 1;
     }
-    deadline = mono_ns() + (int64_t)timeout_s * 1000000000;
-    while (i < n && mono_ns() < deadline) {
-        rd_kafka_topic_partition_list_t *l = bench_partitions(rk, names[i], 1, err, sizeof(err));
-        if (l) {
+    deadline = vt_mono_ns() + (int64_t)timeout_s * 1000000000;
+    while (i < n && vt_mono_ns() < deadline) {
+        int64_t left_ms = (deadline - vt_mono_ns()) / 1000000;
+        rd_kafka_topic_partition_list_t *l = NULL;
+        if (vt_kafka_partitions(rk, names[i], VT_FROM_END, left_ms < META_MS ? (int)left_ms + 1 : META_MS, &l, err,
+                                sizeof(err)) == 0) {
             rd_kafka_topic_partition_list_destroy(l);
             i++;
         } else {
@@ -711,7 +587,7 @@ static int cmd_migrate(const char *conninfo, const char *dirs) {
 /* ---- http-load: closed-loop clients over HTTP --------------------------------------------------- */
 
 typedef struct {
-    const char *url, *prefix, *marked;
+    const char *addr, *path, *prefix, *marked;
     long products, id;
     int64_t until_ns;
     double *lat;    /* ms, one per answer */
@@ -720,41 +596,37 @@ typedef struct {
     size_t n, cap;
 } load_client_t;
 
-static size_t load_discard(char *p, size_t size, size_t n, void *opaque) {
-    (void)p;
-    (void)opaque;
-    return size * n;
-}
-
+/* One client: one connection (kept alive), one order at a time. */
 static void *load_run(void *arg) {
     load_client_t *c = arg;
-    CURL *curl = curl_easy_init();
-    struct curl_slist *hdrs = NULL;
-    char key[160], keyhdr[200], body[LINE_CAP];
+    vt_http_conn_t *conn = NULL;
+    char key[160], keyhdr[200], body[LINE_CAP], err[512];
+    const char *const hdrs[] = {"Content-Type: application/json", keyhdr, NULL};
     uint64_t rng = 0x9E3779B97F4A7C15ULL ^ (uint64_t)(c->id + 1) * 0x100000001b3ULL;
     gen_t g;
 
-    if (!curl) return NULL;
+    if (vt_http_conn_new(&conn, c->addr, err, sizeof(err))) {
+        fprintf(stderr, "vxbench http-load: %s\n", err);
+        return NULL;
+    }
     gen_init(&g, c->prefix, c->products, rng);
-    curl_easy_setopt(curl, CURLOPT_URL, c->url);
-    curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, load_discard);
-    curl_easy_setopt(curl, CURLOPT_TIMEOUT_MS, 60000L);
-    curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
-    for (long i = 0; mono_ns() < c->until_ns; i++) {
+    for (long i = 0; vt_mono_ns() < c->until_ns; i++) {
         size_t len = (size_t)snprintf(body, sizeof(body), "{\"customer_id\":\"cust-%03ld\",", (long)(i % 1000));
+        vt_http_req req = {.method = "POST", .path = c->path, .headers = hdrs, .body = body, .timeout_ms = 60000};
+        vt_http_resp r;
         int64_t t0;
-        long status = 0;
+        int status = 0;
 
         len = gen_items(&g, body, len, sizeof(body));
         snprintf(body + len, sizeof(body) - len, "}");
+        req.body_len = strlen(body);
         snprintf(key, sizeof(key), "%s-c%ld-%ld", c->prefix, c->id, i);
         snprintf(keyhdr, sizeof(keyhdr), "Idempotency-Key: %s", key);
-        hdrs = curl_slist_append(curl_slist_append(NULL, "Content-Type: application/json"), keyhdr);
-        curl_easy_setopt(curl, CURLOPT_HTTPHEADER, hdrs);
-        curl_easy_setopt(curl, CURLOPT_POSTFIELDS, body);
-        t0 = mono_ns();
-        if (curl_easy_perform(curl) == CURLE_OK) curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &status);
-        curl_slist_free_all(hdrs);
+        t0 = vt_mono_ns();
+        if (vt_http_conn_request(conn, &req, &r, err, sizeof(err)) == 0) {
+            status = r.status;
+            vt_http_resp_clear(&r);
+        }
         if (c->n == c->cap) {
             size_t cap = c->cap ? c->cap * 2 : 4096;
             double *lat = realloc(c->lat, cap * sizeof(*lat));
@@ -766,12 +638,12 @@ static void *load_run(void *arg) {
             c->status = st;
             c->cap = cap;
         }
-        c->lat[c->n] = (double)(mono_ns() - t0) / 1e6;
+        c->lat[c->n] = (double)(vt_mono_ns() - t0) / 1e6;
         c->marks[c->n] = c->marked && strstr(body, c->marked) != NULL;
-        c->status[c->n++] = (int)status;
+        c->status[c->n++] = status;
         if (!status) usleep(100 * 1000); /* a refused connection: do not spin */
     }
-    curl_easy_cleanup(curl);
+    vt_http_conn_free(conn);
     return NULL;
 }
 
@@ -786,8 +658,8 @@ static double load_pct(const load_client_t *cl, long conns, double pct, int (*ke
         for (size_t j = 0; j < cl[i].n; j++)
             if (keep(&cl[i], j, arg)) v[k++] = cl[i].lat[j];
     if (count) *count = (long)k;
-    qsort(v, k, sizeof(*v), cmp_double);
-    r = k ? percentile(v, (long)k, pct) : -1;
+    qsort(v, k, sizeof(*v), vt_cmp_double);
+    r = k ? vt_percentile(v, (long)k, pct) : -1;
     free(v);
     return r;
 }
@@ -804,22 +676,27 @@ static int cmd_http_load(char **argv, const char *marked) {
     double dur;
     long by[6] = {0}; /* 201, 202, 409, 429, 503, other */
     long failed = 0, total = 0, n;
+    char addr[256], err[512];
+    const char *path;
 
     if (parse_long(argv[1], 1, 4096, &conns) || parse_long(argv[2], 1, 86400, &secs) ||
         parse_long(argv[4], 1, 999, &products) || parse_long(argv[5], 1, 3600000, &slow))
         return 2;
-    curl_global_init(CURL_GLOBAL_DEFAULT);
+    if (vt_http_split_url(argv[0], addr, sizeof(addr), &path, err, sizeof(err))) {
+        fprintf(stderr, "vxbench http-load: %s\n", err);
+        return 2;
+    }
     cl = calloc((size_t)conns, sizeof(*cl));
     th = calloc((size_t)conns, sizeof(*th));
     if (!cl || !th) return 1;
-    t0 = mono_ns();
+    t0 = vt_mono_ns();
     for (long i = 0; i < conns; i++) {
-        cl[i] = (load_client_t){.url = argv[0], .prefix = argv[3], .marked = marked, .products = products, .id = i,
+        cl[i] = (load_client_t){.addr = addr, .path = path, .prefix = argv[3], .marked = marked, .products = products, .id = i,
                                 .until_ns = t0 + (int64_t)secs * 1000000000};
         if (pthread_create(&th[i], NULL, load_run, &cl[i])) return 1;
     }
     for (long i = 0; i < conns; i++) pthread_join(th[i], NULL);
-    dur = (double)(mono_ns() - t0) / 1e9;
+    dur = (double)(vt_mono_ns() - t0) / 1e9;
     for (long i = 0; i < conns; i++)
         for (size_t j = 0; j < cl[i].n; j++) {
             int st = cl[i].status[j];
@@ -849,7 +726,6 @@ static int cmd_http_load(char **argv, const char *marked) {
     }
     free(cl);
     free(th);
-    curl_global_cleanup();
     return failed == total ? 1 : 0;
 }
 

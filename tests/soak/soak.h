@@ -1,6 +1,7 @@
 /* soak.h: the kill-anything soak of issue 4 (tests/soak/README.md), in five files:
  *   vxsoak.c      settings, the phases of one run, the report
- *   soak_util.c   the ledger of everything sent and answered, a string map, clock, Kafka/PostgreSQL/HTTP helpers
+ *   soak_util.c   the ledger of everything sent and answered, randomness, output, the soak's Kafka, PostgreSQL
+ *                 and HTTP settings over the shared test library (tests/lib: vt_http, vt_kafka, vt_util)
  *   soak_load.c   the load: HTTP clients, the Kafka producer, the live reader of orders.results
  *   soak_chaos.c  the chaos driver: kills, restarts, crash exits, crash points switched on and off
  *   soak_check.c  quiescence and the five invariant checks
@@ -10,12 +11,15 @@
 #ifndef VX_SOAK_H
 #define VX_SOAK_H
 
-#include <curl/curl.h>
 #include <librdkafka/rdkafka.h>
 #include <libpq-fe.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+
+#include "vt_http.h"
+#include "vt_kafka.h"
+#include "vt_util.h"
 
 #define SOAK_ERR 512
 #define SOAK_KEY_MAX 48
@@ -81,25 +85,8 @@ soak_cmd_t *soak_ledger_at(size_t i);
 int soak_cmd_answer(soak_cmd_t *c, soak_answer_t a); /* appends; -1 out of memory */
 void soak_ledger_free(void);
 
-/* ---- a string -> int64 map (open addressing; keys copied) --------------------------------------- */
+/* ---- small helpers (clocks, sleeping and the string map are vt_util's) ----------------------------- */
 
-typedef struct {
-    char **keys;
-    int64_t *vals;
-    size_t cap, n;
-} soak_map_t;
-
-int64_t *soak_map_get(const soak_map_t *m, const char *k); /* NULL when absent */
-/* The value slot of k, added with value v when absent (*added says which). NULL out of memory. */
-int64_t *soak_map_put(soak_map_t *m, const char *k, int64_t v, int *added);
-void soak_map_free(soak_map_t *m);
-uint64_t soak_hash(const char *s);
-
-/* ---- small helpers ------------------------------------------------------------------------------ */
-
-int64_t soak_wall_ms(void);
-int64_t soak_mono_ms(void);
-void soak_sleep_ms(long ms);
 unsigned soak_rand(unsigned *state);        /* xorshift32 */
 double soak_uniform(unsigned *state);       /* [0, 1) */
 void soak_say(const char *fmt, ...) __attribute__((format(printf, 1, 2))); /* "soak: ...\n", flushed */
@@ -107,31 +94,37 @@ void soak_say(const char *fmt, ...) __attribute__((format(printf, 1, 2))); /* "s
 /* A Kafka client with the services' defaults (KAFKA_* from the environment, so the soak broker).
  * soak_producer: idempotent, acks=all, retries until delivered; dr_cb gets each delivery report. */
 rd_kafka_t *soak_producer(void (*dr_cb)(rd_kafka_t *, const rd_kafka_message_t *, void *), char *err, size_t errsz);
-/* A consumer outside any group (nothing committed) assigned every partition of topic from its start. */
+/* A consumer outside any group (nothing committed) assigned every partition of topic from its start
+ * (vt_kafka_reader_new). Caller owns it. */
 rd_kafka_t *soak_reader(const char *topic, char *err, size_t errsz);
-/* Calls fn for every message of topic from the beginning up to the end it has when called. */
-typedef void soak_msg_fn(const rd_kafka_message_t *m, void *arg);
-int soak_read_topic(const char *topic, soak_msg_fn *fn, void *arg, char *err, size_t errsz);
-/* Sum over the partitions of topic of end offset - committed offset of group. */
+/* Calls fn for every message of topic from the beginning up to the end it has when called
+ * (vt_kafka_read_to_end). */
+int soak_read_topic(const char *topic, vt_kafka_msg_fn *fn, void *arg, char *err, size_t errsz);
+/* Sum over the partitions of topic of end offset - committed offset of group (vt_kafka_group_lag). */
 int soak_group_lag(const char *group, const char *topic, int64_t *lag, char *err, size_t errsz);
-/* The value of header name (copied, NUL-terminated, cut to size-1) or NULL. */
-const char *soak_header(const rd_kafka_message_t *m, const char *name, char *buf, size_t size);
 
 /* PostgreSQL: a connection, or NULL with err. soak_pg_long: row 0 column 0 of sql as an integer. */
 PGconn *soak_pg(const char *url, char *err, size_t errsz);
 int soak_pg_long(PGconn *db, const char *sql, long long *out, char *err, size_t errsz);
 
-/* One POST /orders of c (its body and key) on curl. Fills *a; returns the parsed body or NULL. */
+/* HTTP, with vt_http's client. An answer is capped at SOAK_HTTP_MAX_RESPONSE (the gateway's are a few
+ * hundred bytes): a larger one counts as no answer. */
+#define SOAK_HTTP_MAX_RESPONSE (1u << 20)
+
+/* One POST /orders of c (its body and key) on conn, a client's connection to the gateway (opts->gateway),
+ * kept between its orders. Fills *a and *r (the order the answer names, its status, Retry-After). */
 typedef struct {
     char id[40];
     char status;
     long retry_after_s;
 } soak_reply_t;
-void soak_http_post(CURL *curl, const soak_opts_t *o, const soak_cmd_t *c, soak_answer_t *a, soak_reply_t *r);
-/* POST url with a JSON body and a bearer token; returns the HTTP status, 0 when none came. */
-int soak_http_admin(const char *url, const char *token, const char *body, char *resp, size_t respsz);
-/* GET url into resp; returns the HTTP status, 0 when none came. */
-int soak_http_get(const char *url, char *resp, size_t respsz);
+void soak_http_post(vt_http_conn_t *conn, const soak_cmd_t *c, soak_answer_t *a, soak_reply_t *r);
+/* POST path at addr (host:port) with a JSON body and a bearer token; the answer's body goes into resp
+ * (cut to respsz-1). Returns the HTTP status, 0 when none came. */
+int soak_http_admin(const char *addr, const char *path, const char *token, const char *body, char *resp,
+                    size_t respsz);
+/* GET path at addr into resp (cut to respsz-1); returns the HTTP status, 0 when none came. */
+int soak_http_get(const char *addr, const char *path, char *resp, size_t respsz);
 
 /* ---- the load (soak_load.c) -------------------------------------------------------------------- */
 

@@ -235,7 +235,7 @@ static int start(int comp, char *err, size_t errsz) {
         if (crashed) count(&st.crash_exits[comp], crashed);
         soak_say("%s did not start (attempt %d of %d%s): %s", soak_comp_names[comp], attempt, START_ATTEMPTS,
                  crashed ? ", a crash point fired" : "", err);
-        soak_sleep_ms(1000);
+        vt_sleep_ms(1000);
     }
     return -1;
 }
@@ -303,7 +303,7 @@ static int kill_round(unsigned *rng, char *err, size_t errsz) {
     }
     if (n == 2) count(&st.double_kills, 1);
     soak_say("killed %s%s%s", soak_comp_names[v[0]], n == 2 ? " and " : "", n == 2 ? soak_comp_names[v[1]] : "");
-    soak_sleep_ms((long)(soak_uniform(rng) * (double)opts->down_max_ms));
+    vt_sleep_ms((long)(soak_uniform(rng) * (double)opts->down_max_ms));
     for (int i = 0; i < n; i++)
         if (start(v[i], err, errsz)) return -1;
     return 0;
@@ -315,17 +315,17 @@ static int64_t next_kill_at(int64_t from, unsigned *rng) {
 
 static void *driver(void *arg) {
     unsigned rng = opts->seed ^ 0xC4A05u;
-    int64_t next = next_kill_at(soak_mono_ms(), &rng);
+    int64_t next = next_kill_at(vt_mono_ms(), &rng);
     (void)arg;
 
     while (!stop_all) {
         if (restart_exited(driver_err, sizeof(driver_err))) goto fail;
-        if (!stop_kills && soak_mono_ms() >= next) {
-            int64_t t0 = soak_mono_ms();
+        if (!stop_kills && vt_mono_ms() >= next) {
+            int64_t t0 = vt_mono_ms();
             if (kill_round(&rng, driver_err, sizeof(driver_err))) goto fail;
             next = next_kill_at(t0, &rng);
         }
-        soak_sleep_ms(200);
+        vt_sleep_ms(200);
     }
     return NULL;
 fail:
@@ -376,12 +376,11 @@ static const char *service_addr(int comp) {
 
 /* The number of crash points /health says are armed, or -1 when it does not say. */
 static int health_points(int comp) {
-    char url[128], resp[8192];
+    char resp[8192];
     json_object *h, *c, *p;
     int n = -1;
 
-    snprintf(url, sizeof(url), "http://%s/health", service_addr(comp));
-    if (soak_http_get(url, resp, sizeof(resp)) != 200 || !(h = json_tokener_parse(resp))) return -1;
+    if (soak_http_get(service_addr(comp), "/health", resp, sizeof(resp)) != 200 || !(h = json_tokener_parse(resp))) return -1;
     if (json_object_object_get_ex(h, "chaos", &c) && json_object_object_get_ex(c, "crash_points", &p) &&
         json_object_is_type(p, json_type_array))
         n = (int)json_object_array_length(p);
@@ -390,14 +389,13 @@ static int health_points(int comp) {
 }
 
 static int arm_service(int comp, int on, char *err, size_t errsz) {
-    char url[128], body[1024], resp[4096];
+    char body[1024], resp[4096];
     int code, want = on && opts->crash_points[0];
 
-    snprintf(url, sizeof(url), "http://%s/admin/chaos", service_addr(comp));
     snprintf(body, sizeof(body), "{\"crash_points\":\"%s\",\"gremlin\":{\"delay_ms\":%s,\"every\":%s,\"fraction\":%s}}",
              on ? opts->crash_points : "", on ? opts->gremlin_delay_ms : "0", on ? opts->gremlin_every : "0",
              on ? opts->gremlin_fraction : "0");
-    code = opts->chaos_token[0] ? soak_http_admin(url, opts->chaos_token, body, resp, sizeof(resp)) : 0;
+    code = opts->chaos_token[0] ? soak_http_admin(service_addr(comp), "/admin/chaos", opts->chaos_token, body, resp, sizeof(resp)) : 0;
     if (code != 200) { /* no admin route: a restart with (or without) the settings in the environment */
         soak_say("%s: POST /admin/chaos answered %d; restarting it %s chaos", soak_comp_names[comp], code,
                  on ? "with" : "without");

@@ -18,6 +18,7 @@
 #include <string.h>
 
 #include "soak.h"
+#include "vx_kafka.h"
 
 #define SHOW_MAX 25   /* violations printed per check; the count is always complete */
 #define ITEMS_MAX 8   /* distinct products of one order kept for the per-order holds check */
@@ -66,7 +67,7 @@ static int measure(PGconn *odb, PGconn *idb, quiet_t *q, char *err, size_t errsz
 
 int soak_check_quiesce(const soak_opts_t *o, char *err, size_t errsz) {
     PGconn *odb = soak_pg(o->orders_db, err, errsz), *idb = odb ? soak_pg(o->inventory_db, err, errsz) : NULL;
-    int64_t t0 = soak_mono_ms(), last_say = t0;
+    int64_t t0 = vt_mono_ms(), last_say = t0;
     quiet_t q = {0};
     int quiet = 0, rc = -1;
 
@@ -79,22 +80,22 @@ int soak_check_quiesce(const soak_opts_t *o, char *err, size_t errsz) {
             PQreset(odb);
             PQreset(idb);
         }
-        if (soak_mono_ms() - last_say >= 10000) {
+        if (vt_mono_ms() - last_say >= 10000) {
             soak_say("waiting for quiet: %lld orders PENDING, %lld + %lld outbox rows unpublished, consumer lag %lld",
                      q.pending, q.unpub_orders, q.unpub_inventory, (long long)q.lag);
-            last_say = soak_mono_ms();
+            last_say = vt_mono_ms();
         }
-        if (soak_mono_ms() - t0 > o->quiesce_s * 1000) {
+        if (vt_mono_ms() - t0 > o->quiesce_s * 1000) {
             snprintf(err, errsz, "not quiet after %ld s: %lld orders PENDING, %lld + %lld outbox rows unpublished "
                      "(orders, inventory), consumer lag %lld", o->quiesce_s, q.pending, q.unpub_orders,
                      q.unpub_inventory, (long long)q.lag);
             break;
         }
-        if (quiet < QUIET_POLLS) soak_sleep_ms(1000);
+        if (quiet < QUIET_POLLS) vt_sleep_ms(1000);
     }
     if (quiet >= QUIET_POLLS) {
         soak_say("quiet after %.1f s: nothing PENDING, every outbox row published, no consumer lag",
-                 (double)(soak_mono_ms() - t0) / 1000.0);
+                 (double)(vt_mono_ms() - t0) / 1000.0);
         rc = 0;
     }
     PQfinish(odb);
@@ -128,7 +129,7 @@ static prod_t prods[SOAK_MAX_PRODUCTS];
 static int nprods;
 static order_t *orders;
 static long norders;
-static soak_map_t order_by_id, order_keys;
+static vt_map_t order_by_id, order_keys;
 
 static int prod_index(const char *name) {
     for (int i = 0; i < nprods; i++)
@@ -188,8 +189,8 @@ static int load_orders(PGconn *db, char *err, size_t errsz) {
         o->cancel_key = strdup(PQgetvalue(r, (int)i, 4));
         o->updated_ms = strtoll(PQgetvalue(r, (int)i, 6), NULL, 10);
         order_items(o, PQgetvalue(r, (int)i, 5));
-        soak_map_put(&order_by_id, o->id, i, &added);
-        int64_t *n = soak_map_put(&order_keys, o->key, 0, &added);
+        vt_map_put(&order_by_id, o->id, i, &added);
+        int64_t *n = vt_map_put(&order_keys, o->key, 0, &added);
         if (n) ++*n;
     }
     PQclear(r);
@@ -214,7 +215,7 @@ static int load_products(PGconn *db, char *err, size_t errsz) {
 
 /* Adds a hold to its order's tally; a hold of an order that is not CONFIRMED is a violation. */
 static void add_hold(const char *oid, int p, long long q) {
-    int64_t *i = soak_map_get(&order_by_id, oid);
+    int64_t *i = vt_map_get(&order_by_id, oid);
     order_t *o = i ? &orders[*i] : NULL;
     int k;
 
@@ -294,12 +295,12 @@ static int load_databases(char *err, size_t errsz) {
 
 /* ---- what the topics say ---------------------------------------------------------------------------- */
 
-static soak_map_t result_event_by_key; /* idempotency key -> hash of the event_id of its OrderResult */
-static soak_map_t cancel_result;       /* cancel key -> status letter of its result ('N': not_found) */
-static soak_map_t events_seen;         /* inventory event_id -> 1 */
-static soak_map_t event_by_key;        /* idempotency key -> hash of its inventory event_id */
-static soak_map_t reserved_by_order, released_by_order; /* order id -> hash of the event_id */
-static soak_map_t restocked;           /* Restock key -> quantity * 1000 + events (distinct) */
+static vt_map_t result_event_by_key; /* idempotency key -> hash of the event_id of its OrderResult */
+static vt_map_t cancel_result;       /* cancel key -> status letter of its result ('N': not_found) */
+static vt_map_t events_seen;         /* inventory event_id -> 1 */
+static vt_map_t event_by_key;        /* idempotency key -> hash of its inventory event_id */
+static vt_map_t reserved_by_order, released_by_order; /* order id -> hash of the event_id */
+static vt_map_t restocked;           /* Restock key -> quantity * 1000 + events (distinct) */
 
 static const char *jstr(json_object *o, const char *k) {
     json_object *v;
@@ -315,13 +316,13 @@ static long long jint(json_object *o, const char *k, long long dflt) {
 
 static void count_gremlin(const rd_kafka_message_t *m) {
     char v[32];
-    if (soak_header(m, "chaos-delay-ms", v, sizeof(v))) res->gremlin_delayed++;
+    if (vx_kafka_header(m, "chaos-delay-ms", v, sizeof(v))) res->gremlin_delayed++;
 }
 
 /* One idempotency key, one event: a second event_id for the same key is a command applied twice. */
-static void one_event_per_key(soak_map_t *map, const char *topic, const char *key, const char *event_id) {
+static void one_event_per_key(vt_map_t *map, const char *topic, const char *key, const char *event_id) {
     int added;
-    int64_t h = (int64_t)soak_hash(event_id), *slot = soak_map_put(map, key, h, &added);
+    int64_t h = (int64_t)vt_hash(event_id), *slot = vt_map_put(map, key, h, &added);
     if (slot && !added && *slot != h)
         violation(3, "key %s has two different events on %s (one is %s)", key, topic, event_id);
 }
@@ -348,8 +349,8 @@ static void on_result(const rd_kafka_message_t *m, void *arg) {
         goto out;
     }
     one_event_per_key(&result_event_by_key, "orders.results", key, eid);
-    if (is_cancel_key(key)) soak_map_put(&cancel_result, key, reason && strcmp(reason, "not_found") == 0 ? 'N' : st, &added);
-    if ((i = soak_map_get(&order_by_id, oid))) {
+    if (is_cancel_key(key)) vt_map_put(&cancel_result, key, reason && strcmp(reason, "not_found") == 0 ? 'N' : st, &added);
+    if ((i = vt_map_get(&order_by_id, oid))) {
         order_t *d = &orders[*i];
         if (strcmp(key, d->key) == 0 || (d->cancel_key[0] && strcmp(key, d->cancel_key) == 0)) {
             d->last_own = st; /* results of one order share a partition: read in order */
@@ -380,9 +381,9 @@ static long long add_lines(json_object *o, int f) {
 }
 
 /* One reservation and at most one release that gave something back, per order. */
-static void once_per_order(soak_map_t *map, const char *what, const char *oid, const char *eid) {
+static void once_per_order(vt_map_t *map, const char *what, const char *oid, const char *eid) {
     int added;
-    int64_t h = (int64_t)soak_hash(eid), *slot = soak_map_put(map, oid, h, &added);
+    int64_t h = (int64_t)vt_hash(eid), *slot = vt_map_put(map, oid, h, &added);
     if (slot && !added && *slot != h) violation(3, "order %s was %s twice (events %s and an earlier one)", oid, what, eid);
 }
 
@@ -393,7 +394,7 @@ static void on_event_first(json_object *o, const char *type, const char *key, co
 
     if (strcmp(type, "Restocked") == 0) {
         long long q = add_lines(o, seed ? F_INITIAL : F_RESTOCKED);
-        int64_t *r = soak_map_put(&restocked, key, q * 1000, &added);
+        int64_t *r = vt_map_put(&restocked, key, q * 1000, &added);
         if (r) ++*r;
         if (jint(o, "stock", 0) < 0) violation(2, "Restocked %s says the stock is %lld", eid, jint(o, "stock", 0));
     } else if (strcmp(type, "StockReserved") == 0) {
@@ -419,14 +420,14 @@ static void on_event(const rd_kafka_message_t *m, void *arg) {
                   (long long)m->offset);
     } else {
         one_event_per_key(&event_by_key, "inventory.events", key, eid);
-        soak_map_put(&events_seen, eid, 1, &added);
+        vt_map_put(&events_seen, eid, 1, &added);
         if (added) on_event_first(o, type, key, eid); /* a replay re-publishes the same event_id */
     }
     json_object_put(o);
 }
 
-static soak_map_t bad_keys;   /* key of a malformed command -> ledger index */
-static soak_map_t dlq_count;  /* key of a malformed command -> times dead-lettered */
+static vt_map_t bad_keys;   /* key of a malformed command -> ledger index */
+static vt_map_t dlq_count;  /* key of a malformed command -> times dead-lettered */
 
 static void on_dead_letter(const rd_kafka_message_t *m, void *arg) {
     const char *dlq = arg, *want_src = strcmp(dlq, "orders.dlq") == 0 ? "orders.commands" : "inventory.commands";
@@ -437,26 +438,26 @@ static void on_dead_letter(const rd_kafka_message_t *m, void *arg) {
 
     res->dlq_read++;
     if (m->key) snprintf(key, sizeof(key), "%.*s", (int)m->key_len, (const char *)m->key);
-    soak_header(m, "dlq-reason", reason, sizeof(reason));
-    soak_header(m, "dlq-source-topic", src, sizeof(src));
-    if (!(i = soak_map_get(&bad_keys, key))) {
+    vx_kafka_header(m, "dlq-reason", reason, sizeof(reason));
+    vx_kafka_header(m, "dlq-source-topic", src, sizeof(src));
+    if (!(i = vt_map_get(&bad_keys, key))) {
         violation(4, "%s offset %lld: key %s (dlq-reason %s, dlq-error %s) is not a malformed command of the soak",
-                  dlq, (long long)m->offset, key, reason, soak_header(m, "dlq-error", h, sizeof(h)) ? h : "-");
+                  dlq, (long long)m->offset, key, reason, vx_kafka_header(m, "dlq-error", h, sizeof(h)) ? h : "-");
         return;
     }
     soak_cmd_t *c = soak_ledger_at((size_t)*i);
     if (strcmp(reason, c->reason) != 0 || strcmp(src, c->topic) != 0 || strcmp(src, want_src) != 0)
         violation(4, "%s: %s has dlq-reason %s from %s, expected %s from %s", dlq, key, reason, src, c->reason, c->topic);
     for (size_t k = 0; k < sizeof(hdrs) / sizeof(hdrs[0]); k++)
-        if (!soak_header(m, hdrs[k], h, sizeof(h)) || !h[0]) violation(4, "%s: %s has no header %s", dlq, key, hdrs[k]);
-    int64_t *n = soak_map_put(&dlq_count, key, 0, &added);
+        if (!vx_kafka_header(m, hdrs[k], h, sizeof(h)) || !h[0]) violation(4, "%s: %s has no header %s", dlq, key, hdrs[k]);
+    int64_t *n = vt_map_put(&dlq_count, key, 0, &added);
     if (n) ++*n;
 }
 
 static int read_topics(char *err, size_t errsz) {
     for (size_t i = 0; i < soak_ledger_count(); i++) {
         int added;
-        if (soak_ledger_at(i)->kind == SOAK_BAD) soak_map_put(&bad_keys, soak_ledger_at(i)->key, (int64_t)i, &added);
+        if (soak_ledger_at(i)->kind == SOAK_BAD) vt_map_put(&bad_keys, soak_ledger_at(i)->key, (int64_t)i, &added);
     }
     return soak_read_topic("orders.results", on_result, NULL, err, errsz) ||
                    soak_read_topic("inventory.events", on_event, NULL, err, errsz) ||
@@ -469,7 +470,7 @@ static int read_topics(char *err, size_t errsz) {
 /* ---- check 1: one final outcome per accepted command --------------------------------------------- */
 
 static order_t *order_of(const char *id) {
-    int64_t *i = soak_map_get(&order_by_id, id);
+    int64_t *i = vt_map_get(&order_by_id, id);
     return i ? &orders[*i] : NULL;
 }
 
@@ -498,7 +499,7 @@ static void check_order(const soak_cmd_t *c, const char *how) {
 }
 
 static void check_cancel(const soak_cmd_t *c) {
-    int64_t *r = soak_map_get(&cancel_result, c->key);
+    int64_t *r = vt_map_get(&cancel_result, c->key);
     order_t *o = order_of(c->order_id);
 
     if (!r) {
@@ -512,7 +513,7 @@ static void check_cancel(const soak_cmd_t *c) {
 }
 
 static void check_restock(const soak_cmd_t *c) {
-    int64_t *r = soak_map_get(&restocked, c->key);
+    int64_t *r = vt_map_get(&restocked, c->key);
     if (!r)
         violation(1, "Restock %s (%ld of %s) has no Restocked event", c->key, c->lines[0].qty, c->lines[0].product);
     else if (*r % 1000 > 1)
@@ -611,7 +612,7 @@ static long check_dead_letters(void) {
         soak_cmd_t *c = soak_ledger_at(i);
         if (c->kind != SOAK_BAD || !c->acked) continue;
         n++;
-        if (!soak_map_get(&dlq_count, c->key))
+        if (!vt_map_get(&dlq_count, c->key))
             violation(4, "malformed command %s (%s, %s) is not in the dead-letter topic", c->key, c->topic, c->reason);
     }
     return n;
@@ -648,15 +649,15 @@ static struct {
 } reask = {.lock = PTHREAD_MUTEX_INITIALIZER};
 
 /* Asks again with the same key and body; the answer must be what the database says, and fit the first. */
-static void reask_one(CURL *curl, soak_cmd_t *c) {
+static void reask_one(vt_http_conn_t *conn, soak_cmd_t *c) {
     order_t *o = order_of(c->order_id);
     soak_answer_t a = {0};
     soak_reply_t r;
 
-    for (int i = 0; i < REASK_ATTEMPTS && soak_mono_ms() < reask.end; i++) {
-        soak_http_post(curl, opts, c, &a, &r);
+    for (int i = 0; i < REASK_ATTEMPTS && vt_mono_ms() < reask.end; i++) {
+        soak_http_post(conn, c, &a, &r);
         if (a.code && a.code != 429 && a.code < 500) break;
-        soak_sleep_ms(r.retry_after_s > 1 ? r.retry_after_s * 1000 : 1000);
+        vt_sleep_ms(r.retry_after_s > 1 ? r.retry_after_s * 1000 : 1000);
     }
     pthread_mutex_lock(&reask.lock);
     res->reasked++;
@@ -674,17 +675,19 @@ static void reask_one(CURL *curl, soak_cmd_t *c) {
 }
 
 static void *reask_worker(void *arg) {
-    CURL *curl = curl_easy_init();
+    vt_http_conn_t *conn = NULL;
+    char err[SOAK_ERR];
     (void)arg;
+    if (vt_http_conn_new(&conn, opts->gateway, err, sizeof(err))) soak_say("reask: %s", err);
     for (;;) {
         soak_cmd_t *c = NULL;
         pthread_mutex_lock(&reask.lock);
-        if (reask.next < reask.n && soak_mono_ms() < reask.end) c = reask.list[reask.next++];
+        if (reask.next < reask.n && vt_mono_ms() < reask.end) c = reask.list[reask.next++];
         pthread_mutex_unlock(&reask.lock);
-        if (!c || !curl) break;
-        reask_one(curl, c);
+        if (!c || !conn) break;
+        reask_one(conn, c);
     }
-    if (curl) curl_easy_cleanup(curl);
+    vt_http_conn_free(conn);
     return NULL;
 }
 
@@ -715,7 +718,7 @@ static long check_same_answers(void) {
         n++;
     }
     pick_reasks();
-    reask.end = soak_mono_ms() + REASK_BUDGET_MS;
+    reask.end = vt_mono_ms() + REASK_BUDGET_MS;
     for (; nth < 16 && nth < opts->http_threads; nth++)
         if (pthread_create(&th[nth], NULL, reask_worker, NULL)) break;
     for (int i = 0; i < nth; i++) pthread_join(th[i], NULL);
@@ -723,25 +726,14 @@ static long check_same_answers(void) {
         printf("  (%zu of %zu clients not asked again: the %d s for it ran out)\n", reask.n - reask.next, reask.n,
                REASK_BUDGET_MS / 1000);
     if (reask.unanswered) { /* a settled system that does not answer: what does the gateway say of itself? */
-        char url[128], h[4096];
-        snprintf(url, sizeof(url), "http://%s/health", opts->gateway);
-        printf("  gateway GET /health: HTTP %d %s\n", soak_http_get(url, h, sizeof(h)), h);
+        char h[4096];
+        printf("  gateway GET /health: HTTP %d %s\n", soak_http_get(opts->gateway, "/health", h, sizeof(h)), h);
     }
     free(reask.list);
     return n;
 }
 
 /* ---- 202 -> decided latency ------------------------------------------------------------------------- */
-
-static int cmp_double(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-
-static double pct(const double *v, long n, double p) {
-    long rank = (long)(p / 100.0 * (double)n + 0.999999);
-    return v[(rank < 1 ? 1 : rank > n ? n : rank) - 1];
-}
 
 static void latency_202(void) {
     size_t total = soak_ledger_count();
@@ -758,10 +750,10 @@ static void latency_202(void) {
         if (at) v[n++] = at > c->t_final ? (double)(at - c->t_final) : 0;
     }
     if (n) {
-        qsort(v, (size_t)n, sizeof(*v), cmp_double);
-        res->lat_p50 = pct(v, n, 50);
-        res->lat_p90 = pct(v, n, 90);
-        res->lat_p99 = pct(v, n, 99);
+        qsort(v, (size_t)n, sizeof(*v), vt_cmp_double);
+        res->lat_p50 = vt_percentile(v, n, 50);
+        res->lat_p90 = vt_percentile(v, n, 90);
+        res->lat_p99 = vt_percentile(v, n, 99);
         res->lat_max = v[n - 1];
     }
     res->lat_n = n;

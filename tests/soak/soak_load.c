@@ -60,7 +60,7 @@ static void cancel_later(soak_cmd_t *target, unsigned *rng) {
     if (cancels.len < CANCEL_RING) {
         size_t i = (cancels.head + cancels.len++) % CANCEL_RING;
         cancels.target[i] = target;
-        cancels.due[i] = soak_mono_ms() + 500 + (int64_t)(soak_uniform(rng) * 2500);
+        cancels.due[i] = vt_mono_ms() + 500 + (int64_t)(soak_uniform(rng) * 2500);
     }
     pthread_mutex_unlock(&cancels.lock);
 }
@@ -131,16 +131,16 @@ static int retryable(int code) {
 }
 
 /* One client's order, from the first attempt to its final answer (or giving up). */
-static void run_order(CURL *curl, soak_cmd_t *c, unsigned *rng) {
+static void run_order(vt_http_conn_t *conn, soak_cmd_t *c, unsigned *rng) {
     for (int attempt = 0; attempt < opts->http_attempts; attempt++) {
         soak_answer_t a;
         soak_reply_t r;
-        soak_http_post(curl, opts, c, &a, &r);
+        soak_http_post(conn, c, &a, &r);
         COUNT(http_requests);
         soak_cmd_answer(c, a);
         if (is_final(a.code)) {
             c->final_code = a.code;
-            c->t_final = soak_wall_ms();
+            c->t_final = vt_real_ms();
             break;
         }
         if (!retryable(a.code)) break;
@@ -148,7 +148,7 @@ static void run_order(CURL *curl, soak_cmd_t *c, unsigned *rng) {
             COUNT(http_gave_up);
             break;
         }
-        soak_sleep_ms(backoff_ms(attempt, r.retry_after_s, rng));
+        vt_sleep_ms(backoff_ms(attempt, r.retry_after_s, rng));
     }
     if (c->nanswers > 1) {
         COUNT(http_retried_clients);
@@ -160,22 +160,24 @@ static void run_order(CURL *curl, soak_cmd_t *c, unsigned *rng) {
 static void *http_client(void *arg) {
     long id = (long)arg, n = 0;
     unsigned rng = opts->seed ^ (unsigned)(id * 7919 + 1);
-    double interval = (double)opts->http_threads * 1000.0 / (double)opts->http_rate, next = (double)soak_mono_ms();
-    CURL *curl = curl_easy_init();
+    double interval = (double)opts->http_threads * 1000.0 / (double)opts->http_rate, next = (double)vt_mono_ms();
+    vt_http_conn_t *conn = NULL;
+    char err[SOAK_ERR];
 
-    while (curl && !stopping) {
+    if (vt_http_conn_new(&conn, opts->gateway, err, sizeof(err))) soak_say("HTTP client %ld: %s", id, err);
+    while (conn && !stopping) {
         soak_cmd_t *c;
-        double now = (double)soak_mono_ms();
-        if (next > now) soak_sleep_ms((long)(next - now));
+        double now = (double)vt_mono_ms();
+        if (next > now) vt_sleep_ms((long)(next - now));
         next = next + interval < now - 1000 ? now : next + interval; /* after a stall: no burst */
         if (!(c = soak_ledger_new(SOAK_HTTP))) break;
         snprintf(c->key, sizeof(c->key), "%s.h%ld-%ld", opts->run_id, id, n++);
         vx_msg_order_id(c->key, c->order_id);
         random_lines(c, &rng);
         if (!(c->body = order_json(c, "", &rng))) break;
-        run_order(curl, c, &rng);
+        run_order(conn, c, &rng);
     }
-    if (curl) curl_easy_cleanup(curl);
+    vt_http_conn_free(conn);
     return NULL;
 }
 
@@ -317,7 +319,7 @@ static int due(ticker_t *t, double now) {
 
 static void *kafka_load(void *arg) {
     unsigned rng = opts->seed ^ 0xA5A5u;
-    double now = (double)soak_mono_ms();
+    double now = (double)vt_mono_ms();
     ticker_t place = {now, 1000.0 / (double)opts->kafka_rate, 0};
     ticker_t restock = {now, opts->restock_rate > 0 ? 1000.0 / (double)opts->restock_rate : 0, 0};
     ticker_t bad = {now + 2000, opts->bad_every_s > 0 ? (double)opts->bad_every_s * 1000.0 : 0, 0};
@@ -326,7 +328,7 @@ static void *kafka_load(void *arg) {
     (void)arg;
 
     while (!stopping) {
-        now = (double)soak_mono_ms();
+        now = (double)vt_mono_ms();
         if (due(&place, now)) {
             send_place(place.n, &rng);
             if (soak_uniform(&rng) * 100 < opts->dup_pct) send_duplicate(&rng);
@@ -341,7 +343,7 @@ static void *kafka_load(void *arg) {
 
 /* ---- the live reader of orders.results ------------------------------------------------------------ */
 
-static soak_map_t decided; /* order id -> wall ms its decision was first seen; reader thread only */
+static vt_map_t decided; /* order id -> wall ms its decision was first seen; reader thread only */
 
 static void note_result(const rd_kafka_message_t *m, json_tokener *tok) {
     json_object *o, *v;
@@ -356,7 +358,7 @@ static void note_result(const rd_kafka_message_t *m, json_tokener *tok) {
     if (json_object_object_get_ex(o, "reason", &v) && json_object_is_type(v, json_type_string))
         reason = json_object_get_string(v);
     /* not_found answers a CancelOrder of an order unknown then: it decides nothing about the order */
-    if (oid && !(reason && strcmp(reason, "not_found") == 0)) soak_map_put(&decided, oid, soak_wall_ms(), &added);
+    if (oid && !(reason && strcmp(reason, "not_found") == 0)) vt_map_put(&decided, oid, vt_real_ms(), &added);
     COUNT(results_live);
     json_object_put(o);
 }
@@ -377,7 +379,7 @@ static void *live_reader(void *arg) {
 }
 
 int64_t soak_load_decided_at(const char *order_id) {
-    int64_t *v = soak_map_get(&decided, order_id);
+    int64_t *v = vt_map_get(&decided, order_id);
     return v ? *v : 0;
 }
 
@@ -392,10 +394,10 @@ void soak_load_reader_stop(void) {
 
 static int wait_catalog(long long want_stock, char *err, size_t errsz) {
     PGconn *db = soak_pg(opts->inventory_db, err, errsz);
-    int64_t deadline = soak_mono_ms() + 60000;
+    int64_t deadline = vt_mono_ms() + 60000;
     long long n = -1, stock = -1;
 
-    while (db && soak_mono_ms() < deadline) {
+    while (db && vt_mono_ms() < deadline) {
         if (soak_pg_long(db, "SELECT count(*) FROM products WHERE id LIKE 'SOAK-P%'", &n, err, errsz) == 0 &&
             soak_pg_long(db, "SELECT coalesce(sum(stock), 0) FROM products WHERE id LIKE 'SOAK-P%'", &stock, err,
                          errsz) == 0 &&
@@ -403,7 +405,7 @@ static int wait_catalog(long long want_stock, char *err, size_t errsz) {
             PQfinish(db);
             return 0;
         }
-        soak_sleep_ms(200);
+        vt_sleep_ms(200);
     }
     if (db) {
         snprintf(err, errsz, "the catalog did not show up in the inventory database within 60 s (%lld of %ld products, "

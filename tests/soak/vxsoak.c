@@ -140,36 +140,36 @@ static void progress(int64_t t0) {
     soak_chaos_stats(&c);
     for (int i = 0; i < SOAK_NCOMP; i++) exits += c.crash_exits[i] + c.other_exits[i];
     soak_say("%4lds: %ld HTTP requests (%ld clients retried), %ld Kafka orders, %ld cancels, %ld kills, %ld exits",
-             (long)((soak_mono_ms() - t0) / 1000), l.http_requests, l.http_retried_clients, l.kafka_places,
+             (long)((vt_mono_ms() - t0) / 1000), l.http_requests, l.http_retried_clients, l.kafka_places,
              l.kafka_cancels, c.total_kills, exits);
 }
 
 /* Load and chaos until DURATION is over and MIN_KILLS are done (at most twice DURATION). */
 static int chaos_phase(const soak_opts_t *o, int64_t *chaos_ms, char *err, size_t errsz) {
-    int64_t t0 = soak_mono_ms(), last = t0, end = t0 + o->duration_s * 1000, hard_end = t0 + 2 * o->duration_s * 1000;
+    int64_t t0 = vt_mono_ms(), last = t0, end = t0 + o->duration_s * 1000, hard_end = t0 + 2 * o->duration_s * 1000;
     soak_chaos_stats_t c;
 
     if (soak_load_start(o, err, errsz) || soak_chaos_start(o, err, errsz)) return -1;
     for (;;) {
-        soak_sleep_ms(200);
+        vt_sleep_ms(200);
         soak_chaos_stats(&c);
-        if (soak_mono_ms() >= hard_end || (soak_mono_ms() >= end && c.total_kills >= o->min_kills) ||
+        if (vt_mono_ms() >= hard_end || (vt_mono_ms() >= end && c.total_kills >= o->min_kills) ||
             soak_chaos_failed())
             break;
-        if (soak_mono_ms() - last >= PROGRESS_MS) {
+        if (vt_mono_ms() - last >= PROGRESS_MS) {
             progress(t0);
-            last = soak_mono_ms();
+            last = vt_mono_ms();
         }
     }
     soak_say("stopping the load and the kills (components that exit are still restarted until the load is done)");
     soak_chaos_stop_kills();
     soak_load_stop();
-    *chaos_ms = soak_mono_ms() - t0;
+    *chaos_ms = vt_mono_ms() - t0;
     return soak_chaos_stop(err, errsz);
 }
 
 static int settle(const soak_opts_t *o, int64_t *quiet_ms, char *err, size_t errsz) {
-    int64_t t0 = soak_mono_ms();
+    int64_t t0 = vt_mono_ms();
     int rc;
 
     soak_say("making sure every component runs; switching the crash points and the gremlin off");
@@ -178,7 +178,7 @@ static int settle(const soak_opts_t *o, int64_t *quiet_ms, char *err, size_t err
     rc = soak_check_quiesce(o, err, errsz);
     soak_load_reader_stop();
     soak_chaos_scan_logs(o);
-    *quiet_ms = soak_mono_ms() - t0;
+    *quiet_ms = vt_mono_ms() - t0;
     return rc;
 }
 
@@ -281,7 +281,7 @@ static int coverage(const soak_opts_t *o, char *err, size_t errsz) {
 static int run(const soak_opts_t *o) {
     char err[SOAK_ERR] = "";
     soak_check_result_t r = {0};
-    int64_t t0 = soak_mono_ms(), chaos_ms = 0, quiet_ms = 0;
+    int64_t t0 = vt_mono_ms(), chaos_ms = 0, quiet_ms = 0;
     long v;
 
     print_opts(o);
@@ -291,7 +291,7 @@ static int run(const soak_opts_t *o) {
     if (chaos_phase(o, &chaos_ms, err, sizeof(err)) || settle(o, &quiet_ms, err, sizeof(err))) goto setup_failed;
     soak_say("checking");
     if (soak_check_run(o, &r, err, sizeof(err))) goto setup_failed;
-    v = report(&r, chaos_ms, quiet_ms, soak_mono_ms() - t0);
+    v = report(&r, chaos_ms, quiet_ms, vt_mono_ms() - t0);
     if (coverage(o, err, sizeof(err))) goto setup_failed;
     printf("RESULT               %s\n", v ? "FAIL: violations found" : "PASS: zero violations");
     return v ? 1 : 0;
@@ -314,9 +314,7 @@ int main(int argc, char **argv) {
     }
     vx_log_init("vxsoak");
     if (read_opts(&o)) return 2;
-    curl_global_init(CURL_GLOBAL_DEFAULT);
     rc = run(&o);
     soak_ledger_free();
-    curl_global_cleanup();
     return rc;
 }
