@@ -25,7 +25,7 @@ SERVICES := $(B)/inventory-svc $(B)/order-svc $(B)/gateway
 TOOLS   := $(B)/vxadmin
 DEPS_STAMP := $(B)/.deps
 
-.PHONY: all deps run up down wipe status test unit unit-asan it contract monitoring web bench clean soak soak-short
+.PHONY: all deps run up down wipe status test unit unit-asan it contract monitoring web bench clean soak soak-short backup restore
 all: $(SERVICES) $(TOOLS)
 
 $(DEPS_STAMP): deploy/stack.sh deploy/kafka/pom.xml
@@ -142,6 +142,14 @@ wipe:
 	deploy/stack.sh wipe
 status:
 	deploy/stack.sh status
+
+# Backup and restore (deploy/backup.sh; README: Backup and restore). make backup: offsets then dumps into
+# var/backup/<UTC time>/, the services may run. make restore [BACKUP=var/backup/<dir>] (default the
+# newest), with the services stopped; it starts the dev stack's services afterwards.
+backup: $(TOOLS)
+	deploy/backup.sh backup
+restore: all
+	deploy/backup.sh restore --start $(BACKUP)
 
 clean:
 	rm -rf $(B)/obj $(B)/asan $(SERVICES) $(TOOLS) $(B)/unit_tests $(B)/unit_tests_asan $(B)/it_* $(B)/vxsoak $(B)/vxbench
