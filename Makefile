@@ -25,7 +25,7 @@ SERVICES := $(B)/inventory-svc $(B)/order-svc $(B)/gateway
 TOOLS   := $(B)/vxadmin
 DEPS_STAMP := $(B)/.deps
 
-.PHONY: all deps run up down wipe status test unit unit-asan it contract monitoring web bench clean soak soak-short backup restore
+.PHONY: all deps run up down wipe status test unit unit-asan it contract monitoring web bench clean soak soak-short backup restore ops
 all: $(SERVICES) $(TOOLS)
 
 $(DEPS_STAMP): deploy/stack.sh deploy/kafka/pom.xml
@@ -150,6 +150,10 @@ backup: $(TOOLS)
 	deploy/backup.sh backup
 restore: all
 	deploy/backup.sh restore --start $(BACKUP)
+# The disaster drill on a stack of its own: backup under load, databases dropped, restore, roll forward.
+ops: all
+	deploy/stack.sh up
+	tests/ops/drill.sh
 
 clean:
 	rm -rf $(B)/obj $(B)/asan $(SERVICES) $(TOOLS) $(B)/unit_tests $(B)/unit_tests_asan $(B)/it_* $(B)/vxsoak $(B)/vxbench
