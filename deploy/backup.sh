@@ -140,9 +140,10 @@ lock_dir() {
 	flock -n 7 || die "another deploy/backup.sh is working in $VX_BACKUP_DIR (lock $VX_BACKUP_DIR/.lock)"
 }
 
-# check_offsets FILE: lines of TOPIC<TAB>PARTITION<TAB>OFFSET, as vxadmin offsets prints them.
+# check_offsets FILE: lines of TOPIC<TAB>PARTITION<TAB>OFFSET, as vxadmin offsets prints them; OFFSET
+# "-" is a partition without a committed offset (read from its beginning after a restore).
 check_offsets() {
-	awk -F'\t' 'NF != 3 || $2 !~ /^[0-9]+$/ || $3 !~ /^[0-9]+$/ { print "line " NR ": " $0; bad = 1; exit }
+	awk -F'\t' 'NF != 3 || $2 !~ /^[0-9]+$/ || $3 !~ /^([0-9]+|-)$/ { print "line " NR ": " $0; bad = 1; exit }
 		END { exit bad }' "$1"
 }
 
@@ -295,7 +296,7 @@ group_members() {
 }
 
 cmd_restore() {
-	local start=0 dir="" m svc i n name sha url group file t0 t1 topic running=() all kept db tmp admin low
+	local start=0 dir="" m svc i n name sha url group file t0 t1 topic running=() all kept db tmp admin low reset
 	local -a msvc=()
 	while (($#)); do
 		case $1 in
@@ -359,6 +360,7 @@ cmd_restore() {
 		# Rolling forward needs every message after the backup's offsets: refuse when Kafka has
 		# deleted some already (topic retention), since restoring would then lose them for good.
 		while IFS=$'\t' read -r topic i n; do
+			[[ $n != - ]] || continue
 			low=$(kcat -Q -b "$KAFKA_BOOTSTRAP_SERVERS" -t "$topic:$i:-2" 2>/dev/null | awk '/offset/ { print $NF; exit }')
 			[[ $low =~ ^[0-9]+$ ]] || die "$svc: cannot read where $topic [$i] begins from Kafka ($KAFKA_BOOTSTRAP_SERVERS)"
 			((n >= low)) || die "$svc: $topic [$i] now begins at offset $low, after the backup's $n: the messages" \
@@ -372,10 +374,22 @@ cmd_restore() {
 		group=${SVC_GROUP[$svc]}
 		file=$dir/$(jq -r --arg s "$svc" '.services[] | select(.service == $s) | .offsets' "$m")
 		t1=$(now_ms)
-		if [[ -s $file ]]; then
-			"$VXADMIN" offsets reset "$group" --from-file "$file" | sed "s/^/backup:   $svc: /" ||
-				die "$svc: vxadmin offsets reset $group --from-file $file failed; nothing was restored"
+		reset=$(mktemp)
+		grep -v $'\t-$' "$file" >"$reset" || true
+		if [[ -s $reset ]]; then
+			"$VXADMIN" offsets reset "$group" --from-file "$reset" | sed "s/^/backup:   $svc: /" || {
+				rm -f "$reset"
+				die "$svc: vxadmin offsets reset $group --from-file $file failed; the databases are untouched"
+			}
 		fi
+		rm -f "$reset"
+		# A partition without a committed offset at the backup is read from its beginning.
+		while IFS=$'\t' read -r topic i n; do
+			[[ $n == - ]] || continue
+			"$VXADMIN" offsets reset "$group" --to earliest --topic "$topic" --partition "$i" |
+				sed "s/^/backup:   $svc: /" ||
+				die "$svc: vxadmin offsets reset $group --to earliest --topic $topic --partition $i failed"
+		done <"$file"
 		# A topic the group had not committed on at the backup is read from its beginning.
 		for topic in ${SVC_TOPICS[$svc]}; do
 			awk -F'\t' -v t="$topic" '$1 == t { found = 1 } END { exit !found }' "$file" && continue
