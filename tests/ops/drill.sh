@@ -126,8 +126,10 @@ send() { produce "$1" <"$2"; }
 # consume TOPIC FILE: the whole topic as it is now, one JSON value per line.
 consume() { kcat -C -b "$BROKER" -t "$1" -o beginning -e -q -f '%s\n' >"$2" 2>/dev/null || abort "kcat could not read $1"; }
 
-# Every order placed is written down as "id path" in orders.txt (path: gw or kcat).
+# Every order placed is written down as "id path phase" in orders.txt (path: gw or kcat; phase: 1
+# before the backup, b during it, 2 after it).
 ORDERS=$OUT/orders.txt
+PHASE=1
 NPROD=8
 # an order's lines: 1 or 2 products of OPS-01..OPS-08, 1 to 3 units each
 lines() {
@@ -139,7 +141,8 @@ lines() {
 			"$a" $((RANDOM % 3 + 1)) "$b" $((RANDOM % 3 + 1))
 	fi
 }
-# post_order KEY ITEMS WANT: POST /orders through the gateway; the answer's status must match WANT.
+# post_order KEY ITEMS WANT [NOTE]: POST /orders through the gateway; the answer's status must match
+# WANT; the order is written down unless NOTE is "again" (a repeated POST).
 GW_POSTS=0
 GW_SENT=$OUT/gw_sent.txt
 post_order() {
@@ -154,8 +157,9 @@ post_order() {
 		fail "gateway: POST /orders $1 answered $code, want $3: $body"
 		return 1
 	}
+	[[ ${4:-} == again ]] && return 0
 	printf '%s %s %s\n' "$1" "$3" "$2" >>"$GW_SENT"
-	jq -r '.id // .order.id // empty' <<<"$body" | awk '{ print $1, "gw"; exit }' >>"$ORDERS"
+	jq -r '.id // .order.id // empty' <<<"$body" | awk -v ph="$PHASE" '{ print $1, "gw", ph; exit }' >>"$ORDERS"
 }
 # gw_orders TAG N: N orders through the gateway (201), then one of an unknown product and one beyond
 # any stock (409 both: rejections that do not depend on the order in which commands are applied).
@@ -171,7 +175,7 @@ kcat_orders() {
 	local i id items
 	for ((i = 1; i <= $2 + 2; i++)); do
 		id=$P-k$1-$i
-		echo "$id kcat" >>"$ORDERS"
+		echo "$id kcat $PHASE" >>"$ORDERS"
 		case $i in
 		$(($2 + 1))) items='[{"product_id":"OPS-NONE","quantity":2}]' ;;
 		$(($2 + 2))) items='[{"product_id":"OPS-02","quantity":1000000}]' ;;
@@ -186,12 +190,13 @@ restock() {
 	printf '%s|{"type":"Restock","idempotency_key":"%s","product_id":"%s","quantity":%d,"name":"Drill %s"}\n' \
 		"$1" "$1" "$2" "$3" "$2"
 }
-# cancel N: cancels N CONFIRMED orders not cancelled yet, half with CancelOrder through kcat (key =
+# cancel N PHASE: cancels N CONFIRMED orders placed in PHASE, half with CancelOrder through kcat (key =
 # the cancel's idempotency key, as the contract says), half through the gateway's cancel route.
 CANCELS=0
 cancel() {
 	local ids id i=0 code
-	mapfile -t ids < <(sql orders_ops "SELECT id FROM orders WHERE status = 'CONFIRMED' ORDER BY random() LIMIT $1")
+	mapfile -t ids < <(sql orders_ops "SELECT id FROM orders WHERE status = 'CONFIRMED' AND id = ANY ('{$(
+		awk -v ph="$2" '$3 == ph { printf "%s%s", s, $1; s = "," }' "$ORDERS")}') ORDER BY random() LIMIT $1")
 	((${#ids[@]} == $1)) || abort "only ${#ids[@]} CONFIRMED orders to cancel, want $1"
 	for id in "${ids[@]}"; do
 		i=$((i + 1))
@@ -301,7 +306,7 @@ done
 gw_orders 1 15
 kcat_orders 1 40 >"$B" && send "$ORDERS_COMMANDS_TOPIC" "$B"
 quiet "after the first orders" || exit 1
-cancel 8
+cancel 8 1
 for i in 1 2 3 4; do restock "$P-r2-$i" "OPS-0$i" 100; done >"$B" && send "$INVENTORY_COMMANDS_TOPIC" "$B"
 quiet "after the first cancels" || exit 1
 
@@ -310,6 +315,7 @@ quiet "after the first cancels" || exit 1
 # Orders and restocks keep arriving while the backup runs: 10 rounds of 10 PlaceOrders and a Restock,
 # 0.2 s apart.
 (
+	PHASE=b
 	for r in 1 2 3 4 5 6 7 8 9 10; do
 		{ kcat_orders "b$r" 10 && restock "$P-rb-$r" "OPS-0$((r % NPROD + 1))" 50; } >"$B.bg"
 		send "$ORDERS_COMMANDS_TOPIC" <(grep PlaceOrder "$B.bg")
@@ -334,6 +340,7 @@ BG=
 
 # ------------------------------------------------------------------------------------------ after the backup
 
+PHASE=2
 gw_orders 2 15
 kcat_orders 2 60 >"$B" && send "$ORDERS_COMMANDS_TOPIC" "$B"
 # the same commands again, verbatim: duplicates, which must change nothing
@@ -341,11 +348,11 @@ grep PlaceOrder "$SENT" | shuf -n 20 >"$B" && send "$ORDERS_COMMANDS_TOPIC" "$B"
 grep '"Restock"' "$SENT" | shuf -n 4 >"$B" && send "$INVENTORY_COMMANDS_TOPIC" "$B"
 # (an order cancelled since answers 409 now)
 shuf -n 5 "$GW_SENT" | while read -r key code items; do
-	post_order "$key" "$items" "$code|409" </dev/null
+	post_order "$key" "$items" "$code|409" again </dev/null
 done
-sort -u "$ORDERS" -o "$ORDERS"
 quiet "after the orders that followed the backup" || exit 1
-cancel 12
+# orders placed after the backup, cancelled after it too: the restore replays both commands
+cancel 12 2
 { for i in 5 6 7 8; do restock "$P-r3-$i" "OPS-0$i" 25; done; restock "$P-r3-new" OPS-09 10; } >"$B" &&
 	send "$INVENTORY_COMMANDS_TOPIC" "$B"
 quiet "before the disaster" || exit 1
