@@ -12,7 +12,8 @@
 # and a part that cannot start is a failure, never a skip.
 #
 # Settings: OPS_QUIET_SECS [60] how long to wait for the system to go quiet; VXADMIN [build/vxadmin];
-# OPS_KEEP [0] 1: keep var/ops/ files of the run (the topics are left with a 6-hour retention).
+# OPS_KEEP [0] 1: keep the run's files in var/ops/ and its topics (kept anyway after a failure; the
+# topics are deleted only where build/vxbench is built, and keep 6 hours of messages otherwise).
 set -uo pipefail
 export LC_ALL=C # sort, join and diff order lines as PostgreSQL (C.UTF-8) does
 
@@ -109,7 +110,13 @@ cleanup() {
 	services_down
 	((${#FAILS[@]} == 0 && rc == 0)) || rc=1
 	# what the run wrote stays for a look after a failure
-	((OPS_KEEP || rc)) || rm -rf "$OUT/damaged" "$OUT"/*.txt "$OUT"/*.jsonl "$OUT"/*.bg
+	if ! ((OPS_KEEP || rc)); then
+		rm -rf "$OUT/damaged" "$OUT"/*.txt "$OUT"/*.jsonl "$OUT"/*.bg
+		# the run's topics too, where build/vxbench (make build/vxbench) is there to delete them
+		[[ -x build/vxbench && -n ${ORDERS_DLQ_TOPIC:-} ]] && build/vxbench drop-topics "$INVENTORY_COMMANDS_TOPIC" \
+			"$INVENTORY_EVENTS_TOPIC" "$INVENTORY_DLQ_TOPIC" "$ORDERS_COMMANDS_TOPIC" "$ORDERS_RESULTS_TOPIC" \
+			"$ORDERS_DLQ_TOPIC" >/dev/null 2>&1
+	fi
 	say "$( ((rc == 0)) && echo PASS || echo "FAIL (${#FAILS[@]}: $(printf '%s; ' "${FAILS[@]}"))") in $(secs_since "$T0") s"
 	exit "$rc"
 }
