@@ -596,6 +596,8 @@ service_start() {
 		fi
 		(($(now_ms) < deadline)) || {
 			show_log_tail "$LOG_DIR/$name.log" "$LOG_FROM"
+			curl -sS --max-time 2 "http://$addr/ready" 2>&1 | sed 's/^/    \/ready: /' >&2 || true
+			service_kill "$name" >&2 # a half-started service would pass for a started one next time
 			die "$name did not answer http://$addr/ready within ${VX_SERVICE_READY_SECS}s"
 		}
 		sleep 0.2

@@ -235,6 +235,7 @@ static int start(int comp, char *err, size_t errsz) {
         if (crashed) count(&st.crash_exits[comp], crashed);
         soak_say("%s did not start (attempt %d of %d%s): %s", soak_comp_names[comp], attempt, START_ATTEMPTS,
                  crashed ? ", a crash point fired" : "", err);
+        show_tail(comp); /* what CI prints is all one sees of a failed run: say why here */
         vt_sleep_ms(1000);
     }
     return -1;
