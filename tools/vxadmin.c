@@ -163,7 +163,10 @@ static int parse_pos(const char *s, pos_t *p) {
 /* A consumer handle without a subscription: metadata, watermarks, admin requests, reading by
  * assignment. group may be NULL (nothing is ever committed then). Caller destroys it. */
 static rd_kafka_t *kafka_client(const char *group) {
-    const char *defaults[] = {"group.id", group ? group : "vxadmin", "enable.auto.commit", "false", NULL};
+    /* librdkafka's own lines (a broker that is down: one per retry) stay quiet unless KAFKA_LOG_LEVEL
+     * asks: what failed is said once, by the command. */
+    const char *defaults[] = {"group.id", group ? group : "vxadmin", "enable.auto.commit", "false", "log_level", "2",
+                              NULL};
     char err[512];
     rd_kafka_conf_t *conf = vx_kafka_conf_new(VX_KAFKA_CONSUMER, defaults, err, sizeof(err));
     rd_kafka_t *rk;
@@ -204,7 +207,10 @@ static rd_kafka_event_t *admin_wait(rd_kafka_queue_t *q, const char *what) {
     rd_kafka_event_t *ev = rd_kafka_queue_poll(q, TIMEOUT_MS + 5000);
     if (!ev) return fail("%s: no answer from the broker", what), NULL;
     if (rd_kafka_event_error(ev)) {
-        fail("%s: %s", what, rd_kafka_event_error_string(ev));
+        fail("%s: %s%s", what, rd_kafka_event_error_string(ev),
+             rd_kafka_event_error(ev) == RD_KAFKA_RESP_ERR__TIMED_OUT
+                 ? " (is the broker at KAFKA_BOOTSTRAP_SERVERS up and reachable?)"
+                 : "");
         rd_kafka_event_destroy(ev);
         return NULL;
     }
@@ -664,7 +670,7 @@ static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaqu
 }
 
 static rd_kafka_t *producer(delivery_t *d) {
-    const char *defaults[] = {"message.timeout.ms", "30000", NULL};
+    const char *defaults[] = {"message.timeout.ms", "30000", "log_level", "2", NULL};
     char err[512];
     rd_kafka_t *rk = vx_kafka_producer_new(on_delivery, d, defaults, err, sizeof(err));
     if (!rk) fail("%s", err);
