@@ -35,7 +35,7 @@
 static const char SQL_APPLY[] = "SELECT * FROM inv_apply_batch($1::jsonb)";
 static const char *const LOG_FIELDS[] = {"idempotency_key", "out_ikey", "order_id",   "out_order",
                                          "reason",          "out_reason", "correlation_id", "out_cid",
-                                         "event_id",        "out_id",   NULL};
+                                         "outbox_id",       "out_id",   NULL};
 /* Outcomes (out_note) for the metrics: a command seen before, and a reservation refused. */
 static const char *const DUPLICATE_NOTES[] = {"command_duplicate", NULL};
 static const char *const REJECTED_NOTES[] = {"stock_rejected", NULL};

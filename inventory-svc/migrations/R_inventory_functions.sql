@@ -16,7 +16,8 @@
 --   The caller guarantees that no idempotency key and no order id appears twice in one call.
 -- Every command is applied in the same transaction as its outbox row, whose unique dedup_key is the
 -- command's idempotency key: a command seen before changes nothing and its recorded event is sent
--- again. A rejection is an ordinary outcome, so it never undoes its neighbours. It returns SETOF
+-- again. An event's event_id is 'inventory:' and that key, never the outbox row's id: the id comes
+-- from a sequence that a restored database hands out again, the key is the same at every replay. A rejection is an ordinary outcome, so it never undoes its neighbours. It returns SETOF
 -- inv_out (002_inventory_out.sql), one row per command: the outbox row to publish and the outcome.
 -- Every product lock waits at most the session's lock_timeout (set by inventory-svc): a call that
 -- waits longer fails with lock_not_available and the service sets the entry at fault aside.
@@ -202,7 +203,7 @@ BEGIN
         o_reasons := o_reasons || (ev->>'reason');
         o_orders := o_orders || o;
         o_payloads := o_payloads || (ev || jsonb_build_object('idempotency_key', k,
-                                                              'event_id', 'inventory-' || ids[i + 1],
+                                                              'event_id', 'inventory:' || k,
                                                               'occurred_at', ts))::text;
     END LOOP;
 
@@ -295,7 +296,7 @@ BEGIN
                        (jsonb_build_object('type', 'StockReserved', 'order_id', e.e->'c'->>'order_id',
                                            'items', e.e->'c'->'items')
                         || jsonb_build_object('idempotency_key', e.e->'c'->>'idempotency_key',
-                                              'event_id', 'inventory-' || e.id,
+                                              'event_id', 'inventory:' || (e.e->'c'->>'idempotency_key'),
                                               'occurred_at', to_char(now() AT TIME ZONE 'UTC',
                                                                      'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')))::text
                   FROM e ORDER BY e.n

@@ -49,6 +49,7 @@ DROP FUNCTION IF EXISTS ord_result(orders, text, jsonb);
 DROP FUNCTION IF EXISTS ord_replay(orders, text);
 DROP FUNCTION IF EXISTS ord_set_status(text, text, text, text);
 DROP FUNCTION IF EXISTS ord_cancel_held(text, text, text);
+DROP FUNCTION IF EXISTS ord_result_payload(orders, bigint, text); -- event_id was the outbox id
 
 -- RFC 3339 in UTC, as every Valerix timestamp is written.
 CREATE OR REPLACE FUNCTION ord_ts(t timestamptz) RETURNS text LANGUAGE sql STABLE AS $$
@@ -61,7 +62,7 @@ CREATE OR REPLACE FUNCTION ord_result_key(o orders) RETURNS text LANGUAGE sql IM
     SELECT 'order:' || o.id || ':result:' || o.status
 $$;
 
--- The OrderResult of an order as it stands (event_id and occurred_at come with the outbox id). It
+-- The OrderResult of an order as it stands (event_id and occurred_at come with its outbox row). It
 -- answers the command that decided it: the CancelOrder for CANCELLED, the PlaceOrder otherwise.
 -- STABLE, as its body is, so that PostgreSQL inlines it into the statements that call it.
 CREATE OR REPLACE FUNCTION ord_result_body(o orders) RETURNS jsonb LANGUAGE sql STABLE AS $$
@@ -73,9 +74,17 @@ CREATE OR REPLACE FUNCTION ord_result_body(o orders) RETURNS jsonb LANGUAGE sql 
         || CASE WHEN o.product_id IS NULL THEN '{}'::jsonb ELSE jsonb_build_object('product_id', o.product_id) END
 $$;
 
--- The OrderResult payload of an order in a final status, with the event id of its outbox row.
-CREATE OR REPLACE FUNCTION ord_result_payload(o orders, outbox_id bigint, ts text) RETURNS text LANGUAGE sql STABLE AS $$
-    SELECT (ord_result_body(o) || jsonb_build_object('event_id', 'orders-' || outbox_id, 'occurred_at', ts))::text
+-- The event id of an OrderResult: 'orders:' and the dedup key of its outbox row (ord_result_key, or
+-- 'cancel:' and the key of the CancelOrder it answers). Never the outbox row's id: that comes from a
+-- sequence, which a restored database hands out again to other events; the dedup key is what
+-- identifies the event, the same at every replay of the command that caused it.
+CREATE OR REPLACE FUNCTION ord_event_id(dedup_key text) RETURNS text LANGUAGE sql IMMUTABLE AS $$
+    SELECT 'orders:' || dedup_key
+$$;
+
+-- The OrderResult payload of an order in a final status, as its outbox row (ord_result_key) holds it.
+CREATE OR REPLACE FUNCTION ord_result_payload(o orders, ts text) RETURNS text LANGUAGE sql STABLE AS $$
+    SELECT (ord_result_body(o) || jsonb_build_object('event_id', ord_event_id(ord_result_key(o)), 'occurred_at', ts))::text
 $$;
 
 -- The general code: any call.
@@ -335,7 +344,7 @@ BEGIN
         INSERT INTO outbox AS b (id, dedup_key, topic, msg_key, correlation_id, headers, payload)
         SELECT u.id, u.k, u.t, u.mk, u.cid, u.h,
                (CASE WHEN u.p->>'type' = 'OrderResult'
-                     THEN u.p || jsonb_build_object('event_id', 'orders-' || u.id, 'occurred_at', ts)
+                     THEN u.p || jsonb_build_object('event_id', ord_event_id(u.k), 'occurred_at', ts)
                      ELSE u.p END)::text
           FROM unnest(x_id, x_key, x_topic, x_mkey, x_cid, x_hdr, x_pay) WITH ORDINALITY AS u(id, k, t, mk, cid, h, p, n)
          ORDER BY u.n
@@ -451,7 +460,7 @@ BEGIN
             ins AS (
                 INSERT INTO outbox AS b (id, dedup_key, topic, msg_key, correlation_id, headers, payload)
                 SELECT r.id, ord_result_key(r.o), 'orders.results', (r.o).id, (r.o).correlation_id, e.e->'h',
-                       ord_result_payload(r.o, r.id, ord_ts(now()))
+                       ord_result_payload(r.o, ord_ts(now()))
                   FROM res r JOIN e ON e.n = r.n ORDER BY r.n
                 RETURNING b.id, b.topic, b.msg_key, b.payload, b.correlation_id, b.headers)
             SELECT array_agg(ROW(ins.id, ins.topic, ins.msg_key, ins.payload, ins.correlation_id, ins.headers,

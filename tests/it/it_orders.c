@@ -1553,7 +1553,7 @@ Test(orders, another_commands_answer_about_the_order_does_not_answer_a_waiting_p
     derived_order_id("ox-key", oid);
     snprintf(json, sizeof json,
              "{\"type\":\"OrderResult\",\"order_id\":\"%s\",\"idempotency_key\":\"ox-cancel\",\"status\":\"REJECTED\","
-             "\"reason\":\"not_found\",\"items\":[],\"event_id\":\"orders-999999999\","
+             "\"reason\":\"not_found\",\"items\":[],\"event_id\":\"orders:cancel:ox-cancel\","
              "\"occurred_at\":\"2026-11-21T10:00:00.000000Z\"}",
              oid);
     produce(run.orders_results, oid, strdup(json), "ox-cancel-cid");

@@ -731,7 +731,7 @@ Test(codec_order_hash, field_boundaries_are_not_ambiguous) {
 
 /* ---- what order-svc and the gateway read: inventory's events and the OrderResult --------------- */
 
-#define EV_HEAD "\"idempotency_key\":\"order:o1:reserve\",\"event_id\":\"inventory-7\",\"occurred_at\":\"2026-12-05T10:00:00.000000Z\""
+#define EV_HEAD "\"idempotency_key\":\"order:o1:reserve\",\"event_id\":\"inventory:order:o1:reserve\",\"occurred_at\":\"2026-12-05T10:00:00.000000Z\""
 
 Test(codec_events, stock_reserved_decodes_its_order_and_lines) {
     cr_assert_eq(decode("{\"type\":\"StockReserved\"," EV_HEAD ",\"order_id\":\"o1\","
@@ -741,7 +741,7 @@ Test(codec_events, stock_reserved_decodes_its_order_and_lines) {
     cr_expect_eq(m.type, VX_MSG_STOCK_RESERVED);
     cr_expect_str_eq(m.order_id, "o1");
     cr_expect_str_eq(m.idempotency_key, "order:o1:reserve");
-    cr_expect_str_eq(m.event_id, "inventory-7");
+    cr_expect_str_eq(m.event_id, "inventory:order:o1:reserve");
     cr_expect_eq(m.nlines, 1);
     cr_expect_eq(m.lines[0].quantity, 2);
     cr_expect_eq(m.requested, -1, "absent integers read -1");
@@ -829,7 +829,7 @@ Test(codec_results, order_result_decodes_status_reason_and_hash) {
     cr_assert_eq(decode("{\"type\":\"OrderResult\",\"order_id\":\"o1\",\"idempotency_key\":\"k1\",\"customer_id\":\"c1\","
                         "\"status\":\"REJECTED\",\"reason\":\"unknown_product\",\"product_id\":\"P-9\","
                         "\"items\":[{\"product_id\":\"P-9\",\"quantity\":1}],\"request_hash\":\"9e3c4a1f0b2d6e57\","
-                        "\"event_id\":\"orders-3\",\"occurred_at\":\"2026-12-05T10:00:00Z\"}",
+                        "\"event_id\":\"orders:order:o1:result:REJECTED\",\"occurred_at\":\"2026-12-05T10:00:00Z\"}",
                         VX_MSG_ORDER_RESULT),
                  VX_MSG_OK, "%s", errstr);
     cr_expect_str_eq(m.status, "REJECTED");

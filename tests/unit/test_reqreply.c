@@ -167,7 +167,7 @@ static void await_command(vx_msg_t *cmd) {
 
 /* Produces the OrderResult of the order of `key`, as order-svc would. */
 static void reply(const char *key, const char *status, const char *customer) {
-    char oid[37], hash[17], json[512];
+    char oid[37], hash[17], json[1024];
     vx_msg_t body;
     body_of(&body, customer);
     vx_msg_order_id(key, oid);
@@ -176,8 +176,10 @@ static void reply(const char *key, const char *status, const char *customer) {
     snprintf(json, sizeof(json),
              "{\"type\":\"OrderResult\",\"order_id\":\"%s\",\"idempotency_key\":\"%s\",\"customer_id\":\"%s\","
              "\"status\":\"%s\",\"reason\":%s,\"items\":[{\"product_id\":\"P-1\",\"quantity\":2}],"
-             "\"request_hash\":\"%s\",\"event_id\":\"orders-1\",\"occurred_at\":\"2026-12-05T10:00:00.000000Z\"}",
-             oid, key, customer, status, strcmp(status, "CONFIRMED") == 0 ? "null" : "\"insufficient_stock\"", hash);
+             "\"request_hash\":\"%s\",\"event_id\":\"orders:order:%s:result:%s\","
+             "\"occurred_at\":\"2026-12-05T10:00:00.000000Z\"}",
+             oid, key, customer, status, strcmp(status, "CONFIRMED") == 0 ? "null" : "\"insufficient_stock\"", hash, oid,
+             status);
     cr_assert_eq(rd_kafka_producev(svc_out, RD_KAFKA_V_TOPIC("orders.results"), RD_KAFKA_V_KEY(oid, strlen(oid)),
                                    RD_KAFKA_V_VALUE(json, strlen(json)), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
                                    RD_KAFKA_V_END),
