@@ -254,8 +254,10 @@ start order-svc "$ORDERS_HTTP_ADDR" # its database and group, for outbox order-s
 
 # ------------------------------------------------------------------------------------------ 2. replay of 1,000 applied commands
 
-# 10 Restocks, 500 ReserveStock (1 or 2 lines), 490 ReleaseStock of the first 490 orders: the first
-# 1,000 messages of the topic, each batch applied before the next is sent.
+# (The checks are numbered as in issue 15's list; the replay comes first so that its 1,000 commands
+# are the topic's first, and --from 0 names them on every partition.)
+# 10 Restocks, 500 ReserveStock (1 or 2 lines), 490 ReleaseStock of the first 490 orders, each batch
+# applied before the next is sent.
 NREPLAY=1000
 B=$OUT/batch.txt
 for i in $(seq -w 1 10); do restock "$P-r1-$i" "TK-$i" 1000; done >"$B" && produce "$CMDS" <"$B"
@@ -282,11 +284,12 @@ else
 fi
 snapshot "$OUT/before_replay.txt"
 ends "$CMDS" >"$OUT/ends_before_replay.txt"
-ev_before=$(count "$INVENTORY_EVENTS_TOPIC")
+event_ids() { kcat -C -b "$BROKER" -t "$INVENTORY_EVENTS_TOPIC" -o beginning -e -q -f '%s\n' 2>/dev/null | jq -r .event_id | sort -u | wc -l; }
+ev_before=$(count "$INVENTORY_EVENTS_TOPIC") ids_before=$(event_ids)
 
 vxa replay_dry replay "$CMDS" --from 0 --dry-run
 ends "$CMDS" >"$OUT/ends_after_dry.txt"
-if ((RC == 0)) && cmp -s "$OUT/ends_before_replay.txt" "$OUT/ends_after_dry.txt"; then
+if ((RC == 0)) && cmp -s "$OUT/ends_before_replay.txt" "$OUT/ends_after_dry.txt" && grep -q "^replay: $NREPLAY messages" "$OUT/replay_dry.out"; then
 	pass "replay --dry-run: exit 0, nothing produced ($(tail -n 1 "$OUT/replay_dry.out"))"
 else
 	show "$OUT/replay_dry.out"
@@ -328,11 +331,11 @@ bad=$(awk -v t="$CMDS" '
 read -r copies origs nbad <<<"$bad"
 check "$((copies == NREPLAY && origs == NREPLAY && nbad == 0))" \
 	"replay copies: $copies messages with replayed-from, each of the $origs originals once with its key ($nbad mismatches)"
-# inventory-svc answered each copy with the event it had recorded: as many events again, no new event_id
-ev_after=$(count "$INVENTORY_EVENTS_TOPIC")
-ids=$(kcat -C -b "$BROKER" -t "$INVENTORY_EVENTS_TOPIC" -o beginning -e -q -f '%s\n' 2>/dev/null | jq -r .event_id | sort -u | wc -l)
-check "$((ev_after == ev_before + NREPLAY && ids == ev_before))" \
-	"replay answers: inventory.events $ev_before -> $ev_after messages, $ids distinct event_ids (the recorded events, sent again)"
+# inventory-svc answered each copy with the event it had recorded: as many events again (at least: the
+# outbox sweep may send one twice), no new event_id
+ev_after=$(count "$INVENTORY_EVENTS_TOPIC") ids=$(event_ids)
+check "$((ev_after >= ev_before + NREPLAY && ids == ids_before && ids == NREPLAY))" \
+	"replay answers: inventory.events $ev_before -> $ev_after messages, $ids_before -> $ids distinct event_ids (the recorded events, sent again)"
 
 # ------------------------------------------------------------------------------------------ 1. lag after a stopped consumer
 
