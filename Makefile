@@ -4,7 +4,8 @@
 #   make up/down  the same in the background / stop it all; make wipe deletes the local data
 #   make test     unit tests (plain and under ASan+UBSan), integration tests against the real
 #                 broker and database, contract checks against schemas/, the monitoring checks
-#                 against a real Prometheus, the dashboard in a real browser, the short soak
+#                 against a real Prometheus, the dashboard in a real browser, the operator's
+#                 toolkit and the backup/restore drill, the short soak
 #   make soak     the kill-anything soak (DURATION, KILL_EVERY; tests/soak/README.md)
 #   make bench    throughput and latency figures
 # Missing system packages and the Kafka jars are installed by deploy/stack.sh deps, run first.
@@ -125,7 +126,7 @@ web: all
 	deploy/stack.sh up
 	cd tests/web && npm ci --no-audit --no-fund --loglevel=error && node dashboard.test.mjs
 
-test: unit unit-asan it contract monitoring web soak-short
+test: unit unit-asan it contract monitoring web ops soak-short
 
 bench: all $(B)/vxbench
 	tests/bench/bench.sh
@@ -150,9 +151,11 @@ backup: $(TOOLS)
 	deploy/backup.sh backup
 restore: all
 	deploy/backup.sh restore --start $(BACKUP)
-# The disaster drill on a stack of its own: backup under load, databases dropped, restore, roll forward.
+# The operator's toolkit (build/vxadmin) and the disaster drill (backup under load, databases dropped,
+# restore, roll forward), each on a stack of its own over the real broker and database.
 ops: all
 	deploy/stack.sh up
+	tests/ops/toolkit.sh
 	tests/ops/drill.sh
 
 clean:

@@ -987,6 +987,7 @@ typedef struct {
     long long counts[32];
     int nreasons;
     long long matched, shown;
+    FILE *out;              /* dlq list: the samples, printed after the counts */
 } dlq_filter_t;
 
 static int dlq_matches(const dlq_filter_t *f, const rd_kafka_message_t *m, char *reason, size_t size) {
@@ -998,14 +999,14 @@ static int dlq_matches(const dlq_filter_t *f, const rd_kafka_message_t *m, char 
     return 1;
 }
 
-static void print_escaped(const void *data, size_t len, size_t max) {
+static void print_escaped(FILE *out, const void *data, size_t len, size_t max) {
     const unsigned char *p = data;
     for (size_t i = 0; i < len && i < max; i++)
         if (p[i] >= 0x20 && p[i] < 0x7f && p[i] != '\\')
-            putchar(p[i]);
+            fputc(p[i], out);
         else
-            printf("\\x%02x", p[i]);
-    if (len > max) printf("... (%zu bytes)", len);
+            fprintf(out, "\\x%02x", p[i]);
+    if (len > max) fprintf(out, "... (%zu bytes)", len);
 }
 
 static int dlq_list_one(const rd_kafka_message_t *m, void *opaque) {
@@ -1024,18 +1025,18 @@ static int dlq_list_one(const rd_kafka_message_t *m, void *opaque) {
         const void *val;
         size_t size;
         f->shown++;
-        printf("--- sample: partition %d offset %lld key ", m->partition, (long long)m->offset);
-        print_escaped(m->key ? m->key : "", m->key_len, 120);
-        putchar('\n');
+        fprintf(f->out, "--- sample: partition %d offset %lld key ", m->partition, (long long)m->offset);
+        print_escaped(f->out, m->key ? m->key : "", m->key_len, 120);
+        fputc('\n', f->out);
         if (!rd_kafka_message_headers(m, &h) && h)
             for (size_t j = 0; !rd_kafka_header_get_all(h, j, &name, &val, &size); j++) {
-                printf("  %s: ", name);
-                print_escaped(val ? val : "", size, 300);
-                putchar('\n');
+                fprintf(f->out, "  %s: ", name);
+                print_escaped(f->out, val ? val : "", size, 300);
+                fputc('\n', f->out);
             }
-        printf("  value: ");
-        print_escaped(m->payload ? m->payload : "", m->len, SAMPLE_BYTES);
-        putchar('\n');
+        fprintf(f->out, "  value: ");
+        print_escaped(f->out, m->payload ? m->payload : "", m->len, SAMPLE_BYTES);
+        fputc('\n', f->out);
     }
     return 0;
 }
@@ -1071,6 +1072,8 @@ static int cmd_dlq_list(int argc, char **argv) {
     dlq_filter_t f = {.samples = 3};
     rd_kafka_t *rk;
     int64_t *from = NULL, *to = NULL;
+    char *samples = NULL;
+    size_t samples_len = 0;
     int np, rc;
 
     if (wants_help(argc, argv)) return fputs(help, stdout), 0;
@@ -1078,13 +1081,20 @@ static int cmd_dlq_list(int argc, char **argv) {
     if ((rc = dlq_opts(argc - 1, argv + 1, o, 3, help, &f))) return rc;
     if (o[2].value && parse_ll(o[2].value, 0, &f.samples)) return usage(help, "--samples: a number");
     if (!(rk = kafka_client(NULL))) return 1;
+    if (!(f.out = open_memstream(&samples, &samples_len))) {
+        rd_kafka_destroy(rk);
+        return fail("out of memory");
+    }
     rc = (np = whole_topic(rk, argv[0], &from, &to)) < 0 || read_range(rk, argv[0], np, from, to, dlq_list_one, &f);
+    fclose(f.out);
     if (!rc) {
-        if (f.shown) printf("---\n");
         printf("REASON COUNT\n");
         for (int i = 0; i < f.nreasons; i++) printf("%s %lld\n", f.reasons[i], f.counts[i]);
-        printf("total %lld\n", f.matched);
+        fputs(samples, stdout);
+        printf("--- %lld dead letter%s%s\n", f.matched, f.matched == 1 ? "" : "s",
+               f.reason || f.since >= 0 ? " matching the filter" : "");
     }
+    free(samples);
     free(from);
     free(to);
     rd_kafka_destroy(rk);
@@ -1095,9 +1105,20 @@ static int is_dlq_header(const char *name) {
     return strncmp(name, "dlq-", 4) == 0 || strcmp(name, "redrive-count") == 0;
 }
 
+/* What an earlier redrive of the same DLQ covered: its filter and, per partition, where it stopped.
+ * Its group's name says its filter: vxadmin-redrive.DLQ[.reason=R][.since=MS]. */
+typedef struct {
+    char reason[64]; /* "" for any */
+    long long since; /* -1 for any */
+    int64_t *next;   /* per partition: the letters before it were handled by that run */
+} prior_t;
+
 typedef struct {
     dlq_filter_t f;
     rd_kafka_t *prod, *rk;
+    prior_t *prior;
+    int nprior, np;
+    long long before; /* letters an earlier run with another filter redrove */
     delivery_t *d;
     const char *dlq;
     int dry;
@@ -1120,6 +1141,57 @@ static int redrive_checkpoint(redrive_t *r) {
     return 0;
 }
 
+static int redriven_before(const redrive_t *r, const rd_kafka_message_t *m, const char *reason) {
+    rd_kafka_timestamp_type_t tt;
+    int64_t ts = rd_kafka_message_timestamp(m, &tt);
+    for (int i = 0; i < r->nprior; i++) {
+        const prior_t *g = &r->prior[i];
+        if ((!g->reason[0] || strcmp(g->reason, reason) == 0) && (g->since < 0 || ts >= g->since) &&
+            m->partition >= 0 && m->partition < r->np && m->offset < g->next[m->partition])
+            return 1;
+    }
+    return 0;
+}
+
+/* The progress of every other redrive of dlq (other filters), so that a letter one of them sent back
+ * is not sent again. Returns 0 or 1 (said why). */
+static int load_prior(redrive_t *r, const char *base, const char *own) {
+    char **all = list_groups(r->rk);
+    size_t n = strlen(base);
+    int rc = 0;
+
+    if (!all) return 1;
+    for (int i = 0; all[i]; i++) {
+        const char *rest = all[i] + n, *sp;
+        prior_t g = {.since = -1};
+        rd_kafka_topic_partition_list_t *c;
+        if (rc || strncmp(all[i], base, n) != 0 || strcmp(all[i], own) == 0 || (*rest && *rest != '.')) goto next;
+        if (strncmp(rest, ".reason=", 8) == 0) {
+            size_t len = (sp = strstr(rest, ".since=")) ? (size_t)(sp - rest - 8) : strlen(rest + 8);
+            snprintf(g.reason, sizeof(g.reason), "%.*s", (int)len, rest + 8);
+            rest += 8 + len;
+        }
+        if (strncmp(rest, ".since=", 7) == 0 && parse_ll(rest + 7, 0, &g.since)) goto next;
+        if (*rest && strncmp(rest, ".since=", 7) != 0) goto next; /* not one of ours */
+        if (!(c = group_committed(r->rk, all[i]))) {
+            rc = 1;
+            goto next;
+        }
+        g.next = calloc((size_t)r->np, sizeof(*g.next));
+        for (int p = 0; p < r->np; p++) g.next[p] = committed_of(c, r->dlq, p);
+        rd_kafka_topic_partition_list_destroy(c);
+        {
+            prior_t *np = realloc(r->prior, (size_t)(r->nprior + 1) * sizeof(*np));
+            if (np) r->prior = np, r->prior[r->nprior++] = g;
+            else free(g.next);
+        }
+    next:
+        free(all[i]);
+    }
+    free(all);
+    return rc;
+}
+
 static int redrive_one(const rd_kafka_message_t *m, void *opaque) {
     redrive_t *r = opaque;
     char reason[64], source[256], count[24];
@@ -1128,6 +1200,8 @@ static int redrive_one(const rd_kafka_message_t *m, void *opaque) {
     rd_kafka_topic_partition_list_add(r->progress, r->dlq, m->partition)->offset = m->offset + 1;
     if (!dlq_matches(&r->f, m, reason, sizeof(reason))) {
         r->filtered++;
+    } else if (redriven_before(r, m, reason)) {
+        r->before++;
     } else if (vx_kafka_header(m, "redrive-count", count, sizeof(count)) && (n = atoll(count)) >= r->max) {
         r->at_max++;
         printf("skipped: partition %d offset %lld (%s) was redriven %lld times already (VX_REDRIVE_MAX %lld)\n",
@@ -1166,14 +1240,16 @@ static int cmd_dlq_redrive(int argc, char **argv) {
         "Sends each dead letter (matching --reason, no older than --since) back to its dlq-source-topic\n"
         "with its original key, bytes and headers, less the dlq-* ones, plus redrive-count: N+1. A\n"
         "letter already redriven VX_REDRIVE_MAX times (3) is skipped and named. Resumable: progress is\n"
-        "committed after each delivered batch in the group vxadmin-redrive.DLQ_TOPIC[.REASON], so a\n"
-        "stopped run (Ctrl-C) started again goes on after the last letter it redrove; a letter that\n"
-        "fails again comes back to the DLQ with its count and is redriven by the next run.\n"
+        "committed after each delivered batch in the group vxadmin-redrive.DLQ_TOPIC[.reason=R][.since=MS]\n"
+        "(one per filter), so a run stopped with Ctrl-C and started again goes on after the last letter\n"
+        "it redrove (after a kill -9, up to one batch of 100 may go twice: commands are idempotent), and\n"
+        "a letter that a run with another filter redrove is not sent again. A letter that fails again\n"
+        "comes back to the DLQ with its count and is redriven by the next run.\n"
         "Example: vxadmin dlq redrive inventory.dlq --reason unknown_product --dry-run\n";
     opt_t o[] = {{"--reason", 0, NULL}, {"--since", 0, NULL}, {"--dry-run", 1, NULL}};
     redrive_t r = {0};
     delivery_t d = {0};
-    char group[512], err[256];
+    char base[320], group[512], err[256];
     int64_t *from = NULL, *to = NULL;
     int np, rc;
 
@@ -1184,9 +1260,13 @@ static int cmd_dlq_redrive(int argc, char **argv) {
     r.dlq = argv[0];
     r.dry = o[2].value != NULL;
     r.d = &d;
-    snprintf(group, sizeof(group), "vxadmin-redrive.%s%s%s", r.dlq, r.f.reason ? "." : "", r.f.reason ? r.f.reason : "");
+    snprintf(base, sizeof(base), "vxadmin-redrive.%s", r.dlq);
+    snprintf(group, sizeof(group), "%s%s%s", base, r.f.reason ? ".reason=" : "", r.f.reason ? r.f.reason : "");
+    if (r.f.since >= 0) snprintf(group + strlen(group), sizeof(group) - strlen(group), ".since=%lld", r.f.since);
     rc = 1;
     if (!(r.rk = kafka_client(group)) || (np = whole_topic(r.rk, r.dlq, &from, &to)) < 0) goto out;
+    r.np = np;
+    if (load_prior(&r, base, group)) goto out;
     { /* start after what an earlier run redrove */
         rd_kafka_topic_partition_list_t *c = rd_kafka_topic_partition_list_new(np);
         for (int p = 0; p < np; p++) rd_kafka_topic_partition_list_add(c, r.dlq, p);
@@ -1204,14 +1284,16 @@ static int cmd_dlq_redrive(int argc, char **argv) {
     signal(SIGINT, on_signal);
     signal(SIGTERM, on_signal);
     if (read_range(r.rk, r.dlq, np, from, to, redrive_one, &r) || redrive_checkpoint(&r)) goto out;
-    printf("%s %lld, skipped %lld (filter), %lld (redrive-count at max)\n", r.dry ? "would redrive" : "redriven",
-           r.redriven, r.f.reason || r.f.since >= 0 ? r.filtered : 0, r.at_max);
+    printf("%s %lld, skipped %lld (filter), %lld (redrive-count at max), %lld (redriven by an earlier run)\n",
+           r.dry ? "would redrive" : "redriven", r.redriven, r.filtered, r.at_max, r.before);
     if (interrupted) {
         fail("stopped: run the same command again to go on after the last letter redriven");
         goto out;
     }
     rc = 0;
 out:
+    for (int i = 0; i < r.nprior; i++) free(r.prior[i].next);
+    free(r.prior);
     if (r.progress) rd_kafka_topic_partition_list_destroy(r.progress);
     if (r.prod) rd_kafka_destroy(r.prod);
     if (r.rk) rd_kafka_destroy(r.rk);

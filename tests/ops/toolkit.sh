@@ -301,16 +301,15 @@ t=$(now_ms)
 vxa replay replay "$CMDS" --from 0 --wait 60
 say "replay: exit $RC in $(secs_since "$t") s: $(tr '\n' '/' <"$OUT/replay.out")"
 read -r r_sent r_topic < <(sed -nE 's/^replay: ([0-9]+) messages of ([^ ]+) re-produced.*/\1 \2/p' "$OUT/replay.out")
-read -r r_already r_new < <(sed -nE 's/^replay: ([0-9]+) were already applied, ([0-9]+) new.*/\1 \2/p' "$OUT/replay.out")
-# (the contract's third line says "applied since: M", its note "applied by the replay M": either)
-r_since=$(sed -nE 's/^replay: applied (since|by the replay): ([0-9]+).*/\2/p' "$OUT/replay.out")
+read -r r_already r_new < <(sed -nE 's/^replay: ([0-9]+) of the [0-9]+ distinct commands had been applied by [^ ]+ before the replay, ([0-9]+) had not$/\1 \2/p' "$OUT/replay.out")
+r_since=$(sed -nE 's/^replay: applied by the replay: ([0-9]+); the replay changed nothing$/\1/p' "$OUT/replay.out")
 if ((RC == 0)) && [[ ${r_sent:-} == "$NREPLAY" && ${r_topic:-} == "$CMDS" && ${r_already:-} == "$NREPLAY" &&
 	${r_new:-} == 0 && $r_since == 0 ]]; then
 	pass "replay says so: $r_sent re-produced, $r_already already applied, $r_new new, applied since $r_since"
 else
 	show "$OUT/replay.out"
 	show "$OUT/replay.err"
-	fail "replay output (shared/notes/vxadmin-cli.md): exit $RC; want 'replay: $NREPLAY messages of $CMDS re-produced', 'replay: $NREPLAY were already applied, 0 new', 'replay: applied since: 0 ...'; read: re-produced '${r_sent:-}', already applied '${r_already:-}', new '${r_new:-}', applied since '${r_since:-}'"
+	fail "replay output (shared/notes/vxadmin-cli.md): exit $RC; want 'replay: $NREPLAY messages of $CMDS re-produced', 'replay: $NREPLAY of the $NREPLAY distinct commands had been applied by inventory-svc before the replay, 0 had not', 'replay: applied by the replay: 0; the replay changed nothing'; read: re-produced '${r_sent:-}', already applied '${r_already:-}', new '${r_new:-}', applied since '${r_since:-}'"
 fi
 settle "after the replay" || exit 1
 snapshot "$OUT/after_replay.txt"
@@ -535,6 +534,11 @@ vxa redrive2 dlq redrive "$DLQ" --reason processing_error
 settle "after the second redrive" || exit 1
 check "$( ((RC == 0)) && grep -Eq '^redriven 0,' "$OUT/redrive2.out" && [[ $(stock TK-Q1) == 7 && $(redriven "$P-q1" | wc -l) == 1 ]] && echo 1 || echo 0)" \
 	"dlq redrive again: '$(grep '^redriven' "$OUT/redrive2.out")' (want redriven 0), TK-Q1 stock $(stock TK-Q1)"
+# A redrive with another filter (none) must not send back what the --reason run redrove: only the
+# not_json letter is left, and it says how many an earlier run covered.
+vxa redrive_all dlq redrive "$DLQ" --dry-run
+check "$( ((RC == 0)) && grep -Eq '^would redrive 1, skipped 0 \(filter\), 0 \(redrive-count at max\), 1 \(redriven by an earlier run\)$' "$OUT/redrive_all.out" && echo 1 || echo 0)" \
+	"dlq redrive without a filter after the --reason run: '$(tail -n 1 "$OUT/redrive_all.out")' (want would redrive 1 (not_json), 1 redriven by an earlier run)"
 
 # ------------------------------------------------------------------------------------------ 4. an interrupted redrive, run again
 
