@@ -13,6 +13,12 @@
 --        replayed, merged into the row's own (the latency gremlin's chaos-delay-ms, vx_chaos.h);
 --   "fresh": true  on an inventory event whose order a PlaceOrder of an earlier call for the same
 --        polled batch created: it is ignored, as an event for an order created in this batch is.
+-- A CancelOrder of an order not placed yet (it came first: another partition than its PlaceOrder, or
+-- both replayed after a restore) is answered not_found and remembered in early_cancels
+-- (004_orders_early_cancels.sql): the PlaceOrder of that order id that comes later ends the order
+-- CANCELLED at once, with nothing reserved, so that the order ends as it would have had the two come
+-- in the order they were sent.
+--
 -- It returns ord_out rows in input order: the outbox rows to publish, and one outcome per entry for
 -- the service's log and metrics (out_note; out_age: seconds from an order's placement to the outcome
 -- that decided it). It needs one thing from the caller, which order-svc's split of each polled batch
@@ -87,12 +93,24 @@ CREATE OR REPLACE FUNCTION ord_result_payload(o orders, ts text) RETURNS text LA
     SELECT (ord_result_body(o) || jsonb_build_object('event_id', ord_event_id(ord_result_key(o)), 'occurred_at', ts))::text
 $$;
 
+-- The placing lock, a transaction-level advisory lock: a call that may place orders holds it shared
+-- from before it reads early_cancels until it commits; a call that remembers a CancelOrder of an
+-- order not known yet holds it exclusive from before it looks the order up until it commits. So when
+-- two instances take a PlaceOrder and the CancelOrder that overtook it at the same moment, one of
+-- them commits before the other reads: either the PlaceOrder finds the cancel remembered, or the
+-- CancelOrder finds the order. (Only a CancelOrder that overtook its order takes it exclusive: rare.
+-- Taken before anything else, the lock never completes a cycle of waits; lock_timeout bounds a wait.)
+CREATE OR REPLACE FUNCTION ord_place_lock() RETURNS bigint LANGUAGE sql IMMUTABLE AS $$
+    SELECT 6180339887498948482::bigint -- any constant; the orders database is order-svc's alone
+$$;
+
 -- The general code: any call.
 CREATE OR REPLACE FUNCTION ord_apply_general(cmds jsonb) RETURNS SETOF ord_out LANGUAGE plpgsql
 SET enable_seqscan = off SET enable_nestloop = off SET jit = off SET plan_cache_mode = force_generic_plan AS $$
 DECLARE
     ts text := ord_ts(now());
     fresh jsonb;       -- {order id: ordinal of the PlaceOrder that created it in this batch}
+    early jsonb;       -- {order id: key of a CancelOrder that came before the order}, for new orders
     os orders[];       -- every order the batch touches, in id order, locked; changed as entries apply
     dirty boolean[];   -- per order: changed here, to be written back
     slot int[];        -- per entry: the index into os of the order it touches, NULL when none
@@ -116,7 +134,27 @@ DECLARE
     e jsonb; c jsonb; h jsonb; t text; k text; oid text; cid text; i int; s int; o orders; changed boolean;
     note text; dk text; tp text; mk text; rcid text; pay jsonb; hdr jsonb; rk text; held boolean;
     lcid text; lorder text; lstatus text;
+    e_oid text[] := '{}'; e_key text[] := '{}'; e_cid text[] := '{}'; -- CancelOrders to remember
+    c_oids text[];               -- the orders the call's CancelOrders name
+    unknown boolean := false;    -- one of them is not known (yet)
 BEGIN
+    -- The placing lock (ord_place_lock), before the orders are written or loaded: exclusive for a call
+    -- with a CancelOrder of an order not known yet, shared for a call that may place orders. (Whether
+    -- an order is known is asked of order_history, where every order has rows from its first
+    -- transaction on, because its only index leads with the order id; asked of orders, a plan made on
+    -- tables ANALYZEd while empty read all of the index orders_latest.)
+    IF cmds @? '$[*] ? (@.c.type == "CancelOrder")' THEN
+        SELECT array_agg(DISTINCT x.e->>'oid') INTO c_oids
+          FROM jsonb_array_elements(cmds) AS x(e) WHERE x.e->'c'->>'type' = 'CancelOrder';
+        SELECT count(DISTINCT h.order_id) < cardinality(c_oids) INTO unknown
+          FROM order_history h WHERE h.order_id = ANY (c_oids);
+    END IF;
+    IF unknown THEN
+        PERFORM pg_advisory_xact_lock(ord_place_lock());
+    ELSIF cmds @? '$[*] ? (@.c.type == "PlaceOrder")' THEN
+        PERFORM pg_advisory_xact_lock_shared(ord_place_lock());
+    END IF;
+
     -- New orders first, in id order: among PlaceOrders sharing a key or an order id the
     -- earliest wins; an order that exists already (same id or same key) is left as it is.
     WITH p AS (
@@ -138,6 +176,9 @@ BEGIN
     wn AS MATERIALIZED (
         SELECT jsonb_object_agg(w.oid, w.n) AS m FROM win w)
     SELECT coalesce(jsonb_object_agg(ins.id, wn.m->ins.id), '{}') INTO fresh FROM ins, wn;
+    -- (After the placing lock: a CancelOrder that overtook one of these orders has committed by now.)
+    SELECT coalesce(jsonb_object_agg(c.order_id, c.cancel_key), '{}') INTO early
+      FROM early_cancels c WHERE c.order_id = ANY (ARRAY(SELECT jsonb_object_keys(fresh)));
 
     -- Every order the batch touches is locked and loaded now, in one global order, so concurrent
     -- batches never deadlock: the orders named by id, and those a PlaceOrder's key belongs to under
@@ -197,7 +238,18 @@ BEGIN
         note := NULL; dk := NULL; rk := NULL; hdr := NULL; held := false; changed := false;
         lcid := cid; lorder := NULL; lstatus := NULL;
 
-        IF t = 'PlaceOrder' AND (fresh->>oid)::bigint = i THEN
+        IF t = 'PlaceOrder' AND (fresh->>oid)::bigint = i AND early ? oid THEN
+            -- A CancelOrder of this order came first (it was answered not_found): placed and
+            -- cancelled at once, nothing reserved, and the result answers this PlaceOrder.
+            h_oid := h_oid || oid; h_st := h_st || 'PENDING'::text; h_why := h_why || NULL::text;
+            o.status := 'CANCELLED'; o.reason := 'cancelled'; o.product_id := NULL;
+            h_oid := h_oid || oid; h_st := h_st || o.status; h_why := h_why || o.reason;
+            changed := true;
+            dk := ord_result_key(o); tp := 'orders.results'; mk := oid; rcid := cid;
+            pay := ord_result_body(o);
+            note := 'order_cancelled';
+
+        ELSIF t = 'PlaceOrder' AND (fresh->>oid)::bigint = i THEN
             h_oid := h_oid || oid; h_st := h_st || 'PENDING'::text; h_why := h_why || NULL::text;
             dk := 'order:' || oid || ':reserve'; tp := 'inventory.commands'; mk := oid; rcid := cid;
             pay := jsonb_build_object('type', 'ReserveStock', 'idempotency_key', dk, 'order_id', oid, 'items', c->'items');
@@ -219,6 +271,12 @@ BEGIN
                 lorder := oid;
                 lstatus := 'REJECTED';
             ELSIF o.id IS NULL OR (fresh->>oid)::bigint > i THEN -- unknown, or placed later in this batch
+                -- Answered not_found, and remembered: the order's PlaceOrder, when it comes, ends it
+                -- CANCELLED (the first such CancelOrder is the one remembered).
+                IF NOT early ? oid THEN
+                    early := early || jsonb_build_object(oid, k);
+                    e_oid := e_oid || oid; e_key := e_key || k; e_cid := e_cid || cid;
+                END IF;
                 dk := 'cancel:' || k; tp := 'orders.results'; mk := oid; rcid := cid;
                 pay := jsonb_build_object('type', 'OrderResult', 'order_id', oid, 'idempotency_key', k,
                                           'status', 'REJECTED', 'reason', 'not_found', 'items', '[]'::jsonb);
@@ -334,6 +392,9 @@ BEGIN
      WHERE dirty[u.ordinality] AND b.id = u.id AND b.id = ANY (ARRAY(SELECT d.id FROM unnest(os) AS d));
     INSERT INTO order_history (order_id, status, reason)
     SELECT u.o, u.s, u.w FROM unnest(h_oid, h_st, h_why) WITH ORDINALITY AS u(o, s, w, n) ORDER BY u.n;
+    INSERT INTO early_cancels (order_id, cancel_key, correlation_id)
+    SELECT u.o, u.k, u.cid FROM unnest(e_oid, e_key, e_cid) AS u(o, k, cid) ORDER BY u.o
+        ON CONFLICT (order_id) DO NOTHING;
 
     -- New rows get their ids in input order; a row already there (ON CONFLICT) is not written twice
     -- and is left out of what is sent. Replays are claimed now, so that the sweep does not send them
@@ -396,12 +457,18 @@ BEGIN
         -- drawn from; the block (a subtransaction) is then undone and the general code takes the call.
         -- The unique indexes do the probing once. (A NOT EXISTS over the call's ids and keys first
         -- probed them twice, and its plan, made once per connection, became a scan of a whole index
-        -- filtered on the id when it was made on tables ANALYZEd while empty.)
+        -- filtered on the id when it was made on tables ANALYZEd while empty.) An order that a
+        -- CancelOrder came for before it (early_cancels, read under the placing lock) is the general
+        -- code's too.
         BEGIN
+            PERFORM pg_advisory_xact_lock_shared(ord_place_lock());
             INSERT INTO orders (id, idempotency_key, customer_id, items, request_hash, status, correlation_id)
             SELECT x.e->>'oid', x.e->'c'->>'idempotency_key', x.e->'c'->>'customer_id', x.e->'c'->'items',
                    x.e->>'hash', 'PENDING', x.e->>'cid'
               FROM jsonb_array_elements(cmds) AS x(e) ORDER BY x.e->>'oid';
+            IF EXISTS (SELECT 1 FROM early_cancels c WHERE c.order_id = ANY (oids)) THEN
+                RAISE unique_violation USING MESSAGE = 'ord_apply_batch: an order of the call was cancelled before it came';
+            END IF;
             INSERT INTO order_history (order_id, status)
             SELECT x.e->>'oid', 'PENDING' FROM jsonb_array_elements(cmds) WITH ORDINALITY AS x(e, n) ORDER BY x.n;
             WITH e AS (
@@ -422,7 +489,7 @@ BEGIN
             RETURN QUERY SELECT * FROM unnest(outs);
             RETURN;
         EXCEPTION WHEN unique_violation THEN
-            NULL; -- not every order is new: the general code below
+            NULL; -- not every order is new, or one was cancelled already: the general code below
         END;
 
     ELSIF kinds <@ '{StockReserved,StockRejected}' AND one_each AND NOT cmds @? '$[*] ? (@.fresh == true)' THEN

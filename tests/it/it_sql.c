@@ -419,8 +419,10 @@ static void linear(PGconn *c, const char *fn, const char *entry, int64_t rows, c
                   w.worst, BATCH, w.what);
 }
 
-#define G_PLACE "jsonb_build_object('c', jsonb_build_object('type', 'PlaceOrder', 'idempotency_key', 'g' || i," \
-                " 'customer_id', 'c', 'items', '" ITEMS "'::jsonb), 'oid', 'g' || i, 'cid', 'x', 'hash', 'h')"
+#define G_PLACE_OF(p)                                                                                     \
+    "jsonb_build_object('c', jsonb_build_object('type', 'PlaceOrder', 'idempotency_key', '" p "' || i,"     \
+    " 'customer_id', 'c', 'items', '" ITEMS "'::jsonb), 'oid', '" p "' || i, 'cid', 'x', 'hash', 'h')"
+#define G_PLACE G_PLACE_OF("g")
 
 Test(sql, orders_calls_do_work_linear_in_their_size) {
     PGconn *c = db_open(ORD_DB "_lin", "order-svc", "", 0);
@@ -435,6 +437,12 @@ Test(sql, orders_calls_do_work_linear_in_their_size) {
            " 'order_id', 'g' || i), 'oid', 'g' || i, 'cid', 'c')",
            BATCH + BATCH / 2, "1,000 CancelOrders"); /* a confirmed order's: ReleaseStock and OrderResult */
     linear(c, "ord_apply_batch", G_PLACE, BATCH, "the 1,000 PlaceOrders again");
+    linear(c, "ord_apply_batch",
+           "jsonb_build_object('c', jsonb_build_object('type', 'CancelOrder', 'idempotency_key', 'cancel-e' || i,"
+           " 'order_id', 'e' || i), 'oid', 'e' || i, 'cid', 'c')",
+           BATCH, "1,000 CancelOrders of orders not placed yet"); /* not_found, and remembered */
+    linear(c, "ord_apply_batch", G_PLACE_OF("e"), BATCH, "then their 1,000 PlaceOrders"); /* CANCELLED at once */
+    cr_assert_eq(sql_int(c, "SELECT count(*) FROM orders WHERE id LIKE 'e%' AND status = 'CANCELLED'", NULL), BATCH);
     PQfinish(c);
 }
 
@@ -571,6 +579,7 @@ Test(sql, orders_fast_paths_do_what_the_general_code_does) {
     paths_t p = {"ord_apply_batch", "ord_apply_general", "t.ordinality",
                  "SELECT concat_ws(E'\\n', (SELECT string_agg(t::text, E'\\n' ORDER BY t.id) FROM orders t),"
                  " (SELECT string_agg(t::text, E'\\n' ORDER BY t.id) FROM order_history t),"
+                 " (SELECT string_agg(t::text, E'\\n' ORDER BY t.order_id) FROM early_cancels t),"
                  " (SELECT string_agg(t::text, E'\\n' ORDER BY t.id) FROM outbox t),"
                  " (SELECT string_agg(t::text, E'\\n' ORDER BY t.id) FROM outbox_pending t))",
                  0, 0};
@@ -589,6 +598,8 @@ Test(sql, orders_fast_paths_do_what_the_general_code_does) {
                 waiting[w_tail++] = k = next_key++;
             else if (kind < 90 && w_head < w_tail && chance(85)) /* mostly the answer an order waits for */
                 k = waiting[w_head++];
+            else if (chance(25)) /* an order not placed yet: a CancelOrder that overtook its PlaceOrder */
+                k = next_key + (int)rnd(4);
             else
                 k = next_key ? (int)rnd((unsigned)next_key) : 0;
             for (int j = 0; j < nused; j++) seen |= used[j] == k;
@@ -624,6 +635,10 @@ Test(sql, orders_fast_paths_do_what_the_general_code_does) {
         if (call.n) same_both_ways(c, &p, call.s);
     }
     both_taken(&p);
+    int64_t early = sql_int(c, "SELECT count(*) FROM orders o JOIN early_cancels e ON e.order_id = o.id"
+                               " WHERE o.status = 'CANCELLED'", NULL);
+    cr_log_info("%" PRId64 " orders placed after a CancelOrder of theirs", early);
+    cr_expect_gt(early, 0, "no call placed an order whose CancelOrder came first");
     PQfinish(c);
 }
 
