@@ -17,7 +17,8 @@
 -- both replayed after a restore) is answered not_found and remembered in early_cancels
 -- (004_orders_early_cancels.sql): the PlaceOrder of that order id that comes later ends the order
 -- CANCELLED at once, with nothing reserved, so that the order ends as it would have had the two come
--- in the order they were sent.
+-- in the order they were sent. Its OrderResult names that CancelOrder (key, correlation id), as every
+-- CANCELLED result does: whichever came first, the event is the same, under the same event_id.
 --
 -- It returns ord_out rows in input order: the outbox rows to publish, and one outcome per entry for
 -- the service's log and metrics (out_note; out_age: seconds from an order's placement to the outcome
@@ -90,7 +91,8 @@ $$;
 
 -- The OrderResult payload of an order in a final status, as its outbox row (ord_result_key) holds it.
 CREATE OR REPLACE FUNCTION ord_result_payload(o orders, ts text) RETURNS text LANGUAGE sql STABLE AS $$
-    SELECT (ord_result_body(o) || jsonb_build_object('event_id', ord_event_id(ord_result_key(o)), 'occurred_at', ts))::text
+    SELECT (ord_result_body(o)
+            || jsonb_build_object('event_id', ord_event_id(ord_result_key(o)), 'occurred_at', ts))::text
 $$;
 
 -- The placing lock, a transaction-level advisory lock: a call that may place orders holds it shared
@@ -110,7 +112,7 @@ SET enable_seqscan = off SET enable_nestloop = off SET jit = off SET plan_cache_
 DECLARE
     ts text := ord_ts(now());
     fresh jsonb;       -- {order id: ordinal of the PlaceOrder that created it in this batch}
-    early jsonb;       -- {order id: key of a CancelOrder that came before the order}, for new orders
+    early jsonb;       -- {order id: {k, cid} of a CancelOrder that came before it}, for new orders
     os orders[];       -- every order the batch touches, in id order, locked; changed as entries apply
     dirty boolean[];   -- per order: changed here, to be written back
     slot int[];        -- per entry: the index into os of the order it touches, NULL when none
@@ -177,8 +179,8 @@ BEGIN
         SELECT jsonb_object_agg(w.oid, w.n) AS m FROM win w)
     SELECT coalesce(jsonb_object_agg(ins.id, wn.m->ins.id), '{}') INTO fresh FROM ins, wn;
     -- (After the placing lock: a CancelOrder that overtook one of these orders has committed by now.)
-    SELECT coalesce(jsonb_object_agg(c.order_id, c.cancel_key), '{}') INTO early
-      FROM early_cancels c WHERE c.order_id = ANY (ARRAY(SELECT jsonb_object_keys(fresh)));
+    SELECT coalesce(jsonb_object_agg(c.order_id, jsonb_build_object('k', c.cancel_key, 'cid', c.correlation_id)), '{}')
+      INTO early FROM early_cancels c WHERE c.order_id = ANY (ARRAY(SELECT jsonb_object_keys(fresh)));
 
     -- Every order the batch touches is locked and loaded now, in one global order, so concurrent
     -- batches never deadlock: the orders named by id, and those a PlaceOrder's key belongs to under
@@ -240,12 +242,13 @@ BEGIN
 
         IF t = 'PlaceOrder' AND (fresh->>oid)::bigint = i AND early ? oid THEN
             -- A CancelOrder of this order came first (it was answered not_found): placed and
-            -- cancelled at once, nothing reserved, and the result answers this PlaceOrder.
+            -- cancelled by it at once, nothing reserved; the result names it, as when it comes after.
             h_oid := h_oid || oid; h_st := h_st || 'PENDING'::text; h_why := h_why || NULL::text;
             o.status := 'CANCELLED'; o.reason := 'cancelled'; o.product_id := NULL;
+            o.cancel_key := early->oid->>'k'; o.cancel_correlation_id := early->oid->>'cid';
             h_oid := h_oid || oid; h_st := h_st || o.status; h_why := h_why || o.reason;
             changed := true;
-            dk := ord_result_key(o); tp := 'orders.results'; mk := oid; rcid := cid;
+            dk := ord_result_key(o); tp := 'orders.results'; mk := oid; rcid := o.cancel_correlation_id;
             pay := ord_result_body(o);
             note := 'order_cancelled';
 
@@ -274,7 +277,7 @@ BEGIN
                 -- Answered not_found, and remembered: the order's PlaceOrder, when it comes, ends it
                 -- CANCELLED (the first such CancelOrder is the one remembered).
                 IF NOT early ? oid THEN
-                    early := early || jsonb_build_object(oid, k);
+                    early := early || jsonb_build_object(oid, jsonb_build_object('k', k, 'cid', cid));
                     e_oid := e_oid || oid; e_key := e_key || k; e_cid := e_cid || cid;
                 END IF;
                 dk := 'cancel:' || k; tp := 'orders.results'; mk := oid; rcid := cid;
@@ -467,7 +470,8 @@ BEGIN
                    x.e->>'hash', 'PENDING', x.e->>'cid'
               FROM jsonb_array_elements(cmds) AS x(e) ORDER BY x.e->>'oid';
             IF EXISTS (SELECT 1 FROM early_cancels c WHERE c.order_id = ANY (oids)) THEN
-                RAISE unique_violation USING MESSAGE = 'ord_apply_batch: an order of the call was cancelled before it came';
+                RAISE unique_violation
+                      USING MESSAGE = 'ord_apply_batch: an order of the call was cancelled before it came';
             END IF;
             INSERT INTO order_history (order_id, status)
             SELECT x.e->>'oid', 'PENDING' FROM jsonb_array_elements(cmds) WITH ORDINALITY AS x(e, n) ORDER BY x.n;
