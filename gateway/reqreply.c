@@ -170,7 +170,8 @@ static void report_timeout(gw_rr_t *rr, entry_t *e, waiter_t *w) {
 
 /* ---- sending ---------------------------------------------------------------------------------- */
 
-/* Produces the entry's command; failures are retried by the timer. Lock held. */
+/* Produces the entry's command, keyed by its order id (so a CancelOrder of the order, keyed likewise,
+ * lands on its partition, behind it); failures are retried by the timer. Lock held. */
 static void send_command(gw_rr_t *rr, int i, long long now) {
     entry_t *e = &rr->slots[i];
     rd_kafka_headers_t *h = rd_kafka_headers_new(1);
@@ -179,9 +180,9 @@ static void send_command(gw_rr_t *rr, int i, long long now) {
 
     rd_kafka_header_add(h, "correlation-id", -1, e->cid, -1);
     err = rd_kafka_producev(rr->producer, RD_KAFKA_V_TOPIC(rr->o.commands_topic),
-                            RD_KAFKA_V_KEY(e->key, strlen(e->key)), RD_KAFKA_V_VALUE(e->command, e->command_len),
-                            RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_HEADERS(h),
-                            RD_KAFKA_V_OPAQUE((void *)opaque), RD_KAFKA_V_END);
+                            RD_KAFKA_V_KEY(e->order_id, strlen(e->order_id)),
+                            RD_KAFKA_V_VALUE(e->command, e->command_len), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+                            RD_KAFKA_V_HEADERS(h), RD_KAFKA_V_OPAQUE((void *)opaque), RD_KAFKA_V_END);
     e->attempts++;
     e->attempt_deadline = now + rr->o.attempt_timeout_ms;
     e->next_send = 0;
@@ -563,7 +564,8 @@ int gw_rr_cancel(gw_rr_t *rr, const char *order_id, const char *key, char *errst
     uuid_generate_random(u);
     uuid_unparse_lower(u, cid);
     rd_kafka_header_add(h, "correlation-id", -1, cid, -1);
-    err = rd_kafka_producev(rr->producer, RD_KAFKA_V_TOPIC(rr->o.commands_topic), RD_KAFKA_V_KEY(key, strlen(key)),
+    err = rd_kafka_producev(rr->producer, RD_KAFKA_V_TOPIC(rr->o.commands_topic),
+                            RD_KAFKA_V_KEY(order_id, strlen(order_id)),
                             RD_KAFKA_V_VALUE((void *)s, len), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
                             RD_KAFKA_V_HEADERS(h), RD_KAFKA_V_OPAQUE(NULL), RD_KAFKA_V_END);
     json_object_put(cmd);

@@ -79,8 +79,10 @@ void gw_rr_submit(gw_rr_t *rr, void *request, const vx_msg_t *body, const char *
                   int full_deadline);
 
 /* Produces a CancelOrder for order_id under idempotency key `key` (both borrowed, validated by the
- * caller); its answer comes on the results topic like any other. Returns 0 once it is queued for the
- * broker, or -1 with errstr (Kafka known to be unreachable, or the produce refused). */
+ * caller), keyed by the order id as the order's PlaceOrder is: on the same partition, behind it, so
+ * a replay applies the two in the order they were sent. Its answer comes on the results topic like
+ * any other. Returns 0 once it is queued for the broker, or -1 with errstr (Kafka known to be
+ * unreachable, or the produce refused). */
 int gw_rr_cancel(gw_rr_t *rr, const char *order_id, const char *key, char *errstr, size_t errstr_size);
 
 /* 1 when the broker answers and the reply consumer is in place. */

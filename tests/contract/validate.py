@@ -667,11 +667,15 @@ def check_kcat(contract: Contract, ex: Example) -> tuple[str, str | None, str]:
     why = contract.check_message(value, topic=topic, raw_size=len(payload.encode("utf-8")))
     note = parsed.note
     if why is None and isinstance(value, dict) and topic.endswith(".commands"):
-        ik = value.get("idempotency_key")
+        # The recommended key (schemas' descriptions): on orders.commands the order id, so that the
+        # commands of one order share a partition (a PlaceOrder without order_id: its idempotency_key);
+        # on inventory.commands the idempotency_key.
+        ik, oid = value.get("idempotency_key"), value.get("order_id")
+        want, what = (oid, "order_id") if topic == "orders.commands" and oid is not None else (ik, "idempotency_key")
         if key is None:
-            note = "; ".join(filter(None, [note, "no Kafka key (recommended: -K'|' with the idempotency_key)"]))
-        elif key != ik:
-            note = "; ".join(filter(None, [note, "Kafka key differs from idempotency_key (recommended equal)"]))
+            note = "; ".join(filter(None, [note, f"no Kafka key (recommended: -K'|' with the {what})"]))
+        elif key != want:
+            note = "; ".join(filter(None, [note, f"Kafka key differs from {what} (recommended equal)"]))
     return label, why, note
 
 

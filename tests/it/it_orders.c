@@ -1612,6 +1612,240 @@ Test(orders, held_back_place_order_is_passed_by_other_orders_and_not_by_its_canc
     stack_down(&s);
 }
 
+/* ---- event ids and cancels that come first ---------------------------------------------------- */
+
+/* One statement as the superuser on the maintenance database. CREATE DATABASE ... TEMPLATE fails while
+ * anyone, an autovacuum worker say, is connected to the template: tried again for a while. */
+static void pg_admin(const char *sql) {
+    char err[IT_ERR_SIZE];
+    PGconn *c = NULL;
+    int64_t deadline = vt_mono_ms() + IT_WAIT_MS;
+    IT_OK(it_pg_connect(&c, "postgres", err, sizeof err), err);
+    for (;;) {
+        PGresult *r = PQexec(c, sql);
+        bool ok = PQresultStatus(r) == PGRES_COMMAND_OK;
+        snprintf(err, sizeof err, "%s", PQresultErrorMessage(r));
+        PQclear(r);
+        if (ok) break;
+        cr_assert(strstr(err, "is being accessed by other users") && vt_mono_ms() < deadline, "%s: %s", sql, err);
+        vt_sleep_ms(200);
+    }
+    PQfinish(c);
+}
+
+static bool same_str(const char *a, const char *b) { return a == b || (a && b && strcmp(a, b) == 0); }
+
+/* Every event_id among c's messages names one event: wherever it appears, the same type, command
+ * key, order, status and reason. */
+static void assert_one_event_per_id(const it_collector_t *c) {
+    static const char *const fields[] = {"type",   "idempotency_key", "order_id",
+                                         "status", "reason",          "product_id", NULL};
+    size_t n = it_collector_count(c);
+    for (size_t i = 0; i < n; i++) {
+        const it_msg *a = it_collector_at(c, i);
+        const char *id = it_msg_str(a, "event_id");
+        cr_assert(id && *id, "%s: a message without event_id: %s", it_collector_topic(c), a->value);
+        for (size_t j = i + 1; j < n; j++) {
+            const it_msg *b = it_collector_at(c, j);
+            if (!same_str(id, it_msg_str(b, "event_id"))) continue;
+            for (size_t f = 0; fields[f]; f++)
+                cr_assert(same_str(it_msg_str(a, fields[f]), it_msg_str(b, fields[f])),
+                          "event_id %s names two events (%s differs):\n  %s\n  %s", id, fields[f], a->value, b->value);
+        }
+    }
+}
+
+/* The n-th (from 0) result answering command `key`, with status and event_id asserted. */
+static const it_msg *await_result(stack *s, const char *key, size_t nth, const char *status, const char *event_id) {
+    await_msg(s->results, "idempotency_key", key, nth + 1);
+    const it_msg *m = nth_msg(s->results, "idempotency_key", key, nth);
+    cr_assert_str_eq(it_msg_str(m, "status") ?: "(none)", status, "answer %zu to %s: %s", nth + 1, key, m->value);
+    cr_assert_str_eq(it_msg_str(m, "event_id") ?: "(none)", event_id, "answer %zu to %s: %s", nth + 1, key, m->value);
+    return m;
+}
+
+static int64_t ord_int(const char *sql, const char *p1) {
+    char err[IT_ERR_SIZE];
+    int64_t v;
+    IT_OK(it_pg_int(ORD_DB, sql, (const char *const[]){p1}, p1 ? 1 : 0, &v, err, sizeof err), err);
+    return v;
+}
+
+/* An event's id is what caused it, not its outbox row's id: a command redelivered gets the same
+ * event_id, and so does one replayed into a database restored from a backup, whose outbox sequence
+ * then hands out again ids that events after the backup had. Here the backup is a copy of the orders
+ * database taken while order-svc is stopped; after it, order C (rejected), order B, the cancel of
+ * order A, and order D with its cancel (keyed by its own key, as a producer may). The restore puts the
+ * copy back and replays B, A's cancel, D's cancel and then D, not C: so the outbox ids go to other
+ * events than the first time, and D's cancel comes before D. Every order ends as before the disaster
+ * (D CANCELLED, nothing held), and no event_id comes to name two events. */
+Test(orders, event_ids_are_the_same_at_every_replay_and_after_a_restore_never_name_two_events) {
+    stack s;
+    const char *pid = "ev-p", *none = "ev-none";
+    int64_t qty = 1;
+    char a[37], b[37], c[37], d[37], id_a[160], id_b[160], id_c[160], id_cancel[160], result_b[160], id_d[160],
+        id_d_cancel[160];
+    stack_up(&s, "ev", false, NULL);
+    restock(&s, "ev-p", 10);
+    derived_order_id("ev-a", a);
+    derived_order_id("ev-b", b);
+    derived_order_id("ev-c", c);
+    derived_order_id("ev-d", d);
+    snprintf(id_a, sizeof id_a, "orders:order:%s:result:CONFIRMED", a);
+    snprintf(id_d, sizeof id_d, "orders:order:%s:result:CONFIRMED", d);
+    snprintf(id_d_cancel, sizeof id_d_cancel, "orders:order:%s:result:CANCELLED", d);
+    snprintf(id_b, sizeof id_b, "orders:order:%s:result:CONFIRMED", b);
+    snprintf(id_c, sizeof id_c, "orders:order:%s:result:REJECTED", c);
+    snprintf(id_cancel, sizeof id_cancel, "orders:order:%s:result:CANCELLED", a);
+    snprintf(result_b, sizeof result_b, "order:%s:result:CONFIRMED", b);
+
+    produce(run.orders_commands, a, place_order_cmd("ev-a", NULL, "cust-ev", 1, &pid, &qty), NULL);
+    await_result(&s, "ev-a", 0, "CONFIRMED", id_a);
+
+    /* the backup */
+    it_svc_stop(s.ord, "order-svc");
+    s.ord = NULL;
+    pg_admin("DROP DATABASE IF EXISTS " ORD_DB "_snap");
+    pg_admin("CREATE DATABASE " ORD_DB "_snap TEMPLATE " ORD_DB);
+    s.ord = ord_spawn("after-backup");
+
+    /* after it: C, B, A's cancel; then B's PlaceOrder and A's cancel redelivered */
+    produce(run.orders_commands, c, place_order_cmd("ev-c", NULL, "cust-ev", 1, &none, &qty), NULL);
+    await_result(&s, "ev-c", 0, "REJECTED", id_c);
+    produce(run.orders_commands, b, place_order_cmd("ev-b", NULL, "cust-ev", 1, &pid, &qty), NULL);
+    await_result(&s, "ev-b", 0, "CONFIRMED", id_b);
+    produce(run.orders_commands, a, cancel_order_cmd("ev-a-cancel", a), NULL);
+    await_result(&s, "ev-a-cancel", 0, "CANCELLED", id_cancel);
+    produce(run.orders_commands, b, place_order_cmd("ev-b", NULL, "cust-ev", 1, &pid, &qty), NULL);
+    await_result(&s, "ev-b", 1, "CONFIRMED", id_b);
+    produce(run.orders_commands, a, cancel_order_cmd("ev-a-cancel", a), NULL);
+    await_result(&s, "ev-a-cancel", 1, "CANCELLED", id_cancel);
+    produce(run.orders_commands, d, place_order_cmd("ev-d", NULL, "cust-ev", 1, &pid, &qty), NULL);
+    await_result(&s, "ev-d", 0, "CONFIRMED", id_d);
+    produce(run.orders_commands, "ev-d-cancel", cancel_order_cmd("ev-d-cancel", d), NULL);
+    await_result(&s, "ev-d-cancel", 0, "CANCELLED", id_d_cancel);
+    int64_t last_id = ord_int("SELECT max(id) FROM outbox", NULL);
+
+    /* the disaster and the restore: the copy back, the commands after the backup replayed but C; D's
+     * cancel before D */
+    it_svc_stop(s.ord, "order-svc");
+    s.ord = NULL;
+    pg_admin("DROP DATABASE " ORD_DB " WITH (FORCE)");
+    pg_admin("CREATE DATABASE " ORD_DB " TEMPLATE " ORD_DB "_snap");
+    pg_admin("DROP DATABASE " ORD_DB "_snap");
+    produce(run.orders_commands, b, place_order_cmd("ev-b", NULL, "cust-ev", 1, &pid, &qty), NULL);
+    produce(run.orders_commands, a, cancel_order_cmd("ev-a-cancel", a), NULL);
+    s.ord = ord_spawn("restored");
+    await_result(&s, "ev-b", 2, "CONFIRMED", id_b);
+    await_result(&s, "ev-a-cancel", 2, "CANCELLED", id_cancel);
+    produce(run.orders_commands, "ev-d-cancel", cancel_order_cmd("ev-d-cancel", d), NULL);
+    const it_msg *m = await_msg(s.results, "idempotency_key", "ev-d-cancel", 2);
+    m = nth_msg(s.results, "idempotency_key", "ev-d-cancel", 1);
+    cr_assert(same_str(it_msg_str(m, "reason"), "not_found"), "D's cancel, replayed before D: %s", m->value);
+    produce(run.orders_commands, d, place_order_cmd("ev-d", NULL, "cust-ev", 1, &pid, &qty), NULL);
+    await_result(&s, "ev-d-cancel", 2, "CANCELLED", id_d_cancel); /* the same event as before the disaster */
+    cr_assert_str_eq(db_order("ev-d", d, sizeof d), "CANCELLED", "order D after the restore");
+    /* (the proof bites: B's result sits in an outbox row whose id an event after the backup had) */
+    cr_assert_leq(ord_int("SELECT id FROM outbox WHERE dedup_key = $1", result_b), last_id,
+                  "the restored outbox sequence did not hand out an id again: the test proves nothing");
+
+    it_catch_up(s.results);
+    it_catch_up(s.events);
+    assert_one_event_per_id(s.results);
+    assert_one_event_per_id(s.events);
+    it_assert_stock(INV_DB, "ev-p", 10 - 1); /* B's unit; A's and D's given back */
+    stack_down(&s);
+}
+
+/* A CancelOrder that comes before its order's PlaceOrder (keyed by its own key, on another partition,
+ * or replayed first after a restore) is answered not_found and remembered; the PlaceOrder that follows
+ * ends the order CANCELLED at once and reserves nothing, and the result names the CancelOrder, as
+ * every CANCELLED result does (the same event, event_id included, as had the cancel come after). Each
+ * sent again gets its first answer again and changes nothing. Through the gateway likewise (a POST
+ * whose order was cancelled first gets 409 cancelled), which keys both commands by the order id. */
+Test(orders, cancel_applied_before_its_place_order_leaves_the_order_cancelled_and_the_stock_untouched) {
+    stack s;
+    const char *pid = "cb-p";
+    int64_t qty = 3;
+    char oid[37], status[32], history[256], path[128], khdr[160], err[IT_ERR_SIZE];
+    int64_t holds = -1;
+    stack_up(&s, "cb", true, NULL);
+    restock(&s, "cb-p", 10);
+    it_collector_t *cmds = it_collect(run.orders_commands, VT_FROM_END, NULL);
+
+    produce(run.orders_commands, "cb-cancel-1", cancel_order_cmd("cb-cancel-1", "cb-order-1"), "cb-cid-1");
+    const it_msg *m = await_result(&s, "cb-cancel-1", 0, "REJECTED", "orders:cancel:cb-cancel-1");
+    cr_assert_str_eq(it_msg_str(m, "reason") ?: "(none)", "not_found", "%s", m->value);
+    produce(run.orders_commands, "cb-order-1", place_order_cmd("cb-place-1", "cb-order-1", "cust-cb", 1, &pid, &qty),
+            "cb-cid-2");
+    m = await_result(&s, "cb-cancel-1", 1, "CANCELLED", "orders:order:cb-order-1:result:CANCELLED");
+    cr_assert_str_eq(it_msg_str(m, "reason") ?: "(none)", "cancelled", "%s", m->value);
+    cr_assert_str_eq(it_msg_str(m, "order_id") ?: "(none)", "cb-order-1", "%s", m->value);
+    const char *cid = it_msg_header_get(m, "correlation-id", NULL);
+    cr_assert(cid && strcmp(cid, "cb-cid-1") == 0, "correlation-id %s, want the CancelOrder's", cid ? cid : "(none)");
+    api_order("cb-order-1", status, sizeof status, history, sizeof history);
+    cr_assert_str_eq(status, "CANCELLED");
+    cr_assert_str_eq(history, "PENDING>CANCELLED", "history of cb-order-1");
+
+    /* both again, and another cancel: the same answers (the PlaceOrder's: its order's result), the
+     * other cancel's under its own key; nothing changes */
+    produce(run.orders_commands, "cb-cancel-1", cancel_order_cmd("cb-cancel-1", "cb-order-1"), NULL);
+    await_result(&s, "cb-cancel-1", 2, "REJECTED", "orders:cancel:cb-cancel-1");
+    produce(run.orders_commands, "cb-order-1", place_order_cmd("cb-place-1", "cb-order-1", "cust-cb", 1, &pid, &qty),
+            NULL);
+    await_result(&s, "cb-cancel-1", 3, "CANCELLED", "orders:order:cb-order-1:result:CANCELLED");
+    produce(run.orders_commands, "cb-order-1", cancel_order_cmd("cb-cancel-2", "cb-order-1"), NULL);
+    await_result(&s, "cb-cancel-2", 0, "CANCELLED", "orders:cancel:cb-cancel-2");
+    cr_assert_eq(it_collector_count_str(s.results, "idempotency_key", "cb-place-1"), 0,
+                 "a result under the PlaceOrder's key: a CANCELLED result names the CancelOrder");
+    cr_assert_eq(pg_count(SQL_HISTORY_COUNT, "cb-order-1", "CANCELLED"), 1, "CANCELLED rows in the history");
+    cr_assert_eq(pg_count(SQL_INVENTORY_COMMANDS, "cb-order-1", NULL), 0, "commands to inventory about cb-order-1");
+
+    /* the gateway: the cancel route for the order a key gives, before that key is POSTed */
+    derived_order_id("cb-key-2", oid);
+    snprintf(path, sizeof path, "/orders/%s/cancel", oid);
+    key_header(khdr, sizeof khdr, "cb-cancel-3");
+    vt_http_resp r = http(GW_ADDR, "POST", path, (const char *const[]){khdr, NULL}, NULL, 0);
+    cr_assert_eq(r.status, 202, "POST %s: %d %s", path, r.status, r.body);
+    vt_http_resp_clear(&r);
+    await_result(&s, "cb-cancel-3", 0, "REJECTED", "orders:cancel:cb-cancel-3");
+    char *body = order_body1("cust-cb", "cb-p", 2);
+    r = post_order(GW_ADDR, "cb-key-2", body);
+    free(body);
+    cr_assert_eq(r.status, 409, "POST /orders of an order cancelled first: %d %s", r.status, r.body);
+    cr_assert(same_str(jstr(jget(r.json, "order"), "status"), "CANCELLED") &&
+                  same_str(jstr(r.json, "reason"), "cancelled"),
+              "409 body: %s", r.body);
+    assert_order_headers(&r, oid, "cb-key-2");
+    vt_http_resp_clear(&r);
+    snprintf(path, sizeof path, "orders:order:%s:result:CANCELLED", oid);
+    await_result(&s, "cb-cancel-3", 1, "CANCELLED", path);
+
+    /* nothing reserved, nothing held, no event about either order */
+    it_assert_stock(INV_DB, "cb-p", 10);
+    assert_api_stock("cb-p", 10);
+    IT_OK(it_pg_int(INV_DB, "SELECT count(*) FROM holds WHERE order_id = ANY ($1::text[])",
+                    (const char *const[]){"{cb-order-1}"}, 1, &holds, err, sizeof err),
+          err);
+    cr_assert_eq(holds, 0, "cb-order-1 holds stock");
+    it_catch_up(s.events);
+    cr_assert_eq(it_collector_count_str(s.events, "order_id", "cb-order-1") +
+                     it_collector_count_str(s.events, "order_id", oid),
+                 0, "inventory events about orders cancelled before they came");
+
+    /* the gateway keyed both of its commands by the order id: one partition, the cancel first */
+    it_catch_up(cmds);
+    const char *keys[] = {"cb-cancel-3", "cb-key-2"};
+    for (size_t i = 0; i < 2; i++) {
+        const it_msg *cm = it_collector_find_str(cmds, "idempotency_key", keys[i]);
+        cr_assert(cm, "the gateway's command %s is not on %s", keys[i], run.orders_commands);
+        cr_assert(cm->key && strcmp(cm->key, oid) == 0, "command %s keyed %s, want the order id %s", keys[i],
+                  cm->key ? cm->key : "(none)", oid);
+    }
+    it_collector_free(cmds);
+    stack_down(&s);
+}
+
 Test(orders_zz, every_result_and_inventory_event_of_the_run_is_recorded_for_the_schema_check) {
     record_topic(run.orders_results, RESULTS_LABEL, (const char *const[]){"OrderResult", NULL});
     record_topic(run.inventory_events, EVENTS_LABEL,
