@@ -17,8 +17,9 @@
 -- both replayed after a restore) is answered not_found and remembered in early_cancels
 -- (004_orders_early_cancels.sql): the PlaceOrder of that order id that comes later ends the order
 -- CANCELLED at once, with nothing reserved, so that the order ends as it would have had the two come
--- in the order they were sent. Its OrderResult names that CancelOrder (key, correlation id), as every
--- CANCELLED result does: whichever came first, the event is the same, under the same event_id.
+-- in the order they were sent. Its OrderResult answers the PlaceOrder, under a dedup key (and so an
+-- event_id) of its own (ord_result_key): it is another event than the CANCELLED result of a cancel
+-- that comes after its order, and each command keeps one answer.
 --
 -- It returns ord_out rows in input order: the outbox rows to publish, and one outcome per entry for
 -- the service's log and metrics (out_note; out_age: seconds from an order's placement to the outcome
@@ -64,9 +65,14 @@ CREATE OR REPLACE FUNCTION ord_ts(t timestamptz) RETURNS text LANGUAGE sql STABL
 $$;
 
 -- The dedup key of an order's OrderResult for a status: one result per order and final status,
--- so an order's latest result is always found from its current status alone.
+-- so an order's latest result is always found from its current status alone. An order cancelled by a
+-- CancelOrder that came before it (CANCELLED without a cancel_key: a cancel after the order always
+-- sets one) has a key of its own, ':cancel-first': its result answers the PlaceOrder, another event
+-- than the CANCELLED result that answers a CancelOrder, so an event_id never names both (a restore
+-- may replay the two commands in another order than they came the first time).
 CREATE OR REPLACE FUNCTION ord_result_key(o orders) RETURNS text LANGUAGE sql IMMUTABLE AS $$
     SELECT 'order:' || o.id || ':result:' || o.status
+           || CASE WHEN o.status = 'CANCELLED' AND o.cancel_key IS NULL THEN ':cancel-first' ELSE '' END
 $$;
 
 -- The OrderResult of an order as it stands (event_id and occurred_at come with its outbox row). It
@@ -112,7 +118,7 @@ SET enable_seqscan = off SET enable_nestloop = off SET jit = off SET plan_cache_
 DECLARE
     ts text := ord_ts(now());
     fresh jsonb;       -- {order id: ordinal of the PlaceOrder that created it in this batch}
-    early jsonb;       -- {order id: {k, cid} of a CancelOrder that came before it}, for new orders
+    early jsonb;       -- {order id: key of a CancelOrder that came before it}, for new orders
     os orders[];       -- every order the batch touches, in id order, locked; changed as entries apply
     dirty boolean[];   -- per order: changed here, to be written back
     slot int[];        -- per entry: the index into os of the order it touches, NULL when none
@@ -179,8 +185,8 @@ BEGIN
         SELECT jsonb_object_agg(w.oid, w.n) AS m FROM win w)
     SELECT coalesce(jsonb_object_agg(ins.id, wn.m->ins.id), '{}') INTO fresh FROM ins, wn;
     -- (After the placing lock: a CancelOrder that overtook one of these orders has committed by now.)
-    SELECT coalesce(jsonb_object_agg(c.order_id, jsonb_build_object('k', c.cancel_key, 'cid', c.correlation_id)), '{}')
-      INTO early FROM early_cancels c WHERE c.order_id = ANY (ARRAY(SELECT jsonb_object_keys(fresh)));
+    SELECT coalesce(jsonb_object_agg(c.order_id, c.cancel_key), '{}') INTO early
+      FROM early_cancels c WHERE c.order_id = ANY (ARRAY(SELECT jsonb_object_keys(fresh)));
 
     -- Every order the batch touches is locked and loaded now, in one global order, so concurrent
     -- batches never deadlock: the orders named by id, and those a PlaceOrder's key belongs to under
@@ -205,7 +211,10 @@ BEGIN
            AND count(DISTINCT x.e->'c'->>'idempotency_key') FILTER (WHERE x.e->'c'->>'type' IN ('PlaceOrder', 'CancelOrder'))
              = count(*) FILTER (WHERE x.e->'c'->>'type' IN ('PlaceOrder', 'CancelOrder')),
            coalesce(array_agg('cancel:' || (x.e->'c'->>'idempotency_key')) FILTER (WHERE x.e->'c'->>'type' = 'CancelOrder'), '{}')
-           || coalesce(array_agg('order:' || coalesce(bi.id, bk.id) || ':result:' || coalesce(bi.status, bk.status))
+           || coalesce(array_agg('order:' || coalesce(bi.id, bk.id) || ':result:' || coalesce(bi.status, bk.status)
+                                 || CASE WHEN coalesce(bi.status, bk.status) = 'CANCELLED'
+                                          AND coalesce(bi.cancel_key, bk.cancel_key) IS NULL
+                                         THEN ':cancel-first' ELSE '' END) -- ord_result_key, on the columns
                          FILTER (WHERE coalesce(bi.status, bk.status) <> 'PENDING'
                                    AND (x.e->'c'->>'type' = 'PlaceOrder'
                                         OR x.e->'c'->>'type' = 'CancelOrder' AND x.e->'c'->>'idempotency_key' = bi.cancel_key)),
@@ -242,13 +251,13 @@ BEGIN
 
         IF t = 'PlaceOrder' AND (fresh->>oid)::bigint = i AND early ? oid THEN
             -- A CancelOrder of this order came first (it was answered not_found): placed and
-            -- cancelled by it at once, nothing reserved; the result names it, as when it comes after.
+            -- cancelled at once, nothing reserved; the result (ord_result_key: ':cancel-first')
+            -- answers this PlaceOrder, and the order keeps no cancel_key.
             h_oid := h_oid || oid; h_st := h_st || 'PENDING'::text; h_why := h_why || NULL::text;
             o.status := 'CANCELLED'; o.reason := 'cancelled'; o.product_id := NULL;
-            o.cancel_key := early->oid->>'k'; o.cancel_correlation_id := early->oid->>'cid';
             h_oid := h_oid || oid; h_st := h_st || o.status; h_why := h_why || o.reason;
             changed := true;
-            dk := ord_result_key(o); tp := 'orders.results'; mk := oid; rcid := o.cancel_correlation_id;
+            dk := ord_result_key(o); tp := 'orders.results'; mk := oid; rcid := cid;
             pay := ord_result_body(o);
             note := 'order_cancelled';
 
@@ -277,7 +286,7 @@ BEGIN
                 -- Answered not_found, and remembered: the order's PlaceOrder, when it comes, ends it
                 -- CANCELLED (the first such CancelOrder is the one remembered).
                 IF NOT early ? oid THEN
-                    early := early || jsonb_build_object(oid, jsonb_build_object('k', k, 'cid', cid));
+                    early := early || jsonb_build_object(oid, k);
                     e_oid := e_oid || oid; e_key := e_key || k; e_cid := e_cid || cid;
                 END IF;
                 dk := 'cancel:' || k; tp := 'orders.results'; mk := oid; rcid := cid;

@@ -1677,14 +1677,15 @@ static int64_t ord_int(const char *sql, const char *p1) {
  * database taken while order-svc is stopped; after it, order C (rejected), order B, the cancel of
  * order A, and order D with its cancel (keyed by its own key, as a producer may). The restore puts the
  * copy back and replays B, A's cancel, D's cancel and then D, not C: so the outbox ids go to other
- * events than the first time, and D's cancel comes before D. Every order ends as before the disaster
- * (D CANCELLED, nothing held), and no event_id comes to name two events. */
+ * events than the first time, and D's cancel comes before D (answered not_found, D then CANCELLED at
+ * once under an event_id of its own). Every order ends as before the disaster (D CANCELLED, nothing
+ * held), and no event_id comes to name two events. */
 Test(orders, event_ids_are_the_same_at_every_replay_and_after_a_restore_never_name_two_events) {
     stack s;
     const char *pid = "ev-p", *none = "ev-none";
     int64_t qty = 1;
     char a[37], b[37], c[37], d[37], id_a[160], id_b[160], id_c[160], id_cancel[160], result_b[160], id_d[160],
-        id_d_cancel[160];
+        id_d_cancel[160], id_d_first[160];
     stack_up(&s, "ev", false, NULL);
     restock(&s, "ev-p", 10);
     derived_order_id("ev-a", a);
@@ -1694,6 +1695,7 @@ Test(orders, event_ids_are_the_same_at_every_replay_and_after_a_restore_never_na
     snprintf(id_a, sizeof id_a, "orders:order:%s:result:CONFIRMED", a);
     snprintf(id_d, sizeof id_d, "orders:order:%s:result:CONFIRMED", d);
     snprintf(id_d_cancel, sizeof id_d_cancel, "orders:order:%s:result:CANCELLED", d);
+    snprintf(id_d_first, sizeof id_d_first, "orders:order:%s:result:CANCELLED:cancel-first", d);
     snprintf(id_b, sizeof id_b, "orders:order:%s:result:CONFIRMED", b);
     snprintf(id_c, sizeof id_c, "orders:order:%s:result:REJECTED", c);
     snprintf(id_cancel, sizeof id_cancel, "orders:order:%s:result:CANCELLED", a);
@@ -1743,7 +1745,7 @@ Test(orders, event_ids_are_the_same_at_every_replay_and_after_a_restore_never_na
     m = nth_msg(s.results, "idempotency_key", "ev-d-cancel", 1);
     cr_assert(same_str(it_msg_str(m, "reason"), "not_found"), "D's cancel, replayed before D: %s", m->value);
     produce(run.orders_commands, d, place_order_cmd("ev-d", NULL, "cust-ev", 1, &pid, &qty), NULL);
-    await_result(&s, "ev-d-cancel", 2, "CANCELLED", id_d_cancel); /* the same event as before the disaster */
+    await_result(&s, "ev-d", 1, "CANCELLED", id_d_first);
     cr_assert_str_eq(db_order("ev-d", d, sizeof d), "CANCELLED", "order D after the restore");
     /* (the proof bites: B's result sits in an outbox row whose id an event after the backup had) */
     cr_assert_leq(ord_int("SELECT id FROM outbox WHERE dedup_key = $1", result_b), last_id,
@@ -1759,10 +1761,10 @@ Test(orders, event_ids_are_the_same_at_every_replay_and_after_a_restore_never_na
 
 /* A CancelOrder that comes before its order's PlaceOrder (keyed by its own key, on another partition,
  * or replayed first after a restore) is answered not_found and remembered; the PlaceOrder that follows
- * ends the order CANCELLED at once and reserves nothing, and the result names the CancelOrder, as
- * every CANCELLED result does (the same event, event_id included, as had the cancel come after). Each
- * sent again gets its first answer again and changes nothing. Through the gateway likewise (a POST
- * whose order was cancelled first gets 409 cancelled), which keys both commands by the order id. */
+ * ends the order CANCELLED at once, reserves nothing, and its result answers the PlaceOrder under an
+ * event_id of its own (':cancel-first'). Each sent again gets its one answer again and changes
+ * nothing. Through the gateway likewise (a POST whose order was cancelled first gets 409 cancelled),
+ * which keys both commands by the order id. */
 Test(orders, cancel_applied_before_its_place_order_leaves_the_order_cancelled_and_the_stock_untouched) {
     stack s;
     const char *pid = "cb-p";
@@ -1778,26 +1780,23 @@ Test(orders, cancel_applied_before_its_place_order_leaves_the_order_cancelled_an
     cr_assert_str_eq(it_msg_str(m, "reason") ?: "(none)", "not_found", "%s", m->value);
     produce(run.orders_commands, "cb-order-1", place_order_cmd("cb-place-1", "cb-order-1", "cust-cb", 1, &pid, &qty),
             "cb-cid-2");
-    m = await_result(&s, "cb-cancel-1", 1, "CANCELLED", "orders:order:cb-order-1:result:CANCELLED");
+    m = await_result(&s, "cb-place-1", 0, "CANCELLED", "orders:order:cb-order-1:result:CANCELLED:cancel-first");
     cr_assert_str_eq(it_msg_str(m, "reason") ?: "(none)", "cancelled", "%s", m->value);
     cr_assert_str_eq(it_msg_str(m, "order_id") ?: "(none)", "cb-order-1", "%s", m->value);
     const char *cid = it_msg_header_get(m, "correlation-id", NULL);
-    cr_assert(cid && strcmp(cid, "cb-cid-1") == 0, "correlation-id %s, want the CancelOrder's", cid ? cid : "(none)");
+    cr_assert(cid && strcmp(cid, "cb-cid-2") == 0, "correlation-id %s, want the PlaceOrder's", cid ? cid : "(none)");
     api_order("cb-order-1", status, sizeof status, history, sizeof history);
     cr_assert_str_eq(status, "CANCELLED");
     cr_assert_str_eq(history, "PENDING>CANCELLED", "history of cb-order-1");
 
-    /* both again, and another cancel: the same answers (the PlaceOrder's: its order's result), the
-     * other cancel's under its own key; nothing changes */
+    /* both again, and another cancel: the same answers, each under its own key; nothing changes */
     produce(run.orders_commands, "cb-cancel-1", cancel_order_cmd("cb-cancel-1", "cb-order-1"), NULL);
-    await_result(&s, "cb-cancel-1", 2, "REJECTED", "orders:cancel:cb-cancel-1");
     produce(run.orders_commands, "cb-order-1", place_order_cmd("cb-place-1", "cb-order-1", "cust-cb", 1, &pid, &qty),
             NULL);
-    await_result(&s, "cb-cancel-1", 3, "CANCELLED", "orders:order:cb-order-1:result:CANCELLED");
     produce(run.orders_commands, "cb-order-1", cancel_order_cmd("cb-cancel-2", "cb-order-1"), NULL);
+    await_result(&s, "cb-cancel-1", 1, "REJECTED", "orders:cancel:cb-cancel-1");
+    await_result(&s, "cb-place-1", 1, "CANCELLED", "orders:order:cb-order-1:result:CANCELLED:cancel-first");
     await_result(&s, "cb-cancel-2", 0, "CANCELLED", "orders:cancel:cb-cancel-2");
-    cr_assert_eq(it_collector_count_str(s.results, "idempotency_key", "cb-place-1"), 0,
-                 "a result under the PlaceOrder's key: a CANCELLED result names the CancelOrder");
     cr_assert_eq(pg_count(SQL_HISTORY_COUNT, "cb-order-1", "CANCELLED"), 1, "CANCELLED rows in the history");
     cr_assert_eq(pg_count(SQL_INVENTORY_COMMANDS, "cb-order-1", NULL), 0, "commands to inventory about cb-order-1");
 
@@ -1818,8 +1817,8 @@ Test(orders, cancel_applied_before_its_place_order_leaves_the_order_cancelled_an
               "409 body: %s", r.body);
     assert_order_headers(&r, oid, "cb-key-2");
     vt_http_resp_clear(&r);
-    snprintf(path, sizeof path, "orders:order:%s:result:CANCELLED", oid);
-    await_result(&s, "cb-cancel-3", 1, "CANCELLED", path);
+    snprintf(path, sizeof path, "orders:order:%s:result:CANCELLED:cancel-first", oid);
+    await_result(&s, "cb-key-2", 0, "CANCELLED", path);
 
     /* nothing reserved, nothing held, no event about either order */
     it_assert_stock(INV_DB, "cb-p", 10);
