@@ -198,7 +198,8 @@ restock() {
 		"$1" "$1" "$2" "$3" "$2"
 }
 # cancel N PHASE: cancels N CONFIRMED orders placed in PHASE, half with CancelOrder through kcat (key =
-# the cancel's idempotency key, as the contract says), half through the gateway's cancel route.
+# the order id, as the contract says: the cancel lies behind its order in one partition, also when a
+# restore replays them), half through the gateway's cancel route.
 CANCELS=0
 cancel() {
 	local ids id i=0 code
@@ -210,7 +211,7 @@ cancel() {
 		CANCELS=$((CANCELS + 1))
 		if ((i % 2)); then
 			printf '%s|{"type":"CancelOrder","idempotency_key":"%s","order_id":"%s"}\n' \
-				"$P-cancel-$CANCELS" "$P-cancel-$CANCELS" "$id" | produce "$ORDERS_COMMANDS_TOPIC"
+				"$id" "$P-cancel-$CANCELS" "$id" | produce "$ORDERS_COMMANDS_TOPIC"
 		else
 			code=$(curl -s -o /dev/null --max-time 10 -w '%{http_code}' -X POST \
 				"http://$GATEWAY_HTTP_ADDR/orders/$id/cancel" -H "Idempotency-Key: $P-cancel-$CANCELS")
