@@ -56,7 +56,7 @@ static void on_signal(int sig) {
 }
 
 static int load_config(config_t *c, char *errstr, size_t errstr_size) {
-    long long v[11];
+    long long v[12];
     double rate;
 
     c->http_addr = vx_cfg_str("GATEWAY_HTTP_ADDR", "127.0.0.1:8080");
@@ -82,10 +82,12 @@ static int load_config(config_t *c, char *errstr, size_t errstr_size) {
         vx_cfg_int("GATEWAY_BREAKER_OPEN_MS", 10000, 1, 3600000, &v[7], errstr, errstr_size) ||
         vx_cfg_int("GATEWAY_BREAKER_PROBES", 3, 1, 1000, &v[8], errstr, errstr_size) ||
         vx_cfg_int("GATEWAY_MAX_STREAMS", 256, 0, 100000, &v[9], errstr, errstr_size) ||
-        vx_cfg_int("GATEWAY_STREAM_HEARTBEAT_MS", 15000, 100, 600000, &v[10], errstr, errstr_size))
+        vx_cfg_int("GATEWAY_STREAM_HEARTBEAT_MS", 15000, 100, 600000, &v[10], errstr, errstr_size) ||
+        vx_cfg_int("GATEWAY_STREAM_FLUSH_MS", 100, 0, 5000, &v[11], errstr, errstr_size))
         return -1;
     c->web.max_streams = (int)v[9];
     c->web.heartbeat_ms = (int)v[10];
+    c->web.flush_ms = (int)v[11];
     c->rr.max_inflight = (int)v[0];
     c->rr.attempt_timeout_ms = (int)v[1];
     c->rr.backoff_base_ms = (int)v[2];

@@ -24,6 +24,7 @@ typedef struct {
     const char *topics[3];   /* read from their end: orders.commands, orders.results, inventory.events */
     int max_streams;         /* open streams at most */
     int heartbeat_ms;        /* a comment line this often on an idle stream: proxies keep it, dead peers show */
+    int flush_ms;            /* streams are woken at most this often: a write per stream per interval */
 } gw_web_opts_t;
 
 /* Reads the page's files and starts the stream's consumer and thread. Returns NULL with errstr. */

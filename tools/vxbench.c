@@ -23,11 +23,17 @@
  *                                                  percentiles, overall and of the answers faster than
  *                                                  SLOW_MS (the undelayed), and of the orders that do
  *                                                  not / do touch MARKED_PRODUCT
+ *   vxbench streams URL N SECS                     holds N Server-Sent Event streams open for SECS,
+ *                                                  reading them; prints how many were answered 200
+ *                                                  and the events they received
  *
  * Invariant: every figure printed comes from messages seen on the broker; a run that does not see
  * every answer it waits for says so and exits 1, so bench.sh never reports a guess. Output of count
  * and paced is "name value" lines for the script to read. Kafka settings come from KAFKA_* (vx_kafka). */
+#include <arpa/inet.h>
 #include <errno.h>
+#include <netinet/in.h>
+#include <poll.h>
 #include <json-c/json.h>
 #include <librdkafka/rdkafka.h>
 #include <pthread.h>
@@ -35,6 +41,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -729,6 +736,87 @@ static int cmd_http_load(char **argv, const char *marked) {
     return failed == total ? 1 : 0;
 }
 
+/* ---- streams: open Server-Sent Event streams, read and counted ---------------------------------- */
+
+/* Opens n streams of GET path at addr, reads them for secs and prints how many were answered 200
+ * and the "data:" lines each received, so that a measurement made meanwhile is known to have had
+ * n live streams open, not n refused ones. */
+static int cmd_streams(char **argv) {
+    long n, secs, ok = 0, min_events = -1, total = 0;
+    char addr[256], host[256], err[512], req[512];
+    const char *path, *colon;
+    struct pollfd *pf;
+    long *events;
+    char (*tail)[8];
+    int64_t until;
+
+    if (parse_long(argv[1], 1, 4096, &n) || parse_long(argv[2], 1, 86400, &secs)) return 2;
+    if (vt_http_split_url(argv[0], addr, sizeof(addr), &path, err, sizeof(err))) {
+        fprintf(stderr, "vxbench streams: %s\n", err);
+        return 2;
+    }
+    colon = strrchr(addr, ':');
+    snprintf(host, sizeof(host), "%.*s", (int)(colon - addr), addr);
+    snprintf(req, sizeof(req), "GET %s HTTP/1.1\r\nHost: %s\r\nAccept: text/event-stream\r\n\r\n", path, addr);
+    pf = calloc((size_t)n, sizeof(*pf));
+    events = calloc((size_t)n, sizeof(*events));
+    tail = calloc((size_t)n, sizeof(*tail));
+    if (!pf || !events || !tail) return 1;
+    for (long i = 0; i < n; i++) {
+        struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)atoi(colon + 1))};
+        int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        pf[i] = (struct pollfd){.fd = -1, .events = POLLIN};
+        memset(tail[i], ' ', sizeof(tail[i]));
+        if (fd < 0 || inet_pton(AF_INET, host, &sa.sin_addr) != 1 || connect(fd, (struct sockaddr *)&sa, sizeof(sa)) ||
+            write(fd, req, strlen(req)) != (ssize_t)strlen(req)) {
+            fprintf(stderr, "vxbench streams: stream %ld: %s\n", i, strerror(errno));
+            if (fd >= 0) close(fd);
+            continue;
+        }
+        pf[i].fd = fd;
+        events[i] = -1; /* no head yet */
+    }
+    until = vt_mono_ns() + (int64_t)secs * 1000000000;
+    while (vt_mono_ns() < until) {
+        if (poll(pf, (nfds_t)n, 200) <= 0) continue;
+        for (long i = 0; i < n; i++) {
+            char buf[16384 + 8];
+            ssize_t got;
+            if (pf[i].fd < 0 || !(pf[i].revents & (POLLIN | POLLHUP | POLLERR))) continue;
+            memcpy(buf, tail[i], 7);
+            if ((got = read(pf[i].fd, buf + 7, sizeof(buf) - 8)) <= 0) {
+                close(pf[i].fd); /* closed by the gateway: counted as it stands */
+                pf[i].fd = -1;
+                continue;
+            }
+            buf[7 + got] = '\0';
+            if (events[i] < 0) {
+                if (strncmp(buf + 7, "HTTP/1.1 200", 12) != 0) {
+                    close(pf[i].fd);
+                    pf[i].fd = -1;
+                    continue;
+                }
+                events[i] = 0;
+                ok++;
+            }
+            for (const char *p = buf; (p = strstr(p, "\ndata:")) != NULL; p++)
+                if (p >= buf + 2) events[i]++; /* one wholly in the carried tail was counted last time */
+            memcpy(tail[i], buf + 7 + got - 7, 7);
+        }
+    }
+    for (long i = 0; i < n; i++) {
+        if (pf[i].fd >= 0) close(pf[i].fd);
+        if (events[i] < 0) continue;
+        total += events[i];
+        if (min_events < 0 || events[i] < min_events) min_events = events[i];
+    }
+    printf("streams %ld\nanswered_200 %ld\nevents_total %ld\nevents_min %ld\n", n, ok, total, min_events);
+    free(pf);
+    free(events);
+    free(tail);
+    return ok == n ? 0 : 1;
+}
+
 static int usage(void) {
     fprintf(stderr, "usage: vxbench seed PREFIX PRODUCTS QTY\n"
                     "       vxbench inventory|orders PREFIX N PRODUCTS\n"
@@ -738,7 +826,8 @@ static int usage(void) {
                     "       vxbench wait-topics TIMEOUT_S TOPIC...\n"
                     "       vxbench drop-topics TOPIC...\n"
                     "       vxbench migrate CONNINFO DIRS\n"
-                    "       vxbench http-load URL CONNS SECS PREFIX PRODUCTS SLOW_MS [MARKED_PRODUCT]\n");
+                    "       vxbench http-load URL CONNS SECS PREFIX PRODUCTS SLOW_MS [MARKED_PRODUCT]\n"
+                    "       vxbench streams URL N SECS\n");
     return 2;
 }
 
@@ -757,5 +846,6 @@ int main(int argc, char **argv) {
     if (strcmp(cmd, "drop-topics") == 0 && argc >= 3) return cmd_drop_topics(argv + 2, argc - 2);
     if (strcmp(cmd, "migrate") == 0 && argc == 4) return cmd_migrate(argv[2], argv[3]);
     if (strcmp(cmd, "http-load") == 0 && (argc == 8 || argc == 9)) return cmd_http_load(argv + 2, argc == 9 ? argv[8] : NULL);
+    if (strcmp(cmd, "streams") == 0 && argc == 5) return cmd_streams(argv + 2);
     return usage();
 }

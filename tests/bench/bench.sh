@@ -10,7 +10,7 @@
 #   B. HTTP: wrk against the gateway's POST /orders, 1 connection and 64 connections
 #   C. order path over Kafka: N PlaceOrder with kcat, orders/s until the last OrderResult
 #   E. chaos (the seed's latency scenario): closed-loop clients (build/vxbench http-load) at 16 and 64
-#      connections without faults, then with the gremlin holding back every 5th command for 3 s in
+#      connections without faults, 16 again with BENCH_STREAMS dashboard streams open, then with the gremlin holding back every 5th command for 3 s in
 #      inventory-svc, then in order-svc: accepted orders/s against the closed-loop bound
 #      (connections x 5 / (4 x the no-fault p50 + 3 s)), 202s and 503s, the undelayed orders' p50
 #      against the no-fault p50; then a row lock held 3 s at a time on one product: the p50 of the
@@ -29,7 +29,7 @@
 #   BENCH_PACED_RATE [1000]     commands/s in the paced run  BENCH_PACED_SECS [20]    its length
 #   BENCH_HTTP_SECS [15]        each wrk run                 BENCH_TIMEOUT_SECS [600] wait for a stage's answers
 #   BENCH_STAGES [ABCDE]        which stages to run          BENCH_KEEP [0]           1: keep topics and files
-#   BENCH_CHAOS_SECS [30]       each closed-loop run of E
+#   BENCH_CHAOS_SECS [30]       each closed-loop run of E  BENCH_STREAMS [100]      open /events streams in E
 #   BENCH_FLOOR_BATCHES [20]    calls of 1,000 per kind in D
 #   VXBENCH [build/vxbench]     the measuring tool
 # Tuning knobs of the services (GATEWAY_*, INVENTORY_BATCH_MAX, KAFKA_*, ...) pass through and are
@@ -49,6 +49,7 @@ BENCH_STAGES=${BENCH_STAGES:-ABCDE}
 BENCH_CHAOS_SECS=${BENCH_CHAOS_SECS:-30}
 BENCH_FLOOR_BATCHES=${BENCH_FLOOR_BATCHES:-20}
 BENCH_KEEP=${BENCH_KEEP:-0}
+BENCH_STREAMS=${BENCH_STREAMS:-100}
 VXBENCH=${VXBENCH:-$REPO/build/vxbench}
 PRODUCTS=50
 SEED_QTY=1000000 # per product, the largest one Restock may carry; the mix restocks more
@@ -59,7 +60,7 @@ OUT=$REPO/var/bench
 RUN=$(date -u +%Y%m%d%H%M%S)
 STOP_SECS=30
 
-for v in BENCH_N BENCH_ORDERS_N BENCH_PACED_RATE BENCH_PACED_SECS BENCH_HTTP_SECS BENCH_TIMEOUT_SECS BENCH_FLOOR_BATCHES BENCH_CHAOS_SECS; do
+for v in BENCH_N BENCH_ORDERS_N BENCH_PACED_RATE BENCH_PACED_SECS BENCH_HTTP_SECS BENCH_TIMEOUT_SECS BENCH_FLOOR_BATCHES BENCH_CHAOS_SECS BENCH_STREAMS; do
 	[[ ${!v} =~ ^[1-9][0-9]*$ ]] || {
 		echo "bench: $v must be a positive integer, not '${!v}'" >&2
 		exit 2
@@ -493,6 +494,22 @@ load() {
 	say "           answered in under 2.5 s: $(get "$f" fast) (p50 ${R[e_$1_fast]} ms); slower: $(get "$f" slow)"
 }
 
+# streams: the no-fault 16-connection load again with BENCH_STREAMS dashboard streams (GET /events)
+# open and read meanwhile; its p50 against the run without them.
+streams() {
+	local f=$OUT/e-streams.out spid
+	"$VXBENCH" streams "http://$GATEWAY_HTTP_ADDR/events" "$BENCH_STREAMS" $((BENCH_CHAOS_SECS + 3)) >"$f" 2>>"$OUT/vxbench.log" &
+	spid=$!
+	sleep 1
+	load str16 16 || return 1
+	wait "$spid" || {
+		say "!! not every stream was answered 200: $(tr '\n' ' ' <"$f")" >&2
+		return 1
+	}
+	R[e_streams]="$(get "$f" answered_200) streams open (each read $(get "$f" events_min)+ events): p50 ${R[e_str16_p50]} ms, ${R[e_str16_rate]} orders/s; without them p50 ${R[e_base16_p50]} ms, ${R[e_base16_rate]} orders/s"
+	say "           ${R[e_streams]}"
+}
+
 # verdict NAME CONNS BASE: the closed-loop bound, the share of it reached and the undelayed p50 against
 # the no-fault run BASE.
 verdict() {
@@ -532,6 +549,7 @@ stage_e() {
 	head1 "E. chaos: closed-loop clients, ${BENCH_CHAOS_SECS} s each"
 	load base16 16 || return 1
 	load base64 64 || return 1
+	streams || return 1
 	gremlin "$INVENTORY_HTTP_ADDR" 3000 5 || return 1
 	say "gremlin:   inventory-svc holds back every 5th command for 3,000 ms"
 	load inv16 16 && verdict inv16 16 base16 || return 1
@@ -702,6 +720,7 @@ for b in b1:1 b64:64; do
 	k=${b%%:*}
 	row "B  POST /orders, ${b##*:} conn: req/s; ms" "$(fig "${k}_rps" "${R[${k}_rps]:-} req/s  p50 ${R[${k}_p50]:-}  p99 ${R[${k}_p99]:-}  p99.9 ${R[${k}_p99.9]:-}  errors ${R[${k}_err]:-}  non-2xx ${R[${k}_non2xx]:-}  [${R[${k}_codes]:-}]")"
 done
+row "E  16 conn with $BENCH_STREAMS /events streams open" "$(fig e_streams "${R[e_streams]:-}")"
 for e in inv16:16:inventory-svc inv64:64:inventory-svc ord16:16:order-svc ord64:64:order-svc; do
 	IFS=: read -r k c svc <<<"$e"
 	row "E  gremlin 3 s/5th in $svc, $c conn" "$(fig "e_${k}_share" "${R[e_${k}_rate]:-} orders/s = ${R[e_${k}_share]:-} % of ${R[e_${k}_bound]:-}; undelayed p50 ${R[e_${k}_fast]:-} ms; [${R[e_${k}_codes]:-}] ${R[e_${k}_ok]:-}")"
