@@ -306,11 +306,33 @@ static void *stream_thread(void *arg) {
     gw_web_t *w = arg;
     long long next_beat = now_ms() + w->o.heartbeat_ms, last_wake = 0;
     int pending = 0; /* frames appended since the last wake */
+    int reading = 1; /* assigned (gw_web_start assigned the topics at their end) */
+    int ntopics = 0;
 
+    while (ntopics < 3 && w->o.topics[ntopics]) ntopics++;
     while (!w->stop) {
         long long now = now_ms(), due = last_wake + w->o.flush_ms;
-        int wait = pending ? (due > now ? (int)(due - now) : 0) : 200;
-        rd_kafka_message_t *m = rd_kafka_consumer_poll(w->consumer, wait);
+        int wait = pending ? (due > now ? (int)(due - now) : 0) : 200, want;
+        rd_kafka_message_t *m;
+        char err[256];
+
+        /* Nobody watching: nothing is fetched (the stream would cost every order its messages' copy);
+         * the first stream to open has the topics read from their end again, from then on. */
+        pthread_mutex_lock(&w->lock);
+        want = w->nstreams > 0;
+        pthread_mutex_unlock(&w->lock);
+        if (want != reading) {
+            if (!want) {
+                rd_kafka_assign(w->consumer, NULL);
+                reading = 0;
+            } else if (vx_kafka_assign_end(w->consumer, w->o.topics, ntopics, err, sizeof(err)) == 0) {
+                reading = 1;
+            } else {
+                vx_log(VX_LOG_WARN, "stream_assign_failed", "error", err, NULL);
+            }
+        }
+        if (!reading) wait = 50;
+        m = rd_kafka_consumer_poll(w->consumer, wait);
         pthread_mutex_lock(&w->lock);
         for (int n = 0; m && n < 1000; n++) {
             if (!m->err) {

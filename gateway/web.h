@@ -2,7 +2,8 @@
  * read once at start: HTML, CSS and JavaScript, no build step) with a Content-Security-Policy that
  * forbids inline script, and the live stream the page reads (GET /events, Server-Sent Events): every
  * PlaceOrder and CancelOrder, OrderResult and inventory event as it passes through Kafka, read by a
- * consumer of its own from each topic's end (no group), so the page sees what others produce too.
+ * consumer of its own from each topic's end (no group), so the page sees what others produce too;
+ * while no stream is open it reads nothing (the first stream to open starts it again from the end).
  *
  * Invariant: memory stays bounded whatever the browsers do. Events sit in one ring shared by every
  * stream; a stream that falls a whole ring behind gets "event: gap" (the page reloads its lists) and
