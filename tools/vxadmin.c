@@ -631,7 +631,16 @@ static int read_range(rd_kafka_t *rk, const char *topic, int np, const int64_t *
     if (left && rd_kafka_assign(rk, a)) rc = fail("cannot read %s", topic);
     while (left && !rc && !interrupted) {
         rd_kafka_message_t *m = rd_kafka_consumer_poll(rk, 1000);
-        if (!m) continue;
+        if (!m) { /* the range may end in offsets that hold no message (control records) */
+            rd_kafka_topic_partition_list_t *pos = rd_kafka_topic_partition_list_copy(a);
+            if (!rd_kafka_position(rk, pos))
+                for (int i = 0; i < pos->cnt; i++) {
+                    int p = pos->elems[i].partition;
+                    if (next[p] < to[p] && pos->elems[i].offset >= to[p]) next[p] = to[p], left--;
+                }
+            rd_kafka_topic_partition_list_destroy(pos);
+            continue;
+        }
         if (m->err) {
             if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
                 rc = fail("reading %s: %s", topic, rd_kafka_message_errstr(m));
