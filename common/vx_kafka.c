@@ -192,8 +192,8 @@ rd_kafka_t *vx_kafka_consumer_new(const char *group_id, const char *const *topic
     return rk;
 }
 
-int vx_kafka_ensure_topics(rd_kafka_t *rk, const char *const *topics, int n, int partitions, long long retention_ms,
-                           int timeout_ms, char *errstr, size_t errstr_size) {
+int vx_kafka_ensure_topics(rd_kafka_t *rk, const char *const *topics, int n, int partitions, int replication,
+                           long long retention_ms, int timeout_ms, char *errstr, size_t errstr_size) {
     rd_kafka_NewTopic_t *nt[16];
     rd_kafka_queue_t *q = rd_kafka_queue_new(rk);
     rd_kafka_AdminOptions_t *opts = rd_kafka_AdminOptions_new(rk, RD_KAFKA_ADMIN_OP_CREATETOPICS);
@@ -209,7 +209,7 @@ int vx_kafka_ensure_topics(rd_kafka_t *rk, const char *const *topics, int n, int
     rd_kafka_AdminOptions_set_operation_timeout(opts, timeout_ms, NULL, 0);
     rd_kafka_AdminOptions_set_request_timeout(opts, timeout_ms, NULL, 0);
     for (; made < n; made++) {
-        nt[made] = rd_kafka_NewTopic_new(topics[made], partitions, 1, errstr, errstr_size);
+        nt[made] = rd_kafka_NewTopic_new(topics[made], partitions, replication, errstr, errstr_size);
         if (!nt[made]) goto out;
         rd_kafka_NewTopic_set_config(nt[made], "retention.ms", retention);
     }

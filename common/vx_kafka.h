@@ -70,11 +70,12 @@ rd_kafka_t *vx_kafka_consumer_new(const char *group_id, const char *const *topic
  * given up have their stored offsets committed by librdkafka (enable.auto.commit). */
 void vx_kafka_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err, rd_kafka_topic_partition_list_t *parts);
 
-/* Creates each missing topic with `partitions` partitions and retention.ms (existing ones are left
- * as they are) and returns once the broker's metadata lists them all. Returns 0 or -1 with errstr.
- * rk may be any client handle. */
-int vx_kafka_ensure_topics(rd_kafka_t *rk, const char *const *topics, int n, int partitions, long long retention_ms,
-                           int timeout_ms, char *errstr, size_t errstr_size);
+/* Creates each missing topic with `partitions` partitions, `replication` replicas (-1: the broker's
+ * default.replication.factor) and retention.ms (existing ones are left as they are) and returns once
+ * the broker's metadata lists them all. Returns 0 or -1 with errstr. rk may be any client handle. */
+#define VX_TOPIC_REPLICATION_DEFAULT -1
+int vx_kafka_ensure_topics(rd_kafka_t *rk, const char *const *topics, int n, int partitions, int replication,
+                           long long retention_ms, int timeout_ms, char *errstr, size_t errstr_size);
 
 /* Assigns every partition of topics[0..n-1] to consumer rk at its current end, resolved now, so that
  * whatever is produced after this returns is read (no race with a lazily resolved "latest"); nothing

@@ -60,6 +60,8 @@ int vx_worker_config(vx_worker_opts_t *o, const char *prefix, char *errstr, size
     snprintf(name, sizeof(name), "%s_BATCH_MAX", prefix);
     return vx_cfg_int(name, 1000, 1, BATCH_CAP, &o->batch_max, errstr, errstr_size) ||
            vx_cfg_int("VX_TOPIC_PARTITIONS", VX_TOPIC_PARTITIONS_DEFAULT, 1, 1000, &o->partitions, errstr, errstr_size) ||
+           vx_cfg_int("VX_TOPIC_REPLICATION", VX_TOPIC_REPLICATION_DEFAULT, -1, 32, &o->replication, errstr,
+                      errstr_size) ||
            vx_cfg_int("VX_TOPIC_RETENTION_MS", 7LL * 24 * 3600 * 1000, 60000, 1LL << 50, &o->topic_retention_ms,
                       errstr, errstr_size) ||
            vx_cfg_int("VX_OUTBOX_RETENTION_S", 7 * 24 * 3600, 60, 1LL << 40, &o->outbox_retention_s, errstr,
@@ -394,7 +396,8 @@ int vx_worker_main(const vx_worker_opts_t *o) {
             goto out;
         }
     }
-    if (vx_kafka_ensure_topics(w.producer, o->topics, o->ntopics, (int)o->partitions, o->topic_retention_ms, 30000,
+    if (vx_kafka_ensure_topics(w.producer, o->topics, o->ntopics, (int)o->partitions, (int)o->replication,
+                               o->topic_retention_ms, 30000,
                                err, sizeof(err))) {
         vx_log(VX_LOG_ERROR, "topic_setup_failed", "error", err, NULL);
         goto out;

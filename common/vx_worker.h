@@ -29,7 +29,7 @@ typedef struct {
     const char *const *topics;            /* topics created at start when missing (consumed ones too) */
     int ntopics;
     const char *const *routes;            /* outbox routes: logical, real, logical, real, ..., NULL */
-    long long batch_max, partitions, topic_retention_ms, outbox_retention_s, sweep_grace_ms;
+    long long batch_max, partitions, replication, topic_retention_ms, outbox_retention_s, sweep_grace_ms;
     long long hold_max, lock_timeout_ms, liveness_ms;
 
     /* The service's part of the batch applier (vx_apply.h): its apply statement, the result columns

@@ -306,10 +306,11 @@ static int topics_of(const rd_kafka_topic_partition_list_t *c, const char **name
 static int cmd_topics(int argc, char **argv) {
     static const char help[] = "usage: vxadmin topics\n"
                                "Creates each topic of the system that does not exist yet, with VX_TOPIC_PARTITIONS\n"
-                               "partitions (default 2) and VX_TOPIC_RETENTION_MS retention (default 7 days).\n";
+                               "partitions (default 2), VX_TOPIC_REPLICATION replicas (default -1: the broker's\n"
+                               "default.replication.factor) and VX_TOPIC_RETENTION_MS retention (default 7 days).\n";
     const char *names[VX_TOPIC_COUNT];
     char err[512];
-    long long partitions, retention;
+    long long partitions, replication, retention;
     rd_kafka_t *rk;
     int rc;
 
@@ -317,10 +318,12 @@ static int cmd_topics(int argc, char **argv) {
     if (argc) return usage(help, "topics takes no arguments");
     for (int t = 0; t < VX_TOPIC_COUNT; t++) names[t] = vx_topic((vx_topic_t)t);
     if (vx_cfg_int("VX_TOPIC_PARTITIONS", VX_TOPIC_PARTITIONS_DEFAULT, 1, 1000, &partitions, err, sizeof(err)) ||
+        vx_cfg_int("VX_TOPIC_REPLICATION", VX_TOPIC_REPLICATION_DEFAULT, -1, 32, &replication, err, sizeof(err)) ||
         vx_cfg_int("VX_TOPIC_RETENTION_MS", 7LL * 24 * 3600 * 1000, 60000, 1LL << 50, &retention, err, sizeof(err)))
         return fail("%s", err) + 1;
     if (!(rk = kafka_client(NULL))) return 1;
-    rc = vx_kafka_ensure_topics(rk, names, VX_TOPIC_COUNT, (int)partitions, retention, 30000, err, sizeof(err));
+    rc = vx_kafka_ensure_topics(rk, names, VX_TOPIC_COUNT, (int)partitions, (int)replication, retention, 30000, err,
+                                sizeof(err));
     if (rc)
         fail("%s", err);
     else
