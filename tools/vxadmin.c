@@ -77,7 +77,8 @@ static const char HELP[] =
     "  outbox SERVICE             inventory-svc's or order-svc's outbox\n"
     "Environment: KAFKA_BOOTSTRAP_SERVERS and any KAFKA_* librdkafka property, the topic variables\n"
     "(INVENTORY_COMMANDS_TOPIC ...), INVENTORY_DB, ORDERS_DB, INVENTORY_GROUP_ID, ORDERS_GROUP_ID,\n"
-    "VX_REDRIVE_MAX [3]. TIME: 2026-12-06T10:00:00Z (UTC) or @EPOCH_MS.\n"
+    "VX_REDRIVE_MAX [3]. TIME: 2026-12-06T10:00:00Z (UTC) or @EPOCH_MS. A group's coordinator that is\n"
+    "moving (a broker restarting) is asked again once a second for up to 30 s.\n"
     "Exit status: 0 done, 1 failed or refused, 2 usage.\n";
 
 static int wants_help(int argc, char **argv) {
@@ -224,57 +225,82 @@ static rd_kafka_AdminOptions_t *admin_opts(rd_kafka_t *rk, rd_kafka_admin_op_t o
     return o;
 }
 
+/* The group's coordinator is moving (a broker restarting, a new leader for its offsets partition):
+ * worth asking again for a while rather than failing an operator's command. */
+#define COORDINATOR_RETRIES 30 /* one a second */
+static int coordinator_moving(rd_kafka_resp_err_t e) {
+    return e == RD_KAFKA_RESP_ERR_NOT_COORDINATOR || e == RD_KAFKA_RESP_ERR_COORDINATOR_NOT_AVAILABLE ||
+           e == RD_KAFKA_RESP_ERR_COORDINATOR_LOAD_IN_PROGRESS || e == RD_KAFKA_RESP_ERR__TRANSPORT;
+}
+
 /* The number of members of group (0 for a group that is empty or unknown), or -1. */
 static int group_members(rd_kafka_t *rk, const char *group) {
-    rd_kafka_queue_t *q = rd_kafka_queue_new(rk);
-    rd_kafka_AdminOptions_t *o = admin_opts(rk, RD_KAFKA_ADMIN_OP_DESCRIBECONSUMERGROUPS);
-    const char *groups[] = {group};
-    rd_kafka_event_t *ev;
-    int n = -1;
+    int n = -1, again = 1;
 
-    rd_kafka_DescribeConsumerGroups(rk, groups, 1, o, q);
-    if ((ev = admin_wait(q, "describe group"))) {
-        size_t cnt;
-        const rd_kafka_DescribeConsumerGroups_result_t *res = rd_kafka_event_DescribeConsumerGroups_result(ev);
-        const rd_kafka_ConsumerGroupDescription_t **d = rd_kafka_DescribeConsumerGroups_result_groups(res, &cnt);
-        const rd_kafka_error_t *ge = cnt ? rd_kafka_ConsumerGroupDescription_error(d[0]) : NULL;
-        if (!cnt)
-            fail("describe group %s: no answer", group);
-        else if (ge && rd_kafka_error_code(ge) != RD_KAFKA_RESP_ERR_GROUP_ID_NOT_FOUND)
-            fail("describe group %s: %s", group, rd_kafka_error_string(ge));
-        else
-            n = ge ? 0 : (int)rd_kafka_ConsumerGroupDescription_member_count(d[0]);
-        rd_kafka_event_destroy(ev);
+    for (int attempt = 0; again; attempt++) {
+        rd_kafka_queue_t *q = rd_kafka_queue_new(rk);
+        rd_kafka_AdminOptions_t *o = admin_opts(rk, RD_KAFKA_ADMIN_OP_DESCRIBECONSUMERGROUPS);
+        const char *groups[] = {group};
+        rd_kafka_event_t *ev;
+
+        again = 0;
+        rd_kafka_DescribeConsumerGroups(rk, groups, 1, o, q);
+        if ((ev = admin_wait(q, "describe group"))) {
+            size_t cnt;
+            const rd_kafka_DescribeConsumerGroups_result_t *res = rd_kafka_event_DescribeConsumerGroups_result(ev);
+            const rd_kafka_ConsumerGroupDescription_t **d = rd_kafka_DescribeConsumerGroups_result_groups(res, &cnt);
+            const rd_kafka_error_t *ge = cnt ? rd_kafka_ConsumerGroupDescription_error(d[0]) : NULL;
+            rd_kafka_resp_err_t e = ge ? rd_kafka_error_code(ge) : RD_KAFKA_RESP_ERR_NO_ERROR;
+            if (!cnt)
+                fail("describe group %s: no answer", group);
+            else if (coordinator_moving(e) && attempt < COORDINATOR_RETRIES)
+                again = 1;
+            else if (ge && e != RD_KAFKA_RESP_ERR_GROUP_ID_NOT_FOUND)
+                fail("describe group %s: %s", group, rd_kafka_error_string(ge));
+            else
+                n = ge ? 0 : (int)rd_kafka_ConsumerGroupDescription_member_count(d[0]);
+            rd_kafka_event_destroy(ev);
+        }
+        rd_kafka_AdminOptions_destroy(o);
+        rd_kafka_queue_destroy(q);
+        if (again) sleep(1);
     }
-    rd_kafka_AdminOptions_destroy(o);
-    rd_kafka_queue_destroy(q);
     return n;
 }
 
 /* The group's committed offsets (every partition it committed on), or NULL. Caller destroys. */
 static rd_kafka_topic_partition_list_t *group_committed(rd_kafka_t *rk, const char *group) {
-    rd_kafka_queue_t *q = rd_kafka_queue_new(rk);
-    rd_kafka_AdminOptions_t *o = admin_opts(rk, RD_KAFKA_ADMIN_OP_LISTCONSUMERGROUPOFFSETS);
-    rd_kafka_ListConsumerGroupOffsets_t *req = rd_kafka_ListConsumerGroupOffsets_new(group, NULL);
     rd_kafka_topic_partition_list_t *out = NULL;
-    rd_kafka_event_t *ev;
+    int again = 1;
 
-    rd_kafka_ListConsumerGroupOffsets(rk, &req, 1, o, q);
-    if ((ev = admin_wait(q, "committed offsets"))) {
-        size_t cnt;
-        const rd_kafka_group_result_t **gr =
-            rd_kafka_ListConsumerGroupOffsets_result_groups(rd_kafka_event_ListConsumerGroupOffsets_result(ev), &cnt);
-        if (cnt && rd_kafka_group_result_error(gr[0]))
-            fail("committed offsets of %s: %s", group, rd_kafka_error_string(rd_kafka_group_result_error(gr[0])));
-        else if (cnt)
-            out = rd_kafka_topic_partition_list_copy(rd_kafka_group_result_partitions(gr[0]));
-        else
-            fail("committed offsets of %s: no answer", group);
-        rd_kafka_event_destroy(ev);
+    for (int attempt = 0; again; attempt++) {
+        rd_kafka_queue_t *q = rd_kafka_queue_new(rk);
+        rd_kafka_AdminOptions_t *o = admin_opts(rk, RD_KAFKA_ADMIN_OP_LISTCONSUMERGROUPOFFSETS);
+        rd_kafka_ListConsumerGroupOffsets_t *req = rd_kafka_ListConsumerGroupOffsets_new(group, NULL);
+        rd_kafka_event_t *ev;
+
+        again = 0;
+        rd_kafka_ListConsumerGroupOffsets(rk, &req, 1, o, q);
+        if ((ev = admin_wait(q, "committed offsets"))) {
+            size_t cnt;
+            const rd_kafka_group_result_t **gr = rd_kafka_ListConsumerGroupOffsets_result_groups(
+                rd_kafka_event_ListConsumerGroupOffsets_result(ev), &cnt);
+            const rd_kafka_error_t *ge = cnt ? rd_kafka_group_result_error(gr[0]) : NULL;
+            if (ge && coordinator_moving(rd_kafka_error_code(ge)) && attempt < COORDINATOR_RETRIES)
+                again = 1;
+            else if (ge)
+                fail("committed offsets of %s: %s", group, rd_kafka_error_string(ge));
+            else if (cnt)
+                out = rd_kafka_topic_partition_list_copy(rd_kafka_group_result_partitions(gr[0]));
+            else
+                fail("committed offsets of %s: no answer", group);
+            rd_kafka_event_destroy(ev);
+        }
+        rd_kafka_ListConsumerGroupOffsets_destroy(req);
+        rd_kafka_AdminOptions_destroy(o);
+        rd_kafka_queue_destroy(q);
+        if (again) sleep(1);
     }
-    rd_kafka_ListConsumerGroupOffsets_destroy(req);
-    rd_kafka_AdminOptions_destroy(o);
-    rd_kafka_queue_destroy(q);
     if (out) { /* drop the entries without an offset, and sort */
         rd_kafka_topic_partition_list_t *kept = rd_kafka_topic_partition_list_new(out->cnt);
         for (int i = 0; i < out->cnt; i++)
@@ -479,34 +505,44 @@ static int read_offsets_file(const char *path, rd_kafka_topic_partition_list_t *
 }
 
 static int alter_offsets(rd_kafka_t *rk, const char *group, const rd_kafka_topic_partition_list_t *list) {
-    rd_kafka_queue_t *q = rd_kafka_queue_new(rk);
-    rd_kafka_AdminOptions_t *o = admin_opts(rk, RD_KAFKA_ADMIN_OP_ALTERCONSUMERGROUPOFFSETS);
-    rd_kafka_AlterConsumerGroupOffsets_t *req = rd_kafka_AlterConsumerGroupOffsets_new(group, list);
-    rd_kafka_event_t *ev;
-    int rc = 1;
+    int rc = 1, again = 1;
 
-    rd_kafka_AlterConsumerGroupOffsets(rk, &req, 1, o, q);
-    if ((ev = admin_wait(q, "reset offsets"))) {
-        size_t cnt;
-        const rd_kafka_group_result_t **gr = rd_kafka_AlterConsumerGroupOffsets_result_groups(
-            rd_kafka_event_AlterConsumerGroupOffsets_result(ev), &cnt);
-        if (!cnt) {
-            fail("reset offsets of %s: no answer", group);
-        } else if (rd_kafka_group_result_error(gr[0])) {
-            fail("reset offsets of %s: %s", group, rd_kafka_error_string(rd_kafka_group_result_error(gr[0])));
-        } else {
-            const rd_kafka_topic_partition_list_t *r = rd_kafka_group_result_partitions(gr[0]);
-            rc = 0;
-            for (int i = 0; r && i < r->cnt; i++)
-                if (r->elems[i].err)
-                    rc = fail("reset %s [%d]: %s", r->elems[i].topic, r->elems[i].partition,
-                              rd_kafka_err2str(r->elems[i].err));
+    for (int attempt = 0; again; attempt++) {
+        rd_kafka_queue_t *q = rd_kafka_queue_new(rk);
+        rd_kafka_AdminOptions_t *o = admin_opts(rk, RD_KAFKA_ADMIN_OP_ALTERCONSUMERGROUPOFFSETS);
+        rd_kafka_AlterConsumerGroupOffsets_t *req = rd_kafka_AlterConsumerGroupOffsets_new(group, list);
+        rd_kafka_event_t *ev;
+
+        again = 0;
+        rd_kafka_AlterConsumerGroupOffsets(rk, &req, 1, o, q);
+        if ((ev = admin_wait(q, "reset offsets"))) {
+            size_t cnt;
+            const rd_kafka_group_result_t **gr = rd_kafka_AlterConsumerGroupOffsets_result_groups(
+                rd_kafka_event_AlterConsumerGroupOffsets_result(ev), &cnt);
+            const rd_kafka_error_t *ge = cnt ? rd_kafka_group_result_error(gr[0]) : NULL;
+            const rd_kafka_topic_partition_list_t *r = cnt && !ge ? rd_kafka_group_result_partitions(gr[0]) : NULL;
+            rd_kafka_resp_err_t first = ge ? rd_kafka_error_code(ge) : RD_KAFKA_RESP_ERR_NO_ERROR;
+            for (int i = 0; r && i < r->cnt && !first; i++) first = r->elems[i].err;
+            if (!cnt) {
+                fail("reset offsets of %s: no answer", group);
+            } else if (coordinator_moving(first) && attempt < COORDINATOR_RETRIES) {
+                again = 1; /* the whole request again: setting an offset twice sets it once */
+            } else if (ge) {
+                fail("reset offsets of %s: %s", group, rd_kafka_error_string(ge));
+            } else {
+                rc = 0;
+                for (int i = 0; r && i < r->cnt; i++)
+                    if (r->elems[i].err)
+                        rc = fail("reset %s [%d]: %s", r->elems[i].topic, r->elems[i].partition,
+                                  rd_kafka_err2str(r->elems[i].err));
+            }
+            rd_kafka_event_destroy(ev);
         }
-        rd_kafka_event_destroy(ev);
+        rd_kafka_AlterConsumerGroupOffsets_destroy(req);
+        rd_kafka_AdminOptions_destroy(o);
+        rd_kafka_queue_destroy(q);
+        if (again) sleep(1);
     }
-    rd_kafka_AlterConsumerGroupOffsets_destroy(req);
-    rd_kafka_AdminOptions_destroy(o);
-    rd_kafka_queue_destroy(q);
     return rc;
 }
 
@@ -1147,8 +1183,10 @@ static int redrive_checkpoint(redrive_t *r) {
     if (r->d->failed || r->d->done != r->redriven)
         return fail("%lld of %lld redriven letters were not delivered: %s; progress kept at the last delivered batch",
                     r->redriven - r->d->done, r->redriven, r->d->err);
-    if ((e = rd_kafka_commit(r->rk, r->progress, 0)))
-        return fail("cannot record the redrive's progress: %s", rd_kafka_err2str(e));
+    for (int attempt = 0; coordinator_moving(e = rd_kafka_commit(r->rk, r->progress, 0)) && attempt < COORDINATOR_RETRIES;
+         attempt++)
+        sleep(1);
+    if (e) return fail("cannot record the redrive's progress: %s", rd_kafka_err2str(e));
     r->pending = 0;
     return 0;
 }
@@ -1282,9 +1320,14 @@ static int cmd_dlq_redrive(int argc, char **argv) {
     { /* start after what an earlier run redrove */
         rd_kafka_topic_partition_list_t *c = rd_kafka_topic_partition_list_new(np);
         for (int p = 0; p < np; p++) rd_kafka_topic_partition_list_add(c, r.dlq, p);
-        if (rd_kafka_committed(r.rk, c, TIMEOUT_MS)) {
+        rd_kafka_resp_err_t e;
+        for (int attempt = 0; coordinator_moving(e = rd_kafka_committed(r.rk, c, TIMEOUT_MS)) &&
+                              attempt < COORDINATOR_RETRIES;
+             attempt++)
+            sleep(1);
+        if (e) {
             rd_kafka_topic_partition_list_destroy(c);
-            fail("cannot read the progress of %s", group);
+            fail("cannot read the progress of %s: %s", group, rd_kafka_err2str(e));
             goto out;
         }
         for (int p = 0; p < np; p++)
