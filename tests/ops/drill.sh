@@ -34,63 +34,10 @@ T0=$(date +%s%3N)
 
 # ------------------------------------------------------------------------------------------ helpers
 
-declare -A PID=() # service name -> pid
-FAILS=()
 say() { printf 'ops: %s\n' "$*"; }
-now_ms() { date +%s%3N; }
-secs_since() { awk -v ms=$(($(now_ms) - $1)) 'BEGIN { printf "%.1f", ms / 1000 }'; }
-pass() { say "PASS $*"; }
-fail() {
-	local what="$*"
-	say "FAIL $what"
-	what=${what%%:*}
-	FAILS+=("${what:0:40}")
-}
-# abort WHY: a part that cannot go on; the EXIT trap stops what was started.
-abort() {
-	fail "$*"
-	exit 1
-}
-sql() { "${PSQL[@]}" -d "$PG_URL/$1" -c "$2"; }
+# shellcheck source=tests/ops/lib.sh
+source "$REPO/tests/ops/lib.sh"
 
-port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-
-# start NAME ADDR: build/NAME in the background, logging to var/ops/NAME.log, until its /ready answers.
-start() {
-	local name=$1 addr=$2 t0 deadline
-	t0=$(now_ms)
-	deadline=$((t0 + 60000))
-	port_free "${addr##*:}" || abort "$addr is already taken (another drill running?)"
-	"$REPO/build/$name" >>"$OUT/$name.log" 2>&1 </dev/null 8>&- &
-	PID[$name]=$!
-	until curl -fsS -o /dev/null --max-time 2 "http://$addr/ready" 2>/dev/null; do
-		if ! kill -0 "${PID[$name]}" 2>/dev/null; then
-			tail -n 20 "$OUT/$name.log" >&2
-			unset "PID[$name]"
-			abort "$name exited during start-up (log: $OUT/$name.log)"
-		fi
-		(($(now_ms) < deadline)) || abort "$name did not answer http://$addr/ready within 60 s"
-		sleep 0.1
-	done
-	say "$name: ready (pid ${PID[$name]}) on $addr in $(($(now_ms) - t0)) ms"
-}
-
-# stop NAME: SIGTERM, wait up to STOP_SECS, then SIGKILL.
-stop() {
-	local name=$1 pid=${PID[$1]:-} i
-	[[ -n $pid ]] || return 0
-	kill -TERM "$pid" 2>/dev/null
-	for ((i = 0; i < STOP_SECS * 10; i++)); do
-		kill -0 "$pid" 2>/dev/null || break
-		sleep 0.1
-	done
-	if kill -0 "$pid" 2>/dev/null; then
-		say "$name did not stop within $STOP_SECS s of SIGTERM: SIGKILL" >&2
-		kill -KILL "$pid" 2>/dev/null
-	fi
-	wait "$pid" 2>/dev/null
-	unset "PID[$name]"
-}
 services_up() {
 	start inventory-svc "$INVENTORY_HTTP_ADDR"
 	start order-svc "$ORDERS_HTTP_ADDR"

@@ -36,33 +36,10 @@ T0=$(date +%s%3N)
 
 # ------------------------------------------------------------------------------------------ helpers
 
-declare -A PID=() # service name -> pid
-FAILS=()
-NPASS=0
 say() { printf 'toolkit: %s\n' "$*"; }
-now_ms() { date +%s%3N; }
-secs_since() { awk -v ms=$(($(now_ms) - $1)) 'BEGIN { printf "%.1f", ms / 1000 }'; }
-pass() {
-	NPASS=$((NPASS + 1))
-	say "PASS $*"
-}
-fail() {
-	local what="$*"
-	say "FAIL $what"
-	what=${what%%:*}
-	FAILS+=("${what:0:50}")
-}
-# check COND MESSAGE: pass or fail MESSAGE on COND (a string: 1 or 0).
-check() { if (($1)); then pass "$2"; else fail "$2"; fi; }
-abort() {
-	fail "$*"
-	exit 1
-}
-sql() { "${PSQL[@]}" -d "$PG_URL/$1" -c "$2"; }
+# shellcheck source=tests/ops/lib.sh
+source "$REPO/tests/ops/lib.sh"
 isql() { sql inventory_tk "$1"; }
-port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-# show FILE: a file's lines, indented, for a failure's context.
-show() { sed 's/^/    | /' "$1" | head -n 40 >&2; }
 
 # vxa NAME ARGS...: build/vxadmin ARGS, stdout into $OUT/NAME.out and stderr into $OUT/NAME.err;
 # RC is its exit status (124: it ran past VXA_SECS).
@@ -75,42 +52,6 @@ vxa() {
 	((RC != 124 && RC != 137)) || say "vxadmin $* ran past $VXA_SECS s" >&2
 }
 
-# start NAME ADDR: build/NAME in the background, logging to var/tk/NAME.log, until its /ready answers.
-start() {
-	local name=$1 addr=$2 t0 deadline
-	t0=$(now_ms)
-	deadline=$((t0 + 60000))
-	port_free "${addr##*:}" || abort "$addr is already taken (another toolkit test running?)"
-	"$REPO/build/$name" >>"$OUT/$name.log" 2>&1 </dev/null 8>&- &
-	PID[$name]=$!
-	until curl -fsS -o /dev/null --max-time 2 "http://$addr/ready" 2>/dev/null; do
-		if ! kill -0 "${PID[$name]}" 2>/dev/null; then
-			tail -n 20 "$OUT/$name.log" >&2
-			unset "PID[$name]"
-			abort "$name exited during start-up (log: $OUT/$name.log)"
-		fi
-		(($(now_ms) < deadline)) || abort "$name did not answer http://$addr/ready within 60 s"
-		sleep 0.1
-	done
-	say "$name: ready (pid ${PID[$name]}) on $addr in $(($(now_ms) - t0)) ms"
-}
-
-# stop NAME: SIGTERM, wait up to STOP_SECS, then SIGKILL.
-stop() {
-	local name=$1 pid=${PID[$1]:-} i
-	[[ -n $pid ]] || return 0
-	kill -TERM "$pid" 2>/dev/null
-	for ((i = 0; i < STOP_SECS * 10; i++)); do
-		kill -0 "$pid" 2>/dev/null || break
-		sleep 0.1
-	done
-	if kill -0 "$pid" 2>/dev/null; then
-		say "$name did not stop within $STOP_SECS s of SIGTERM: SIGKILL" >&2
-		kill -KILL "$pid" 2>/dev/null
-	fi
-	wait "$pid" 2>/dev/null
-	unset "PID[$name]"
-}
 inv_start() { start inventory-svc "$INVENTORY_HTTP_ADDR"; }
 inv_stop() { stop inventory-svc; }
 
