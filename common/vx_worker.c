@@ -328,7 +328,16 @@ static void upkeep(vx_worker_t *w, int startup) {
             vx_log(VX_LOG_WARN, "prune_failed", "error", err, NULL);
         else
             vx_metric_add(w->m_pruned, VX_NOLABELS, n);
-        if (w->o->prune) w->o->prune(w, w->db, w->o->opaque);
+        if (w->o->prune_sql) {
+            char secs[32];
+            const char *params[1] = {secs};
+            PGresult *r;
+            snprintf(secs, sizeof(secs), "%lld", w->o->outbox_retention_s);
+            r = PQexecParams(w->db, w->o->prune_sql, 1, NULL, params, NULL, NULL, 0);
+            if (PQresultStatus(r) != PGRES_COMMAND_OK)
+                vx_log(VX_LOG_WARN, "prune_failed", "error", PQresultErrorMessage(r), NULL);
+            PQclear(r);
+        }
         w->next_prune = t + PRUNE_EVERY_MS;
     }
 }

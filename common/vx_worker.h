@@ -42,8 +42,9 @@ typedef struct {
                                  void *opaque);
     /* Routes of the service's own; return 0 when the path is not one of them (the answer is 404). */
     int (*http)(vx_worker_t *w, vx_http_req_t *req, const char *const *seg, int nseg, void *opaque);
-    /* Extra pruning, once a minute on the worker's connection (may be NULL). */
-    void (*prune)(vx_worker_t *w, PGconn *db, void *opaque);
+    /* Extra pruning, once a minute on the worker's connection (may be NULL): a statement whose $1 is
+     * VX_OUTBOX_RETENTION_S, for what the service remembers as long as the outbox remembers keys. */
+    const char *prune_sql;
     void *opaque;
 } vx_worker_opts_t;
 

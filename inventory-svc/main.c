@@ -49,10 +49,6 @@ static const char SQL_PRODUCT[] =
     "SELECT json_build_object('id', id, 'name', name, 'stock', stock, 'updated_at', updated_at)"
     " FROM products WHERE id = $1";
 
-typedef struct {
-    long long outbox_retention_s;
-} inv_t;
-
 static const char *member(json_object *o, const char *k) {
     json_object *v;
     return json_object_object_get_ex(o, k, &v) ? json_object_get_string(v) : NULL;
@@ -101,19 +97,8 @@ static int on_http(vx_worker_t *w, vx_http_req_t *req, const char *const *seg, i
     return 1;
 }
 
-/* Released orders are remembered as long as the outbox remembers keys. */
-static void prune(vx_worker_t *w, PGconn *db, void *opaque) {
-    inv_t *v = opaque;
-    char secs[32];
-    const char *params[1] = {secs};
-    (void)w;
-    snprintf(secs, sizeof(secs), "%lld", v->outbox_retention_s);
-    PQclear(PQexecParams(db, SQL_PRUNE_RELEASED, 1, NULL, params, NULL, NULL, 0));
-}
-
 int main(void) {
     vx_worker_opts_t o = {0};
-    inv_t v = {0};
     const char *topics[3], *routes[3];
     char err[512];
 
@@ -142,12 +127,10 @@ int main(void) {
     o.rejected_notes = REJECTED_NOTES;
     o.decode = decode;
     o.http = on_http;
-    o.prune = prune;
-    o.opaque = &v;
+    o.prune_sql = SQL_PRUNE_RELEASED; /* released orders, as long as the outbox remembers keys */
     if (vx_worker_config(&o, "INVENTORY", err, sizeof(err)) || vx_chaos_init(err, sizeof(err))) {
         vx_log(VX_LOG_ERROR, "bad_config", "error", err, NULL);
         return 2;
     }
-    v.outbox_retention_s = o.outbox_retention_s;
     return vx_worker_main(&o);
 }

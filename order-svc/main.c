@@ -101,7 +101,6 @@ enum { KIND_EVENT, KIND_COMMAND };
 
 typedef struct {
     const char *inv_events; /* the topic whose messages are inventory's answers */
-    long long outbox_retention_s;
 } ord_t;
 
 static void add_str(json_object *o, const char *k, const char *v) {
@@ -173,15 +172,6 @@ static vx_entry_verdict_t decode(const rd_kafka_message_t *m, vx_entry_t *e, cha
     if (!event) e->keys[1] = member(json_object_object_get(e->json, "c"), "idempotency_key");
     e->ikey = member(json_object_object_get(e->json, "c"), "idempotency_key");
     return VX_ENTRY_APPLY;
-}
-
-static void prune(vx_worker_t *w, PGconn *db, void *opaque) {
-    ord_t *s = opaque;
-    char secs[32];
-    const char *params[1] = {secs};
-    (void)w;
-    snprintf(secs, sizeof(secs), "%lld", s->outbox_retention_s);
-    PQclear(PQexecParams(db, SQL_PRUNE_EARLY_CANCELS, 1, NULL, params, NULL, NULL, 0));
 }
 
 /* GET /orders?limit=N: N from 1 to LIST_MAX, LIST_DEFAULT when absent. */
@@ -257,12 +247,11 @@ int main(void) {
     o.outcome = on_outcome;
     o.decode = decode;
     o.http = on_http;
-    o.prune = prune;
+    o.prune_sql = SQL_PRUNE_EARLY_CANCELS;
     o.opaque = &s;
     if (vx_worker_config(&o, "ORDERS", err, sizeof(err)) || vx_chaos_init(err, sizeof(err))) {
         vx_log(VX_LOG_ERROR, "bad_config", "error", err, NULL);
         return 2;
     }
-    s.outbox_retention_s = o.outbox_retention_s;
     return vx_worker_main(&o);
 }
