@@ -97,12 +97,13 @@ unit-asan: $(B)/unit_tests_asan
 # They record every message and HTTP exchange they see, for the contract checks that follow.
 VX_DATA_DIR ?= $(CURDIR)/var
 export VX_DATA_DIR
-it: all $(B)/it_sql $(B)/it_inventory $(B)/it_orders
+it: all $(B)/it_sql $(B)/it_inventory $(B)/it_orders $(B)/it_hostile
 	deploy/stack.sh up
 	rm -f $(VX_DATA_DIR)/it/messages.jsonl $(VX_DATA_DIR)/it/http.jsonl
 	$(B)/it_sql
 	$(B)/it_inventory
 	$(B)/it_orders
+	$(B)/it_hostile
 
 # The contract: schemas are valid, README examples and every message the tests saw match them,
 # and the OpenAPI document covers every route and status the tests saw.

@@ -19,6 +19,7 @@
 #include "vx_kafka.h"
 #include "vx_log.h"
 #include "vx_metrics.h"
+#include "vx_msg.h"
 #include "vx_pg.h"
 #include "vx_strset.h"
 
@@ -295,6 +296,33 @@ static void dead_letter(vx_apply_t *a, const rd_kafka_message_t *m, const char *
            "idempotency_key", ikey, "correlation_id", vx_kafka_header(m, "correlation-id", cid, sizeof(cid)), NULL);
 }
 
+/* A correlation-id header is copied onto what the command causes (its event or result, and the
+ * database rows in between), so it must be one header of 1 to 128 bytes of UTF-8 text. Returns 0 when
+ * it is that or absent (or null), else -1 with errstr. */
+static int check_correlation_id(const rd_kafka_message_t *m, char *errstr, size_t errstr_size) {
+    rd_kafka_headers_t *hdrs;
+    const void *val;
+    const char *why;
+    size_t size, n = 0;
+
+    if (rd_kafka_message_headers(m, &hdrs)) return 0;
+    for (size_t i = 0; !rd_kafka_header_get(hdrs, i, "correlation-id", &val, &size); i++) n++;
+    if (n > 1) {
+        snprintf(errstr, errstr_size, "the correlation-id header is given %zu times; send it once", n);
+        return -1;
+    }
+    if (rd_kafka_header_get_last(hdrs, "correlation-id", &val, &size) || !val) return 0;
+    if (size < 1 || size > 128) {
+        snprintf(errstr, errstr_size, "the correlation-id header must be 1 to 128 bytes, not %zu", size);
+        return -1;
+    }
+    if ((why = vx_msg_text_check(val, size))) {
+        snprintf(errstr, errstr_size, "the correlation-id header must be UTF-8 text; it holds %s", why);
+        return -1;
+    }
+    return 0;
+}
+
 void vx_apply_add(vx_apply_t *a, rd_kafka_message_t *m) {
     char err[256], cid[129];
     entry_t *x;
@@ -314,7 +342,8 @@ void vx_apply_add(vx_apply_t *a, rd_kafka_message_t *m) {
     }
     if (m->offset + 1 > p->next) p->next = m->offset + 1;
     err[0] = '\0';
-    switch (a->o.decode(m, &x->e, err, sizeof(err), a->o.opaque)) {
+    if (check_correlation_id(m, err, sizeof(err))) x->e.reason = vx_msg_err_name(VX_MSG_INVALID_VALUE);
+    switch (x->e.reason ? VX_ENTRY_REFUSE : a->o.decode(m, &x->e, err, sizeof(err), a->o.opaque)) {
     case VX_ENTRY_REFUSE:
         dead_letter(a, m, x->e.reason ? x->e.reason : "processing_error", err, NULL);
         vx_metric_add(a->m_consumed, VX_L(rd_kafka_topic_name(m->rkt), x->e.type ? x->e.type : "unknown", "dead_lettered"),

@@ -50,6 +50,25 @@ const char *vx_http_path(const vx_http_req_t *req) { return req->path; }
 const char *vx_http_header(const vx_http_req_t *req, const char *name) {
     return MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND, name);
 }
+typedef struct {
+    const char *name;
+    int n;
+} header_count_t;
+
+static enum MHD_Result count_header(void *cls, enum MHD_ValueKind kind, const char *key, const char *value) {
+    header_count_t *c = cls;
+    (void)kind;
+    (void)value;
+    if (key && strcasecmp(key, c->name) == 0) c->n++;
+    return MHD_YES;
+}
+
+int vx_http_header_count(const vx_http_req_t *req, const char *name) {
+    header_count_t c = {name, 0};
+    MHD_get_connection_values(req->conn, MHD_HEADER_KIND, count_header, &c);
+    return c.n;
+}
+
 const char *vx_http_arg(const vx_http_req_t *req, const char *name) {
     return MHD_lookup_connection_value(req->conn, MHD_GET_ARGUMENT_KIND, name);
 }

@@ -31,7 +31,9 @@ void vx_http_stop(vx_http_t *srv);
 /* Request accessors; the strings are borrowed and live as long as the request. */
 const char *vx_http_method(const vx_http_req_t *req);
 const char *vx_http_path(const vx_http_req_t *req);
-const char *vx_http_header(const vx_http_req_t *req, const char *name);
+const char *vx_http_header(const vx_http_req_t *req, const char *name); /* the first of that name */
+/* How many request headers are called name (any case): more than one makes vx_http_header's pick a guess. */
+int vx_http_header_count(const vx_http_req_t *req, const char *name);
 const char *vx_http_arg(const vx_http_req_t *req, const char *name);
 const char *vx_http_body(const vx_http_req_t *req, size_t *len);
 /* The path split on '/' into at most max segments (copied into buf); returns the segment count. */

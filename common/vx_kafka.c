@@ -302,8 +302,15 @@ int vx_kafka_dead_letter(rd_kafka_t *producer, const char *dlq_topic, const rd_k
     const char *topic = rd_kafka_topic_name(m->rkt);
     rd_kafka_resp_err_t err;
 
-    hdrs = rd_kafka_message_headers(m, &orig) == RD_KAFKA_RESP_ERR_NO_ERROR ? rd_kafka_headers_copy(orig)
-                                                                            : rd_kafka_headers_new(8);
+    hdrs = rd_kafka_headers_new(8);
+    if (rd_kafka_message_headers(m, &orig) == RD_KAFKA_RESP_ERR_NO_ERROR) {
+        const char *name;
+        const void *val;
+        size_t size;
+        /* dlq-* headers that came with the message are not ours to vouch for: a letter carries one set */
+        for (size_t i = 0; !rd_kafka_header_get_all(orig, i, &name, &val, &size); i++)
+            if (strncmp(name, "dlq-", 4) != 0) rd_kafka_header_add(hdrs, name, -1, val, val ? (ssize_t)size : 0);
+    }
     rd_kafka_header_add(hdrs, "dlq-reason", -1, reason, -1);
     rd_kafka_header_add(hdrs, "dlq-error", -1, detail, -1);
     rd_kafka_header_add(hdrs, "dlq-source-topic", -1, topic, -1);

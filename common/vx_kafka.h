@@ -90,7 +90,8 @@ int vx_kafka_reachable(rd_kafka_t *rk, int timeout_ms);
 const char *vx_kafka_header(const rd_kafka_message_t *m, const char *name, char *buf, size_t size);
 
 /* Produces a copy of m (key, value bytes, headers) to dlq_topic with the headers dlq-reason,
- * dlq-error, dlq-source-topic, dlq-source-partition, dlq-source-offset and dlq-service added.
+ * dlq-error, dlq-source-topic, dlq-source-partition, dlq-source-offset and dlq-service added; dlq-*
+ * headers the message came with are left out, so that a letter's are the ones this call wrote.
  * The delivery report arrives at the producer's dr_cb with a NULL msg opaque. Returns 0 or -1. */
 int vx_kafka_dead_letter(rd_kafka_t *producer, const char *dlq_topic, const rd_kafka_message_t *m,
                          const char *reason, const char *detail, const char *service, char *errstr,

@@ -153,6 +153,8 @@ static vx_msg_err_t validate(vx_msg_t *m, unsigned allowed, char *errstr, size_t
         if (!json_object_is_type(t, json_type_string)) FAIL(VX_MSG_WRONG_TYPE, "type must be a string");
         tname = json_object_get_string(t);
         m->type = 0;
+        if (strlen(tname) != (size_t)json_object_get_string_len(t))
+            FAIL(VX_MSG_UNKNOWN_TYPE, "unknown type: the type holds a NUL character");
         for (size_t i = 0; i < sizeof(type_names) / sizeof(type_names[0]); i++)
             if ((allowed & type_names[i].type) && strcmp(tname, type_names[i].name) == 0) m->type = type_names[i].type;
         if (!m->type) FAIL(VX_MSG_UNKNOWN_TYPE, "unknown type \"%.64s\" on this topic", tname);
@@ -228,12 +230,59 @@ static vx_msg_err_t validate(vx_msg_t *m, unsigned allowed, char *errstr, size_t
     return e;
 }
 
-/* What json-c lets through but RFC 8259 does not: outside strings only JSON's punctuation, numbers
- * and the words true, false and null (no single quotes, NaN or Infinity); inside strings no raw
- * control characters and only well-formed UTF-8 (no overlongs, surrogates or code points past
- * U+10FFFF). Returns NULL when buf is strict JSON as far as these go, else the reason. */
-static const char *lenient_json(const char *buf, size_t len) {
+/* The length of the well-formed UTF-8 sequence at p (1 to 4 bytes; p < end), or 0 when it is
+ * ill-formed: a stray continuation byte, an overlong form, a surrogate, a code point past U+10FFFF or
+ * a sequence cut short. */
+static int utf8_seq(const unsigned char *p, const unsigned char *end) {
+    unsigned char c = *p;
+    int n = c < 0x80 ? 0 : c >= 0xF0 ? 3 : c >= 0xE0 ? 2 : 1;
+    unsigned cp;
+
+    if (n == 0) return 1;
+    if (c < 0xC2 || c > 0xF4 || end - p <= n) return 0;
+    cp = c & (0x3F >> n);
+    for (int i = 1; i <= n; i++) {
+        if ((p[i] & 0xC0) != 0x80) return 0;
+        cp = cp << 6 | (p[i] & 0x3F);
+    }
+    if ((n == 2 && cp < 0x800) || (n == 3 && (cp < 0x10000 || cp > 0x10FFFF)) || (cp >= 0xD800 && cp <= 0xDFFF))
+        return 0;
+    return n + 1;
+}
+
+const char *vx_msg_text_check(const char *s, size_t len) {
+    const unsigned char *p = (const unsigned char *)s, *end = p + len;
+    while (p < end) {
+        int n = utf8_seq(p, end);
+        if (!n) return "ill-formed UTF-8";
+        if (*p < 0x20 || *p == 0x7F) return "a control character";
+        p += n;
+    }
+    return NULL;
+}
+
+/* The code unit of a \uXXXX escape at p (pointing at the backslash), or -1 when there is none. */
+static long hex4(const unsigned char *p, const unsigned char *end) {
+    long v = 0;
+    if (end - p < 6 || p[0] != '\\' || p[1] != 'u') return -1;
+    for (int i = 2; i < 6; i++) {
+        int d = p[i] >= '0' && p[i] <= '9' ? p[i] - '0' : p[i] >= 'a' && p[i] <= 'f' ? p[i] - 'a' + 10
+                : p[i] >= 'A' && p[i] <= 'F' ? p[i] - 'A' + 10 : -1;
+        if (d < 0) return -1;
+        v = v << 4 | d;
+    }
+    return v;
+}
+
+/* What json-c lets through but RFC 8259 (and I-JSON, RFC 7493) does not: outside strings only JSON's
+ * punctuation, numbers with a digit after any decimal point, and the words true, false and null (no
+ * single quotes, NaN or Infinity); inside strings no raw control characters, only well-formed UTF-8
+ * (no overlongs, surrogates or code points past U+10FFFF) and no lone surrogate escape (json-c would
+ * quietly turn "\ud800" into U+FFFD). Returns NULL when buf is strict JSON as far as these go, else the
+ * reason; *members counts the object members written (the colons outside strings). */
+static const char *lenient_json(const char *buf, size_t len, size_t *members) {
     const unsigned char *p = (const unsigned char *)buf, *end = p + len;
+    *members = 0;
     while (p < end) {
         unsigned char c = *p;
         if (c == '"') {
@@ -242,23 +291,22 @@ static const char *lenient_json(const char *buf, size_t len) {
                 c = *p;
                 if (c == '"') break;
                 if (c == '\\') {
+                    long u = hex4(p, end);
+                    if (u >= 0xDC00 && u <= 0xDFFF) return "a lone surrogate escape (\\udc00-\\udfff) is not a character";
+                    if (u >= 0xD800 && u <= 0xDBFF) {
+                        long lo = hex4(p + 6, end);
+                        if (lo < 0xDC00 || lo > 0xDFFF) return "a lone surrogate escape (\\ud800-\\udbff) is not a character";
+                        p += 11; /* both escapes; the loop steps past the last digit */
+                        continue;
+                    }
                     p++;
                     continue;
                 }
                 if (c < 0x20) return "raw control character in a string";
                 if (c >= 0x80) {
-                    int n = c >= 0xF0 ? 3 : c >= 0xE0 ? 2 : 1;
-                    unsigned cp;
-                    if (c < 0xC2 || c > 0xF4 || p + n >= end) return "ill-formed UTF-8";
-                    cp = c & (0x3F >> n);
-                    for (int i = 1; i <= n; i++) {
-                        if ((p[i] & 0xC0) != 0x80) return "ill-formed UTF-8";
-                        cp = cp << 6 | (p[i] & 0x3F);
-                    }
-                    if ((n == 2 && cp < 0x800) || (n == 3 && (cp < 0x10000 || cp > 0x10FFFF)) ||
-                        (cp >= 0xD800 && cp <= 0xDFFF))
-                        return "ill-formed UTF-8";
-                    p += n;
+                    int n = utf8_seq(p, end);
+                    if (!n) return "ill-formed UTF-8";
+                    p += n - 1;
                 }
             }
             p++;
@@ -268,13 +316,146 @@ static const char *lenient_json(const char *buf, size_t len) {
             if (!((p - w == 4 && (memcmp(w, "true", 4) == 0 || memcmp(w, "null", 4) == 0)) ||
                   (p - w == 5 && memcmp(w, "false", 5) == 0) || (p - w == 1 && (*w == 'e' || *w == 'E'))))
                 return "a bare word that is not true, false or null";
+        } else if (c == '.' && (p + 1 >= end || p[1] < '0' || p[1] > '9')) {
+            return "a number without a digit after its decimal point";
         } else if (strchr("{}[],:-+.0123456789 \t\r\n", c) && c) {
+            *members += c == ':';
             p++;
         } else {
             return "a character JSON does not allow outside strings";
         }
     }
     return NULL;
+}
+
+/* Members in the parsed tree. json-c keeps the last of two members with one name, so fewer here than
+ * lenient_json counted means a duplicate. json-c's depth limit (32) bounds the recursion. */
+static size_t tree_members(json_object *o) {
+    size_t n = 0;
+    if (json_object_is_type(o, json_type_object)) {
+        json_object_object_foreach(o, k, v) {
+            (void)k;
+            n += 1 + tree_members(v);
+        }
+    } else if (json_object_is_type(o, json_type_array)) {
+        for (size_t i = 0, len = json_object_array_length(o); i < len; i++)
+            n += tree_members(json_object_array_get_idx(o, i));
+    }
+    return n;
+}
+
+/* ---- naming a duplicate member: only when tree_members found one --------------------------------- */
+
+typedef struct {
+    const char *p, *end;
+} cursor_t;
+
+static void skip_ws(cursor_t *c) {
+    while (c->p < c->end && strchr(" \t\r\n", *c->p) && *c->p) c->p++;
+}
+
+/* The raw string at c->p (its quotes included), stepped over. */
+static void skip_string(cursor_t *c) {
+    for (c->p++; c->p < c->end && *c->p != '"'; c->p++)
+        if (*c->p == '\\') c->p++;
+    c->p++;
+}
+
+/* Cuts s (NUL-terminated) before a UTF-8 sequence that a truncating snprintf left unfinished. */
+static void utf8_trim(char *s) {
+    size_t n = strlen(s), i = n;
+    while (i > 0 && ((unsigned char)s[i - 1] & 0xC0) == 0x80) i--;
+    if (i > 0 && (unsigned char)s[i - 1] >= 0xC0 && utf8_seq((const unsigned char *)s + i - 1,
+                                                             (const unsigned char *)s + n) != (int)(n - i + 1))
+        s[i - 1] = '\0';
+}
+
+/* A member name, decoded, for a path: at most 24 bytes of it, control characters as '?'. */
+static void name_copy(char *dst, size_t size, const char *s) {
+    size_t i = 0;
+    for (; s[i] && i < 24 && i + 1 < size; i++) dst[i] = (unsigned char)s[i] < 0x20 ? '?' : s[i];
+    dst[i] = '\0';
+    utf8_trim(dst);
+}
+
+/* The member name whose raw string (quotes included) is k[n], decoded; NULL when json-c cannot. */
+static json_object *decode_name(const char *k, size_t n) {
+    json_tokener *t = json_tokener_new();
+    json_object *o = t ? json_tokener_parse_ex(t, k, (int)n) : NULL;
+    if (!o && t && json_tokener_get_error(t) == json_tokener_continue) o = json_tokener_parse_ex(t, "", 1);
+    json_tokener_free(t);
+    if (o && !json_object_is_type(o, json_type_string)) {
+        json_object_put(o);
+        o = NULL;
+    }
+    return o;
+}
+
+/* Walks one value of strict JSON (lenient_json and json-c have passed it) and writes the path of the
+ * first member whose name its object already had into path. Returns 1 when found. Names are compared
+ * decoded (json-c reads each), so "a" and "\u0061" are the same name, as they are to json-c. */
+static int find_duplicate(cursor_t *c, const char *at, char *path, size_t size) {
+    char sub[96], name[32];
+    skip_ws(c);
+    if (c->p >= c->end) return 0;
+    if (*c->p == '{') {
+        json_object *seen = json_object_new_object();
+        int found = 0;
+        for (c->p++; !found;) {
+            const char *k;
+            json_object *key;
+            skip_ws(c);
+            if (c->p >= c->end || *c->p == '}') break;
+            if (*c->p == ',') {
+                c->p++;
+                continue;
+            }
+            k = c->p;
+            skip_string(c);
+            key = decode_name(k, (size_t)(c->p - k));
+            name_copy(name, sizeof(name), key ? json_object_get_string(key) : "?");
+            snprintf(sub, sizeof(sub), "%s%s%s", at, *at ? "." : "", name);
+            utf8_trim(sub);
+            if (key && json_object_object_get_ex(seen, json_object_get_string(key), NULL)) {
+                size_t n = strlen(sub) < size ? strlen(sub) : size - 1;
+                memcpy(path, sub, n);
+                path[n] = '\0';
+                utf8_trim(path);
+                found = 1;
+            } else if (key) {
+                json_object_object_add(seen, json_object_get_string(key), NULL);
+            }
+            json_object_put(key);
+            if (found) break;
+            skip_ws(c);
+            c->p++; /* the colon */
+            found = find_duplicate(c, sub, path, size);
+        }
+        json_object_put(seen);
+        if (!found && c->p < c->end) c->p++;
+        return found;
+    }
+    if (*c->p == '[') {
+        size_t i = 0;
+        for (c->p++;;) {
+            skip_ws(c);
+            if (c->p >= c->end || *c->p == ']') break;
+            if (*c->p == ',') {
+                c->p++;
+                continue;
+            }
+            snprintf(sub, sizeof(sub), "%s[%zu]", at, i++);
+            if (find_duplicate(c, sub, path, size)) return 1;
+        }
+        if (c->p < c->end) c->p++;
+        return 0;
+    }
+    if (*c->p == '"') {
+        skip_string(c);
+        return 0;
+    }
+    while (c->p < c->end && !strchr(",]} \t\r\n", *c->p)) c->p++;
+    return 0;
 }
 
 static pthread_key_t tokener_key;
@@ -288,7 +469,7 @@ vx_msg_err_t vx_msg_decode(vx_msg_t *m, const char *buf, size_t len, unsigned al
     enum json_tokener_error te;
     const char *why;
     vx_msg_err_t e;
-    size_t end;
+    size_t end, members;
 
     memset(m, 0, offsetof(vx_msg_t, lines));
     m->requested = m->available = m->stock = -1;
@@ -296,7 +477,8 @@ vx_msg_err_t vx_msg_decode(vx_msg_t *m, const char *buf, size_t len, unsigned al
     m->field[0] = '\0';
     if (!buf) FAIL(VX_MSG_NULL_VALUE, "the message has no value (a tombstone)");
     if (len > VX_MSG_MAX_BYTES) FAIL(VX_MSG_TOO_LARGE, "the message is %zu bytes; the limit is %d", len, VX_MSG_MAX_BYTES);
-    if ((why = lenient_json(buf, len))) FAIL(VX_MSG_NOT_JSON, "not JSON: %s", why);
+    if (strspn(buf, " \t\r\n") >= len) FAIL(VX_MSG_NOT_JSON, "not JSON: the message is empty");
+    if ((why = lenient_json(buf, len, &members))) FAIL(VX_MSG_NOT_JSON, "not JSON: %s", why);
     pthread_once(&once, make_key);
     if (!(tok = pthread_getspecific(tokener_key))) {
         if (!(tok = json_tokener_new())) FAIL(VX_MSG_NOT_JSON, "out of memory");
@@ -321,6 +503,14 @@ vx_msg_err_t vx_msg_decode(vx_msg_t *m, const char *buf, size_t len, unsigned al
                                                                           : json_tokener_error_desc(te));
     }
     if (!m->root) FAIL(VX_MSG_NULL_VALUE, "the message is JSON null");
+    if (tree_members(m->root) != members) { /* which value counts is json-c's whim: refuse, naming it */
+        cursor_t c = {buf, buf + len};
+        json_object_put(m->root);
+        m->root = NULL;
+        if (!find_duplicate(&c, "", m->field, sizeof(m->field))) snprintf(m->field, sizeof(m->field), "(root)");
+        FAIL(VX_MSG_INVALID_VALUE, "%s appears twice: a member may be named only once in its object (RFC 7493)",
+             m->field);
+    }
     e = validate(m, allowed, errstr, errstr_size);
     if (e) {
         json_object_put(m->root);

@@ -5,7 +5,8 @@
  * One decoder holds the whole contract of schemas/ (field names, types and limits), so the
  * gateway, order-svc and inventory-svc reject exactly the same inputs for exactly the same
  * reasons. A decoded message points into its parsed JSON tree and owns it; vx_msg_clear frees it.
- * Every input is capped at VX_MSG_MAX_BYTES; fields not in the contract are ignored. */
+ * Every input is capped at VX_MSG_MAX_BYTES; fields not in the contract are ignored; a member named
+ * twice in one object is refused (which of the two json-c keeps is not the producer's intent). */
 #ifndef VX_MSG_H
 #define VX_MSG_H
 
@@ -91,6 +92,10 @@ void vx_msg_order_hash(const vx_msg_t *m, char out[17]);
 /* The PlaceOrder command for an order body (m, VX_MSG_ORDER_BODY) under idempotency key `key`:
  * one line of compact JSON. New object, caller owns. */
 json_object *vx_msg_place_order(const vx_msg_t *body, const char *key);
+
+/* NULL when s[len] is text a header may carry into a message: well-formed UTF-8 without control
+ * characters (the check the codec makes of every JSON string's bytes), else what is wrong with it. */
+const char *vx_msg_text_check(const char *s, size_t len);
 
 const char *vx_msg_err_name(vx_msg_err_t e);
 const char *vx_msg_type_name(vx_msg_type_t t);

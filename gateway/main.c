@@ -335,6 +335,49 @@ static void on_park(void *request, void *opaque) {
 
 /* ---- POST /orders ----------------------------------------------------------------------------- */
 
+/* What POST /orders's headers must be before the body is read: each of them at most once (two
+ * Idempotency-Keys name two orders), the JSON in UTF-8 (RFC 8259: no other charset), and an
+ * Idempotency-Key that is text, since it travels into the PlaceOrder's JSON: well-formed UTF-8
+ * without control characters. Else answers 400 or 415 and returns 0. */
+static int order_headers_ok(vx_http_req_t *req) {
+    static const char *const once[] = {"Content-Type", "Idempotency-Key", "Request-Timeout"};
+    const char *ctype = vx_http_header(req, "Content-Type"), *key = vx_http_header(req, "Idempotency-Key");
+    const char *why, *cs;
+    char detail[200];
+    json_object *x;
+
+    for (size_t i = 0; i < sizeof(once) / sizeof(once[0]); i++) {
+        int n = vx_http_header_count(req, once[i]);
+        if (n <= 1) continue;
+        snprintf(detail, sizeof(detail), "the %s header is given %d times; send it once", once[i], n);
+        x = json_object_new_object();
+        json_object_object_add(x, "field", json_object_new_string(once[i]));
+        vx_http_problem(req, 400, "Invalid request", detail, x);
+        return 0;
+    }
+    if (ctype && (cs = strcasestr(ctype, "charset="))) {
+        size_t n;
+        cs += 8;
+        if (*cs == '"') cs++;
+        n = strcspn(cs, "\"; ");
+        if (!((n == 5 && strncasecmp(cs, "utf-8", 5) == 0) || (n == 4 && strncasecmp(cs, "utf8", 4) == 0))) {
+            snprintf(detail, sizeof(detail), "JSON is UTF-8 (RFC 8259); charset=%.*s is not accepted", (int)(n < 32 ? n : 32), cs);
+            if (vx_msg_text_check(detail, strlen(detail))) snprintf(detail, sizeof(detail), "JSON is UTF-8 (RFC 8259); send charset=utf-8 or none");
+            vx_http_add_header(req, "Accept-Post", "application/json");
+            vx_http_problem(req, 415, "Unsupported media type", detail, NULL);
+            return 0;
+        }
+    }
+    if (key && (why = vx_msg_text_check(key, strlen(key)))) {
+        snprintf(detail, sizeof(detail), "the Idempotency-Key header must be UTF-8 text; it holds %s", why);
+        x = json_object_new_object();
+        json_object_object_add(x, "field", json_object_new_string("Idempotency-Key"));
+        vx_http_problem(req, 400, "Invalid request", detail, x);
+        return 0;
+    }
+    return 1;
+}
+
 static void post_order(gw_t *g, vx_http_req_t *req) {
     const char *ctype = vx_http_header(req, "Content-Type");
     const char *key = vx_http_header(req, "Idempotency-Key");
@@ -425,7 +468,7 @@ static void on_http(vx_http_req_t *req, void *opaque) {
     if (n == 1 && strcmp(seg[0], "orders") == 0) {
         if (strcmp(method, "POST") == 0) {
             vx_http_route(req, "POST /orders");
-            post_order(g, req);
+            if (order_headers_ok(req)) post_order(g, req);
         } else if (get) {
             vx_http_route(req, "GET /orders");
             const char *limit = vx_http_arg(req, "limit");

@@ -111,6 +111,20 @@ static int data_path(char *buf, size_t size, const char *fmt, ...) {
     return n >= 0 && (size_t)n < size ? 0 : -1;
 }
 
+/* A port from the environment when it is a number, else the stack's default. */
+static const char *env_port(const char *name, const char *dflt) {
+    const char *v = getenv(name);
+    return v && *v && strspn(v, "0123456789") == strlen(v) && strlen(v) <= 5 ? v : dflt;
+}
+
+const char *it_kafka_bootstrap(void) {
+    static char addr[32];
+    if (!addr[0]) snprintf(addr, sizeof addr, "127.0.0.1:%s", env_port("VX_BROKER_PORT", "9092"));
+    return addr;
+}
+
+const char *it_pg_port(void) { return env_port("VX_PG_PORT", "55432"); }
+
 const char *it_run_id(void) {
     const char *id = getenv(ENV_RUN_ID);
     return id && *id ? id : "norun";
@@ -540,7 +554,7 @@ static void kafka_log_to_file(const rd_kafka_t *rk, int level, const char *fac,
  * errstr on a bad property; else the caller owns it (or hands it over). */
 static rd_kafka_conf_t *kafka_conf_new(const char *const *pairs, char *errstr,
                                        size_t errstr_size) {
-    static const char *const base[] = {"bootstrap.servers", IT_KAFKA_BOOTSTRAP, NULL};
+    const char *const base[] = {"bootstrap.servers", IT_KAFKA_BOOTSTRAP, NULL};
     rd_kafka_conf_t *conf = rd_kafka_conf_new();
     rd_kafka_conf_set_log_cb(conf, kafka_log_to_file);
     if (vt_kafka_conf_set(conf, base, errstr, errstr_size) ||
@@ -743,7 +757,7 @@ int it_kcat_produce(const char *topic, const char *key, const char *json,
         vt_err(errstr, errstr_size, "kcat setup: %s", strerror(errno));
         goto out;
     }
-    char *argv[] = {"kcat", "-P", "-b", IT_KAFKA_BOOTSTRAP, "-t", (char *)topic,
+    char *argv[] = {"kcat", "-P", "-b", (char *)IT_KAFKA_BOOTSTRAP, "-t", (char *)topic,
                     "-K|", header ? "-H" : NULL, (char *)header, NULL};
     pid_t pid = fork();
     if (pid == -1) {

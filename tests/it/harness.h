@@ -31,10 +31,13 @@
 
 #define IT_ERR_SIZE 2048
 
-/* The only addresses a suite talks to. */
-#define IT_KAFKA_BOOTSTRAP "127.0.0.1:9092"
+/* The only addresses a suite talks to: the stack deploy/stack.sh starts, on
+ * its ports (VX_BROKER_PORT [9092], VX_PG_PORT [55432]). Static storage. */
+const char *it_kafka_bootstrap(void);
+const char *it_pg_port(void);
+#define IT_KAFKA_BOOTSTRAP it_kafka_bootstrap()
 #define IT_PG_HOST "127.0.0.1"
-#define IT_PG_PORT "55432"
+#define IT_PG_PORT it_pg_port()
 #define IT_PG_USER "valerix"
 
 /* Default deadline for "wait until something happens". */
@@ -181,7 +184,7 @@ int it_produce_one(const char *topic, const char *key, const char *value,
                    size_t errstr_size);
 
 /* Produces "key|json" through the real kcat binary:
- * kcat -P -b 127.0.0.1:9092 -t <topic> -K'|' [-H <header>]. `json` must be
+ * kcat -P -b IT_KAFKA_BOOTSTRAP -t <topic> -K'|' [-H <header>]. `json` must be
  * one line; `header` is "name=value", or NULL for none. */
 int it_kcat_produce(const char *topic, const char *key, const char *json,
                     const char *header, char *errstr, size_t errstr_size);
@@ -280,7 +283,7 @@ int it_kafka_group_describe(const char *group, int *members, int *assigned,
 
 /* ---- PostgreSQL ---------------------------------------------------------- */
 
-/* "postgresql://valerix@127.0.0.1:55432/<dbname>" into buf. */
+/* "postgresql://valerix@127.0.0.1:<VX_PG_PORT>/<dbname>" into buf. */
 void it_pg_url(char *buf, size_t size, const char *dbname);
 
 /* A connection to `dbname` as the superuser; caller owns *out (PQfinish). */

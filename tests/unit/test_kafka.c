@@ -217,7 +217,7 @@ static void on_dlq_report(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opa
         if (!vx_kafka_header(m, dlq_headers[i], r->hdr[i], sizeof(r->hdr[i]))) snprintf(r->hdr[i], 128, "(absent)");
 }
 
-Test(kafka_dead_letter, copy_keeps_key_value_headers_and_adds_the_dlq_headers) {
+Test(kafka_dead_letter, copy_keeps_key_value_headers_and_adds_the_dlq_headers_in_place_of_any_it_came_with) {
     static const char *const defaults[] = {"message.timeout.ms", "50", "linger.ms", "0", "log_level", "0", NULL};
     struct dlq_run r;
     rd_kafka_headers_t *hdrs = rd_kafka_headers_new(1);
@@ -231,6 +231,7 @@ Test(kafka_dead_letter, copy_keeps_key_value_headers_and_adds_the_dlq_headers) {
     rk = vx_kafka_producer_new(on_dlq_report, &r, defaults, errstr, sizeof(errstr));
     cr_assert_not_null(rk, "%s", errstr);
     rd_kafka_header_add(hdrs, "correlation-id", -1, "corr-9", -1);
+    rd_kafka_header_add(hdrs, "dlq-reason", -1, "forged", -1); /* not the service's: left out of the letter */
     cr_assert_eq(vx_kafka_produce(rk, "t.commands", "key-1", 5, "{\"bad\":1}", 9, hdrs, (void *)1), 0);
     until = time(NULL) + 10;
     while (r.copy_reports < 1 && time(NULL) < until) rd_kafka_poll(rk, 50);

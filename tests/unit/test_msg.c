@@ -236,6 +236,25 @@ static const struct refusal refusals[] = {
         {"invalid UTF-8 byte", CANCEL(",\"order_id\":\"o\xff\""), ALL_COMMANDS, VX_MSG_NOT_JSON, ""},
         {"truncated UTF-8 sequence", CANCEL(",\"order_id\":\"o\xc3\""), ALL_COMMANDS, VX_MSG_NOT_JSON, ""},
         {"UTF-8 byte order mark", "\xef\xbb\xbf" CANCEL(",\"order_id\":\"o\""), ALL_COMMANDS, VX_MSG_NOT_JSON, ""},
+        {"blank value", " \r\n\t", ALL_COMMANDS, VX_MSG_NOT_JSON, ""},
+        {"no digit after the decimal point", LINE1("1."), ALL_COMMANDS, VX_MSG_NOT_JSON, ""},
+        {"no digit after the point, then an exponent", LINE1("1.e2"), ALL_COMMANDS, VX_MSG_NOT_JSON, ""},
+        {"lone high surrogate escape", CANCEL(",\"order_id\":\"\\ud800\""), ALL_COMMANDS, VX_MSG_NOT_JSON, ""},
+        {"lone low surrogate escape", CANCEL(",\"order_id\":\"\\uDC00\""), ALL_COMMANDS, VX_MSG_NOT_JSON, ""},
+        {"high surrogate escape then a letter", CANCEL(",\"order_id\":\"\\ud800x\""), ALL_COMMANDS, VX_MSG_NOT_JSON,
+         ""},
+        {"two high surrogate escapes", CANCEL(",\"order_id\":\"\\ud800\\ud800\""), ALL_COMMANDS, VX_MSG_NOT_JSON, ""},
+        /* a member named twice: json-c would keep one of the two */
+        {"member twice", CANCEL(",\"order_id\":\"o\",\"order_id\":\"p\""), ALL_COMMANDS, VX_MSG_INVALID_VALUE,
+         "order_id"},
+        {"member twice in a line", RESERVE("[{\"product_id\":\"p\",\"quantity\":1,\"quantity\":2}]"), INV,
+         VX_MSG_INVALID_VALUE, "items[0].quantity"},
+        {"member twice, once escaped", RESERVE("[{\"product_id\":\"p\",\"quantity\":1,\"quan\\u0074ity\":2}]"), INV,
+         VX_MSG_INVALID_VALUE, "items[0].quantity"},
+        {"member twice in an unknown member", CANCEL(",\"order_id\":\"o\",\"x\":[{},{\"a\":1,\"a\":[]}]"), ALL_COMMANDS,
+         VX_MSG_INVALID_VALUE, "x[1].a"},
+        {"type twice", CANCEL(",\"order_id\":\"o\",\"type\":\"ReleaseStock\""), ALL_COMMANDS, VX_MSG_INVALID_VALUE,
+         "type"},
         /* the whole value */
         {"JSON null", "null ", ALL_COMMANDS, VX_MSG_NULL_VALUE, ""},
         {"top-level array", "[" CANCEL(",\"order_id\":\"o\"") "]", ALL_COMMANDS, VX_MSG_WRONG_TYPE, "(root)"},
@@ -248,6 +267,8 @@ static const struct refusal refusals[] = {
         {"numeric type", "{\"type\":3,\"idempotency_key\":\"k\"}", ALL_COMMANDS, VX_MSG_WRONG_TYPE, "type"},
         {"unknown type", "{\"type\":\"Frobnicate\",\"idempotency_key\":\"k\"}", ALL_COMMANDS, VX_MSG_UNKNOWN_TYPE,
          "type"},
+        {"type with an escaped NUL", "{\"type\":\"CancelOrder\\u0000x\",\"idempotency_key\":\"k\",\"order_id\":\"o\"}",
+         ALL_COMMANDS, VX_MSG_UNKNOWN_TYPE, "type"},
         {"type in the wrong case", "{\"type\":\"cancelorder\",\"idempotency_key\":\"k\",\"order_id\":\"o\"}",
          ALL_COMMANDS, VX_MSG_UNKNOWN_TYPE, "type"},
         {"order type on the inventory topic", CANCEL(",\"order_id\":\"o\""), INV, VX_MSG_UNKNOWN_TYPE, "type"},
@@ -395,6 +416,36 @@ Test(codec_refusal, ill_formed_utf8_is_not_json) {
 Test(codec_refusal, escaped_nul_in_a_string_is_invalid_value) {
     expect_refusal("{\"type\":\"CancelOrder\",\"idempotency_key\":\"a\\u0000b\",\"order_id\":\"o\"}", ALL_COMMANDS,
                    VX_MSG_INVALID_VALUE, "idempotency_key");
+}
+
+/* A surrogate pair escape is one character; json-c joins it into four bytes of UTF-8. */
+Test(codec, surrogate_pair_escape_is_one_character) {
+    cr_assert_eq(decode(CANCEL(",\"order_id\":\"\\ud83d\\ude00\""), ALL_COMMANDS), VX_MSG_OK, "%s", errstr);
+    cr_expect_str_eq(m.order_id, "\xf0\x9f\x98\x80");
+    vx_msg_clear(&m);
+}
+
+/* A duplicate's path names the member as it decodes, never a cut UTF-8 sequence: a long name is cut
+ * at a character boundary and a control character shows as '?'. */
+Test(codec_refusal, duplicate_member_path_stays_utf8) {
+    expect_refusal(CANCEL(",\"order_id\":\"o\",\"x\":{\"\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\":1,"
+                          "\"\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\":2}"),
+                   ALL_COMMANDS, VX_MSG_INVALID_VALUE, "x.\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9");
+    cr_expect_null(vx_msg_text_check(m.field, strlen(m.field)), "%s", m.field);
+    cr_expect_null(vx_msg_text_check(errstr, strlen(errstr)), "%s", errstr);
+    expect_refusal(CANCEL(",\"order_id\":\"o\",\"x\":{\"a\\nb\":1,\"a\\u000ab\":2}"), ALL_COMMANDS,
+                   VX_MSG_INVALID_VALUE, "x.a?b");
+}
+
+Test(codec, text_check_takes_utf8_without_control_characters) {
+    cr_expect_null(vx_msg_text_check("order-1 \xc3\xa9\xf0\x9f\x98\x80", 14));
+    cr_expect_null(vx_msg_text_check("", 0));
+    cr_expect_str_eq(vx_msg_text_check("a\tb", 3), "a control character");
+    cr_expect_str_eq(vx_msg_text_check("a\0b", 3), "a control character");
+    cr_expect_str_eq(vx_msg_text_check("a\x7f", 2), "a control character");
+    cr_expect_str_eq(vx_msg_text_check("a\xff", 2), "ill-formed UTF-8");
+    cr_expect_str_eq(vx_msg_text_check("\xc0\xaf", 2), "ill-formed UTF-8");
+    cr_expect_str_eq(vx_msg_text_check("\xe2\x82", 2), "ill-formed UTF-8");
 }
 
 Test(codec, optional_field_given_as_null_is_absent) {
