@@ -340,6 +340,20 @@ def mutations(t: str, m: dict, other_type: str, rnd: random.Random) -> list[tupl
     return out
 
 
+def judge(exp: set[tuple[str, str]], got: tuple | None) -> str | None:
+    """None when what the services did with a case (got: ("answered", topic, value) or ("dlq",
+    dlq-reason, dlq-error), None for nothing) agrees with the contract's verdict exp; else why not."""
+    if got is None:
+        return "no answer, no dead letter"
+    if not exp and got[0] == "dlq":
+        return f"schema-valid, dead-lettered {got[1]}: {got[2]}"
+    if exp and got[0] == "answered":
+        return f"schema-invalid ({sorted(exp)}), answered on {got[1]}: {got[2]}"
+    if exp and not any(r == got[1] and (not f or f in got[2]) for r, f in exp):
+        return f"dead-lettered {got[1]} ({got[2]}), the schema says {sorted(exp)}"
+    return None
+
+
 # ---- Kafka ---------------------------------------------------------------------------------------
 
 def delivery_check(errs):
@@ -434,18 +448,10 @@ def main() -> int:
     failed = 0
     valid = sum(1 for c in cases if not c[4])
     for cid, topic, label, raw, exp in cases:
-        got = seen.get(cid)
-        shown = repr(raw[:160]) if raw is not None else "(tombstone)"
-        if got is None:
-            why = "no answer, no dead letter"
-        elif not exp and got[0] == "dlq":
-            why = f"schema-valid, dead-lettered {got[1]}: {got[2]}"
-        elif exp and got[0] == "answered":
-            why = f"schema-invalid ({sorted(exp)}), answered on {got[1]}: {got[2]}"
-        elif exp and not any(r == got[1] and (not f or f in got[2]) for r, f in exp):
-            why = f"dead-lettered {got[1]} ({got[2]}), the schema says {sorted(exp)}"
-        else:
+        why = judge(exp, seen.get(cid))
+        if why is None:
             continue
+        shown = repr(raw[:160]) if raw is not None else "(tombstone)"
         failed += 1
         print(f"FAIL {topic} {label} [{cid}]: {why}\n     {shown}")
     print(f"fuzz-kafka: {len(cases)} cases ({valid} valid, {len(cases) - valid} invalid; seed {SEED}, "
@@ -453,5 +459,58 @@ def main() -> int:
     return 1 if failed or errs or not cases else 0
 
 
+def selftest() -> int:
+    """The verdict this checker compares the services with, on inputs whose answer the contract
+    states (schemas/README.md); no broker needed. Proves the comparison can fail."""
+    schemas = message_schemas()
+    inv = T["INVENTORY_COMMANDS_TOPIC"]
+    r = '{"type":"Restock","idempotency_key":"k","product_id":"p","quantity":%s}'
+    want = [
+        (r % "13", set()), (r % "13.0", set()), (r % "1.3e1", set()), (r % "1e6", set()),
+        (r % "13.5", {("wrong_type", "quantity")}), (r % "1e-400", {("wrong_type", "quantity"), ("invalid_value", "quantity")}),
+        (r % "1.0000000000000001", {("wrong_type", "quantity")}), (r % '"2"', {("wrong_type", "quantity")}),
+        (r % "true", {("wrong_type", "quantity")}), (r % "null", {("wrong_type", "quantity")}),
+        (r % "1e400", {("invalid_value", "quantity")}), (r % "0", {("invalid_value", "quantity")}),
+        (r % "1000001.0", {("invalid_value", "quantity")}), (r % "NaN", {("not_json", "")}),
+        (r % "01", {("not_json", "")}), (r % "1.", {("not_json", "")}),
+        (r'{"type":"Restock","idempotency_key":"k\u0000","product_id":"p","quantity":1}',
+         {("invalid_value", "idempotency_key")}),
+        (r'{"type":"Restock","idempotency_key":"\ud800","product_id":"p","quantity":1}', set()),
+        ('{"type":"Restock","idempotency_key":"k","quantity":1}', {("missing_field", "product_id")}),
+        ('{"type":"Restock","idempotency_key":"k","product_id":"p","quantity":1,"name":null}', set()),
+        ('{"type":"Restock","idempotency_key":"k","product_id":"p","quantity":1,"name":""}',
+         {("invalid_value", "name"), ("wrong_type", "name")}),
+        ('{"type":"PlaceOrder","idempotency_key":"k"}', {("unknown_type", "type")}),
+        ('{"type":null}', {("wrong_type", "type")}), ("[1]", {("wrong_type", "")}), ("null", {("null_value", "")}),
+        ("{'type':'Restock'}", {("not_json", "")}),
+    ]
+    failed = 0
+    for text, exp in want:
+        got = verdict(text.encode(), inv, schemas)
+        if got != exp:
+            failed += 1
+            print(f"FAIL verdict of {text}: {sorted(got)}, want {sorted(exp)}")
+    for raw, exp in [(None, {("null_value", "")}), (b'{"type":"Restock"\xff}', {("not_json", "")}),
+                     (b"\xef\xbb\xbf{}", {("not_json", "")}), (b'{"a":"\x01"}', {("not_json", "")}),
+                     (b" " * (MAX_BYTES + 1), {("too_large", "")})]:
+        if verdict(raw, inv, schemas) != exp:
+            failed += 1
+            print(f"FAIL verdict of {raw!r:.40}: {sorted(verdict(raw, inv, schemas))}, want {sorted(exp)}")
+    q = {("wrong_type", "items[0].quantity")}
+    for exp, got, ok in [
+        (set(), ("answered", "inventory.events", "{}"), True), (set(), ("dlq", "wrong_type", "quantity"), False),
+        (set(), None, False), (q, ("answered", "inventory.events", "{}"), False),
+        (q, ("dlq", "wrong_type", "items[0].quantity must be an integer"), True),
+        (q, ("dlq", "invalid_value", "items[0].quantity must be an integer from 1 to 1000000"), False),
+        (q, ("dlq", "wrong_type", "items[1].quantity must be an integer"), False),
+        ({("not_json", "")}, ("dlq", "not_json", "not JSON: unexpected end of input"), True)]:
+        if (judge(exp, got) is None) != ok:
+            failed += 1
+            print(f"FAIL judge({sorted(exp)}, {got}): {judge(exp, got)}, want {'agreement' if ok else 'a failure'}")
+    n = len(want) + 5 + 8
+    print(f"fuzz-kafka selftest: {n - failed} passed, {failed} failed")
+    return 1 if failed else 0
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(selftest() if sys.argv[1:] == ["selftest"] else main())

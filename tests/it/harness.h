@@ -32,9 +32,12 @@
 #define IT_ERR_SIZE 2048
 
 /* The only addresses a suite talks to. */
-#define IT_KAFKA_BOOTSTRAP "127.0.0.1:9092"
+/* The stack's ports as deploy/stack.sh has them: VX_BROKER_PORT [9092], VX_PG_PORT [55432]. */
+#define IT_KAFKA_BOOTSTRAP it_kafka_bootstrap()
 #define IT_PG_HOST "127.0.0.1"
-#define IT_PG_PORT "55432"
+#define IT_PG_PORT it_pg_port()
+const char *it_kafka_bootstrap(void); /* "127.0.0.1:<VX_BROKER_PORT>", static storage */
+const char *it_pg_port(void);
 #define IT_PG_USER "valerix"
 
 /* Default deadline for "wait until something happens". */
