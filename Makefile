@@ -26,7 +26,7 @@ SERVICES := $(B)/inventory-svc $(B)/order-svc $(B)/gateway
 TOOLS   := $(B)/vxadmin
 DEPS_STAMP := $(B)/.deps
 
-.PHONY: all deps run up down wipe status test unit unit-asan it contract monitoring web bench clean soak soak-short backup restore ops
+.PHONY: all deps run up down wipe status test unit unit-asan it contract contract-live monitoring web bench clean soak soak-short backup restore ops
 all: $(SERVICES) $(TOOLS)
 
 $(DEPS_STAMP): deploy/stack.sh deploy/kafka/pom.xml
@@ -115,6 +115,13 @@ contract:
 	$$PY tests/contract/validate.py messages $(VX_DATA_DIR)/it/messages.jsonl && \
 	$$PY tests/contract/validate.py openapi schemas/openapi.yaml $(VX_DATA_DIR)/it/http.jsonl
 
+# The contract both ways (tests/contract/live.sh): commands generated from schemas/ against the C codec
+# of the running services, and schemathesis on schemas/openapi.yaml against the gateway. A quick pass by
+# default; VX_FUZZ_SEED, VX_FUZZ_KAFKA_EXAMPLES and VX_FUZZ_HTTP_EXAMPLES make it longer.
+contract-live: all
+	deploy/stack.sh up
+	tests/contract/live.sh
+
 # The monitoring (deploy/monitoring): promtool on the configuration and the alert rules, then a real
 # Prometheus scraping a stack of its own, exact counters, and every dashboard and alert query with data.
 monitoring: all
@@ -127,7 +134,7 @@ web: all
 	deploy/stack.sh up
 	cd tests/web && npm ci --no-audit --no-fund --loglevel=error && node dashboard.test.mjs
 
-test: unit unit-asan it contract monitoring web ops soak-short
+test: unit unit-asan it contract contract-live monitoring web ops soak-short
 
 bench: all $(B)/vxbench
 	tests/bench/bench.sh

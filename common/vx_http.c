@@ -350,10 +350,8 @@ void vx_http_chaos_admin(vx_http_req_t *req) {
     char err[256];
     json_object *st;
 
-    if (!vx_chaos_admin_enabled()) {
-        vx_http_not_found(req);
-        return;
-    }
+    /* The route always exists, as schemas/openapi.yaml has it: whether chaos is switched on here is
+     * told only to a caller with a bearer token (401 first for everyone else, on or off). */
     if (strcmp(vx_http_method(req), "POST") != 0) {
         vx_http_method_not_allowed(req, "POST");
         return;
@@ -361,6 +359,11 @@ void vx_http_chaos_admin(vx_http_req_t *req) {
     if (!auth || strncasecmp(auth, "Bearer ", 7) != 0 || !auth[7]) {
         vx_http_add_header(req, "WWW-Authenticate", "Bearer realm=\"chaos\"");
         vx_http_problem(req, 401, "Unauthorized", "POST /admin/chaos needs Authorization: Bearer <VX_CHAOS_TOKEN>", NULL);
+        return;
+    }
+    if (!vx_chaos_admin_enabled()) {
+        vx_http_problem(req, 403, "Forbidden", "chaos is switched off here: the service was started without VX_CHAOS_TOKEN",
+                        NULL);
         return;
     }
     if (!vx_chaos_token_ok(auth + 7)) {

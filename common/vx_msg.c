@@ -38,6 +38,62 @@ static size_t utf8_len(const char *s) {
     return n;
 }
 
+/* JSON Schema 2020-12's integer is any number with a zero fractional part, however it is written:
+ * 13, 13.0, 1.3e1, 1e400 (an integer, out of every range). Decides it exactly from the number's
+ * text as the producer wrote it (json-c keeps it), never from a double's rounding: 1.0000000000000001
+ * and 1e-400 are not integers. On 1, *out is the value, saturated to +-INT64_MAX past 18 digits. */
+static int integral_number(const char *s, long long *out) {
+    const char *ip, *fp;
+    size_t il, fl, tz;
+    long e = 0, mag;
+    int neg = 0, eneg = 0;
+    long long v = 0;
+
+    if (*s == '-') neg = 1, s++;
+    for (ip = s; *s >= '0' && *s <= '9'; s++) {}
+    il = (size_t)(s - ip);
+    fp = s, fl = 0;
+    if (*s == '.') {
+        for (fp = ++s; *s >= '0' && *s <= '9'; s++) {}
+        fl = (size_t)(s - fp);
+    }
+    if (*s == 'e' || *s == 'E') {
+        s++;
+        if (*s == '+' || *s == '-') eneg = *s++ == '-';
+        for (; *s >= '0' && *s <= '9'; s++)
+            if (e < 1000000) e = e * 10 + (*s - '0');
+        if (eneg) e = -e;
+    }
+    if (*s || il + fl == 0) return 0; /* not a number's text */
+    while (il && *ip == '0') ip++, il--; /* 007 is 7 */
+    while (fl && fp[fl - 1] == '0') fl--; /* 7.500 is 7.5 */
+    /* The value is the digits ip[il] fp[fl] times 10^(e - fl); fp's last digit, if any, is not 0. */
+    if (il == 0 && fl == 0) { /* zero, however written */
+        *out = 0;
+        return 1;
+    }
+    if (fl) {
+        if (e < (long)fl) return 0; /* a fractional part that is not zero */
+    } else if (e < 0) {
+        for (tz = 0; tz < il && ip[il - 1 - tz] == '0'; tz++) {}
+        if ((long)tz < -e) return 0;
+    }
+    if (il == 0) /* 0.0013e4: skip the fraction's leading zeros */
+        while (*fp == '0') fp++, fl--, e--;
+    mag = (long)(il + fl) + e - (long)fl; /* digits of the integer */
+    if (mag > 18) {
+        *out = neg ? -INT64_MAX : INT64_MAX;
+        return 1;
+    }
+    for (long i = 0; i < mag; i++) {
+        long k = i < (long)il ? -1 : i - (long)il; /* index into the fraction, -1 while in ip */
+        int d = i < (long)il ? ip[i] - '0' : k < (long)fl ? fp[k] - '0' : 0;
+        v = v * 10 + d;
+    }
+    *out = neg ? -v : v;
+    return 1;
+}
+
 #define FAIL(code, ...)                                                                                       \
     do {                                                                                                      \
         snprintf(errstr, errstr_size, __VA_ARGS__);                                                           \
@@ -52,11 +108,12 @@ static vx_msg_err_t get_string(json_object *obj, const char *key, const char *pa
 
     *out = NULL;
     snprintf(field, 48, "%s", path);
-    if (!json_object_object_get_ex(obj, key, &v) || json_object_is_type(v, json_type_null)) {
+    if (!json_object_object_get_ex(obj, key, &v) || (!required && json_object_is_type(v, json_type_null))) {
         if (!required) return VX_MSG_OK;
         FAIL(VX_MSG_MISSING_FIELD, "missing field %s", path);
     }
-    if (!json_object_is_type(v, json_type_string)) FAIL(VX_MSG_WRONG_TYPE, "%s must be a string", path);
+    if (!json_object_is_type(v, json_type_string))
+        FAIL(VX_MSG_WRONG_TYPE, "%s must be a string%s", path, v ? "" : ", not null");
     *out = json_object_get_string(v);
     if (strlen(*out) != (size_t)json_object_get_string_len(v))
         FAIL(VX_MSG_INVALID_VALUE, "%s must not contain a NUL character", path);
@@ -72,12 +129,14 @@ static vx_msg_err_t get_int(json_object *obj, const char *key, const char *path,
 
     *out = -1;
     snprintf(field, 48, "%s", path);
-    if (!json_object_object_get_ex(obj, key, &v) || json_object_is_type(v, json_type_null)) {
+    if (!json_object_object_get_ex(obj, key, &v) || (!required && json_object_is_type(v, json_type_null))) {
         if (!required) return VX_MSG_OK;
         FAIL(VX_MSG_MISSING_FIELD, "missing field %s", path);
     }
-    if (!json_object_is_type(v, json_type_int)) FAIL(VX_MSG_WRONG_TYPE, "%s must be an integer", path);
-    *out = json_object_get_int64(v);
+    if (json_object_is_type(v, json_type_int))
+        *out = json_object_get_int64(v); /* json-c saturates past 64 bits: still out of range */
+    else if (!json_object_is_type(v, json_type_double) || !integral_number(json_object_to_json_string(v), out))
+        FAIL(VX_MSG_WRONG_TYPE, "%s must be an integer%s", path, v ? "" : ", not null");
     if (*out < lo || *out > hi) {
         if (hi == INT64_MAX) FAIL(VX_MSG_INVALID_VALUE, "%s must be an integer of %lld or more", path, lo);
         FAIL(VX_MSG_INVALID_VALUE, "%s must be an integer from %lld to %lld", path, lo, hi);
@@ -107,9 +166,9 @@ static vx_msg_err_t get_lines(vx_msg_t *m, int min_lines, long long max_qty, cha
     size_t n;
 
     snprintf(m->field, sizeof(m->field), "items");
-    if (!json_object_object_get_ex(m->root, "items", &arr) || json_object_is_type(arr, json_type_null))
-        FAIL(VX_MSG_MISSING_FIELD, "missing field items");
-    if (!json_object_is_type(arr, json_type_array)) FAIL(VX_MSG_WRONG_TYPE, "items must be an array");
+    if (!json_object_object_get_ex(m->root, "items", &arr)) FAIL(VX_MSG_MISSING_FIELD, "missing field items");
+    if (!json_object_is_type(arr, json_type_array))
+        FAIL(VX_MSG_WRONG_TYPE, "items must be an array%s", arr ? "" : ", not null");
     n = json_object_array_length(arr);
     if (n < (size_t)min_lines || n > VX_MSG_MAX_LINES)
         FAIL(VX_MSG_INVALID_VALUE, "items must hold %d to %d lines", min_lines, VX_MSG_MAX_LINES);
@@ -148,9 +207,9 @@ static vx_msg_err_t validate(vx_msg_t *m, unsigned allowed, char *errstr, size_t
         need_key = 0;
     } else {
         snprintf(m->field, sizeof(m->field), "type");
-        if (!json_object_object_get_ex(root, "type", &t) || json_object_is_type(t, json_type_null))
-            FAIL(VX_MSG_MISSING_FIELD, "missing field type");
-        if (!json_object_is_type(t, json_type_string)) FAIL(VX_MSG_WRONG_TYPE, "type must be a string");
+        if (!json_object_object_get_ex(root, "type", &t)) FAIL(VX_MSG_MISSING_FIELD, "missing field type");
+        if (!json_object_is_type(t, json_type_string))
+            FAIL(VX_MSG_WRONG_TYPE, "type must be a string%s", t ? "" : ", not null");
         tname = json_object_get_string(t);
         m->type = 0;
         if (strlen(tname) != (size_t)json_object_get_string_len(t))
@@ -274,10 +333,35 @@ static long hex4(const unsigned char *p, const unsigned char *end) {
     return v;
 }
 
+/* The end of the number that starts at p if it is one as RFC 8259 writes them,
+ * -?(0|[1-9][0-9]*)(.[0-9]+)?([eE][+-]?[0-9]+)?, else NULL (json-c takes 00, 01.0, 1. and -.5). */
+static const unsigned char *number_end(const unsigned char *p, const unsigned char *end) {
+#define DIGIT(q) ((q) < end && *(q) >= '0' && *(q) <= '9')
+    if (p < end && *p == '-') p++;
+    if (!DIGIT(p)) return NULL;
+    if (*p++ != '0')
+        while (DIGIT(p)) p++;
+    else if (DIGIT(p))
+        return NULL;
+    if (p < end && *p == '.') {
+        p++;
+        if (!DIGIT(p)) return NULL;
+        while (DIGIT(p)) p++;
+    }
+    if (p < end && (*p == 'e' || *p == 'E')) {
+        p++;
+        if (p < end && (*p == '+' || *p == '-')) p++;
+        if (!DIGIT(p)) return NULL;
+        while (DIGIT(p)) p++;
+    }
+    return p;
+#undef DIGIT
+}
+
 /* What json-c lets through but RFC 8259 (and I-JSON, RFC 7493) does not: outside strings only JSON's
- * punctuation, numbers with a digit after any decimal point, and the words true, false and null (no
- * single quotes, NaN or Infinity); inside strings no raw control characters, only well-formed UTF-8
- * (no overlongs, surrogates or code points past U+10FFFF) and no lone surrogate escape (json-c would
+ * punctuation, numbers as RFC 8259 writes them and the words true, false and null (no single quotes,
+ * NaN, Infinity, 01 or 1.); inside strings no raw control characters, only well-formed UTF-8 (no
+ * overlongs, surrogates or code points past U+10FFFF) and no lone surrogate escape (json-c would
  * quietly turn "\ud800" into U+FFFD). Returns NULL when buf is strict JSON as far as these go, else the
  * reason; *members counts the object members written (the colons outside strings). */
 static const char *lenient_json(const char *buf, size_t len, size_t *members) {
@@ -286,12 +370,14 @@ static const char *lenient_json(const char *buf, size_t len, size_t *members) {
     while (p < end) {
         unsigned char c = *p;
         if (c == '"') {
+            int nul = 0; /* an escaped NUL: json-c cuts a member name there, so two names could be one */
             for (p++;; p++) {
                 if (p >= end) return "unterminated string";
                 c = *p;
                 if (c == '"') break;
                 if (c == '\\') {
                     long u = hex4(p, end);
+                    nul |= u == 0;
                     if (u >= 0xDC00 && u <= 0xDFFF) return "a lone surrogate escape (\\udc00-\\udfff) is not a character";
                     if (u >= 0xD800 && u <= 0xDBFF) {
                         long lo = hex4(p + 6, end);
@@ -310,15 +396,24 @@ static const char *lenient_json(const char *buf, size_t len, size_t *members) {
                 }
             }
             p++;
+            if (nul) {
+                const unsigned char *q = p;
+                while (q < end && (*q == ' ' || *q == '\t' || *q == '\r' || *q == '\n')) q++;
+                if (q < end && *q == ':') return "a member name with \\u0000 (NUL) in it";
+            }
         } else if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z')) {
             const unsigned char *w = p;
             while (p < end && ((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z'))) p++;
             if (!((p - w == 4 && (memcmp(w, "true", 4) == 0 || memcmp(w, "null", 4) == 0)) ||
-                  (p - w == 5 && memcmp(w, "false", 5) == 0) || (p - w == 1 && (*w == 'e' || *w == 'E'))))
+                  (p - w == 5 && memcmp(w, "false", 5) == 0)))
                 return "a bare word that is not true, false or null";
-        } else if (c == '.' && (p + 1 >= end || p[1] < '0' || p[1] > '9')) {
-            return "a number without a digit after its decimal point";
-        } else if (strchr("{}[],:-+.0123456789 \t\r\n", c) && c) {
+        } else if (c == '-' || (c >= '0' && c <= '9')) {
+            const unsigned char *q = number_end(p, end);
+            if (!q && c == '-' && p + 1 < end && ((p[1] | 0x20) >= 'a' && (p[1] | 0x20) <= 'z'))
+                return "a bare word that is not true, false or null"; /* -Infinity */
+            if (!q) return "a number JSON does not allow (a leading zero, a bare point or exponent)";
+            p = q;
+        } else if (strchr("{}[],: \t\r\n", c) && c) {
             *members += c == ':';
             p++;
         } else {

@@ -26,7 +26,8 @@
 #   INVENTORY_HTTP_ADDR    [127.0.0.1:8082]  host:port of inventory-svc
 #   ORDERS_HTTP_ADDR       [127.0.0.1:8081]  host:port of order-svc
 #   GATEWAY_HTTP_ADDR      [127.0.0.1:8080]  host:port of gateway
-# Services and build/vxadmin are started with KAFKA_BOOTSTRAP_SERVERS, INVENTORY_DB, ORDERS_DB, PGHOST, PGPORT, PGUSER and the *_HTTP_ADDR set.
+# Services and build/vxadmin are started with KAFKA_BOOTSTRAP_SERVERS, INVENTORY_DB, ORDERS_DB, PGHOST, PGPORT, PGUSER,
+# the *_HTTP_ADDR and ORDERS_URL/INVENTORY_URL (the gateway's reads: http://<*_HTTP_ADDR>) set.
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -172,6 +173,8 @@ export_service_env() {
 	export INVENTORY_DB=${INVENTORY_DB:-postgresql://$VX_PG_USER@127.0.0.1:$VX_PG_PORT/inventory}
 	export ORDERS_DB=${ORDERS_DB:-postgresql://$VX_PG_USER@127.0.0.1:$VX_PG_PORT/orders}
 	export INVENTORY_HTTP_ADDR ORDERS_HTTP_ADDR GATEWAY_HTTP_ADDR
+	# the gateway relays its reads to the services where they listen, not at their default ports
+	export ORDERS_URL=${ORDERS_URL:-http://$ORDERS_HTTP_ADDR} INVENTORY_URL=${INVENTORY_URL:-http://$INVENTORY_HTTP_ADDR}
 }
 
 # ------------------------------------------------------------------------------------------------- deps

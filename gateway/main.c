@@ -404,7 +404,7 @@ static void post_order(gw_t *g, vx_http_req_t *req) {
     if (rt) {
         char *end;
         long long t = strtoll(rt, &end, 10);
-        if (*end || end == rt || t < 1) {
+        if (*end || end == rt || t < 1 || strspn(rt, "0123456789") != strlen(rt)) { /* digits only: no +, -, space */
             json_object *x = json_object_new_object();
             json_object_object_add(x, "field", json_object_new_string("Request-Timeout"));
             vx_http_problem(req, 400, "Invalid request", "the Request-Timeout header must be a positive number of milliseconds", x);

@@ -17,8 +17,8 @@ with exactly one summary line "contract: N passed, M failed"; the exit status
 is 0 only when M is 0 (and, for readme/messages, N is not 0).
 
 Stricter than plain JSON Schema, to match the C consumers:
-  * "integer" accepts only JSON integers written without fraction/exponent
-    (2.0 and 2e0 are rejected; JSON Schema itself would accept 2.0);
+  * "integer" is JSON Schema 2020-12's (2, 2.0 and 2e0 are integers; 2.5, "2" and true are
+    not), as the C codec reads it;
   * duplicate object keys, NaN and Infinity are rejected;
   * a message may be at most 65536 bytes (compact UTF-8 JSON);
   * "format": "date-time" is asserted (needs jsonschema[format-nongpl]).
@@ -109,6 +109,8 @@ def compact_size(value: Any) -> int:
 
 
 def _strict_integer(_checker, instance) -> bool:
+    if isinstance(instance, float):  # 2020-12: a number with a zero fractional part (13.0), as common/vx_msg.c
+        return instance.is_integer()
     return isinstance(instance, int) and not isinstance(instance, bool)
 
 
@@ -1157,7 +1159,7 @@ def boundary_cases(contract: Contract):
                   (f"{name} length {hi + 1}", topic, make("x" * (hi + 1)), False),
                   (f"{name} not a string", topic, make(7), False)]
     for q, ok in [(1, True), (1000000, True), (0, False), (1000001, False), (-1, False),
-                  (2.0, False), ("2", False), (True, False), (None, False)]:
+                  (2.0, True), (2.5, False), ("2", False), (True, False), (None, False)]:
         cases.append((f"items[0].quantity = {q!r}", C, reserve(items=[line(q)]), ok))
         cases.append((f"Restock.quantity = {q!r}", C, restock(quantity=q), ok))
     for n, ok in [(1, True), (100, True), (0, False), (101, False)]:
@@ -1239,8 +1241,8 @@ def selftest_openapi(contract: Contract, rep: Report) -> None:
         ("response without description", mutate(lambda s: created(s).pop("description")), "description"),
         ("example breaks its schema", mutate(lambda s: created(s)["content"]["application/json"]["examples"]["one"]
                                              ["value"].update(quantity=0)), "minimum"),
-        ("example integer written 7.0", mutate(lambda s: created(s)["content"]["application/json"]["examples"]["one"]
-                                               ["value"].update(quantity=7.0)), "integer"),
+        ("example integer written 7.5", mutate(lambda s: created(s)["content"]["application/json"]["examples"]["one"]
+                                               ["value"].update(quantity=7.5)), "integer"),
         ("header example breaks its schema", mutate(lambda s: created(s)["headers"]["Location"].update(example="/x")),
          "does not match"),
         ("$ref to nowhere", mutate(lambda s: get_one(s)["content"]["application/json"]["schema"].update(

@@ -700,7 +700,7 @@ Test(orders, invalid_requests_get_400_naming_the_field_and_413_415_405_404) {
 #define LINE "{\"product_id\":\"t4-p\",\"quantity\":1}"
     bad_body cases[] = {
         {"missing customer_id", fmt("{\"items\":[" LINE "]}"), "customer_id", "missing_field"},
-        {"customer_id null", fmt("{\"customer_id\":null,\"items\":[" LINE "]}"), "customer_id", "missing_field"},
+        {"customer_id null", fmt("{\"customer_id\":null,\"items\":[" LINE "]}"), "customer_id", "wrong_type"},
         {"customer_id a number", fmt("{\"customer_id\":42,\"items\":[" LINE "]}"), "customer_id", "wrong_type"},
         {"customer_id empty", fmt("{\"customer_id\":\"\",\"items\":[" LINE "]}"), "customer_id", "invalid_value"},
         {"customer_id 65 chars", fmt("{\"customer_id\":\"%s\",\"items\":[" LINE "]}", id65), "customer_id",
@@ -733,8 +733,10 @@ Test(orders, invalid_requests_get_400_naming_the_field_and_413_415_405_404) {
          "items[0].quantity", "wrong_type"},
         {"quantity 1.5", fmt("{\"customer_id\":\"c\",\"items\":[{\"product_id\":\"t4-p\",\"quantity\":1.5}]}"),
          "items[0].quantity", "wrong_type"},
-        {"quantity 2.0", fmt("{\"customer_id\":\"c\",\"items\":[{\"product_id\":\"t4-p\",\"quantity\":2.0}]}"),
+        {"quantity 2.5", fmt("{\"customer_id\":\"c\",\"items\":[{\"product_id\":\"t4-p\",\"quantity\":2.5}]}"),
          "items[0].quantity", "wrong_type"},
+        {"quantity 1e400", fmt("{\"customer_id\":\"c\",\"items\":[{\"product_id\":\"t4-p\",\"quantity\":1e400}]}"),
+         "items[0].quantity", "invalid_value"},
         {"quantity true", fmt("{\"customer_id\":\"c\",\"items\":[{\"product_id\":\"t4-p\",\"quantity\":true}]}"),
          "items[0].quantity", "wrong_type"},
         {"second line bad",

@@ -379,16 +379,26 @@ static void chaos_post(int port, const char *auth, const char *body, struct resp
     request(port, raw, r);
 }
 
-Test(http, chaos_admin_does_not_exist_without_a_token) {
+/* Without VX_CHAOS_TOKEN the route answers as schemas/openapi.yaml says: 401 without a bearer token
+ * (as when it is on: an anonymous caller is not told whether chaos is on), 403 with any token, 405
+ * for another method; nothing is ever armed. */
+Test(http, chaos_admin_refuses_every_token_without_one_configured) {
     struct server *s = server_start(18987, 1, 4096);
     struct response r;
 
     chaos_env(NULL);
     chaos_post(s->port, "Bearer x", "{\"crash_points\":\"a\"}", &r);
-    cr_expect_eq(r.status, 404);
+    cr_expect_eq(r.status, 403);
+    cr_expect_not_null(strstr(r.body, "without VX_CHAOS_TOKEN"), "%s", r.body);
+    chaos_post(s->port, NULL, "{\"crash_points\":\"a\"}", &r);
+    cr_expect_eq(r.status, 401);
+    cr_expect_not_null(strcasestr(r.head, "WWW-Authenticate: Bearer"), "%s", r.head);
     chaos_env("");
     chaos_post(s->port, "Bearer ", "{}", &r);
-    cr_expect_eq(r.status, 404);
+    cr_expect_eq(r.status, 401);
+    request(s->port, "GET /admin/chaos HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n", &r);
+    cr_expect_eq(r.status, 405);
+    cr_expect(chaos_state_has("\"crash_points\":[]"));
     server_stop(s);
 }
 

@@ -233,6 +233,14 @@ static const struct refusal refusals[] = {
         {"comment", CANCEL(",\"order_id\":\"o\" /* c */"), ALL_COMMANDS, VX_MSG_NOT_JSON, ""},
         {"single-quoted value", CANCEL(",\"order_id\":'o'"), ALL_COMMANDS, VX_MSG_NOT_JSON, ""},
         {"leading zero", LINE1("01"), ALL_COMMANDS, VX_MSG_NOT_JSON, ""},
+        {"leading zeros before a point", LINE1("00.5e1"), ALL_COMMANDS, VX_MSG_NOT_JSON, ""},
+        {"leading zero before a point", LINE1("01.0"), ALL_COMMANDS, VX_MSG_NOT_JSON, ""},
+        {"negative leading zeros", LINE1("-00"), ALL_COMMANDS, VX_MSG_NOT_JSON, ""},
+        {"bare point at the end", LINE1("1."), ALL_COMMANDS, VX_MSG_NOT_JSON, ""},
+        {"bare point before an exponent", LINE1("1.e1"), ALL_COMMANDS, VX_MSG_NOT_JSON, ""},
+        {"no digit before the point", LINE1("-.5"), ALL_COMMANDS, VX_MSG_NOT_JSON, ""},
+        {"plus sign", LINE1("+1"), ALL_COMMANDS, VX_MSG_NOT_JSON, ""},
+        {"exponent without digits", LINE1("1e+"), ALL_COMMANDS, VX_MSG_NOT_JSON, ""},
         {"invalid UTF-8 byte", CANCEL(",\"order_id\":\"o\xff\""), ALL_COMMANDS, VX_MSG_NOT_JSON, ""},
         {"truncated UTF-8 sequence", CANCEL(",\"order_id\":\"o\xc3\""), ALL_COMMANDS, VX_MSG_NOT_JSON, ""},
         {"UTF-8 byte order mark", "\xef\xbb\xbf" CANCEL(",\"order_id\":\"o\""), ALL_COMMANDS, VX_MSG_NOT_JSON, ""},
@@ -263,7 +271,9 @@ static const struct refusal refusals[] = {
         /* type */
         {"missing type", "{\"idempotency_key\":\"k\",\"order_id\":\"o\"}", ALL_COMMANDS, VX_MSG_MISSING_FIELD, "type"},
         {"null type", "{\"type\":null,\"idempotency_key\":\"k\",\"order_id\":\"o\"}", ALL_COMMANDS,
-         VX_MSG_MISSING_FIELD, "type"},
+         VX_MSG_WRONG_TYPE, "type"},
+        {"type with a NUL inside", "{\"type\":\"CancelOrder\\u0000x\",\"idempotency_key\":\"k\",\"order_id\":\"o\"}",
+         ALL_COMMANDS, VX_MSG_UNKNOWN_TYPE, "type"},
         {"numeric type", "{\"type\":3,\"idempotency_key\":\"k\"}", ALL_COMMANDS, VX_MSG_WRONG_TYPE, "type"},
         {"unknown type", "{\"type\":\"Frobnicate\",\"idempotency_key\":\"k\"}", ALL_COMMANDS, VX_MSG_UNKNOWN_TYPE,
          "type"},
@@ -280,7 +290,7 @@ static const struct refusal refusals[] = {
         {"missing key", "{\"type\":\"CancelOrder\",\"order_id\":\"o\"}", ALL_COMMANDS, VX_MSG_MISSING_FIELD,
          "idempotency_key"},
         {"null key", "{\"type\":\"CancelOrder\",\"idempotency_key\":null,\"order_id\":\"o\"}", ALL_COMMANDS,
-         VX_MSG_MISSING_FIELD, "idempotency_key"},
+         VX_MSG_WRONG_TYPE, "idempotency_key"},
         {"numeric key", "{\"type\":\"CancelOrder\",\"idempotency_key\":7,\"order_id\":\"o\"}", ALL_COMMANDS,
          VX_MSG_WRONG_TYPE, "idempotency_key"},
         {"object key", "{\"type\":\"CancelOrder\",\"idempotency_key\":{},\"order_id\":\"o\"}", ALL_COMMANDS,
@@ -322,11 +332,23 @@ static const struct refusal refusals[] = {
         {"line quantity 1000001", LINE1("1000001"), INV, VX_MSG_INVALID_VALUE, "items[0].quantity"},
         {"line quantity 10^12", LINE1("1000000000000"), INV, VX_MSG_INVALID_VALUE, "items[0].quantity"},
         {"line quantity 1.5", LINE1("1.5"), INV, VX_MSG_WRONG_TYPE, "items[0].quantity"},
-        {"line quantity 2.0", LINE1("2.0"), INV, VX_MSG_WRONG_TYPE, "items[0].quantity"},
-        {"line quantity 2e0", LINE1("2e0"), INV, VX_MSG_WRONG_TYPE, "items[0].quantity"},
+        {"line quantity 2.5e0", LINE1("2.5e0"), INV, VX_MSG_WRONG_TYPE, "items[0].quantity"},
+        {"line quantity 13.5", LINE1("13.5"), INV, VX_MSG_WRONG_TYPE, "items[0].quantity"},
+        {"line quantity 1e-400", LINE1("1e-400"), INV, VX_MSG_WRONG_TYPE, "items[0].quantity"},
+        {"line quantity 1.0000000000000001", LINE1("1.0000000000000001"), INV, VX_MSG_WRONG_TYPE, "items[0].quantity"},
+        {"line quantity 1300e-3", LINE1("1300e-3"), INV, VX_MSG_WRONG_TYPE, "items[0].quantity"},
+        {"line quantity 1e400", LINE1("1e400"), INV, VX_MSG_INVALID_VALUE, "items[0].quantity"},
+        {"line quantity -1e400", LINE1("-1e400"), INV, VX_MSG_INVALID_VALUE, "items[0].quantity"},
+        {"line quantity 1.5e30", LINE1("1.5e30"), INV, VX_MSG_INVALID_VALUE, "items[0].quantity"},
+        {"line quantity 1000001.0", LINE1("1000001.0"), INV, VX_MSG_INVALID_VALUE, "items[0].quantity"},
+        {"line quantity 0.0", LINE1("0.0"), INV, VX_MSG_INVALID_VALUE, "items[0].quantity"},
+        {"line quantity -0.0", LINE1("-0.0"), INV, VX_MSG_INVALID_VALUE, "items[0].quantity"},
+        {"line quantity -2.0", LINE1("-2.0"), INV, VX_MSG_INVALID_VALUE, "items[0].quantity"},
+        {"Restock quantity 1e400", RESTOCK(",\"quantity\":1e400"), INV, VX_MSG_INVALID_VALUE, "quantity"},
         {"line quantity \"3\"", LINE1("\"3\""), INV, VX_MSG_WRONG_TYPE, "items[0].quantity"},
         {"line quantity true", LINE1("true"), INV, VX_MSG_WRONG_TYPE, "items[0].quantity"},
-        {"line quantity null", LINE1("null"), INV, VX_MSG_MISSING_FIELD, "items[0].quantity"},
+        {"line quantity null", LINE1("null"), INV, VX_MSG_WRONG_TYPE, "items[0].quantity"},
+        {"items null", RESERVE("null"), INV, VX_MSG_WRONG_TYPE, "items"},
         {"line without quantity", RESERVE("[{\"product_id\":\"p\"}]"), INV, VX_MSG_MISSING_FIELD,
          "items[0].quantity"},
         {"line without product_id", RESERVE("[{\"quantity\":1}]"), INV, VX_MSG_MISSING_FIELD, "items[0].product_id"},
@@ -446,6 +468,43 @@ Test(codec, text_check_takes_utf8_without_control_characters) {
     cr_expect_str_eq(vx_msg_text_check("a\xff", 2), "ill-formed UTF-8");
     cr_expect_str_eq(vx_msg_text_check("\xc0\xaf", 2), "ill-formed UTF-8");
     cr_expect_str_eq(vx_msg_text_check("\xe2\x82", 2), "ill-formed UTF-8");
+}
+
+/* JSON Schema 2020-12: an integer is a number with a zero fractional part, however it is written. */
+Test(codec, integral_numbers_with_a_fraction_or_exponent_are_integers) {
+    static const struct {
+        const char *text;
+        long long want;
+    } cases[] = {{"13.0", 13},   {"13.000", 13}, {"1.3e1", 13},       {"1.3E+1", 13},  {"130e-1", 13},
+                 {"0.13e2", 13}, {"13e0", 13},   {"1e6", 1000000},    {"1000000.0", 1000000},
+                 {"0.0000013e7", 13}, {"1.05e2", 105}, {"0e0", 0}};
+    for (size_t i = 0; i < NELEM(cases); i++) {
+        char *j = fmt("{\"type\":\"ReserveStock\",\"idempotency_key\":\"k\",\"order_id\":\"o\","
+                      "\"items\":[{\"product_id\":\"p\",\"quantity\":%s}]}", cases[i].text);
+        char *r = fmt("{\"type\":\"Restock\",\"idempotency_key\":\"k\",\"product_id\":\"p\",\"quantity\":%s}",
+                      cases[i].text);
+        vx_msg_err_t e = decode(j, INV);
+        if (cases[i].want == 0) { /* an integer, under the minimum */
+            cr_expect_eq(e, VX_MSG_INVALID_VALUE, "%s: %s", cases[i].text, errstr);
+            cr_expect_eq(decode(r, INV), VX_MSG_INVALID_VALUE, "Restock %s: %s", cases[i].text, errstr);
+            free(j);
+            free(r);
+            continue;
+        }
+        cr_expect_eq(e, VX_MSG_OK, "%s: %s", cases[i].text, errstr);
+        if (e == VX_MSG_OK) {
+            cr_expect_eq(m.lines[0].quantity, cases[i].want, "%s: %lld", cases[i].text, m.lines[0].quantity);
+            vx_msg_clear(&m);
+        }
+        e = decode(r, INV);
+        cr_expect_eq(e, VX_MSG_OK, "Restock %s: %s", cases[i].text, errstr);
+        if (e == VX_MSG_OK) {
+            cr_expect_eq(m.quantity, cases[i].want, "Restock %s", cases[i].text);
+            vx_msg_clear(&m);
+        }
+        free(j);
+        free(r);
+    }
 }
 
 Test(codec, optional_field_given_as_null_is_absent) {
@@ -922,4 +981,14 @@ Test(codec_results, place_order_is_the_body_with_type_and_key) {
     cr_assert_eq(decode(s, VX_MSG_PLACE_ORDER), VX_MSG_OK, "the command decodes as a PlaceOrder: %s", errstr);
     vx_msg_clear(&m);
     free(s);
+}
+
+/* json-c cuts a member name at an escaped NUL, so {"":1,"\u0000":2} would read as one name twice:
+ * a name with \u0000 is refused for what it is, and a NUL inside a value is not that. */
+Test(codec_refusal, member_name_with_an_escaped_nul) {
+    expect_refusal(CANCEL(",\"order_id\":\"o\",\"x\":{\"\":1,\"\\u0000\":2}"), ALL_COMMANDS, VX_MSG_NOT_JSON, "");
+    cr_expect(strstr(errstr, "member name with \\u0000"), "%s", errstr);
+    expect_refusal(CANCEL(",\"order_id\":\"o\",\"a\\u0000b\" : 1"), ALL_COMMANDS, VX_MSG_NOT_JSON, "");
+    cr_expect_eq(decode(CANCEL(",\"order_id\":\"o\",\"x\":\"a\\u0000b\""), ALL_COMMANDS), VX_MSG_OK, "%s", errstr);
+    vx_msg_clear(&m);
 }
