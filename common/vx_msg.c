@@ -228,6 +228,33 @@ static vx_msg_err_t validate(vx_msg_t *m, unsigned allowed, char *errstr, size_t
     return e;
 }
 
+/* The length of the well-formed UTF-8 sequence at p (p < end), or 0 when it is ill-formed: no
+ * overlongs, surrogates, code points past U+10FFFF or sequences cut short by end. */
+static int utf8_seq(const unsigned char *p, const unsigned char *end) {
+    unsigned char c = *p;
+    int n = c >= 0xF0 ? 3 : c >= 0xE0 ? 2 : 1;
+    unsigned cp;
+
+    if (c < 0x80) return 1;
+    if (c < 0xC2 || c > 0xF4 || p + n >= end) return 0;
+    cp = c & (0x3F >> n);
+    for (int i = 1; i <= n; i++) {
+        if ((p[i] & 0xC0) != 0x80) return 0;
+        cp = cp << 6 | (p[i] & 0x3F);
+    }
+    if ((n == 2 && cp < 0x800) || (n == 3 && (cp < 0x10000 || cp > 0x10FFFF)) || (cp >= 0xD800 && cp <= 0xDFFF))
+        return 0;
+    return n + 1;
+}
+
+size_t vx_msg_utf8_chars(const char *s, size_t len) {
+    const unsigned char *p = (const unsigned char *)s, *end = p + len;
+    size_t chars = 0;
+    for (int n; p < end; p += n, chars++)
+        if (!(n = utf8_seq(p, end))) return (size_t)-1;
+    return chars;
+}
+
 /* What json-c lets through but RFC 8259 does not: outside strings only JSON's punctuation, numbers
  * and the words true, false and null (no single quotes, NaN or Infinity); inside strings no raw
  * control characters and only well-formed UTF-8 (no overlongs, surrogates or code points past
@@ -247,18 +274,9 @@ static const char *lenient_json(const char *buf, size_t len) {
                 }
                 if (c < 0x20) return "raw control character in a string";
                 if (c >= 0x80) {
-                    int n = c >= 0xF0 ? 3 : c >= 0xE0 ? 2 : 1;
-                    unsigned cp;
-                    if (c < 0xC2 || c > 0xF4 || p + n >= end) return "ill-formed UTF-8";
-                    cp = c & (0x3F >> n);
-                    for (int i = 1; i <= n; i++) {
-                        if ((p[i] & 0xC0) != 0x80) return "ill-formed UTF-8";
-                        cp = cp << 6 | (p[i] & 0x3F);
-                    }
-                    if ((n == 2 && cp < 0x800) || (n == 3 && (cp < 0x10000 || cp > 0x10FFFF)) ||
-                        (cp >= 0xD800 && cp <= 0xDFFF))
-                        return "ill-formed UTF-8";
-                    p += n;
+                    int n = utf8_seq(p, end);
+                    if (!n) return "ill-formed UTF-8";
+                    p += n - 1;
                 }
             }
             p++;

@@ -92,6 +92,10 @@ void vx_msg_order_hash(const vx_msg_t *m, char out[17]);
  * one line of compact JSON. New object, caller owns. */
 json_object *vx_msg_place_order(const vx_msg_t *body, const char *key);
 
+/* The characters of s[len] when it is well-formed UTF-8 (what a message's strings must be), else
+ * (size_t)-1. */
+size_t vx_msg_utf8_chars(const char *s, size_t len);
+
 const char *vx_msg_err_name(vx_msg_err_t e);
 const char *vx_msg_type_name(vx_msg_type_t t);
 

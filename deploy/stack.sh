@@ -67,7 +67,8 @@ DATABASES=(inventory orders)
 LOG_KEEP_BYTES=$((20 * 1024 * 1024)) # a log over this size is moved to NAME.log.1 at the next start
 
 APT_PACKAGES=(build-essential pkg-config librdkafka-dev kcat libpq-dev libjson-c-dev libmicrohttpd-dev
-	libcriterion-dev uuid-dev libcurl4-openssl-dev postgresql maven python3-venv wrk curl jq chromium)
+	libcriterion-dev uuid-dev libcurl4-openssl-dev postgresql maven python3-venv wrk curl jq chromium
+	clang libclang-rt-14-dev)
 # Installed without their recommendations: Prometheus and promtool for the monitoring checks (its
 # recommended node exporter is not ours to run).
 APT_PACKAGES_LEAN=(prometheus)

@@ -1,6 +1,6 @@
 /* gateway: the HTTP front door of Valerix.
  *
- *   POST /orders          validated here, then request-reply over Kafka (reqreply.c)
+ *   POST /orders          validated (validate.c), then request-reply over Kafka (reqreply.c)
  *   GET  /orders[/{id}]   read from order-svc, which owns orders
  *   GET  /products[/{id}] read from inventory-svc, which owns stock
  *   GET  /health, /ready, /metrics
@@ -18,11 +18,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 #include <unistd.h>
 #include <uuid/uuid.h>
 
 #include "reqreply.h"
+#include "validate.h"
 #include "web.h"
 #include "vx_chaos.h"
 #include "vx_config.h"
@@ -235,16 +235,16 @@ static int safe_id(const char *s) {
     return 1;
 }
 
-/* An Idempotency-Key header, when given, is 1 to 128 characters; else answers 400 and returns 0. */
-static int idempotency_key_ok(vx_http_req_t *req, const char *key) {
-    size_t n = 0;
-    if (!key) return 1;
-    for (const char *p = key; *p; p++) n += ((unsigned char)*p & 0xC0) != 0x80;
-    if (n >= 1 && n <= VX_MSG_MAX_KEY) return 1;
-    json_object *x = json_object_new_object();
-    json_object_object_add(x, "field", json_object_new_string("Idempotency-Key"));
-    vx_http_problem(req, 400, "Invalid request", "the Idempotency-Key header must be 1 to 128 characters", x);
-    return 0;
+/* Answers a refused request with its problem (validate.h). */
+static void refuse(vx_http_req_t *req, const gw_problem_t *p) {
+    json_object *x = NULL;
+    if (p->status == 415) vx_http_add_header(req, "Accept-Post", "application/json");
+    if (p->field[0] || p->reason) {
+        x = json_object_new_object();
+        if (p->field[0]) json_object_object_add(x, "field", json_object_new_string(p->field));
+        if (p->reason) json_object_object_add(x, "reason", json_object_new_string(p->reason));
+    }
+    vx_http_problem(req, p->status, p->title, p->detail, x);
 }
 
 /* ---- POST /orders: the engine's outcomes as HTTP ----------------------------------------------- */
@@ -336,46 +336,24 @@ static void on_park(void *request, void *opaque) {
 /* ---- POST /orders ----------------------------------------------------------------------------- */
 
 static void post_order(gw_t *g, vx_http_req_t *req) {
-    const char *ctype = vx_http_header(req, "Content-Type");
     const char *key = vx_http_header(req, "Idempotency-Key");
-    const char *rt = vx_http_header(req, "Request-Timeout");
-    char err[256], made_key[37];
+    char made_key[37];
     long long timeout = g->cfg.timeout_ms;
     size_t len;
     const char *body = vx_http_body(req, &len);
+    gw_problem_t p;
     vx_msg_t m;
-    vx_msg_err_t e;
 
-    if (!ctype || strncasecmp(ctype, "application/json", 16) != 0 || (ctype[16] && ctype[16] != ';' && ctype[16] != ' ')) {
-        vx_http_add_header(req, "Accept-Post", "application/json");
-        vx_http_problem(req, 415, "Unsupported media type", "send the order as Content-Type: application/json", NULL);
+    if (gw_validate_order(vx_http_header(req, "Content-Type"), key, vx_http_header(req, "Request-Timeout"), body, len,
+                          &timeout, &m, &p)) {
+        refuse(req, &p);
         return;
     }
-    if (!idempotency_key_ok(req, key)) return;
     if (!key) {
         uuid_t u;
         uuid_generate_random(u);
         uuid_unparse_lower(u, made_key);
         key = made_key;
-    }
-    if (rt) {
-        char *end;
-        long long t = strtoll(rt, &end, 10);
-        if (*end || end == rt || t < 1) {
-            json_object *x = json_object_new_object();
-            json_object_object_add(x, "field", json_object_new_string("Request-Timeout"));
-            vx_http_problem(req, 400, "Invalid request", "the Request-Timeout header must be a positive number of milliseconds", x);
-            return;
-        }
-        if (t < timeout) timeout = t;
-    }
-    e = vx_msg_decode(&m, body, len, VX_MSG_ORDER_BODY, err, sizeof(err));
-    if (e) {
-        json_object *x = json_object_new_object();
-        json_object_object_add(x, "field", json_object_new_string(m.field[0] ? m.field : "(body)"));
-        json_object_object_add(x, "reason", json_object_new_string(vx_msg_err_name(e)));
-        vx_http_problem(req, 400, "Invalid request", err, x);
-        return;
     }
     gw_rr_submit(g->rr, req, &m, key, timeout, timeout == g->cfg.timeout_ms);
     vx_msg_clear(&m);
@@ -387,9 +365,13 @@ static void post_order(gw_t *g, vx_http_req_t *req) {
 static void cancel_order(gw_t *g, vx_http_req_t *req, const char *id) {
     const char *key = vx_http_header(req, "Idempotency-Key");
     char made[37], err[256], loc[128];
+    gw_problem_t p;
     json_object *o;
 
-    if (!idempotency_key_ok(req, key)) return;
+    if (gw_validate_key(key, &p)) {
+        refuse(req, &p);
+        return;
+    }
     if (!key) {
         uuid_t u;
         uuid_generate_random(u);
