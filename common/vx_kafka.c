@@ -287,6 +287,19 @@ const char *vx_kafka_headers_get(const rd_kafka_headers_t *hdrs, const char *nam
     return buf;
 }
 
+const char *vx_kafka_correlation_id(const rd_kafka_headers_t *hdrs, char *buf, size_t size) {
+    const void *val;
+    size_t len;
+
+    if (!hdrs || rd_kafka_header_get_last(hdrs, "correlation-id", &val, &len) || !val || len < 1 || len >= size)
+        return NULL;
+    for (size_t i = 0; i < len; i++)
+        if (((const unsigned char *)val)[i] < 0x21 || ((const unsigned char *)val)[i] > 0x7e) return NULL;
+    memcpy(buf, val, len);
+    buf[len] = '\0';
+    return buf;
+}
+
 int vx_kafka_dlq_origin(const rd_kafka_headers_t *hdrs, char *source, size_t source_size, long long *count,
                         char *errstr, size_t errstr_size) {
     const void *val;

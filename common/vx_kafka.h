@@ -91,6 +91,12 @@ const char *vx_kafka_header(const rd_kafka_message_t *m, const char *name, char 
 /* The same over a header list (borrowed; NULL: none): what vx_kafka_header reads, callable without a message. */
 const char *vx_kafka_headers_get(const rd_kafka_headers_t *hdrs, const char *name, char *buf, size_t size);
 
+/* The correlation-id header of hdrs (borrowed; NULL: none) copied into buf, or NULL when it is absent
+ * or not 1 to size-1 visible ASCII characters. It travels on into SQL, logs and the headers of what
+ * is produced, so a malformed one (ill-formed UTF-8 would make the database refuse the whole call)
+ * is dropped instead of costing the command it came with a dead letter. */
+const char *vx_kafka_correlation_id(const rd_kafka_headers_t *hdrs, char *buf, size_t size);
+
 /* What a redrive (vxadmin dlq redrive) reads of a dead letter's headers (borrowed; NULL: none): the
  * topic it came from (dlq-source-topic, copied into source) and how often it was redriven already
  * (redrive-count, 0 when absent). Returns 0, or -1 with errstr when dlq-source-topic is absent, empty

@@ -7,7 +7,7 @@
  *   order_http  POST /orders: its Content-Type, Idempotency-Key and Request-Timeout headers and its
  *               body, through the gateway's own checks (gateway/validate.c)
  *   headers     Kafka headers: correlation-id, idempotent-replayed, chaos-delay-ms and the dlq-* ones
- *               (vx_kafka_headers_get, vx_kafka_dlq_origin)
+ *               (vx_kafka_headers_get, vx_kafka_correlation_id, vx_kafka_dlq_origin)
  *   config      environment settings (vx_cfg_*) and KAFKA_* variables (vx_kafka_prop_from_env)
  *   chaos       VX_CRASH_POINTS specs and POST /admin/chaos bodies (vx_chaos)
  *
@@ -167,6 +167,10 @@ static void headers(const uint8_t *data, size_t size) {
         const char *v = vx_kafka_headers_get(h, reads[i].name, buf, reads[i].size);
         VX_FUZZ_CHECK(!v || (v == buf && strlen(buf) < reads[i].size));
     }
+    if (vx_kafka_correlation_id(h, buf, 129)) {
+        VX_FUZZ_CHECK(buf[0] && strlen(buf) < 129);
+        for (const char *c = buf; *c; c++) VX_FUZZ_CHECK(*c > 0x20 && *c < 0x7f);
+    }
     if (vx_kafka_dlq_origin(h, source, sizeof(source), &count, err, sizeof(err)) == 0) {
         VX_FUZZ_CHECK(count >= 0 && source[0] && strlen(source) < sizeof(source));
     } else {
@@ -179,7 +183,11 @@ static void headers(const uint8_t *data, size_t size) {
 static void config(const uint8_t *data, size_t size) {
     const uint8_t *nl = memchr(data, '\n', size);
     size_t n = nl ? (size_t)(nl - data) : size;
-    char *entry = cstr(data, n), *value = cstr(nl ? nl + 1 : data + size, nl ? size - n - 1 : 0);
+    /* The setting lives in one putenv'd buffer rewritten in place: setenv would keep every value it
+       ever held (glibc never frees them), and a long run would grow without bound. */
+    static char env[sizeof("VX_FUZZ_SETTING=") + 8192] = "VX_FUZZ_SETTING=";
+    size_t vlen = nl ? size - n - 1 : 0;
+    char *entry = cstr(data, n), *value = env + sizeof("VX_FUZZ_SETTING=") - 1;
     char prop[256], small[8], host[64], err[256];
     long long i;
     double d;
@@ -187,7 +195,10 @@ static void config(const uint8_t *data, size_t size) {
 
     if (vx_kafka_prop_from_env(entry, VX_KAFKA_PRODUCER, prop, sizeof(prop))) VX_FUZZ_CHECK(prop[0] && strlen(prop) < sizeof(prop));
     if (vx_kafka_prop_from_env(entry, VX_KAFKA_CONSUMER, small, sizeof(small))) VX_FUZZ_CHECK(small[0] && strlen(small) < sizeof(small));
-    setenv("VX_FUZZ_SETTING", value, 1);
+    if (vlen > 8192) vlen = 8192;
+    memcpy(value, nl ? nl + 1 : data, vlen);
+    value[vlen] = '\0';
+    if (!getenv("VX_FUZZ_SETTING")) putenv(env);
     if (vx_cfg_int("VX_FUZZ_SETTING", 7, -5, 1000000, &i, err, sizeof(err)) == 0)
         VX_FUZZ_CHECK(i >= -5 && i <= 1000000);
     else
@@ -201,7 +212,6 @@ static void config(const uint8_t *data, size_t size) {
         VX_FUZZ_CHECK(port >= 0 && port <= 65535 && strlen(host) < sizeof(host));
     if (vx_cfg_addr(value, small, sizeof(small), &port, err, sizeof(err)) == 0) VX_FUZZ_CHECK(strlen(small) < sizeof(small));
     free(entry);
-    free(value);
 }
 
 /* chaos: the input as a VX_CRASH_POINTS spec (up to a NUL), as a POST /admin/chaos body, and as a

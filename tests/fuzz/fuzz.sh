@@ -2,7 +2,8 @@
 # Runs the libFuzzer targets of tests/fuzz/fuzz.c, built into build/fuzz/fuzz_<target> (make fuzz,
 # make fuzz-short). Each target reads its seeds (build/fuzz/seeds/<target>, made from
 # tests/contract/fixtures by seeds.py) and its kept corpus (tests/fuzz/corpus/<target>).
-#   fuzz.sh long SECONDS TARGET...   each target for SECONDS, one process at a time, growing a work
+#   fuzz.sh long SECONDS TARGET...   each target for SECONDS (or FUZZ_RUNS inputs, when set and
+#                                    reached first), one process at a time, growing a work
 #                                    corpus (build/fuzz/work/<target>); then the kept corpus becomes
 #                                    what adds coverage over the seeds (libFuzzer -merge=1)
 #   fuzz.sh short SECONDS TARGET...  each target replays its seeds and kept corpus, then tries new
@@ -24,7 +25,7 @@ for t in "$@"; do
 		work=$B/work/$t
 		mkdir -p "$work"
 		echo "fuzz: $t for ${secs}s (log $B/log/$t.log)"
-		"$bin" "${opts[@]}" -max_total_time="$secs" "$work" "$keep" "$seeds" >"$B/log/$t.log" 2>&1
+		"$bin" "${opts[@]}" -max_total_time="$secs" ${FUZZ_RUNS:+-runs="$FUZZ_RUNS"} "$work" "$keep" "$seeds" >"$B/log/$t.log" 2>&1
 		rc=$?
 		grep -E '^stat::(number_of_executed_units|average_exec_per_sec|peak_rss_mb)|^#[0-9]+.*DONE' "$B/log/$t.log"
 		if ((rc == 0)); then

@@ -1,7 +1,8 @@
-/* Unit tests of the gateway's POST /orders checks (gateway/validate.c) and of what a redrive reads of
- * a dead letter's headers (vx_kafka_dlq_origin): among them the regressions of what the fuzz targets
- * (tests/fuzz) found. Whatever the gateway accepts, order-svc must accept too; a dead letter's
- * redrive-count must never let it loop past VX_REDRIVE_MAX. */
+/* Unit tests of the gateway's POST /orders checks (gateway/validate.c) and of what Valerix reads of
+ * Kafka headers (vx_kafka_correlation_id, and vx_kafka_dlq_origin for a redrive): among them the
+ * regressions of what the fuzz targets (tests/fuzz) found. Whatever the gateway accepts, order-svc
+ * must accept too; a header is used only when it is well-formed; a dead letter's redrive-count must
+ * never let it loop past VX_REDRIVE_MAX. */
 #include <criterion/criterion.h>
 #include <string.h>
 
@@ -157,4 +158,42 @@ Test(dlq_origin, missing_empty_or_oversized_source_is_refused) {
     cr_assert_eq(vx_kafka_dlq_origin(h, src, sizeof(src), &n, err, sizeof(err)), -1);
     rd_kafka_headers_destroy(h);
     cr_assert_eq(vx_kafka_dlq_origin(NULL, src, sizeof(src), &n, err, sizeof(err)), -1, "no headers at all");
+}
+
+static rd_kafka_headers_t *cid_header(const char *v, ssize_t len) {
+    rd_kafka_headers_t *h = rd_kafka_headers_new(2);
+    rd_kafka_header_add(h, "correlation-id", -1, v, len);
+    return h;
+}
+
+Test(correlation_id, a_uuid_passes_and_the_last_header_wins) {
+    char buf[129];
+    rd_kafka_headers_t *h = cid_header("0d5a3c1e-7f0b-4a44-9a55-1f1b5b0e2c11", -1);
+    rd_kafka_header_add(h, "correlation-id", -1, "second", -1);
+    cr_assert_str_eq(vx_kafka_correlation_id(h, buf, sizeof(buf)), "second");
+    rd_kafka_headers_destroy(h);
+    h = cid_header("0d5a3c1e-7f0b-4a44-9a55-1f1b5b0e2c11", -1);
+    cr_assert_str_eq(vx_kafka_correlation_id(h, buf, sizeof(buf)), "0d5a3c1e-7f0b-4a44-9a55-1f1b5b0e2c11");
+    rd_kafka_headers_destroy(h);
+    cr_assert_null(vx_kafka_correlation_id(NULL, buf, sizeof(buf)));
+}
+
+/* A correlation id went as it came into the SQL call's JSON: ill-formed UTF-8 there makes PostgreSQL
+ * refuse the call, and the command it came with was dead-lettered for its header alone. */
+Test(correlation_id, a_malformed_one_is_dropped_not_passed_on) {
+    char buf[129], big[200];
+    const char *bad[] = {"\xc3\xc3", "a b", "tab\there", "nl\n", ""};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        rd_kafka_headers_t *h = cid_header(bad[i], -1);
+        cr_assert_null(vx_kafka_correlation_id(h, buf, sizeof(buf)), "case %zu", i);
+        rd_kafka_headers_destroy(h);
+    }
+    rd_kafka_headers_t *h = cid_header("ab\0cd", 5);
+    cr_assert_null(vx_kafka_correlation_id(h, buf, sizeof(buf)), "an embedded NUL");
+    rd_kafka_headers_destroy(h);
+    memset(big, 'a', sizeof(big) - 1);
+    big[sizeof(big) - 1] = '\0';
+    h = cid_header(big, -1);
+    cr_assert_null(vx_kafka_correlation_id(h, buf, sizeof(buf)), "longer than the buffer: dropped, not cut");
+    rd_kafka_headers_destroy(h);
 }
