@@ -38,6 +38,16 @@ static size_t utf8_len(const char *s) {
     return n;
 }
 
+/* How many bytes of s a message shows: at most max, never splitting a UTF-8 sequence, so that the
+ * message (a dlq-error header, a problem+json detail, a log line) stays well-formed UTF-8. s is
+ * well-formed itself: json-c and lenient_json checked it. */
+static int shown(const char *s, int max) {
+    int n = (int)strnlen(s, (size_t)max + 1);
+    if (n <= max) return n;
+    for (n = max; n > 0 && ((unsigned char)s[n] & 0xC0) == 0x80; n--) {}
+    return n;
+}
+
 #define FAIL(code, ...)                                                                                       \
     do {                                                                                                      \
         snprintf(errstr, errstr_size, __VA_ARGS__);                                                           \
@@ -97,7 +107,7 @@ static vx_msg_err_t get_enum(json_object *obj, const char *key, int required, co
     if (e || !*out) return e;
     for (; *allowed; allowed++)
         if (strcmp(*out, *allowed) == 0) return VX_MSG_OK;
-    FAIL(VX_MSG_INVALID_VALUE, "%s \"%.64s\" is not one of the values the contract allows", key, *out);
+    FAIL(VX_MSG_INVALID_VALUE, "%s \"%.*s\" is not one of the values the contract allows", key, shown(*out, 64), *out);
 }
 
 /* items: min_lines to VX_MSG_MAX_LINES lines of product_id and a quantity from 1 to max_qty. */
@@ -155,7 +165,7 @@ static vx_msg_err_t validate(vx_msg_t *m, unsigned allowed, char *errstr, size_t
         m->type = 0;
         for (size_t i = 0; i < sizeof(type_names) / sizeof(type_names[0]); i++)
             if ((allowed & type_names[i].type) && strcmp(tname, type_names[i].name) == 0) m->type = type_names[i].type;
-        if (!m->type) FAIL(VX_MSG_UNKNOWN_TYPE, "unknown type \"%.64s\" on this topic", tname);
+        if (!m->type) FAIL(VX_MSG_UNKNOWN_TYPE, "unknown type \"%.*s\" on this topic", shown(tname, 64), tname);
     }
 
 #define GET(member, key, max, req)                                                                            \

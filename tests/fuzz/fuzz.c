@@ -52,6 +52,10 @@ static char *cstr(const uint8_t *data, size_t size) {
     return s;
 }
 
+/* Whether s is well-formed UTF-8: what an error detail must be, as it goes into problem+json bodies,
+ * dlq-error headers and JSON log lines. */
+static int text_ok(const char *s) { return vx_msg_utf8_chars(s, strlen(s)) != (size_t)-1; }
+
 /* The canonical JSON of a decoded message, plain (no spaces): a new string, the caller's. */
 static char *canonical(const vx_msg_t *m) {
     json_object *o = vx_msg_to_json(m);
@@ -68,6 +72,7 @@ static void decode_round_trip(const uint8_t *data, size_t size, unsigned allowed
 
     if (vx_msg_decode(&m, (const char *)data, size, allowed, err, sizeof(err))) {
         VX_FUZZ_CHECK(err[0] && !m.root);
+        VX_FUZZ_CHECK(text_ok(err)); /* it becomes a dlq-error header and a log line */
         return;
     }
     VX_FUZZ_CHECK(m.type & allowed);
@@ -120,7 +125,7 @@ static void order_http(const uint8_t *data, size_t size) {
     }
     if (gw_validate_order(hv[0], hv[1], hv[2], p, (size_t)(end - p), &timeout, &m, &prob)) {
         VX_FUZZ_CHECK(prob.status == 400 || prob.status == 415);
-        VX_FUZZ_CHECK(prob.title && prob.detail[0]);
+        VX_FUZZ_CHECK(prob.title && prob.detail[0] && text_ok(prob.detail) && text_ok(prob.field));
         VX_FUZZ_CHECK(prob.status == 415 || prob.field[0]);
     } else {
         /* What the gateway sends on: order-svc must accept it (reqreply.c sends vx_msg_place_order). */
@@ -229,7 +234,7 @@ static void chaos(const uint8_t *data, size_t size) {
         long d = vx_chaos_gremlin();
         VX_FUZZ_CHECK(d >= 0 && d <= 600000);
     } else {
-        VX_FUZZ_CHECK(err[0]);
+        VX_FUZZ_CHECK(err[0] && text_ok(err)); /* the detail of a problem+json answer */
     }
     json_object_put(vx_chaos_state());
     VX_FUZZ_CHECK(!vx_chaos_token_ok(s) || strcmp(s, "fuzz-token") == 0);

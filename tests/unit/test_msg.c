@@ -872,3 +872,21 @@ Test(codec_results, place_order_is_the_body_with_type_and_key) {
     vx_msg_clear(&m);
     free(s);
 }
+
+/* Found by the event and result fuzz targets: "unknown type" and a value outside an enum showed the
+ * first 64 bytes of the value, which could cut a UTF-8 character in two; the message became an
+ * ill-formed dlq-error header and log line. Now the cut falls between characters. */
+Test(codec_results, a_refused_value_is_shown_without_cutting_a_character) {
+    char *type = rep("\xc3\xa9", 40), *json, *status;
+    cr_assert_not_null(json = fmt("{\"type\":\"x%s\"}", type)); /* 'x' puts a character across byte 64 */
+    cr_assert_eq(decode(json, VX_MSG_ORDER_RESULT), VX_MSG_UNKNOWN_TYPE);
+    cr_expect_neq(vx_msg_utf8_chars(errstr, strlen(errstr)), (size_t)-1, "ill-formed UTF-8: %s", errstr);
+    cr_expect_not_null(strstr(errstr, "x\xc3\xa9"), "%s", errstr);
+    status = fmt("{\"type\":\"OrderResult\",\"idempotency_key\":\"k\",\"event_id\":\"e\",\"occurred_at\":\"t\","
+                 "\"order_id\":\"o\",\"status\":\"x%s\"}", type);
+    cr_assert_eq(decode(status, VX_MSG_ORDER_RESULT), VX_MSG_INVALID_VALUE);
+    cr_expect_neq(vx_msg_utf8_chars(errstr, strlen(errstr)), (size_t)-1, "ill-formed UTF-8: %s", errstr);
+    free(type);
+    free(json);
+    free(status);
+}
