@@ -2,7 +2,8 @@
 #   make          build the services and tools into build/
 #   make run      start Kafka, PostgreSQL and every service locally, in the foreground (Ctrl-C stops all)
 #   make up/down  the same in the background / stop it all; make wipe deletes the local data
-#   make test     unit tests (plain and under ASan+UBSan), integration tests against the real
+#   make test     unit tests (plain and under ASan+UBSan), a short pass of every fuzz target
+#                 (make fuzz runs them long), integration tests against the real
 #                 broker and database, contract checks against schemas/, the monitoring checks
 #                 against a real Prometheus, the dashboard in a real browser, the operator's
 #                 toolkit and the backup/restore drill, the short soak
