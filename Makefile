@@ -2,7 +2,8 @@
 #   make          build the services and tools into build/
 #   make run      start Kafka, PostgreSQL and every service locally, in the foreground (Ctrl-C stops all)
 #   make up/down  the same in the background / stop it all; make wipe deletes the local data
-#   make test     unit tests (plain and under ASan+UBSan), integration tests against the real
+#   make test     unit tests (plain and under ASan+UBSan), a short pass of every fuzz target
+#                 (make fuzz runs them long), integration tests against the real
 #                 broker and database, contract checks against schemas/, the monitoring checks
 #                 against a real Prometheus, the dashboard in a real browser, the operator's
 #                 toolkit and the backup/restore drill, the short soak
@@ -26,7 +27,7 @@ SERVICES := $(B)/inventory-svc $(B)/order-svc $(B)/gateway
 TOOLS   := $(B)/vxadmin
 DEPS_STAMP := $(B)/.deps
 
-.PHONY: all deps run up down wipe status test unit unit-asan it contract contract-live monitoring web bench clean soak soak-short backup restore ops
+.PHONY: all deps run up down wipe status test unit unit-asan it contract contract-live monitoring web bench clean soak soak-short backup restore ops fuzz fuzz-short
 all: $(SERVICES) $(TOOLS)
 
 $(DEPS_STAMP): deploy/stack.sh deploy/kafka/pom.xml
@@ -66,9 +67,9 @@ $(B)/vxadmin: $(B)/obj/tools/vxadmin.o $(COMMON_OBJ)
 	$(CC) $(CFLAGS) -o $@ $^ $(PKG_LIBS)
 
 # ---- tests -------------------------------------------------------------------------------------
-# Unit tests cover common/, the gateway's resilience (resilience.c) and its request-reply engine
-# (reqreply.c, against librdkafka's in-process mock cluster: no broker).
-UNIT := $(wildcard tests/unit/*.c) gateway/resilience.c gateway/reqreply.c
+# Unit tests cover common/, the gateway's resilience (resilience.c), its request checks (validate.c)
+# and its request-reply engine (reqreply.c, against librdkafka's in-process mock cluster: no broker).
+UNIT := $(wildcard tests/unit/*.c) gateway/resilience.c gateway/reqreply.c gateway/validate.c
 $(B)/unit_tests: $(UNIT:%.c=$(B)/obj/%.o) $(COMMON_OBJ)
 	$(CC) $(CFLAGS) -o $@ $^ $(PKG_LIBS) $(CRIT_LIBS)
 $(B)/unit_tests_asan: $(UNIT:%.c=$(B)/asan/%.o) $(COMMON_ASAN)
@@ -134,7 +135,7 @@ web: all
 	deploy/stack.sh up
 	cd tests/web && npm ci --no-audit --no-fund --loglevel=error && node dashboard.test.mjs
 
-test: unit unit-asan it contract contract-live monitoring web ops soak-short
+test: unit unit-asan fuzz-short it contract contract-live monitoring web ops soak-short
 
 bench: all $(B)/vxbench
 	tests/bench/bench.sh
@@ -167,7 +168,7 @@ ops: all
 	tests/ops/drill.sh
 
 clean:
-	rm -rf $(B)/obj $(B)/asan $(SERVICES) $(TOOLS) $(B)/unit_tests $(B)/unit_tests_asan $(B)/it_* $(B)/vxsoak $(B)/vxbench
+	rm -rf $(B)/obj $(B)/asan $(B)/fuzz $(SERVICES) $(TOOLS) $(B)/unit_tests $(B)/unit_tests_asan $(B)/it_* $(B)/vxsoak $(B)/vxbench
 
 -include $(shell find $(B) -name '*.d' 2>/dev/null)
 
@@ -187,3 +188,33 @@ soak: all $(B)/vxsoak
 	tests/soak/soak.sh
 soak-short: all $(B)/vxsoak
 	DURATION=$${DURATION:-90} KILL_EVERY=$${KILL_EVERY:-4} MIN_KILLS=$${MIN_KILLS:-20} tests/soak/soak.sh
+
+# ---- fuzzing -------------------------------------------------------------------------------------
+# libFuzzer targets of every decoder fed from outside (tests/fuzz/fuzz.c, one binary per target),
+# built by clang (FUZZ_CC) under ASan+UBSan over the very code the services run; the services stay
+# gcc's. `make fuzz` runs each target FUZZ_SECONDS [60] and keeps in tests/fuzz/corpus/ what adds
+# coverage; `make fuzz-short` (in make test) replays each one's seeds and kept corpus, then tries new
+# inputs for FUZZ_SHORT_SECONDS [4]. tests/fuzz/fuzz.sh says more.
+FUZZ_CC ?= clang
+FUZZ_SECONDS ?= 60
+FUZZ_SHORT_SECONDS ?= 4
+FUZZ_TARGETS := command event result order_http headers config chaos
+FUZZ_FLAGS := -O1 -g -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
+FUZZ_OBJ := $(patsubst %.c,$(B)/fuzz/obj/%.o,common/vx_msg.c common/vx_config.c common/vx_chaos.c common/vx_log.c \
+	common/vx_kafka.c gateway/validate.c)
+$(B)/fuzz/obj/%.o: %.c | $(DEPS_STAMP)
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(XCFLAGS) $(FUZZ_FLAGS) -fsanitize=fuzzer-no-link $(PKG_CFLAGS) -c $< -o $@
+# Static pattern rules: make's built-in `%: %.o` must not find a way to "remake" their .d files.
+$(FUZZ_TARGETS:%=$(B)/fuzz/obj/fuzz_%.o): $(B)/fuzz/obj/fuzz_%.o: tests/fuzz/fuzz.c | $(DEPS_STAMP)
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(XCFLAGS) $(FUZZ_FLAGS) -fsanitize=fuzzer-no-link -DVX_FUZZ_TARGET=$* $(PKG_CFLAGS) -c $< -o $@
+$(FUZZ_TARGETS:%=$(B)/fuzz/fuzz_%): $(B)/fuzz/fuzz_%: $(B)/fuzz/obj/fuzz_%.o $(FUZZ_OBJ)
+	$(FUZZ_CC) $(FUZZ_FLAGS) -fsanitize=fuzzer -o $@ $^ $(PKG_LIBS)
+$(B)/fuzz/seeds/.stamp: tests/fuzz/seeds.py $(wildcard tests/contract/fixtures/*.jsonl)
+	rm -rf $(B)/fuzz/seeds && python3 tests/fuzz/seeds.py tests/contract/fixtures $(B)/fuzz/seeds && touch $@
+FUZZ_BUILT := $(FUZZ_TARGETS:%=$(B)/fuzz/fuzz_%) $(B)/fuzz/seeds/.stamp
+fuzz: $(FUZZ_BUILT)
+	tests/fuzz/fuzz.sh long $(FUZZ_SECONDS) $(FUZZ_TARGETS)
+fuzz-short: $(FUZZ_BUILT)
+	tests/fuzz/fuzz.sh short $(FUZZ_SHORT_SECONDS) $(FUZZ_TARGETS)

@@ -282,6 +282,12 @@ static void set_kkey(entry_t *x) {
     }
 }
 
+/* The message's correlation id (vx_kafka_correlation_id), or NULL. */
+static const char *correlation_id(const rd_kafka_message_t *m, char cid[129]) {
+    rd_kafka_headers_t *h;
+    return rd_kafka_message_headers(m, &h) ? NULL : vx_kafka_correlation_id(h, cid, 129);
+}
+
 static void dead_letter(vx_apply_t *a, const rd_kafka_message_t *m, const char *reason, const char *detail,
                         const char *ikey) {
     char err[256], cid[129];
@@ -293,7 +299,7 @@ static void dead_letter(vx_apply_t *a, const rd_kafka_message_t *m, const char *
     a->dlq_pending++;
     vx_metric_add(a->m_dlq, VX_L(rd_kafka_topic_name(m->rkt), reason), 1);
     vx_log(VX_LOG_WARN, "dead_lettered", "reason", reason, "error", detail, "topic", rd_kafka_topic_name(m->rkt),
-           "idempotency_key", ikey, "correlation_id", vx_kafka_header(m, "correlation-id", cid, sizeof(cid)), NULL);
+           "idempotency_key", ikey, "correlation_id", correlation_id(m, cid), NULL);
 }
 
 /* A correlation-id header is copied onto what the command causes (its event or result, and the
@@ -367,7 +373,7 @@ void vx_apply_add(vx_apply_t *a, rd_kafka_message_t *m) {
     x->part = p;
     x->seq = a->seq++;
     set_kkey(x);
-    if (vx_kafka_header(m, "correlation-id", cid, sizeof(cid)))
+    if (correlation_id(m, cid))
         json_object_object_add(x->e.json, "cid", json_object_new_string(cid));
     if (x->e.delayable && (delay = vx_chaos_gremlin())) {
         char ms[24];

@@ -41,6 +41,15 @@ static unsigned rng; /* rand_r state, under mu */
 
 static double uniform(void) { return (double)rand_r(&rng) / ((double)RAND_MAX + 1.0); }
 
+/* s as an error message shows it: at most 64 bytes, anything but printable ASCII as '?' (the
+ * message is a problem+json detail and a log line, and s came from outside). Returns buf. */
+static const char *shown(const char *s, char buf[68]) {
+    size_t i;
+    for (i = 0; s[i] && i < 64; i++) buf[i] = s[i] >= 0x20 && s[i] < 0x7f ? s[i] : '?';
+    snprintf(buf + i, 68 - i, "%s", s[i] ? "..." : "");
+    return buf;
+}
+
 /* Parses spec into out[]; returns the count, or -1 with errstr. */
 static int parse_points(const char *spec, point_t *out, char *errstr, size_t errstr_size) {
     char buf[1024], *save = NULL;
@@ -52,7 +61,7 @@ static int parse_points(const char *spec, point_t *out, char *errstr, size_t err
         return -1;
     }
     for (char *tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
-        char *mark, *end = NULL, *stall = strchr(tok, '~');
+        char *mark, *end = NULL, *stall = strchr(tok, '~'), a[68], b[68];
         point_t p = {.at = 1};
         if (n == MAX_POINTS) {
             snprintf(errstr, errstr_size, "crash points: at most %d", MAX_POINTS);
@@ -63,8 +72,8 @@ static int parse_points(const char *spec, point_t *out, char *errstr, size_t err
             errno = 0;
             p.stall_ms = strtol(stall + 1, &end, 10);
             if (errno || end == stall + 1 || *end || p.stall_ms < 1 || p.stall_ms > MAX_DELAY_MS) {
-                snprintf(errstr, errstr_size, "crash point \"%s~%s\" needs a stall of 1 to %d ms", tok, stall + 1,
-                         MAX_DELAY_MS);
+                snprintf(errstr, errstr_size, "crash point \"%s~%s\" needs a stall of 1 to %d ms", shown(tok, a),
+                         shown(stall + 1, b), MAX_DELAY_MS);
                 return -1;
             }
         }
@@ -74,7 +83,8 @@ static int parse_points(const char *spec, point_t *out, char *errstr, size_t err
             errno = 0;
             p.at = strtol(mark + 1, &end, 10);
             if (errno || end == mark + 1 || *end || p.at < 1) {
-                snprintf(errstr, errstr_size, "crash point \"%s@%s\" needs a count of 1 or more", tok, mark + 1);
+                snprintf(errstr, errstr_size, "crash point \"%s@%s\" needs a count of 1 or more", shown(tok, a),
+                         shown(mark + 1, b));
                 return -1;
             }
         } else if (mark) {
@@ -83,12 +93,13 @@ static int parse_points(const char *spec, point_t *out, char *errstr, size_t err
             p.at = 0;
             p.percent = strtod(mark + 1, &end);
             if (errno || end == mark + 1 || *end || !(p.percent > 0 && p.percent <= 100)) {
-                snprintf(errstr, errstr_size, "crash point \"%s%%%s\" needs a percentage in (0, 100]", tok, mark + 1);
+                snprintf(errstr, errstr_size, "crash point \"%s%%%s\" needs a percentage in (0, 100]", shown(tok, a),
+                         shown(mark + 1, b));
                 return -1;
             }
         }
         if (!*tok || strlen(tok) >= sizeof(p.name) || strspn(tok, "abcdefghijklmnopqrstuvwxyz0123456789_") != strlen(tok)) {
-            snprintf(errstr, errstr_size, "crash point: bad name \"%s\" (a-z, 0-9, _)", tok);
+            snprintf(errstr, errstr_size, "crash point: bad name \"%s\" (a-z, 0-9, _)", shown(tok, a));
             return -1;
         }
         snprintf(p.name, sizeof(p.name), "%s", tok);
@@ -277,7 +288,8 @@ static const char *apply(json_object *body, char *err, size_t err_size) {
     json_object_object_foreach(body, key, val) {
         (void)val;
         if (strcmp(key, "crash_points") != 0 && strcmp(key, "gremlin") != 0) {
-            snprintf(err, err_size, "unknown member \"%s\" (crash_points, gremlin)", key);
+            char a[68];
+            snprintf(err, err_size, "unknown member \"%s\" (crash_points, gremlin)", shown(key, a));
             return err;
         }
     }

@@ -272,14 +272,65 @@ int vx_kafka_reachable(rd_kafka_t *rk, int timeout_ms) {
 
 const char *vx_kafka_header(const rd_kafka_message_t *m, const char *name, char *buf, size_t size) {
     rd_kafka_headers_t *hdrs;
+    if (rd_kafka_message_headers(m, &hdrs)) return NULL;
+    return vx_kafka_headers_get(hdrs, name, buf, size);
+}
+
+const char *vx_kafka_headers_get(const rd_kafka_headers_t *hdrs, const char *name, char *buf, size_t size) {
     const void *val;
     size_t len;
 
-    if (rd_kafka_message_headers(m, &hdrs) || rd_kafka_header_get_last(hdrs, name, &val, &len) || !val) return NULL;
+    if (!hdrs || rd_kafka_header_get_last(hdrs, name, &val, &len) || !val) return NULL;
     if (len >= size) len = size - 1;
     memcpy(buf, val, len);
     buf[len] = '\0';
     return buf;
+}
+
+const char *vx_kafka_correlation_id(const rd_kafka_headers_t *hdrs, char *buf, size_t size) {
+    const void *val;
+    size_t len;
+
+    if (!hdrs || rd_kafka_header_get_last(hdrs, "correlation-id", &val, &len) || !val || len < 1 || len >= size)
+        return NULL;
+    for (size_t i = 0; i < len; i++)
+        if (((const unsigned char *)val)[i] < 0x21 || ((const unsigned char *)val)[i] > 0x7e) return NULL;
+    memcpy(buf, val, len);
+    buf[len] = '\0';
+    return buf;
+}
+
+int vx_kafka_dlq_origin(const rd_kafka_headers_t *hdrs, char *source, size_t source_size, long long *count,
+                        char *errstr, size_t errstr_size) {
+    const void *val;
+    size_t len;
+
+    *count = 0;
+    source[0] = '\0';
+    if (hdrs && !rd_kafka_header_get_last(hdrs, "redrive-count", &val, &len) && val) {
+        const char *c = val;
+        if (len < 1 || len > 10) goto bad_count;
+        for (size_t i = 0; i < len; i++) {
+            if (c[i] < '0' || c[i] > '9') goto bad_count;
+            *count = *count * 10 + (c[i] - '0');
+        }
+        if (*count > VX_REDRIVE_COUNT_MAX) goto bad_count;
+    }
+    if (!hdrs || rd_kafka_header_get_last(hdrs, "dlq-source-topic", &val, &len) || !val || !len) {
+        snprintf(errstr, errstr_size, "no dlq-source-topic header");
+        return -1;
+    }
+    if (len >= source_size || memchr(val, '\0', len)) {
+        snprintf(errstr, errstr_size, "dlq-source-topic is not a topic name (%zu bytes)", len);
+        return -1;
+    }
+    memcpy(source, val, len);
+    source[len] = '\0';
+    return 0;
+bad_count:
+    *count = 0;
+    snprintf(errstr, errstr_size, "redrive-count is not a whole number from 0 to %lld", VX_REDRIVE_COUNT_MAX);
+    return -1;
 }
 
 rd_kafka_resp_err_t vx_kafka_produce(rd_kafka_t *producer, const char *topic, const char *key, size_t keylen,

@@ -88,6 +88,23 @@ int vx_kafka_reachable(rd_kafka_t *rk, int timeout_ms);
 
 /* Value of the last header `name` copied NUL-terminated into buf (truncated to size-1), or NULL. */
 const char *vx_kafka_header(const rd_kafka_message_t *m, const char *name, char *buf, size_t size);
+/* The same over a header list (borrowed; NULL: none): what vx_kafka_header reads, callable without a message. */
+const char *vx_kafka_headers_get(const rd_kafka_headers_t *hdrs, const char *name, char *buf, size_t size);
+
+/* The correlation-id header of hdrs (borrowed; NULL: none) copied into buf, or NULL when it is absent
+ * or not 1 to size-1 visible ASCII characters. It travels on into SQL, logs and the headers of what
+ * is produced, so a malformed one (ill-formed UTF-8 would make the database refuse the whole call)
+ * is dropped instead of costing the command it came with a dead letter. */
+const char *vx_kafka_correlation_id(const rd_kafka_headers_t *hdrs, char *buf, size_t size);
+
+/* What a redrive (vxadmin dlq redrive) reads of a dead letter's headers (borrowed; NULL: none): the
+ * topic it came from (dlq-source-topic, copied into source) and how often it was redriven already
+ * (redrive-count, 0 when absent). Returns 0, or -1 with errstr when dlq-source-topic is absent, empty
+ * or longer than source holds, or redrive-count is not a whole number from 0 to VX_REDRIVE_COUNT_MAX
+ * (a negative or garbled count would let a message loop past VX_REDRIVE_MAX). */
+#define VX_REDRIVE_COUNT_MAX 1000000000LL
+int vx_kafka_dlq_origin(const rd_kafka_headers_t *hdrs, char *source, size_t source_size, long long *count,
+                        char *errstr, size_t errstr_size);
 
 /* Produces a copy of m (key, value bytes, headers) to dlq_topic with the headers dlq-reason,
  * dlq-error, dlq-source-topic, dlq-source-partition, dlq-source-offset and dlq-service added; dlq-*

@@ -94,6 +94,16 @@ static int integral_number(const char *s, long long *out) {
     return 1;
 }
 
+/* How many bytes of s a message shows: at most max, never splitting a UTF-8 sequence, so that the
+ * message (a dlq-error header, a problem+json detail, a log line) stays well-formed UTF-8. s is
+ * well-formed itself: json-c and lenient_json checked it. */
+static int shown(const char *s, int max) {
+    int n = (int)strnlen(s, (size_t)max + 1);
+    if (n <= max) return n;
+    for (n = max; n > 0 && ((unsigned char)s[n] & 0xC0) == 0x80; n--) {}
+    return n;
+}
+
 #define FAIL(code, ...)                                                                                       \
     do {                                                                                                      \
         snprintf(errstr, errstr_size, __VA_ARGS__);                                                           \
@@ -156,7 +166,7 @@ static vx_msg_err_t get_enum(json_object *obj, const char *key, int required, co
     if (e || !*out) return e;
     for (; *allowed; allowed++)
         if (strcmp(*out, *allowed) == 0) return VX_MSG_OK;
-    FAIL(VX_MSG_INVALID_VALUE, "%s \"%.64s\" is not one of the values the contract allows", key, *out);
+    FAIL(VX_MSG_INVALID_VALUE, "%s \"%.*s\" is not one of the values the contract allows", key, shown(*out, 64), *out);
 }
 
 /* items: min_lines to VX_MSG_MAX_LINES lines of product_id and a quantity from 1 to max_qty. */
@@ -216,7 +226,7 @@ static vx_msg_err_t validate(vx_msg_t *m, unsigned allowed, char *errstr, size_t
             FAIL(VX_MSG_UNKNOWN_TYPE, "unknown type: the type holds a NUL character");
         for (size_t i = 0; i < sizeof(type_names) / sizeof(type_names[0]); i++)
             if ((allowed & type_names[i].type) && strcmp(tname, type_names[i].name) == 0) m->type = type_names[i].type;
-        if (!m->type) FAIL(VX_MSG_UNKNOWN_TYPE, "unknown type \"%.64s\" on this topic", tname);
+        if (!m->type) FAIL(VX_MSG_UNKNOWN_TYPE, "unknown type \"%.*s\" on this topic", shown(tname, 64), tname);
     }
 
 #define GET(member, key, max, req)                                                                            \
@@ -318,6 +328,14 @@ const char *vx_msg_text_check(const char *s, size_t len) {
         p += n;
     }
     return NULL;
+}
+
+size_t vx_msg_utf8_chars(const char *s, size_t len) {
+    const unsigned char *p = (const unsigned char *)s, *end = p + len;
+    size_t chars = 0;
+    for (int n; p < end; p += n, chars++)
+        if (!(n = utf8_seq(p, end))) return (size_t)-1;
+    return chars;
 }
 
 /* The code unit of a \uXXXX escape at p (pointing at the backslash), or -1 when there is none. */
@@ -572,7 +590,8 @@ vx_msg_err_t vx_msg_decode(vx_msg_t *m, const char *buf, size_t len, unsigned al
     m->field[0] = '\0';
     if (!buf) FAIL(VX_MSG_NULL_VALUE, "the message has no value (a tombstone)");
     if (len > VX_MSG_MAX_BYTES) FAIL(VX_MSG_TOO_LARGE, "the message is %zu bytes; the limit is %d", len, VX_MSG_MAX_BYTES);
-    if (strspn(buf, " \t\r\n") >= len) FAIL(VX_MSG_NOT_JSON, "not JSON: the message is empty");
+    for (end = 0; end < len && strchr(" \t\r\n", buf[end]) && buf[end]; end++) {} /* buf[len] need not be NUL */
+    if (end == len) FAIL(VX_MSG_NOT_JSON, "not JSON: the message is empty");
     if ((why = lenient_json(buf, len, &members))) FAIL(VX_MSG_NOT_JSON, "not JSON: %s", why);
     pthread_once(&once, make_key);
     if (!(tok = pthread_getspecific(tokener_key))) {

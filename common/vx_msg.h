@@ -97,6 +97,10 @@ json_object *vx_msg_place_order(const vx_msg_t *body, const char *key);
  * characters (the check the codec makes of every JSON string's bytes), else what is wrong with it. */
 const char *vx_msg_text_check(const char *s, size_t len);
 
+/* The characters of s[len] when it is well-formed UTF-8 (what a message's strings must be), else
+ * (size_t)-1. */
+size_t vx_msg_utf8_chars(const char *s, size_t len);
+
 const char *vx_msg_err_name(vx_msg_err_t e);
 const char *vx_msg_type_name(vx_msg_type_t t);
 

@@ -70,8 +70,9 @@ LOG_KEEP_BYTES=$((20 * 1024 * 1024)) # a log over this size is moved to NAME.log
 APT_PACKAGES=(build-essential pkg-config librdkafka-dev kcat libpq-dev libjson-c-dev libmicrohttpd-dev
 	libcriterion-dev uuid-dev libcurl4-openssl-dev postgresql maven python3-venv wrk curl jq chromium)
 # Installed without their recommendations: Prometheus and promtool for the monitoring checks (its
-# recommended node exporter is not ours to run).
-APT_PACKAGES_LEAN=(prometheus)
+# recommended node exporter is not ours to run); clang and its libFuzzer runtime for the fuzz targets
+# (make fuzz; the recommended llvm-14-dev is not needed).
+APT_PACKAGES_LEAN=(prometheus clang libclang-rt-14-dev)
 JAVA_PACKAGE=openjdk-17-jdk-headless
 
 # ---------------------------------------------------------------------------------------------- helpers

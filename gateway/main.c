@@ -1,6 +1,6 @@
 /* gateway: the HTTP front door of Valerix.
  *
- *   POST /orders          validated here, then request-reply over Kafka (reqreply.c)
+ *   POST /orders          validated (validate.c), then request-reply over Kafka (reqreply.c)
  *   GET  /orders[/{id}]   read from order-svc, which owns orders
  *   GET  /products[/{id}] read from inventory-svc, which owns stock
  *   GET  /health, /ready, /metrics
@@ -18,11 +18,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 #include <unistd.h>
 #include <uuid/uuid.h>
 
 #include "reqreply.h"
+#include "validate.h"
 #include "web.h"
 #include "vx_chaos.h"
 #include "vx_config.h"
@@ -235,16 +235,16 @@ static int safe_id(const char *s) {
     return 1;
 }
 
-/* An Idempotency-Key header, when given, is 1 to 128 characters; else answers 400 and returns 0. */
-static int idempotency_key_ok(vx_http_req_t *req, const char *key) {
-    size_t n = 0;
-    if (!key) return 1;
-    for (const char *p = key; *p; p++) n += ((unsigned char)*p & 0xC0) != 0x80;
-    if (n >= 1 && n <= VX_MSG_MAX_KEY) return 1;
-    json_object *x = json_object_new_object();
-    json_object_object_add(x, "field", json_object_new_string("Idempotency-Key"));
-    vx_http_problem(req, 400, "Invalid request", "the Idempotency-Key header must be 1 to 128 characters", x);
-    return 0;
+/* Answers a refused request with its problem (validate.h). */
+static void refuse(vx_http_req_t *req, const gw_problem_t *p) {
+    json_object *x = NULL;
+    if (p->status == 415) vx_http_add_header(req, "Accept-Post", "application/json");
+    if (p->field[0] || p->reason) {
+        x = json_object_new_object();
+        if (p->field[0]) json_object_object_add(x, "field", json_object_new_string(p->field));
+        if (p->reason) json_object_object_add(x, "reason", json_object_new_string(p->reason));
+    }
+    vx_http_problem(req, p->status, p->title, p->detail, x);
 }
 
 /* ---- POST /orders: the engine's outcomes as HTTP ----------------------------------------------- */
@@ -335,43 +335,19 @@ static void on_park(void *request, void *opaque) {
 
 /* ---- POST /orders ----------------------------------------------------------------------------- */
 
-/* What POST /orders's headers must be before the body is read: each of them at most once (two
- * Idempotency-Keys name two orders), the JSON in UTF-8 (RFC 8259: no other charset), and an
- * Idempotency-Key that is text, since it travels into the PlaceOrder's JSON: well-formed UTF-8
- * without control characters. Else answers 400 or 415 and returns 0. */
-static int order_headers_ok(vx_http_req_t *req) {
+/* POST /orders's headers each at most once (two Idempotency-Keys would name two orders): a check
+ * of the request's header list, which validate.c's pure functions do not see. Else answers 400 and
+ * returns 0. */
+static int order_headers_once(vx_http_req_t *req) {
     static const char *const once[] = {"Content-Type", "Idempotency-Key", "Request-Timeout"};
-    const char *ctype = vx_http_header(req, "Content-Type"), *key = vx_http_header(req, "Idempotency-Key");
-    const char *why, *cs;
     char detail[200];
-    json_object *x;
 
     for (size_t i = 0; i < sizeof(once) / sizeof(once[0]); i++) {
         int n = vx_http_header_count(req, once[i]);
         if (n <= 1) continue;
         snprintf(detail, sizeof(detail), "the %s header is given %d times; send it once", once[i], n);
-        x = json_object_new_object();
+        json_object *x = json_object_new_object();
         json_object_object_add(x, "field", json_object_new_string(once[i]));
-        vx_http_problem(req, 400, "Invalid request", detail, x);
-        return 0;
-    }
-    if (ctype && (cs = strcasestr(ctype, "charset="))) {
-        size_t n;
-        cs += 8;
-        if (*cs == '"') cs++;
-        n = strcspn(cs, "\"; ");
-        if (!((n == 5 && strncasecmp(cs, "utf-8", 5) == 0) || (n == 4 && strncasecmp(cs, "utf8", 4) == 0))) {
-            snprintf(detail, sizeof(detail), "JSON is UTF-8 (RFC 8259); charset=%.*s is not accepted", (int)(n < 32 ? n : 32), cs);
-            if (vx_msg_text_check(detail, strlen(detail))) snprintf(detail, sizeof(detail), "JSON is UTF-8 (RFC 8259); send charset=utf-8 or none");
-            vx_http_add_header(req, "Accept-Post", "application/json");
-            vx_http_problem(req, 415, "Unsupported media type", detail, NULL);
-            return 0;
-        }
-    }
-    if (key && (why = vx_msg_text_check(key, strlen(key)))) {
-        snprintf(detail, sizeof(detail), "the Idempotency-Key header must be UTF-8 text; it holds %s", why);
-        x = json_object_new_object();
-        json_object_object_add(x, "field", json_object_new_string("Idempotency-Key"));
         vx_http_problem(req, 400, "Invalid request", detail, x);
         return 0;
     }
@@ -379,46 +355,24 @@ static int order_headers_ok(vx_http_req_t *req) {
 }
 
 static void post_order(gw_t *g, vx_http_req_t *req) {
-    const char *ctype = vx_http_header(req, "Content-Type");
     const char *key = vx_http_header(req, "Idempotency-Key");
-    const char *rt = vx_http_header(req, "Request-Timeout");
-    char err[256], made_key[37];
+    char made_key[37];
     long long timeout = g->cfg.timeout_ms;
     size_t len;
     const char *body = vx_http_body(req, &len);
+    gw_problem_t p;
     vx_msg_t m;
-    vx_msg_err_t e;
 
-    if (!ctype || strncasecmp(ctype, "application/json", 16) != 0 || (ctype[16] && ctype[16] != ';' && ctype[16] != ' ')) {
-        vx_http_add_header(req, "Accept-Post", "application/json");
-        vx_http_problem(req, 415, "Unsupported media type", "send the order as Content-Type: application/json", NULL);
+    if (gw_validate_order(vx_http_header(req, "Content-Type"), key, vx_http_header(req, "Request-Timeout"), body, len,
+                          &timeout, &m, &p)) {
+        refuse(req, &p);
         return;
     }
-    if (!idempotency_key_ok(req, key)) return;
     if (!key) {
         uuid_t u;
         uuid_generate_random(u);
         uuid_unparse_lower(u, made_key);
         key = made_key;
-    }
-    if (rt) {
-        char *end;
-        long long t = strtoll(rt, &end, 10);
-        if (*end || end == rt || t < 1 || strspn(rt, "0123456789") != strlen(rt)) { /* digits only: no +, -, space */
-            json_object *x = json_object_new_object();
-            json_object_object_add(x, "field", json_object_new_string("Request-Timeout"));
-            vx_http_problem(req, 400, "Invalid request", "the Request-Timeout header must be a positive number of milliseconds", x);
-            return;
-        }
-        if (t < timeout) timeout = t;
-    }
-    e = vx_msg_decode(&m, body, len, VX_MSG_ORDER_BODY, err, sizeof(err));
-    if (e) {
-        json_object *x = json_object_new_object();
-        json_object_object_add(x, "field", json_object_new_string(m.field[0] ? m.field : "(body)"));
-        json_object_object_add(x, "reason", json_object_new_string(vx_msg_err_name(e)));
-        vx_http_problem(req, 400, "Invalid request", err, x);
-        return;
     }
     gw_rr_submit(g->rr, req, &m, key, timeout, timeout == g->cfg.timeout_ms);
     vx_msg_clear(&m);
@@ -430,9 +384,13 @@ static void post_order(gw_t *g, vx_http_req_t *req) {
 static void cancel_order(gw_t *g, vx_http_req_t *req, const char *id) {
     const char *key = vx_http_header(req, "Idempotency-Key");
     char made[37], err[256], loc[128];
+    gw_problem_t p;
     json_object *o;
 
-    if (!idempotency_key_ok(req, key)) return;
+    if (gw_validate_key(key, &p)) {
+        refuse(req, &p);
+        return;
+    }
     if (!key) {
         uuid_t u;
         uuid_generate_random(u);
@@ -468,7 +426,7 @@ static void on_http(vx_http_req_t *req, void *opaque) {
     if (n == 1 && strcmp(seg[0], "orders") == 0) {
         if (strcmp(method, "POST") == 0) {
             vx_http_route(req, "POST /orders");
-            if (order_headers_ok(req)) post_order(g, req);
+            if (order_headers_once(req)) post_order(g, req);
         } else if (get) {
             vx_http_route(req, "GET /orders");
             const char *limit = vx_http_arg(req, "limit");

@@ -1244,22 +1244,25 @@ static int load_prior(redrive_t *r, const char *base, const char *own) {
 
 static int redrive_one(const rd_kafka_message_t *m, void *opaque) {
     redrive_t *r = opaque;
-    char reason[64], source[256], count[24];
+    char reason[64], source[256], count[24], why[128];
+    rd_kafka_headers_t *hdrs = NULL;
     long long n = 0;
+    int bad;
 
+    if (rd_kafka_message_headers(m, &hdrs)) hdrs = NULL;
+    bad = vx_kafka_dlq_origin(hdrs, source, sizeof(source), &n, why, sizeof(why));
     rd_kafka_topic_partition_list_add(r->progress, r->dlq, m->partition)->offset = m->offset + 1;
     if (!dlq_matches(&r->f, m, reason, sizeof(reason))) {
         r->filtered++;
     } else if (redriven_before(r, m, reason)) {
         r->before++;
-    } else if (vx_kafka_header(m, "redrive-count", count, sizeof(count)) && (n = atoll(count)) >= r->max) {
+    } else if (!bad && n >= r->max) {
         r->at_max++;
         printf("skipped: partition %d offset %lld (%s) was redriven %lld times already (VX_REDRIVE_MAX %lld)\n",
                m->partition, (long long)m->offset, reason, n, r->max);
-    } else if (!vx_kafka_header(m, "dlq-source-topic", source, sizeof(source)) || !*source) {
+    } else if (bad) {
         r->filtered++;
-        printf("skipped: partition %d offset %lld has no dlq-source-topic header\n", m->partition,
-               (long long)m->offset);
+        printf("skipped: partition %d offset %lld: %s\n", m->partition, (long long)m->offset, why);
     } else if (r->dry) {
         r->redriven++;
         printf("would redrive: partition %d offset %lld (%s) to %s\n", m->partition, (long long)m->offset, reason,

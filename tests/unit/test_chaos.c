@@ -215,3 +215,23 @@ Test(chaos, a_stall_point_waits_instead_of_exiting) {
     cr_expect_eq(vx_chaos_set_points("mid_batch~x", err, sizeof(err)), -1);
     vx_chaos_set_points("", err, sizeof(err));
 }
+
+/* Found by the chaos fuzz target: {"crash_points":"\xf5"} (or any name that is not printable ASCII)
+ * was echoed as it came into the error, the detail of a problem+json answer and a log line, which
+ * was then not UTF-8. Now such bytes show as '?', and at most 64 of them. */
+Test(chaos, a_bad_spec_is_echoed_as_printable_ascii_only) {
+    char long_name[200];
+    cr_assert_eq(init(NULL), 0);
+    const char *body = "{\"crash_points\":\"\xf5\"}", *member = "{\"\xff\":1}";
+    cr_assert_eq(vx_chaos_apply_json(body, strlen(body), errstr, sizeof(errstr)), -1);
+    cr_expect_not_null(strstr(errstr, "bad name \"?\""), "%s", errstr);
+    cr_assert_eq(vx_chaos_set_points("before_commit@\xc3\xa9", errstr, sizeof(errstr)), -1);
+    cr_expect_not_null(strstr(errstr, "before_commit@??"), "%s", errstr);
+    cr_assert_eq(vx_chaos_apply_json(member, strlen(member), errstr, sizeof(errstr)), -1);
+    cr_expect_not_null(strstr(errstr, "unknown member \"?\""), "%s", errstr);
+    memset(long_name, 'A', sizeof(long_name) - 1);
+    long_name[sizeof(long_name) - 1] = '\0';
+    cr_assert_eq(vx_chaos_set_points(long_name, errstr, sizeof(errstr)), -1);
+    cr_expect_lt(strlen(errstr), 140, "the echo is capped: %s", errstr);
+    cr_expect_not_null(strstr(errstr, "AAA...\""), "%s", errstr);
+}

@@ -992,3 +992,36 @@ Test(codec_refusal, member_name_with_an_escaped_nul) {
     cr_expect_eq(decode(CANCEL(",\"order_id\":\"o\",\"x\":\"a\\u0000b\""), ALL_COMMANDS), VX_MSG_OK, "%s", errstr);
     vx_msg_clear(&m);
 }
+
+/* Found by the event and result fuzz targets: "unknown type" and a value outside an enum showed the
+ * first 64 bytes of the value, which could cut a UTF-8 character in two; the message became an
+ * ill-formed dlq-error header and log line. Now the cut falls between characters. */
+Test(codec_results, a_refused_value_is_shown_without_cutting_a_character) {
+    char *type = rep("\xc3\xa9", 40), *json, *status;
+    cr_assert_not_null(json = fmt("{\"type\":\"x%s\"}", type)); /* 'x' puts a character across byte 64 */
+    cr_assert_eq(decode(json, VX_MSG_ORDER_RESULT), VX_MSG_UNKNOWN_TYPE);
+    cr_expect_neq(vx_msg_utf8_chars(errstr, strlen(errstr)), (size_t)-1, "ill-formed UTF-8: %s", errstr);
+    cr_expect_not_null(strstr(errstr, "x\xc3\xa9"), "%s", errstr);
+    status = fmt("{\"type\":\"OrderResult\",\"idempotency_key\":\"k\",\"event_id\":\"e\",\"occurred_at\":\"t\","
+                 "\"order_id\":\"o\",\"status\":\"x%s\"}", type);
+    cr_assert_eq(decode(status, VX_MSG_ORDER_RESULT), VX_MSG_INVALID_VALUE);
+    cr_expect_neq(vx_msg_utf8_chars(errstr, strlen(errstr)), (size_t)-1, "ill-formed UTF-8: %s", errstr);
+    free(type);
+    free(json);
+    free(status);
+}
+
+/* Found by the command, event and result fuzz targets after the hostile table's merge: the blank-
+ * message check read buf with strspn, past len when the bytes are not NUL-terminated, as a Kafka
+ * payload is not. The check now stops at len (ASan catches the read in make unit-asan). */
+Test(codec_refusal, a_blank_payload_is_read_only_up_to_its_length) {
+    char *buf = malloc(2);
+    cr_assert_not_null(buf);
+    memcpy(buf, " \n", 2); /* no NUL after it */
+    cr_expect_eq(vx_msg_decode(&m, buf, 2, ALL_COMMANDS, errstr, sizeof(errstr)), VX_MSG_NOT_JSON);
+    cr_expect(strstr(errstr, "empty"), "%s", errstr);
+    memcpy(buf, " 1", 2);
+    cr_expect_eq(vx_msg_decode(&m, buf, 2, ALL_COMMANDS, errstr, sizeof(errstr)), VX_MSG_WRONG_TYPE, "%s", errstr);
+    vx_msg_clear(&m);
+    free(buf);
+}
