@@ -63,6 +63,18 @@ static PQconninfoOption *with_options(const char *conninfo, const char *pgoption
     return parsed;
 }
 
+/* A connection failure that waiting does not mend: the server (or libpq) refused the credentials.
+ * libpq gives no SQLSTATE before a connection exists, so its messages are matched (the server's in
+ * English: lc_messages of the local stack is C). */
+static int refused(const char *msg) {
+    static const char *const signs[] = {"password authentication failed", "no password supplied",
+                                        "authentication failed for user", "no pg_hba.conf entry",
+                                        "SCRAM authentication", NULL};
+    for (const char *const *s = signs; *s; s++)
+        if (strstr(msg, *s)) return 1;
+    return 0;
+}
+
 PGconn *vx_pg_connect(const char *conninfo, const char *pgoptions, int wait_ms, char *errstr, size_t errstr_size) {
     long long deadline = now_ms() + wait_ms;
     const char *kw[64], *val[64];
@@ -78,10 +90,16 @@ PGconn *vx_pg_connect(const char *conninfo, const char *pgoptions, int wait_ms, 
             PQconninfoFree(parsed);
             return c;
         }
-        snprintf(errstr, errstr_size, "PostgreSQL: %s", PQerrorMessage(c));
+        if (refused(PQerrorMessage(c)))
+            snprintf(errstr, errstr_size,
+                     VX_PG_AUTH_FAILED " of user \"%s\" on %s:%s database %s (the password, from the connection "
+                     "string or PGPASSWORD, is not shown): %s",
+                     PQuser(c), PQhost(c), PQport(c), PQdb(c), PQerrorMessage(c));
+        else
+            snprintf(errstr, errstr_size, "PostgreSQL: %s", PQerrorMessage(c));
         errstr[strcspn(errstr, "\n")] = '\0';
         PQfinish(c);
-        if (now_ms() >= deadline) {
+        if (now_ms() >= deadline || strncmp(errstr, VX_PG_AUTH_FAILED, strlen(VX_PG_AUTH_FAILED)) == 0) {
             PQconninfoFree(parsed);
             return NULL;
         }

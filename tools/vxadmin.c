@@ -169,10 +169,12 @@ static rd_kafka_t *kafka_client(const char *group) {
     const char *defaults[] = {"group.id", group ? group : "vxadmin", "enable.auto.commit", "false", "log_level", "2",
                               NULL};
     char err[512];
-    rd_kafka_conf_t *conf = vx_kafka_conf_new(VX_KAFKA_CONSUMER, defaults, err, sizeof(err));
+    rd_kafka_conf_t *conf;
     rd_kafka_t *rk;
 
-    if (!conf) return fail("%s", err), NULL;
+    /* refused credentials, or no broker: said at once, not as the first request's timeout */
+    if (vx_kafka_check_broker(VX_KAFKA_CONSUMER, TIMEOUT_MS, err, sizeof(err))) return fail("%s", err), NULL;
+    if (!(conf = vx_kafka_conf_new(VX_KAFKA_CONSUMER, defaults, err, sizeof(err)))) return fail("%s", err), NULL;
     if (!(rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, err, sizeof(err)))) {
         rd_kafka_conf_destroy(conf);
         return fail("%s", err), NULL;
