@@ -291,7 +291,7 @@ int vx_kafka_check_broker(vx_kafka_role_t role, int timeout_ms, char *errstr, si
     rd_kafka_t *rk;
     int rc = 1;
 
-    if (!conf) return -1;
+    if (!conf) return 2;
     rd_kafka_conf_set_error_cb(conf, check_error_cb);
     rd_kafka_conf_set_opaque(conf, auth);
     n = sizeof(user);
@@ -301,7 +301,7 @@ int vx_kafka_check_broker(vx_kafka_role_t role, int timeout_ms, char *errstr, si
     if (!(rk = rd_kafka_new(role == VX_KAFKA_PRODUCER ? RD_KAFKA_PRODUCER : RD_KAFKA_CONSUMER, conf, errstr,
                             errstr_size))) {
         rd_kafka_conf_destroy(conf);
-        return -1;
+        return 2;
     }
     clock_gettime(CLOCK_MONOTONIC, &ts);
     deadline = (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000 + timeout_ms;

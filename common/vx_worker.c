@@ -408,8 +408,11 @@ int vx_worker_main(const vx_worker_opts_t *o) {
     case -1:
         vx_log(VX_LOG_ERROR, "kafka_auth_failed", "error", err, NULL);
         goto out;
-    default:
+    case 1:
         vx_log(VX_LOG_ERROR, "kafka_unreachable", "error", err, NULL);
+        goto out;
+    default:
+        vx_log(VX_LOG_ERROR, "kafka_setup_failed", "error", err, NULL);
         goto out;
     }
     for (const char *const *r = o->routes; r && r[0] && r[1]; r += 2) {
