@@ -159,10 +159,12 @@ ops: all
 	tests/ops/toolkit.sh
 	tests/ops/drill.sh
 # Authenticated connections (tests/auth/auth.sh): a stack of its own started with VX_AUTH=scram (Kafka
-# SASL/SCRAM-SHA-512, PostgreSQL scram-sha-256; ports AUTH_*), an order end to end with credentials
-# from the environment only, wrong passwords refused at start, and no password in anything written.
+# SASL/SCRAM-SHA-512, PostgreSQL scram-sha-256; ports AUTH_*), then with VX_AUTH=scram-tls (the same over
+# TLS): an order end to end with credentials from the environment only, wrong passwords refused at
+# start, and no password in anything written.
 auth: all
-	tests/auth/auth.sh
+	tests/auth/auth.sh scram
+	tests/auth/auth.sh scram-tls
 
 clean:
 	rm -rf $(B)/obj $(B)/asan $(SERVICES) $(TOOLS) $(B)/unit_tests $(B)/unit_tests_asan $(B)/it_* $(B)/vxsoak $(B)/vxbench

@@ -68,7 +68,7 @@ static PQconninfoOption *with_options(const char *conninfo, const char *pgoption
  * English: lc_messages of the local stack is C). */
 static int refused(const char *msg) {
     static const char *const signs[] = {"password authentication failed", "no password supplied",
-                                        "authentication failed for user", "no pg_hba.conf entry",
+                                        "authentication failed for user", "no pg_hba.conf entry", "pg_hba.conf rejects",
                                         "SCRAM authentication", NULL};
     for (const char *const *s = signs; *s; s++)
         if (strstr(msg, *s)) return 1;

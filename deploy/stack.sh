@@ -29,14 +29,17 @@
 #   VX_AUTH                [off]    scram: authenticated stack (README "Authentication"). Kafka's client listener
 #                                   is SASL_PLAINTEXT with SCRAM-SHA-512 users VX_KAFKA_USER and "broker" (made
 #                                   when the storage is first formatted); PostgreSQL asks scram-sha-256 passwords
-#                                   on 127.0.0.1 (its socket in run/, mode 0700, stays trust for this script)
+#                                   on 127.0.0.1 (its socket in run/, mode 0700, stays trust for this script).
+#                                   scram-tls: the same over TLS (Kafka SASL_SSL, PostgreSQL hostssl only), with
+#                                   a CA and a certificate for 127.0.0.1 made by openssl into tls/ (ca.pem)
 #   VX_KAFKA_USER          [valerix]  the SCRAM user the services and vxadmin log in as (auth mode)
 #   VX_KAFKA_PASSWORD      [a dev default]  its password; VX_KAFKA_BROKER_PASSWORD: the broker's own
 #   VX_PG_PASSWORD         [a dev default]  role VX_PG_USER's password, set at every start (auth mode)
 #                          Passwords are never printed; Kafka's are made of A-Z a-z 0-9 . _ ~ - only.
 # Services and build/vxadmin are started with KAFKA_BOOTSTRAP_SERVERS, INVENTORY_DB, ORDERS_DB, PGHOST, PGPORT, PGUSER and the *_HTTP_ADDR set;
 # in auth mode also KAFKA_SECURITY_PROTOCOL, KAFKA_SASL_MECHANISMS, KAFKA_SASL_USERNAME, KAFKA_SASL_PASSWORD
-# and PGPASSWORD (each kept when already set: a client may present other credentials than the stack's).
+# and PGPASSWORD, with TLS KAFKA_SSL_CA_LOCATION, PGSSLMODE=verify-full and PGSSLROOTCERT (each kept when
+# already set: a client may present other credentials than the stack's).
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -64,10 +67,12 @@ VX_KAFKA_USER=${VX_KAFKA_USER:-valerix}
 VX_KAFKA_PASSWORD=${VX_KAFKA_PASSWORD:-valerix-dev-kafka}
 VX_KAFKA_BROKER_PASSWORD=${VX_KAFKA_BROKER_PASSWORD:-valerix-dev-broker}
 VX_PG_PASSWORD=${VX_PG_PASSWORD:-valerix-dev-pg}
+AUTH_TLS=
 case $VX_AUTH in
 '' | off) VX_AUTH= ;;
 scram) ;;
-*) printf 'stack: error: VX_AUTH=%s: use scram, or leave it unset\n' "$VX_AUTH" >&2 && exit 2 ;;
+scram-tls) AUTH_TLS=1 ;;
+*) printf 'stack: error: VX_AUTH=%s: use scram or scram-tls, or leave it unset\n' "$VX_AUTH" >&2 && exit 2 ;;
 esac
 
 KAFKA_VERSION=3.9.1
@@ -77,7 +82,8 @@ KAFKA_DIR=$VX_DATA_DIR/kafka
 KAFKA_DATA=$KAFKA_DIR/data
 KAFKA_PROPS=$KAFKA_DIR/server.properties
 KAFKA_CLUSTER_ID=$KAFKA_DIR/cluster.id
-KAFKA_AUTH_MARK=$KAFKA_DIR/auth # the VX_AUTH the storage was formatted with (its SCRAM users)
+KAFKA_AUTH_MARK=$KAFKA_DIR/auth # off or scram: whether the storage was formatted with SCRAM users
+TLS_DIR=$VX_DATA_DIR/tls        # scram-tls: ca.pem (what clients trust), the CA's and the server's keys
 PG_DATA=$VX_DATA_DIR/pg/data
 LOG_DIR=$VX_DATA_DIR/log
 RUN_DIR=$VX_DATA_DIR/run
@@ -197,12 +203,39 @@ export_service_env() {
 	# the gateway's reads go where the services listen, not to their default ports
 	export ORDERS_URL=${ORDERS_URL:-http://$ORDERS_HTTP_ADDR} INVENTORY_URL=${INVENTORY_URL:-http://$INVENTORY_HTTP_ADDR}
 	if [[ -n $VX_AUTH ]]; then
-		export KAFKA_SECURITY_PROTOCOL=${KAFKA_SECURITY_PROTOCOL:-SASL_PLAINTEXT}
+		local protocol=SASL_PLAINTEXT
+		[[ -z $AUTH_TLS ]] || protocol=SASL_SSL
+		export KAFKA_SECURITY_PROTOCOL=${KAFKA_SECURITY_PROTOCOL:-$protocol}
 		export KAFKA_SASL_MECHANISMS=${KAFKA_SASL_MECHANISMS:-SCRAM-SHA-512}
 		export KAFKA_SASL_USERNAME=${KAFKA_SASL_USERNAME:-$VX_KAFKA_USER}
 		export KAFKA_SASL_PASSWORD=${KAFKA_SASL_PASSWORD:-$VX_KAFKA_PASSWORD}
 		export PGPASSWORD=${PGPASSWORD:-$VX_PG_PASSWORD}
 	fi
+	if [[ -n $AUTH_TLS ]]; then
+		export KAFKA_SSL_CA_LOCATION=${KAFKA_SSL_CA_LOCATION:-$TLS_DIR/ca.pem}
+		export PGSSLMODE=${PGSSLMODE:-verify-full} PGSSLROOTCERT=${PGSSLROOTCERT:-$TLS_DIR/ca.pem}
+	fi
+}
+
+# scram-tls: a CA of the stack's own and a certificate for 127.0.0.1 and localhost signed by it, made once.
+tls_make() {
+	[[ -n $AUTH_TLS && ! -s $TLS_DIR/ca.pem ]] || return 0
+	need_cmd openssl
+	mkdir -p "$TLS_DIR"
+	local out
+	out=$( (umask 077 &&
+		openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=Valerix local CA" \
+			-keyout "$TLS_DIR/ca.key" -out "$TLS_DIR/ca.pem.tmp" &&
+		openssl req -newkey rsa:2048 -nodes -subj "/CN=127.0.0.1" -keyout "$TLS_DIR/server.key" \
+			-out "$TLS_DIR/server.csr" &&
+		printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\n' >"$TLS_DIR/server.ext" &&
+		openssl x509 -req -days 3650 -in "$TLS_DIR/server.csr" -CA "$TLS_DIR/ca.pem.tmp" -CAkey "$TLS_DIR/ca.key" \
+			-CAcreateserial -extfile "$TLS_DIR/server.ext" -out "$TLS_DIR/server.pem" &&
+		cat "$TLS_DIR/server.key" "$TLS_DIR/server.pem" >"$TLS_DIR/kafka.pem") 2>&1) ||
+		die "openssl could not make the stack's certificates: $out"
+	chmod 644 "$TLS_DIR/ca.pem.tmp" "$TLS_DIR/server.pem"
+	mv "$TLS_DIR/ca.pem.tmp" "$TLS_DIR/ca.pem"
+	log "tls: made a CA ($TLS_DIR/ca.pem) and a certificate for 127.0.0.1"
 }
 
 # ------------------------------------------------------------------------------------------------- auth
@@ -237,11 +270,12 @@ kcat_auth() {
 	[[ -n $VX_AUTH ]] || return 0
 	mkdir -p "$RUN_DIR"
 	write_secret "$KCAT_CONF" <<EOF
-security.protocol=SASL_PLAINTEXT
+security.protocol=$([[ -n $AUTH_TLS ]] && echo SASL_SSL || echo SASL_PLAINTEXT)
 sasl.mechanisms=SCRAM-SHA-512
 sasl.username=$VX_KAFKA_USER
 sasl.password=$VX_KAFKA_PASSWORD
 EOF
+	[[ -z $AUTH_TLS ]] || echo "ssl.ca.location=$TLS_DIR/ca.pem" >>"$KCAT_CONF"
 	KCAT_AUTH=(-F "$KCAT_CONF")
 }
 
@@ -336,6 +370,7 @@ kafka_answers() {
 kafka_write_props() {
 	local l=PLAINTEXT
 	[[ -z $VX_AUTH ]] || l=SASL_PLAINTEXT
+	[[ -z $AUTH_TLS ]] || l=SASL_SSL
 	mkdir -p "$KAFKA_DATA"
 	write_secret "$KAFKA_PROPS" <<EOF
 # Generated by deploy/stack.sh at every start; edit the script, not this file.
@@ -372,7 +407,14 @@ EOF
 	cat >>"$KAFKA_PROPS" <<EOF
 sasl.enabled.mechanisms=SCRAM-SHA-512
 sasl.mechanism.inter.broker.protocol=SCRAM-SHA-512
-listener.name.sasl_plaintext.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required username="broker" password="$VX_KAFKA_BROKER_PASSWORD";
+listener.name.${l,,}.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required username="broker" password="$VX_KAFKA_BROKER_PASSWORD";
+EOF
+	[[ -n $AUTH_TLS ]] || return 0
+	cat >>"$KAFKA_PROPS" <<EOF
+ssl.keystore.type=PEM
+ssl.keystore.location=$TLS_DIR/kafka.pem
+ssl.truststore.type=PEM
+ssl.truststore.location=$TLS_DIR/ca.pem
 EOF
 }
 
@@ -389,10 +431,12 @@ kafka_format() {
 	fi
 	id=$(cat "$KAFKA_CLUSTER_ID")
 	# The SCRAM users are added by the first format only: a formatted log keeps the mode it was made in.
+	local want=off have
+	[[ -z $VX_AUTH ]] || want=scram
 	if [[ -f $KAFKA_DATA/meta.properties ]]; then
-		[[ $(cat "$KAFKA_AUTH_MARK" 2>/dev/null || echo off) == "${VX_AUTH:-off}" ]] ||
-			die "Kafka's storage in $KAFKA_DATA was formatted with VX_AUTH=$(cat "$KAFKA_AUTH_MARK" 2>/dev/null ||
-				echo off), not ${VX_AUTH:-off}: use another VX_DATA_DIR, or deploy/stack.sh wipe"
+		have=$(cat "$KAFKA_AUTH_MARK" 2>/dev/null || echo off)
+		[[ $have == "$want" ]] || die "Kafka's storage in $KAFKA_DATA was formatted with SCRAM users: $have;" \
+			"VX_AUTH=${VX_AUTH:-off} needs $want: use another VX_DATA_DIR, or deploy/stack.sh wipe"
 	fi
 	# StorageTool's arguments from a file (java @file), so no password is on a command line.
 	write_secret "$RUN_DIR/storage.args" <<EOF
@@ -411,7 +455,7 @@ EOF
 		die "formatting Kafka storage failed: $(redact "$out")"
 	}
 	rm -f "$RUN_DIR/storage.args"
-	[[ -f $KAFKA_AUTH_MARK ]] || echo "${VX_AUTH:-off}" >"$KAFKA_AUTH_MARK"
+	[[ -f $KAFKA_AUTH_MARK ]] || echo "$want" >"$KAFKA_AUTH_MARK"
 }
 
 kafka_wait_ready() {
@@ -447,6 +491,7 @@ kafka_start() {
 	done
 	mkdir -p "$LOG_DIR" "$RUN_DIR" "$LOG_DIR/kafka"
 	[[ -z $VX_AUTH ]] || auth_check_passwords
+	tls_make
 	kafka_write_props
 	kafka_format
 	spawn "$KAFKA_PIDFILE" "$LOG_DIR/kafka.log" \
@@ -581,15 +626,28 @@ max_wal_size = 4GB
 checkpoint_timeout = 15min
 EOF
 	[[ -n $VX_AUTH ]] || return 0
-	# Auth mode: passwords (scram-sha-256) on 127.0.0.1; trust on the socket, which only RUN_DIR's owner reaches.
+	# Auth mode: passwords (scram-sha-256) on 127.0.0.1; trust on the socket, which only RUN_DIR's owner
+	# reaches. With TLS, TCP without it is rejected.
+	local host=host
 	as_pg tee -a "$PG_DATA/valerix.conf" >/dev/null <<EOF
 password_encryption = scram-sha-256
 hba_file = '$PG_DATA/valerix_hba.conf'
 EOF
+	if [[ -n $AUTH_TLS ]]; then
+		host=hostssl
+		tls_make
+		install -m 600 -o "$(stat -c %U "$PG_DATA")" "$TLS_DIR/server.key" "$PG_DATA/server.key"
+		install -m 644 -o "$(stat -c %U "$PG_DATA")" "$TLS_DIR/server.pem" "$PG_DATA/server.crt"
+		as_pg tee -a "$PG_DATA/valerix.conf" >/dev/null <<EOF
+ssl = on
+ssl_cert_file = '$PG_DATA/server.crt'
+ssl_key_file = '$PG_DATA/server.key'
+EOF
+	fi
 	as_pg tee "$PG_DATA/valerix_hba.conf" >/dev/null <<EOF
-# Generated by deploy/stack.sh (VX_AUTH=scram) at every start.
+# Generated by deploy/stack.sh (VX_AUTH=$VX_AUTH) at every start.
 local all all trust
-host all all 127.0.0.1/32 scram-sha-256
+$host all all 127.0.0.1/32 scram-sha-256
 EOF
 	chmod 700 "$RUN_DIR"
 }
@@ -879,7 +937,7 @@ cmd_down() {
 cmd_wipe() {
 	cmd_down
 	log "wiping Kafka data, PostgreSQL data, logs and pid files (keeping $VX_KAFKA_LIBS)"
-	rm -rf "$KAFKA_DATA" "$KAFKA_PROPS" "$KAFKA_CLUSTER_ID" "$KAFKA_AUTH_MARK" "$VX_DATA_DIR/pg" "$LOG_DIR" "$RUN_DIR"
+	rm -rf "$KAFKA_DATA" "$KAFKA_PROPS" "$KAFKA_CLUSTER_ID" "$KAFKA_AUTH_MARK" "$TLS_DIR" "$VX_DATA_DIR/pg" "$LOG_DIR" "$RUN_DIR"
 }
 
 cmd_status() {

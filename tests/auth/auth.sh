@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# auth.sh: `make auth` and `make test`. Authenticated connections (issue 17), for real: a stack of its
-# own started by deploy/stack.sh with VX_AUTH=scram (Kafka 3.9.1 with a SASL_PLAINTEXT listener and
-# SCRAM-SHA-512 users, PostgreSQL asking scram-sha-256 passwords on 127.0.0.1), passwords made at random
-# for the run. It checks that
+# auth.sh [scram|scram-tls]: `make auth` and `make test` (each mode in turn). Authenticated connections
+# (issue 17), for real: a stack of its own started by deploy/stack.sh with VX_AUTH=MODE (Kafka 3.9.1 with
+# a SASL_PLAINTEXT listener and SCRAM-SHA-512 users, PostgreSQL asking scram-sha-256 passwords on
+# 127.0.0.1; scram-tls: the same over TLS, SASL_SSL and hostssl only, certificates verified against the
+# stack's own CA), passwords made at random for the run. It checks that
 #   - auth is on: kcat without credentials or with a wrong password gets no metadata, psql without a
-#     password or with a wrong one is refused, while the right ones work;
+#     password or with a wrong one is refused, while the right ones work; with TLS, kcat and psql
+#     without TLS are refused too, and every connection of the services to PostgreSQL is encrypted;
 #   - build/vxadmin and the three services, with credentials from the environment only (KAFKA_SASL_*,
 #     KAFKA_SECURITY_PROTOCOL; PGPASSWORD for inventory-svc, the password inside ORDERS_DB for
 #     order-svc), carry an order from POST /orders through Kafka and both databases to CONFIRMED, and
@@ -37,12 +39,20 @@ AUTH_PG_PORT=${AUTH_PG_PORT:-55462}
 AUTH_HTTP_PORT=${AUTH_HTTP_PORT:-18590}
 AUTH_FAIL_SECS=${AUTH_FAIL_SECS:-60}
 AUTH_KEEP=${AUTH_KEEP:-0}
+MODE=${1:-scram}
+case $MODE in
+scram | scram-tls) ;;
+*)
+	echo "usage: tests/auth/auth.sh [scram|scram-tls]" >&2
+	exit 2
+	;;
+esac
 DATA=$(realpath -m "${VX_DATA_DIR:-$REPO/var}")/auth
 OUT=$DATA/out
 STOP_SECS=20
 T0=$(date +%s%3N)
 
-say() { printf 'auth: %s\n' "$*"; }
+say() { printf 'auth(%s): %s\n' "$MODE" "$*"; }
 # shellcheck source=tests/ops/lib.sh
 source "$REPO/tests/ops/lib.sh"
 
@@ -59,7 +69,7 @@ BAD_KAFKA_PW=$(secret vxbadkafka)
 BAD_PG_PW=$(secret vxbadpg)
 SECRETS=(KAFKA_PW BROKER_PW PG_PW BAD_KAFKA_PW BAD_PG_PW)
 
-export VX_AUTH=scram VX_DATA_DIR=$DATA VX_KAFKA_USER=valerix VX_KAFKA_PASSWORD=$KAFKA_PW
+export VX_AUTH=$MODE VX_DATA_DIR=$DATA VX_KAFKA_USER=valerix VX_KAFKA_PASSWORD=$KAFKA_PW
 export VX_KAFKA_BROKER_PASSWORD=$BROKER_PW VX_PG_PASSWORD=$PG_PW VX_PG_USER=valerix
 export VX_BROKER_PORT=$AUTH_BROKER_PORT VX_CONTROLLER_PORT=$AUTH_CONTROLLER_PORT VX_PG_PORT=$AUTH_PG_PORT
 export GATEWAY_HTTP_ADDR=127.0.0.1:$AUTH_HTTP_PORT ORDERS_HTTP_ADDR=127.0.0.1:$((AUTH_HTTP_PORT + 1))
@@ -69,7 +79,13 @@ BROKER=127.0.0.1:$AUTH_BROKER_PORT
 PG_HOSTPORT=127.0.0.1:$AUTH_PG_PORT
 # The client side, as an operator would set it: the user and protocol for every client; each password
 # is given only to the process it is for.
-export KAFKA_BOOTSTRAP_SERVERS=$BROKER KAFKA_SECURITY_PROTOCOL=SASL_PLAINTEXT KAFKA_SASL_MECHANISMS=SCRAM-SHA-512
+PROTOCOL=SASL_PLAINTEXT
+if [[ $MODE == scram-tls ]]; then
+	# the stack's CA (made by stack.sh up) is what every client trusts; libpq verifies the host name too
+	PROTOCOL=SASL_SSL
+	export KAFKA_SSL_CA_LOCATION=$DATA/tls/ca.pem PGSSLMODE=verify-full PGSSLROOTCERT=$DATA/tls/ca.pem
+fi
+export KAFKA_BOOTSTRAP_SERVERS=$BROKER KAFKA_SECURITY_PROTOCOL=$PROTOCOL KAFKA_SASL_MECHANISMS=SCRAM-SHA-512
 export KAFKA_SASL_USERNAME=valerix
 INV_DB=postgresql://valerix@$PG_HOSTPORT/inventory
 ord_db() { printf 'postgresql://valerix:%s@%s/orders' "$1" "$PG_HOSTPORT"; }
@@ -117,16 +133,17 @@ say "starting the authenticated stack in $DATA (Kafka $BROKER, PostgreSQL $PG_HO
 # stack.sh up also creates the topics with build/vxadmin, logged in as valerix
 stack up || {
 	show "$OUT/stack.log"
-	abort "deploy/stack.sh up (VX_AUTH=scram) failed"
+	abort "deploy/stack.sh up (VX_AUTH=$MODE) failed"
 }
-pass "stack up with VX_AUTH=scram, topics created by vxadmin over SASL"
+pass "stack up with VX_AUTH=$MODE, topics created by vxadmin over $PROTOCOL"
 
 # --------------------------------------------------------------------------------------- auth is on
 
-# kcat_conf FILE PASSWORD: kcat's SASL settings for user valerix (mode 0600; kcat -F reads it).
+# kcat_conf FILE PASSWORD [PROTOCOL]: kcat's SASL settings for user valerix (mode 0600; kcat -F reads it).
 kcat_conf() {
-	(umask 077 && printf '%s\n' security.protocol=SASL_PLAINTEXT sasl.mechanisms=SCRAM-SHA-512 \
+	(umask 077 && printf '%s\n' "security.protocol=${3:-$PROTOCOL}" sasl.mechanisms=SCRAM-SHA-512 \
 		sasl.username=valerix "sasl.password=$2" >"$1")
+	[[ ${3:-$PROTOCOL} != SASL_SSL ]] || echo "ssl.ca.location=$KAFKA_SSL_CA_LOCATION" >>"$1"
 }
 kcat_conf "$OUT/kcat-good.conf" "$KAFKA_PW"
 kcat_conf "$OUT/kcat-bad.conf" "$BAD_KAFKA_PW"
@@ -149,6 +166,17 @@ out=$(PGPASSWORD=$PG_PW "${PSQL[@]}" "$INV_DB" -c "SELECT current_setting('passw
 	(SELECT left(rolpassword, 14) FROM pg_authid WHERE rolname = 'valerix')" 2>&1)
 check "$([[ $out == 'scram-sha-256|SCRAM-SHA-256$' ]] && echo 1 || echo 0)" \
 	"psql with the password connects; password_encryption scram-sha-256, the role's stored as a SCRAM verifier ($out)"
+if [[ $MODE == scram-tls ]]; then
+	kcat_conf "$OUT/kcat-plain.conf" "$KAFKA_PW" SASL_PLAINTEXT
+	out=$(metadata -F "$OUT/kcat-plain.conf")
+	check "$([[ $out != *" 1 brokers:"* && $out == *"Failed to acquire metadata"* ]] && echo 1 || echo 0)" \
+		"kcat with the right password but without TLS gets no metadata"
+	out=$(PGPASSWORD=$PG_PW PGSSLMODE=disable "${PSQL[@]}" "$INV_DB" -c 'SELECT 1' 2>&1)
+	check "$([[ $out == *"no pg_hba.conf entry"*"no encryption"* ]] && echo 1 || echo 0)" \
+		"psql with the right password but without TLS is refused (no encryption)"
+	out=$(PGPASSWORD=$PG_PW "${PSQL[@]}" "$INV_DB" -c 'SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()' 2>&1)
+	check "$([[ $out == t ]] && echo 1 || echo 0)" "psql with verify-full against the stack's CA is encrypted ($out)"
+fi
 
 # ------------------------------------------------------------------------- the services, end to end
 
@@ -230,6 +258,13 @@ get err-route "$GW/no/such/route"
 get err-chaos "$GW/admin/chaos" -X POST -H 'Authorization: Bearer wrong' -d '{}'
 n=$(grep -l '"status"' "$OUT"/err-*.body 2>/dev/null | wc -l)
 check "$((n >= 4))" "error bodies saved for the grep: $n of 5 are problem+json"
+if [[ $MODE == scram-tls ]]; then
+	out=$(PGPASSWORD=$PG_PW "${PSQL[@]}" "$INV_DB" -F ' ' -c "SELECT count(*) FILTER (WHERE s.ssl),
+		count(*) FILTER (WHERE NOT s.ssl) FROM pg_stat_activity a JOIN pg_stat_ssl s USING (pid)
+		WHERE a.datname IN ('inventory', 'orders') AND a.pid <> pg_backend_pid()" 2>&1)
+	check "$([[ $out =~ ^[1-9][0-9]*\ 0$ ]] && echo 1 || echo 0)" \
+		"the services' connections to PostgreSQL: encrypted, not encrypted: $out"
+fi
 
 stop gateway
 stop order-svc
@@ -295,8 +330,8 @@ for f in "$DATA/kafka/server.properties:BROKER_PW" "$DATA/run/kcat.conf:KAFKA_PW
 done
 nfiles=$(find "$DATA" -type f | wc -l)
 for v in "${SECRETS[@]}"; do
-	hits=$(grep -rlaF -- "${!v}" "$DATA" | grep -vxF -e "$DATA/kafka/server.properties" -e "$DATA/run/kcat.conf" \
-		-e "$OUT/kcat-good.conf" -e "$OUT/kcat-bad.conf")
+	hits=$(grep -rlaF -- "${!v}" "$DATA" | grep -vxF -e "$DATA/kafka/server.properties" -e "$DATA/run/kcat.conf" |
+		grep -vx "$OUT/kcat-[a-z]*\.conf")
 	if [[ -n $hits ]]; then
 		fail "$v is written in: $(printf '%s\n' "$hits" | sed "s|$DATA/||" | head -n 5 | xargs)"
 	else
