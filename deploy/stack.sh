@@ -95,7 +95,7 @@ DATABASES=(inventory orders)
 LOG_KEEP_BYTES=$((20 * 1024 * 1024)) # a log over this size is moved to NAME.log.1 at the next start
 
 APT_PACKAGES=(build-essential pkg-config librdkafka-dev kcat libpq-dev libjson-c-dev libmicrohttpd-dev
-	libcriterion-dev uuid-dev libcurl4-openssl-dev postgresql maven python3-venv wrk curl jq chromium)
+	libcriterion-dev uuid-dev libcurl4-openssl-dev postgresql maven python3-venv wrk curl jq chromium openssl)
 # Installed without their recommendations: Prometheus and promtool for the monitoring checks (its
 # recommended node exporter is not ours to run).
 APT_PACKAGES_LEAN=(prometheus)
@@ -217,27 +217,6 @@ export_service_env() {
 	fi
 }
 
-# scram-tls: a CA of the stack's own and a certificate for 127.0.0.1 and localhost signed by it, made once.
-tls_make() {
-	[[ -n $AUTH_TLS && ! -s $TLS_DIR/ca.pem ]] || return 0
-	need_cmd openssl
-	mkdir -p "$TLS_DIR"
-	local out
-	out=$( (umask 077 &&
-		openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=Valerix local CA" \
-			-keyout "$TLS_DIR/ca.key" -out "$TLS_DIR/ca.pem.tmp" &&
-		openssl req -newkey rsa:2048 -nodes -subj "/CN=127.0.0.1" -keyout "$TLS_DIR/server.key" \
-			-out "$TLS_DIR/server.csr" &&
-		printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\n' >"$TLS_DIR/server.ext" &&
-		openssl x509 -req -days 3650 -in "$TLS_DIR/server.csr" -CA "$TLS_DIR/ca.pem.tmp" -CAkey "$TLS_DIR/ca.key" \
-			-CAcreateserial -extfile "$TLS_DIR/server.ext" -out "$TLS_DIR/server.pem" &&
-		cat "$TLS_DIR/server.key" "$TLS_DIR/server.pem" >"$TLS_DIR/kafka.pem") 2>&1) ||
-		die "openssl could not make the stack's certificates: $out"
-	chmod 644 "$TLS_DIR/ca.pem.tmp" "$TLS_DIR/server.pem"
-	mv "$TLS_DIR/ca.pem.tmp" "$TLS_DIR/ca.pem"
-	log "tls: made a CA ($TLS_DIR/ca.pem) and a certificate for 127.0.0.1"
-}
-
 # ------------------------------------------------------------------------------------------------- auth
 
 # Kafka's passwords go into a JAAS line and StorageTool's --add-scram list: characters that need no quoting.
@@ -261,8 +240,9 @@ redact() {
 	printf '%s' "$t"
 }
 
-# write_secret FILE: stdin into FILE, readable by its owner only from the first byte.
-write_secret() { (umask 077 && cat >"$1"); }
+# write_secret FILE: stdin into a new FILE, readable by its owner only from the first byte (an older FILE's
+# mode would stay: it is removed first).
+write_secret() { (umask 077 && rm -f "$1" && cat >"$1"); }
 
 # kcat's client settings in auth mode, from a file (a command line would show the password in ps).
 KCAT_AUTH=()
@@ -277,6 +257,27 @@ sasl.password=$VX_KAFKA_PASSWORD
 EOF
 	[[ -z $AUTH_TLS ]] || echo "ssl.ca.location=$TLS_DIR/ca.pem" >>"$KCAT_CONF"
 	KCAT_AUTH=(-F "$KCAT_CONF")
+}
+
+# scram-tls: a CA of the stack's own and a certificate for 127.0.0.1 and localhost signed by it, made once.
+tls_make() {
+	[[ -n $AUTH_TLS && ! -s $TLS_DIR/ca.pem ]] || return 0
+	need_cmd openssl
+	mkdir -p "$TLS_DIR"
+	local out
+	out=$( (umask 077 &&
+		openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=Valerix local CA" \
+			-keyout "$TLS_DIR/ca.key" -out "$TLS_DIR/ca.pem.tmp" &&
+		openssl req -newkey rsa:2048 -nodes -subj "/CN=127.0.0.1" -keyout "$TLS_DIR/server.key" \
+			-out "$TLS_DIR/server.csr" &&
+		printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\n' >"$TLS_DIR/server.ext" &&
+		openssl x509 -req -days 3650 -in "$TLS_DIR/server.csr" -CA "$TLS_DIR/ca.pem.tmp" -CAkey "$TLS_DIR/ca.key" \
+			-CAcreateserial -extfile "$TLS_DIR/server.ext" -out "$TLS_DIR/server.pem" &&
+		cat "$TLS_DIR/server.key" "$TLS_DIR/server.pem" >"$TLS_DIR/kafka.pem") 2>&1) ||
+		die "openssl could not make the stack's certificates: $out"
+	chmod 644 "$TLS_DIR/ca.pem.tmp" "$TLS_DIR/server.pem"
+	mv "$TLS_DIR/ca.pem.tmp" "$TLS_DIR/ca.pem"
+	log "tls: made a CA ($TLS_DIR/ca.pem) and a certificate for 127.0.0.1"
 }
 
 # ------------------------------------------------------------------------------------------------- deps
@@ -653,11 +654,13 @@ EOF
 }
 
 # Auth mode: role VX_PG_USER's password from VX_PG_PASSWORD, read by psql from the environment (\getenv), so
-# it is on no command line; nothing is logged for a statement that succeeds.
+# it is on no command line; the session logs no statement, not even one that fails.
 pg_set_password() {
+	local out
 	[[ -n $VX_AUTH ]] || return 0
-	printf '%s\n' '\getenv pw VX_PG_PASSWORD' "ALTER ROLE \"$VX_PG_USER\" PASSWORD :'pw';" |
-		VX_PG_PASSWORD=$VX_PG_PASSWORD pg_sql -d postgres >/dev/null || die "postgres: could not set the password of $VX_PG_USER"
+	out=$(printf '%s\n' "SET log_min_error_statement = panic; SET log_statement = none;" '\getenv pw VX_PG_PASSWORD' \
+		"ALTER ROLE \"$VX_PG_USER\" PASSWORD :'pw';" | VX_PG_PASSWORD=$VX_PG_PASSWORD pg_sql -d postgres 2>&1 >/dev/null) ||
+		die "postgres: could not set the password of $VX_PG_USER: $(redact "$out")"
 }
 
 # Lock files left by a SIGKILL or a reboot must not block the start. First the backends of the old server
