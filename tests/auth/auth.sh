@@ -14,7 +14,9 @@
 #   - each service (and vxadmin) started with a wrong Kafka password, and each database user with a
 #     wrong PostgreSQL password, exits non-zero at start, within AUTH_FAIL_SECS, saying which connection
 #     refused which credentials, without the password;
-#   - no password (the right ones, the wrong ones) is in any file the stack and this test wrote: logs,
+#   - no password (the right ones, the wrong ones, VX_CHAOS_TOKEN and a wrong bearer token, which the
+#     gateway's admin relay passes on) is in any file the stack and this test wrote: logs at debug level
+#     with librdkafka's configuration dump and SASL debug lines,
 #     the saved /health, /ready, /metrics, /system bodies and error bodies, the Kafka and PostgreSQL
 #     data, but for the two credential files made for that (the broker's server.properties and kcat's
 #     configuration, mode 0600), which must hold them (the grep's own proof that it finds them).
@@ -67,7 +69,13 @@ BROKER_PW=$(secret vxbroker)    # user broker: the broker's own
 PG_PW=$(secret vxpg)            # role valerix
 BAD_KAFKA_PW=$(secret vxbadkafka)
 BAD_PG_PW=$(secret vxbadpg)
-SECRETS=(KAFKA_PW BROKER_PW PG_PW BAD_KAFKA_PW BAD_PG_PW)
+CHAOS_TOKEN=$(secret vxchaos) # VX_CHAOS_TOKEN, a secret too: the gateway relays it to the services
+BAD_CHAOS_TOKEN=$(secret vxbadchaos)
+SECRETS=(KAFKA_PW BROKER_PW PG_PW BAD_KAFKA_PW BAD_PG_PW CHAOS_TOKEN BAD_CHAOS_TOKEN)
+export VX_CHAOS_TOKEN=$CHAOS_TOKEN
+# The services log all they can: debug lines, and librdkafka's configuration dump and SASL exchanges,
+# so that the grep below reads the most a service ever writes.
+export VX_LOG_LEVEL=debug KAFKA_DEBUG=conf,security
 
 export VX_AUTH=$MODE VX_DATA_DIR=$DATA VX_KAFKA_USER=valerix VX_KAFKA_PASSWORD=$KAFKA_PW
 export VX_KAFKA_BROKER_PASSWORD=$BROKER_PW VX_PG_PASSWORD=$PG_PW VX_PG_USER=valerix
@@ -255,9 +263,14 @@ get err-field "$GW/orders" -X POST -H 'Content-Type: application/json' -H 'Idemp
 	-d '{"customer_id":"c","items":[{"product_id":"AUTH-P-1","quantity":-1}]}'
 get err-missing "$GW/orders/00000000-0000-0000-0000-000000000000"
 get err-route "$GW/no/such/route"
-get err-chaos "$GW/admin/chaos" -X POST -H 'Authorization: Bearer wrong' -d '{}'
+get err-chaos "$GW/admin/chaos" -X POST -H "Authorization: Bearer $BAD_CHAOS_TOKEN" -d '{}'
+get err-chaos-relay "$GW/admin/chaos/order-svc" -X POST -H "Authorization: Bearer $BAD_CHAOS_TOKEN" -d '{}'
 n=$(grep -l '"status"' "$OUT"/err-*.body 2>/dev/null | wc -l)
-check "$((n >= 4))" "error bodies saved for the grep: $n of 5 are problem+json"
+check "$((n == 6))" "error bodies saved for the grep: $n of 6 are problem+json"
+# the admin relay with the right token: it reaches order-svc, which logs the change
+get chaos-relay "$GW/admin/chaos/order-svc" -X POST -H "Authorization: Bearer $CHAOS_TOKEN" \
+	-d '{"crash_points":"","gremlin":{"delay_ms":0}}'
+check "$([[ $CODE == 200 ]] && echo 1 || echo 0)" "POST /admin/chaos/order-svc through the gateway's relay with the token: $CODE"
 if [[ $MODE == scram-tls ]]; then
 	out=$(PGPASSWORD=$PG_PW "${PSQL[@]}" "$INV_DB" -F ' ' -c "SELECT count(*) FILTER (WHERE s.ssl),
 		count(*) FILTER (WHERE NOT s.ssl) FROM pg_stat_activity a JOIN pg_stat_ssl s USING (pid)
@@ -328,6 +341,8 @@ for f in "$DATA/kafka/server.properties:BROKER_PW" "$DATA/run/kcat.conf:KAFKA_PW
 	check "$([[ $(stat -c %a "$file" 2>/dev/null) == 600 ]] && grep -qF -- "${!v}" "$file" && echo 1 || echo 0)" \
 		"${file#"$DATA"/} has mode 0600 and holds $v (the grep finds what it looks for)"
 done
+n=$(cat "$OUT"/{inventory-svc,order-svc,gateway}.log | grep -c 'sasl.password = \[redacted\]')
+check "$((n > 0))" "the services' logs hold librdkafka's configuration dump ($n lines 'sasl.password = [redacted]')"
 nfiles=$(find "$DATA" -type f | wc -l)
 for v in "${SECRETS[@]}"; do
 	hits=$(grep -rlaF -- "${!v}" "$DATA" | grep -vxF -e "$DATA/kafka/server.properties" -e "$DATA/run/kcat.conf" |
