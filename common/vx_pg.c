@@ -29,6 +29,45 @@ static void on_notice(void *arg, const char *message) {
     vx_log(VX_LOG_DEBUG, "postgres_notice", "detail", line, NULL);
 }
 
+/* libpq's message about a connection string it cannot parse quotes the part at fault ("invalid
+ * percent-encoded token: \"...\"", "missing \"=\" after \"...\""), which may be the password: msg
+ * into dst with every quoted part left out. */
+static void unquoted(char *dst, size_t size, const char *msg) {
+    size_t n = 0;
+    int in = 0;
+    for (; *msg && *msg != '\n' && n + 4 < size; msg++) {
+        if (*msg == '"') {
+            in = !in;
+            if (in) {
+                memcpy(dst + n, "\"...", 4);
+                n += 4;
+            } else {
+                dst[n++] = '"';
+            }
+        } else if (!in) {
+            dst[n++] = *msg;
+        }
+    }
+    dst[n] = '\0';
+}
+
+/* A connection string libpq cannot parse never gets better: errstr says so, without its quoted parts. */
+static int unparsable(const char *conninfo, char *errstr, size_t errstr_size) {
+    char *perr = NULL, clean[256];
+    PQconninfoOption *parsed = PQconninfoParse(conninfo, &perr);
+    if (parsed) {
+        PQconninfoFree(parsed);
+        return 0;
+    }
+    unquoted(clean, sizeof(clean), perr ? perr : "out of memory");
+    snprintf(errstr, errstr_size,
+             "PostgreSQL: the connection string does not parse (its quoted parts are not shown: they may hold the "
+             "password): %s",
+             clean);
+    PQfreemem(perr);
+    return 1;
+}
+
 /* conninfo with pgoptions added to its own options, as keyword and value arrays for
  * PQconnectdbParams. Returns the parsed options (free with PQconninfoFree) or NULL with errstr. */
 static PQconninfoOption *with_options(const char *conninfo, const char *pgoptions, const char **kw, const char **val,
@@ -38,9 +77,8 @@ static PQconninfoOption *with_options(const char *conninfo, const char *pgoption
     int n = 0, have = 0;
 
     if (!parsed) {
-        snprintf(errstr, errstr_size, "PostgreSQL: the connection string does not parse: %s", perr ? perr : "out of memory");
-        errstr[strcspn(errstr, "\n")] = '\0';
         PQfreemem(perr);
+        unparsable(conninfo, errstr, errstr_size);
         return NULL;
     }
     for (PQconninfoOption *o = parsed; o->keyword && n < 62; o++) {
@@ -81,6 +119,7 @@ PGconn *vx_pg_connect(const char *conninfo, const char *pgoptions, int wait_ms, 
     char opts[1024];
     PQconninfoOption *parsed = NULL;
 
+    if (unparsable(conninfo, errstr, errstr_size)) return NULL;
     if (pgoptions && !(parsed = with_options(conninfo, pgoptions, kw, val, opts, sizeof(opts), errstr, errstr_size)))
         return NULL;
     for (;;) {
