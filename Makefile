@@ -6,7 +6,8 @@
 #                 (make fuzz runs them long), integration tests against the real
 #                 broker and database, contract checks against schemas/, the monitoring checks
 #                 against a real Prometheus, the dashboard in a real browser, the operator's
-#                 toolkit and the backup/restore drill, the short soak
+#                 toolkit and the backup/restore drill, authenticated connections (make auth),
+#                 the short soak
 #   make soak     the kill-anything soak (DURATION, KILL_EVERY; tests/soak/README.md)
 #   make bench    throughput and latency figures
 # Missing system packages and the Kafka jars are installed by deploy/stack.sh deps, run first.
@@ -27,7 +28,7 @@ SERVICES := $(B)/inventory-svc $(B)/order-svc $(B)/gateway
 TOOLS   := $(B)/vxadmin
 DEPS_STAMP := $(B)/.deps
 
-.PHONY: all deps run up down wipe status test unit unit-asan it contract contract-live monitoring web bench clean soak soak-short backup restore ops fuzz fuzz-short
+.PHONY: all deps run up down wipe status test unit unit-asan it contract contract-live monitoring web bench clean soak soak-short backup restore ops fuzz fuzz-short auth
 all: $(SERVICES) $(TOOLS)
 
 $(DEPS_STAMP): deploy/stack.sh deploy/kafka/pom.xml
@@ -135,7 +136,7 @@ web: all
 	deploy/stack.sh up
 	cd tests/web && npm ci --no-audit --no-fund --loglevel=error && node dashboard.test.mjs
 
-test: unit unit-asan fuzz-short it contract contract-live monitoring web ops soak-short
+test: unit unit-asan fuzz-short it contract contract-live monitoring web ops auth soak-short
 
 bench: all $(B)/vxbench
 	tests/bench/bench.sh
@@ -166,6 +167,13 @@ ops: all
 	deploy/stack.sh up
 	tests/ops/toolkit.sh
 	tests/ops/drill.sh
+# Authenticated connections (tests/auth/auth.sh): a stack of its own started with VX_AUTH=scram (Kafka
+# SASL/SCRAM-SHA-512, PostgreSQL scram-sha-256; ports AUTH_*), then with VX_AUTH=scram-tls (the same over
+# TLS): an order end to end with credentials from the environment only, wrong passwords refused at
+# start, and no password in anything written.
+auth: all
+	tests/auth/auth.sh scram
+	tests/auth/auth.sh scram-tls
 
 clean:
 	rm -rf $(B)/obj $(B)/asan $(B)/fuzz $(SERVICES) $(TOOLS) $(B)/unit_tests $(B)/unit_tests_asan $(B)/it_* $(B)/vxsoak $(B)/vxbench

@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 extern char **environ;
@@ -268,6 +269,69 @@ int vx_kafka_reachable(rd_kafka_t *rk, int timeout_ms) {
     int ok = err == RD_KAFKA_RESP_ERR_NO_ERROR && md && md->broker_cnt > 0;
     if (md) rd_kafka_metadata_destroy(md);
     return ok;
+}
+
+/* vx_kafka_check_broker's client reports errors here (called from its rd_kafka_poll, in the caller's
+ * thread); librdkafka tells of refused credentials only this way, a request just times out. */
+static void check_error_cb(rd_kafka_t *rk, int err, const char *reason, void *opaque) {
+    char *auth = opaque;
+    (void)rk;
+    if (err == RD_KAFKA_RESP_ERR__AUTHENTICATION && !auth[0]) snprintf(auth, 512, "%s", reason);
+}
+
+int vx_kafka_check_broker(vx_kafka_role_t role, int timeout_ms, char *errstr, size_t errstr_size) {
+    /* quiet: what failed is said once, by errstr */
+    const char *defaults[] = {"log_level", "2", NULL};
+    char auth[512] = "", user[128] = "", servers[256] = "";
+    size_t n;
+    struct timespec ts;
+    long long deadline;
+    rd_kafka_conf_t *conf = vx_kafka_conf_new(role == VX_KAFKA_PRODUCER ? VX_KAFKA_PRODUCER : VX_KAFKA_CONSUMER,
+                                              defaults, errstr, errstr_size);
+    rd_kafka_t *rk;
+    int rc = 1;
+
+    if (!conf) return 2;
+    rd_kafka_conf_set_error_cb(conf, check_error_cb);
+    rd_kafka_conf_set_opaque(conf, auth);
+    n = sizeof(user);
+    rd_kafka_conf_get(conf, "sasl.username", user, &n);
+    n = sizeof(servers);
+    rd_kafka_conf_get(conf, "bootstrap.servers", servers, &n);
+    if (!(rk = rd_kafka_new(role == VX_KAFKA_PRODUCER ? RD_KAFKA_PRODUCER : RD_KAFKA_CONSUMER, conf, errstr,
+                            errstr_size))) {
+        rd_kafka_conf_destroy(conf);
+        return 2;
+    }
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    deadline = (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000 + timeout_ms;
+    for (;;) {
+        const struct rd_kafka_metadata *md = NULL;
+        rd_kafka_resp_err_t err = rd_kafka_metadata(rk, 0, NULL, &md, 250);
+        int ok = err == RD_KAFKA_RESP_ERR_NO_ERROR && md && md->broker_cnt > 0;
+        if (md) rd_kafka_metadata_destroy(md);
+        if (ok) {
+            rc = 0;
+            break;
+        }
+        rd_kafka_poll(rk, 50); /* serves check_error_cb */
+        if (auth[0]) {
+            snprintf(errstr, errstr_size,
+                     "Kafka refused the credentials of user \"%s\" (KAFKA_SASL_USERNAME, KAFKA_SASL_PASSWORD, "
+                     "KAFKA_SASL_MECHANISMS; the password is not shown): %s",
+                     user, auth);
+            rc = -1;
+            break;
+        }
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        if ((long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000 >= deadline) {
+            snprintf(errstr, errstr_size, "no Kafka broker at %s (KAFKA_BOOTSTRAP_SERVERS) answered within %d ms",
+                     servers, timeout_ms);
+            break;
+        }
+    }
+    rd_kafka_destroy(rk);
+    return rc;
 }
 
 const char *vx_kafka_header(const rd_kafka_message_t *m, const char *name, char *buf, size_t size) {

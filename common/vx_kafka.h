@@ -86,6 +86,15 @@ int vx_kafka_assign_end(rd_kafka_t *rk, const char *const *topics, int n, char *
 /* 1 when the cluster answers a metadata request within timeout_ms. */
 int vx_kafka_reachable(rd_kafka_t *rk, int timeout_ms);
 
+/* Start-up check of the connection settings of role (the KAFKA_* variables, as vx_kafka_conf_new
+ * reads them), by a short-lived client of its own that asks for metadata for up to timeout_ms.
+ * Returns 0 when a broker answered; -1 with errstr when a broker refused the credentials (SASL
+ * authentication: errstr names the user and the variables, never the password), the caller's cue to
+ * stop at once rather than retry a setting only an operator can correct; 1 with errstr when nothing
+ * answered within timeout_ms; 2 with errstr when the settings make no client (a KAFKA_* variable
+ * librdkafka refuses, named as by vx_kafka_conf_new). The clients the caller makes are not touched. */
+int vx_kafka_check_broker(vx_kafka_role_t role, int timeout_ms, char *errstr, size_t errstr_size);
+
 /* Value of the last header `name` copied NUL-terminated into buf (truncated to size-1), or NULL. */
 const char *vx_kafka_header(const rd_kafka_message_t *m, const char *name, char *buf, size_t size);
 /* The same over a header list (borrowed; NULL: none): what vx_kafka_header reads, callable without a message. */

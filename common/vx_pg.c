@@ -29,6 +29,45 @@ static void on_notice(void *arg, const char *message) {
     vx_log(VX_LOG_DEBUG, "postgres_notice", "detail", line, NULL);
 }
 
+/* libpq's message about a connection string it cannot parse quotes the part at fault ("invalid
+ * percent-encoded token: \"...\"", "missing \"=\" after \"...\""), which may be the password: msg
+ * into dst with every quoted part left out. */
+static void unquoted(char *dst, size_t size, const char *msg) {
+    size_t n = 0;
+    int in = 0;
+    for (; *msg && *msg != '\n' && n + 4 < size; msg++) {
+        if (*msg == '"') {
+            in = !in;
+            if (in) {
+                memcpy(dst + n, "\"...", 4);
+                n += 4;
+            } else {
+                dst[n++] = '"';
+            }
+        } else if (!in) {
+            dst[n++] = *msg;
+        }
+    }
+    dst[n] = '\0';
+}
+
+/* A connection string libpq cannot parse never gets better: errstr says so, without its quoted parts. */
+static int unparsable(const char *conninfo, char *errstr, size_t errstr_size) {
+    char *perr = NULL, clean[256];
+    PQconninfoOption *parsed = PQconninfoParse(conninfo, &perr);
+    if (parsed) {
+        PQconninfoFree(parsed);
+        return 0;
+    }
+    unquoted(clean, sizeof(clean), perr ? perr : "out of memory");
+    snprintf(errstr, errstr_size,
+             "PostgreSQL: the connection string does not parse (its quoted parts are not shown: they may hold the "
+             "password): %s",
+             clean);
+    PQfreemem(perr);
+    return 1;
+}
+
 /* conninfo with pgoptions added to its own options, as keyword and value arrays for
  * PQconnectdbParams. Returns the parsed options (free with PQconninfoFree) or NULL with errstr. */
 static PQconninfoOption *with_options(const char *conninfo, const char *pgoptions, const char **kw, const char **val,
@@ -38,9 +77,8 @@ static PQconninfoOption *with_options(const char *conninfo, const char *pgoption
     int n = 0, have = 0;
 
     if (!parsed) {
-        snprintf(errstr, errstr_size, "PostgreSQL: the connection string does not parse: %s", perr ? perr : "out of memory");
-        errstr[strcspn(errstr, "\n")] = '\0';
         PQfreemem(perr);
+        unparsable(conninfo, errstr, errstr_size);
         return NULL;
     }
     for (PQconninfoOption *o = parsed; o->keyword && n < 62; o++) {
@@ -63,12 +101,25 @@ static PQconninfoOption *with_options(const char *conninfo, const char *pgoption
     return parsed;
 }
 
+/* A connection failure that waiting does not mend: the server (or libpq) refused the credentials.
+ * libpq gives no SQLSTATE before a connection exists, so its messages are matched (the server's in
+ * English: lc_messages of the local stack is C). */
+static int refused(const char *msg) {
+    static const char *const signs[] = {"password authentication failed", "no password supplied",
+                                        "authentication failed for user", "no pg_hba.conf entry", "pg_hba.conf rejects",
+                                        "SCRAM authentication", NULL};
+    for (const char *const *s = signs; *s; s++)
+        if (strstr(msg, *s)) return 1;
+    return 0;
+}
+
 PGconn *vx_pg_connect(const char *conninfo, const char *pgoptions, int wait_ms, char *errstr, size_t errstr_size) {
     long long deadline = now_ms() + wait_ms;
     const char *kw[64], *val[64];
     char opts[1024];
     PQconninfoOption *parsed = NULL;
 
+    if (unparsable(conninfo, errstr, errstr_size)) return NULL;
     if (pgoptions && !(parsed = with_options(conninfo, pgoptions, kw, val, opts, sizeof(opts), errstr, errstr_size)))
         return NULL;
     for (;;) {
@@ -78,10 +129,16 @@ PGconn *vx_pg_connect(const char *conninfo, const char *pgoptions, int wait_ms, 
             PQconninfoFree(parsed);
             return c;
         }
-        snprintf(errstr, errstr_size, "PostgreSQL: %s", PQerrorMessage(c));
+        if (refused(PQerrorMessage(c)))
+            snprintf(errstr, errstr_size,
+                     VX_PG_AUTH_FAILED " of user \"%s\" on %s:%s database %s (the password, from the connection "
+                     "string or PGPASSWORD, is not shown): %s",
+                     PQuser(c), PQhost(c), PQport(c), PQdb(c), PQerrorMessage(c));
+        else
+            snprintf(errstr, errstr_size, "PostgreSQL: %s", PQerrorMessage(c));
         errstr[strcspn(errstr, "\n")] = '\0';
         PQfinish(c);
-        if (now_ms() >= deadline) {
+        if (now_ms() >= deadline || strncmp(errstr, VX_PG_AUTH_FAILED, strlen(VX_PG_AUTH_FAILED)) == 0) {
             PQconninfoFree(parsed);
             return NULL;
         }

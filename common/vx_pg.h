@@ -18,7 +18,11 @@
 /* Connects, retrying for up to wait_ms while the server is not (yet) reachable. pgoptions (may be
  * NULL) are server settings for the session ("-c lock_timeout=200"), added to any the conninfo has;
  * they stay across PQreset. Returns the connection (caller owns; PQfinish) or NULL with errstr. The
- * conninfo is never logged. */
+ * conninfo is never logged. Refused credentials (a wrong or missing password, no pg_hba.conf entry)
+ * are not retried: errstr then starts with VX_PG_AUTH_FAILED and names the user, host, port and
+ * database, never the password. Nor is a connection string that does not parse (libpq's message
+ * about it is given without the parts it quotes, which may be the password). wait_ms 0: one try. */
+#define VX_PG_AUTH_FAILED "PostgreSQL refused the credentials"
 PGconn *vx_pg_connect(const char *conninfo, const char *pgoptions, int wait_ms, char *errstr, size_t errstr_size);
 
 /* Applies the migrations of the ':'-separated folders `dirs` that schema_migrations does not list.

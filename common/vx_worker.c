@@ -387,7 +387,9 @@ int vx_worker_main(const vx_worker_opts_t *o) {
     snprintf(pgopts, sizeof(pgopts), "-c lock_timeout=%lld", o->lock_timeout_ms);
     if (!(w.db = vx_pg_connect(o->db, pgopts, 60000, err, sizeof(err))) ||
         !(w.http_db = vx_pg_connect(o->db, NULL, 60000, err, sizeof(err)))) {
-        vx_log(VX_LOG_ERROR, "database_unreachable", "error", err, NULL);
+        vx_log(VX_LOG_ERROR, strncmp(err, VX_PG_AUTH_FAILED, strlen(VX_PG_AUTH_FAILED)) ? "database_unreachable"
+                                                                                     : "database_auth_failed",
+               "error", err, NULL);
         goto out;
     }
     if (vx_pg_migrate(w.http_db, o->migrations, err, sizeof(err)) < 0) {
@@ -396,6 +398,20 @@ int vx_worker_main(const vx_worker_opts_t *o) {
     }
     if (!(w.producer = vx_kafka_producer_new(on_delivery, &w, NULL, err, sizeof(err))) ||
         !(w.outbox = vx_outbox_new(w.producer))) {
+        vx_log(VX_LOG_ERROR, "kafka_setup_failed", "error", err, NULL);
+        goto out;
+    }
+    /* Refused credentials stop the start at once, saying so, instead of a CreateTopics timing out. */
+    switch (vx_kafka_check_broker(VX_KAFKA_PRODUCER, 30000, err, sizeof(err))) {
+    case 0:
+        break;
+    case -1:
+        vx_log(VX_LOG_ERROR, "kafka_auth_failed", "error", err, NULL);
+        goto out;
+    case 1:
+        vx_log(VX_LOG_ERROR, "kafka_unreachable", "error", err, NULL);
+        goto out;
+    default:
         vx_log(VX_LOG_ERROR, "kafka_setup_failed", "error", err, NULL);
         goto out;
     }

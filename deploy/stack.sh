@@ -26,8 +26,21 @@
 #   INVENTORY_HTTP_ADDR    [127.0.0.1:8082]  host:port of inventory-svc
 #   ORDERS_HTTP_ADDR       [127.0.0.1:8081]  host:port of order-svc
 #   GATEWAY_HTTP_ADDR      [127.0.0.1:8080]  host:port of gateway
+#   VX_AUTH                [off]    scram: authenticated stack (README "Authentication"). Kafka's client listener
+#                                   is SASL_PLAINTEXT with SCRAM-SHA-512 users VX_KAFKA_USER and "broker" (made
+#                                   when the storage is first formatted); PostgreSQL asks scram-sha-256 passwords
+#                                   on 127.0.0.1 (its socket in run/, mode 0700, stays trust for this script).
+#                                   scram-tls: the same over TLS (Kafka SASL_SSL, PostgreSQL hostssl only), with
+#                                   a CA and a certificate for 127.0.0.1 made by openssl into tls/ (ca.pem)
+#   VX_KAFKA_USER          [valerix]  the SCRAM user the services and vxadmin log in as (auth mode)
+#   VX_KAFKA_PASSWORD      [a dev default]  its password; VX_KAFKA_BROKER_PASSWORD: the broker's own
+#   VX_PG_PASSWORD         [a dev default]  role VX_PG_USER's password, set at every start (auth mode)
+#                          Passwords are never printed; Kafka's are made of A-Z a-z 0-9 . _ ~ - only.
 # Services and build/vxadmin are started with KAFKA_BOOTSTRAP_SERVERS, INVENTORY_DB, ORDERS_DB, PGHOST, PGPORT, PGUSER,
-# the *_HTTP_ADDR and ORDERS_URL/INVENTORY_URL (the gateway's reads: http://<*_HTTP_ADDR>) set.
+# the *_HTTP_ADDR and ORDERS_URL/INVENTORY_URL (the gateway's reads: http://<*_HTTP_ADDR>) set;
+# in auth mode also KAFKA_SECURITY_PROTOCOL, KAFKA_SASL_MECHANISMS, KAFKA_SASL_USERNAME, KAFKA_SASL_PASSWORD
+# and PGPASSWORD, with TLS KAFKA_SSL_CA_LOCATION, PGSSLMODE=verify-full and PGSSLROOTCERT (each kept when
+# already set: a client may present other credentials than the stack's).
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -50,6 +63,18 @@ VX_SEED_SECS=${VX_SEED_SECS:-30}
 INVENTORY_HTTP_ADDR=${INVENTORY_HTTP_ADDR:-127.0.0.1:8082}
 ORDERS_HTTP_ADDR=${ORDERS_HTTP_ADDR:-127.0.0.1:8081}
 GATEWAY_HTTP_ADDR=${GATEWAY_HTTP_ADDR:-127.0.0.1:8080}
+VX_AUTH=${VX_AUTH:-}
+VX_KAFKA_USER=${VX_KAFKA_USER:-valerix}
+VX_KAFKA_PASSWORD=${VX_KAFKA_PASSWORD:-valerix-dev-kafka}
+VX_KAFKA_BROKER_PASSWORD=${VX_KAFKA_BROKER_PASSWORD:-valerix-dev-broker}
+VX_PG_PASSWORD=${VX_PG_PASSWORD:-valerix-dev-pg}
+AUTH_TLS=
+case $VX_AUTH in
+'' | off) VX_AUTH= ;;
+scram) ;;
+scram-tls) AUTH_TLS=1 ;;
+*) printf 'stack: error: VX_AUTH=%s: use scram or scram-tls, or leave it unset\n' "$VX_AUTH" >&2 && exit 2 ;;
+esac
 
 KAFKA_VERSION=3.9.1
 KAFKA_POM=$DEPLOY/kafka/pom.xml
@@ -58,17 +83,20 @@ KAFKA_DIR=$VX_DATA_DIR/kafka
 KAFKA_DATA=$KAFKA_DIR/data
 KAFKA_PROPS=$KAFKA_DIR/server.properties
 KAFKA_CLUSTER_ID=$KAFKA_DIR/cluster.id
+KAFKA_AUTH_MARK=$KAFKA_DIR/auth # off or scram: whether the storage was formatted with SCRAM users
+TLS_DIR=$VX_DATA_DIR/tls        # scram-tls: ca.pem (what clients trust), the CA's and the server's keys
 PG_DATA=$VX_DATA_DIR/pg/data
 LOG_DIR=$VX_DATA_DIR/log
 RUN_DIR=$VX_DATA_DIR/run
 KAFKA_PIDFILE=$RUN_DIR/kafka.pid
+KCAT_CONF=$RUN_DIR/kcat.conf # auth mode: kcat's credentials (mode 0600), never on a command line
 BROKERS=127.0.0.1:$VX_BROKER_PORT
 SERVICES=(inventory-svc order-svc gateway) # start order; down stops them all at once
 DATABASES=(inventory orders)
 LOG_KEEP_BYTES=$((20 * 1024 * 1024)) # a log over this size is moved to NAME.log.1 at the next start
 
 APT_PACKAGES=(build-essential pkg-config librdkafka-dev kcat libpq-dev libjson-c-dev libmicrohttpd-dev
-	libcriterion-dev uuid-dev libcurl4-openssl-dev postgresql maven python3-venv wrk curl jq chromium)
+	libcriterion-dev uuid-dev libcurl4-openssl-dev postgresql maven python3-venv wrk curl jq chromium openssl)
 # Installed without their recommendations: Prometheus and promtool for the monitoring checks (its
 # recommended node exporter is not ours to run); clang and its libFuzzer runtime for the fuzz targets
 # (make fuzz; the recommended llvm-14-dev is not needed).
@@ -174,8 +202,84 @@ export_service_env() {
 	export INVENTORY_DB=${INVENTORY_DB:-postgresql://$VX_PG_USER@127.0.0.1:$VX_PG_PORT/inventory}
 	export ORDERS_DB=${ORDERS_DB:-postgresql://$VX_PG_USER@127.0.0.1:$VX_PG_PORT/orders}
 	export INVENTORY_HTTP_ADDR ORDERS_HTTP_ADDR GATEWAY_HTTP_ADDR
-	# the gateway relays its reads to the services where they listen, not at their default ports
+	# the gateway's reads go where the services listen, not to their default ports
 	export ORDERS_URL=${ORDERS_URL:-http://$ORDERS_HTTP_ADDR} INVENTORY_URL=${INVENTORY_URL:-http://$INVENTORY_HTTP_ADDR}
+	if [[ -n $VX_AUTH ]]; then
+		local protocol=SASL_PLAINTEXT
+		[[ -z $AUTH_TLS ]] || protocol=SASL_SSL
+		export KAFKA_SECURITY_PROTOCOL=${KAFKA_SECURITY_PROTOCOL:-$protocol}
+		export KAFKA_SASL_MECHANISMS=${KAFKA_SASL_MECHANISMS:-SCRAM-SHA-512}
+		export KAFKA_SASL_USERNAME=${KAFKA_SASL_USERNAME:-$VX_KAFKA_USER}
+		export KAFKA_SASL_PASSWORD=${KAFKA_SASL_PASSWORD:-$VX_KAFKA_PASSWORD}
+		export PGPASSWORD=${PGPASSWORD:-$VX_PG_PASSWORD}
+	fi
+	if [[ -n $AUTH_TLS ]]; then
+		export KAFKA_SSL_CA_LOCATION=${KAFKA_SSL_CA_LOCATION:-$TLS_DIR/ca.pem}
+		export PGSSLMODE=${PGSSLMODE:-verify-full} PGSSLROOTCERT=${PGSSLROOTCERT:-$TLS_DIR/ca.pem}
+	fi
+}
+
+# ------------------------------------------------------------------------------------------------- auth
+
+# Kafka's passwords go into a JAAS line and StorageTool's --add-scram list: characters that need no quoting.
+auth_check_passwords() {
+	local v
+	for v in VX_KAFKA_PASSWORD VX_KAFKA_BROKER_PASSWORD; do
+		[[ ${!v} =~ ^[A-Za-z0-9._~-]{8,}$ ]] ||
+			die "$v must be 8 or more of A-Z a-z 0-9 . _ ~ - (its value is not shown)"
+	done
+	[[ $VX_KAFKA_USER =~ ^[A-Za-z0-9._-]+$ && $VX_KAFKA_USER != broker ]] ||
+		die "VX_KAFKA_USER=$VX_KAFKA_USER: use A-Z a-z 0-9 . _ - and not the broker's own user, broker"
+	[[ -n $VX_PG_PASSWORD ]] || die "VX_PG_PASSWORD is empty"
+}
+
+# redact TEXT: TEXT with every password of the stack replaced by ***, for a message that quotes a tool.
+redact() {
+	local t=$1 v
+	for v in VX_KAFKA_PASSWORD VX_KAFKA_BROKER_PASSWORD VX_PG_PASSWORD; do
+		[[ -z ${!v} ]] || t=${t//"${!v}"/***}
+	done
+	printf '%s' "$t"
+}
+
+# write_secret FILE: stdin into a new FILE, readable by its owner only from the first byte (an older FILE's
+# mode would stay: it is removed first).
+write_secret() { (umask 077 && rm -f "$1" && cat >"$1"); }
+
+# kcat's client settings in auth mode, from a file (a command line would show the password in ps).
+KCAT_AUTH=()
+kcat_auth() {
+	[[ -n $VX_AUTH ]] || return 0
+	mkdir -p "$RUN_DIR"
+	write_secret "$KCAT_CONF" <<EOF
+security.protocol=$([[ -n $AUTH_TLS ]] && echo SASL_SSL || echo SASL_PLAINTEXT)
+sasl.mechanisms=SCRAM-SHA-512
+sasl.username=$VX_KAFKA_USER
+sasl.password=$VX_KAFKA_PASSWORD
+EOF
+	[[ -z $AUTH_TLS ]] || echo "ssl.ca.location=$TLS_DIR/ca.pem" >>"$KCAT_CONF"
+	KCAT_AUTH=(-F "$KCAT_CONF")
+}
+
+# scram-tls: a CA of the stack's own and a certificate for 127.0.0.1 and localhost signed by it, made once.
+tls_make() {
+	[[ -n $AUTH_TLS && ! -s $TLS_DIR/ca.pem ]] || return 0
+	need_cmd openssl
+	mkdir -p "$TLS_DIR"
+	local out
+	out=$( (umask 077 &&
+		openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=Valerix local CA" \
+			-keyout "$TLS_DIR/ca.key" -out "$TLS_DIR/ca.pem.tmp" &&
+		openssl req -newkey rsa:2048 -nodes -subj "/CN=127.0.0.1" -keyout "$TLS_DIR/server.key" \
+			-out "$TLS_DIR/server.csr" &&
+		printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\n' >"$TLS_DIR/server.ext" &&
+		openssl x509 -req -days 3650 -in "$TLS_DIR/server.csr" -CA "$TLS_DIR/ca.pem.tmp" -CAkey "$TLS_DIR/ca.key" \
+			-CAcreateserial -extfile "$TLS_DIR/server.ext" -out "$TLS_DIR/server.pem" &&
+		cat "$TLS_DIR/server.key" "$TLS_DIR/server.pem" >"$TLS_DIR/kafka.pem") 2>&1) ||
+		die "openssl could not make the stack's certificates: $out"
+	chmod 644 "$TLS_DIR/ca.pem.tmp" "$TLS_DIR/server.pem"
+	mv "$TLS_DIR/ca.pem.tmp" "$TLS_DIR/ca.pem"
+	log "tls: made a CA ($TLS_DIR/ca.pem) and a certificate for 127.0.0.1"
 }
 
 # ------------------------------------------------------------------------------------------------- deps
@@ -263,21 +367,24 @@ kafka_pid() { pid_of "$KAFKA_PIDFILE" kafka.Kafka; }
 
 # Ready means the broker answers metadata and lists itself (so it is unfenced and can create topics).
 kafka_answers() {
-	kcat -b "$BROKERS" -L -t __none -m 2 2>/dev/null | grep -q '^ *1 brokers:'
+	kcat "${KCAT_AUTH[@]}" -b "$BROKERS" -L -t __none -m 2 2>/dev/null | grep -q '^ *1 brokers:'
 }
 
 kafka_write_props() {
+	local l=PLAINTEXT
+	[[ -z $VX_AUTH ]] || l=SASL_PLAINTEXT
+	[[ -z $AUTH_TLS ]] || l=SASL_SSL
 	mkdir -p "$KAFKA_DATA"
-	cat >"$KAFKA_PROPS" <<EOF
+	write_secret "$KAFKA_PROPS" <<EOF
 # Generated by deploy/stack.sh at every start; edit the script, not this file.
 process.roles=broker,controller
 node.id=1
 controller.quorum.voters=1@127.0.0.1:$VX_CONTROLLER_PORT
-listeners=PLAINTEXT://127.0.0.1:$VX_BROKER_PORT,CONTROLLER://127.0.0.1:$VX_CONTROLLER_PORT
-advertised.listeners=PLAINTEXT://127.0.0.1:$VX_BROKER_PORT
+listeners=$l://127.0.0.1:$VX_BROKER_PORT,CONTROLLER://127.0.0.1:$VX_CONTROLLER_PORT
+advertised.listeners=$l://127.0.0.1:$VX_BROKER_PORT
 controller.listener.names=CONTROLLER
-inter.broker.listener.name=PLAINTEXT
-listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
+inter.broker.listener.name=$l
+listener.security.protocol.map=CONTROLLER:PLAINTEXT,$l:$l
 log.dirs=$KAFKA_DATA
 num.partitions=6
 default.replication.factor=1
@@ -296,6 +403,22 @@ broker.heartbeat.interval.ms=1000
 num.network.threads=1
 num.io.threads=2
 EOF
+	[[ -n $VX_AUTH ]] || return 0
+	# Auth mode: SCRAM users live in the metadata log (kafka_format adds them); the broker logs in to its
+	# own listener as user broker. The controller listener stays PLAINTEXT on 127.0.0.1 (KRaft cannot
+	# check SCRAM there: the controller reads the SCRAM users from the log it serves).
+	cat >>"$KAFKA_PROPS" <<EOF
+sasl.enabled.mechanisms=SCRAM-SHA-512
+sasl.mechanism.inter.broker.protocol=SCRAM-SHA-512
+listener.name.${l,,}.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required username="broker" password="$VX_KAFKA_BROKER_PASSWORD";
+EOF
+	[[ -n $AUTH_TLS ]] || return 0
+	cat >>"$KAFKA_PROPS" <<EOF
+ssl.keystore.type=PEM
+ssl.keystore.location=$TLS_DIR/kafka.pem
+ssl.truststore.type=PEM
+ssl.truststore.location=$TLS_DIR/ca.pem
+EOF
 }
 
 # Format the log dir once; the cluster id is kept in a file so a re-run formats with the same id.
@@ -310,12 +433,37 @@ kafka_format() {
 		printf '%s\n' "$id" >"$KAFKA_CLUSTER_ID"
 	fi
 	id=$(cat "$KAFKA_CLUSTER_ID")
-	out=$(java -Dlog4j.configuration="file:$KAFKA_LOG4J" -cp "$VX_KAFKA_LIBS/*" kafka.tools.StorageTool format \
-		-t "$id" -c "$KAFKA_PROPS" --ignore-formatted 2>&1) || die "formatting Kafka storage failed: $out"
+	# The SCRAM users are added by the first format only: a formatted log keeps the mode it was made in.
+	local want=off have
+	[[ -z $VX_AUTH ]] || want=scram
+	if [[ -f $KAFKA_DATA/meta.properties ]]; then
+		have=$(cat "$KAFKA_AUTH_MARK" 2>/dev/null || echo off)
+		[[ $have == "$want" ]] || die "Kafka's storage in $KAFKA_DATA was formatted with SCRAM users: $have;" \
+			"VX_AUTH=${VX_AUTH:-off} needs $want: use another VX_DATA_DIR, or deploy/stack.sh wipe"
+	fi
+	# StorageTool's arguments from a file (java @file), so no password is on a command line.
+	write_secret "$RUN_DIR/storage.args" <<EOF
+kafka.tools.StorageTool
+format
+-t
+$id
+-c
+$KAFKA_PROPS
+--ignore-formatted
+EOF
+	[[ -z $VX_AUTH ]] || printf '%s\n' --add-scram "SCRAM-SHA-512=[name=$VX_KAFKA_USER,password=$VX_KAFKA_PASSWORD]" \
+		--add-scram "SCRAM-SHA-512=[name=broker,password=$VX_KAFKA_BROKER_PASSWORD]" >>"$RUN_DIR/storage.args"
+	out=$(java -Dlog4j.configuration="file:$KAFKA_LOG4J" -cp "$VX_KAFKA_LIBS/*" "@$RUN_DIR/storage.args" 2>&1) || {
+		rm -f "$RUN_DIR/storage.args"
+		die "formatting Kafka storage failed: $(redact "$out")"
+	}
+	rm -f "$RUN_DIR/storage.args"
+	[[ -f $KAFKA_AUTH_MARK ]] || echo "$want" >"$KAFKA_AUTH_MARK"
 }
 
 kafka_wait_ready() {
 	local t0=$1 deadline=$(($1 + VX_KAFKA_READY_SECS * 1000))
+	kcat_auth
 	until kafka_answers; do
 		if ! kafka_pid >/dev/null; then
 			show_log_tail "$LOG_DIR/kafka.log" "$LOG_FROM"
@@ -345,6 +493,8 @@ kafka_start() {
 		! port_in_use "$port" || die "port 127.0.0.1:$port is taken by a process that is not our Kafka"
 	done
 	mkdir -p "$LOG_DIR" "$RUN_DIR" "$LOG_DIR/kafka"
+	[[ -z $VX_AUTH ]] || auth_check_passwords
+	tls_make
 	kafka_write_props
 	kafka_format
 	spawn "$KAFKA_PIDFILE" "$LOG_DIR/kafka.log" \
@@ -429,7 +579,9 @@ pg_wait_gone() {
 	done
 }
 
-pg_sql() { "$(pg_bin)/psql" -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$VX_PG_PORT" -U "$VX_PG_USER" "$@"; }
+# This script's own connections: TCP, or in auth mode the socket in RUN_DIR (trust, the folder 0700).
+pg_admin_host() { if [[ -n $VX_AUTH ]]; then echo "$RUN_DIR"; else echo 127.0.0.1; fi; }
+pg_sql() { "$(pg_bin)/psql" -X -q -v ON_ERROR_STOP=1 -h "$(pg_admin_host)" -p "$VX_PG_PORT" -U "$VX_PG_USER" "$@"; }
 pg_answers() { "$(pg_bin)/pg_isready" -q -h 127.0.0.1 -p "$VX_PG_PORT" -U "$VX_PG_USER" -d postgres; }
 
 pg_prepare_dirs() {
@@ -476,6 +628,41 @@ synchronous_commit = on
 max_wal_size = 4GB
 checkpoint_timeout = 15min
 EOF
+	[[ -n $VX_AUTH ]] || return 0
+	# Auth mode: passwords (scram-sha-256) on 127.0.0.1; trust on the socket, which only RUN_DIR's owner
+	# reaches. With TLS, TCP without it is rejected.
+	local host=host
+	as_pg tee -a "$PG_DATA/valerix.conf" >/dev/null <<EOF
+password_encryption = scram-sha-256
+hba_file = '$PG_DATA/valerix_hba.conf'
+EOF
+	if [[ -n $AUTH_TLS ]]; then
+		host=hostssl
+		tls_make
+		install -m 600 -o "$(stat -c %U "$PG_DATA")" "$TLS_DIR/server.key" "$PG_DATA/server.key"
+		install -m 644 -o "$(stat -c %U "$PG_DATA")" "$TLS_DIR/server.pem" "$PG_DATA/server.crt"
+		as_pg tee -a "$PG_DATA/valerix.conf" >/dev/null <<EOF
+ssl = on
+ssl_cert_file = '$PG_DATA/server.crt'
+ssl_key_file = '$PG_DATA/server.key'
+EOF
+	fi
+	as_pg tee "$PG_DATA/valerix_hba.conf" >/dev/null <<EOF
+# Generated by deploy/stack.sh (VX_AUTH=$VX_AUTH) at every start.
+local all all trust
+$host all all 127.0.0.1/32 scram-sha-256
+EOF
+	chmod 700 "$RUN_DIR"
+}
+
+# Auth mode: role VX_PG_USER's password from VX_PG_PASSWORD, read by psql from the environment (\getenv), so
+# it is on no command line; the session logs no statement, not even one that fails.
+pg_set_password() {
+	local out
+	[[ -n $VX_AUTH ]] || return 0
+	out=$(printf '%s\n' "SET log_min_error_statement = panic; SET log_statement = none;" '\getenv pw VX_PG_PASSWORD' \
+		"ALTER ROLE \"$VX_PG_USER\" PASSWORD :'pw';" | VX_PG_PASSWORD=$VX_PG_PASSWORD pg_sql -d postgres 2>&1 >/dev/null) ||
+		die "postgres: could not set the password of $VX_PG_USER: $(redact "$out")"
 }
 
 # Lock files left by a SIGKILL or a reboot must not block the start. First the backends of the old server
@@ -501,7 +688,7 @@ pg_ensure_databases() {
 	local db
 	for db in "${DATABASES[@]}"; do
 		if [[ -z $(pg_sql -d postgres -tAc "SELECT 1 FROM pg_database WHERE datname = '$db'") ]]; then
-			"$(pg_bin)/createdb" -h 127.0.0.1 -p "$VX_PG_PORT" -U "$VX_PG_USER" -O "$VX_PG_USER" "$db"
+			"$(pg_bin)/createdb" -h "$(pg_admin_host)" -p "$VX_PG_PORT" -U "$VX_PG_USER" -O "$VX_PG_USER" "$db"
 			log "postgres: created database $db"
 		fi
 	done
@@ -521,6 +708,7 @@ pg_start() {
 	pg_bin >/dev/null
 	if pid=$(pg_pid); then
 		pg_wait_ready
+		pg_set_password
 		pg_ensure_databases
 		log "postgres: already up (pid $pid) on 127.0.0.1:$VX_PG_PORT"
 		return 0
@@ -537,6 +725,7 @@ pg_start() {
 		die "PostgreSQL did not start (log: $LOG_DIR/postgres.log)"
 	}
 	pg_wait_ready
+	pg_set_password
 	pg_ensure_databases
 	log "postgres: up (pid $(pg_pid)) on 127.0.0.1:$VX_PG_PORT in $(since "$t0")"
 }
@@ -671,7 +860,10 @@ seed_products() {
 		return 0
 	fi
 	t0=$(now_ms)
-	grep '|' "$VX_SEED_FILE" | kcat -P -b "$BROKERS" -t inventory.commands -K'|' ||
+	kcat_auth
+	# (kcat says on stderr which configuration file it read: noise)
+	grep '|' "$VX_SEED_FILE" | kcat "${KCAT_AUTH[@]}" -P -b "$BROKERS" -t inventory.commands -K'|' \
+		2> >(grep -v '^% Reading configuration from file' >&2) ||
 		die "seed: kcat could not produce to inventory.commands"
 	deadline=$((t0 + VX_SEED_SECS * 1000))
 	while count=$(pg_sql -d inventory -tAc 'SELECT count(*) FROM products') && ((count < want)); do
@@ -750,7 +942,7 @@ cmd_down() {
 cmd_wipe() {
 	cmd_down
 	log "wiping Kafka data, PostgreSQL data, logs and pid files (keeping $VX_KAFKA_LIBS)"
-	rm -rf "$KAFKA_DATA" "$KAFKA_PROPS" "$KAFKA_CLUSTER_ID" "$VX_DATA_DIR/pg" "$LOG_DIR" "$RUN_DIR"
+	rm -rf "$KAFKA_DATA" "$KAFKA_PROPS" "$KAFKA_CLUSTER_ID" "$KAFKA_AUTH_MARK" "$TLS_DIR" "$VX_DATA_DIR/pg" "$LOG_DIR" "$RUN_DIR"
 }
 
 cmd_status() {

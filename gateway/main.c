@@ -534,6 +534,16 @@ int main(void) {
 
     g.cfg.rr.answer = on_outcome;
     g.cfg.rr.park = on_park;
+    /* Credentials the broker refuses are the operator's to correct: stop at once, saying so. A broker
+       that does not answer yet is waited for by gw_rr_start, as before. */
+    switch (vx_kafka_check_broker(VX_KAFKA_PRODUCER, 10000, err, sizeof(err))) {
+    case -1:
+        vx_log(VX_LOG_ERROR, "kafka_auth_failed", "error", err, NULL);
+        goto out;
+    case 2:
+        vx_log(VX_LOG_ERROR, "kafka_setup_failed", "error", err, NULL);
+        goto out;
+    }
     if (!(g.rr = gw_rr_start(&g.cfg.rr, err, sizeof(err)))) {
         vx_log(VX_LOG_ERROR, "kafka_setup_failed", "error", err, NULL);
         goto out;

@@ -30,6 +30,7 @@
 
 #include "vx_config.h"
 #include "vx_kafka.h"
+#include "vx_pg.h"
 
 #define TIMEOUT_MS 15000
 #define REDRIVE_BATCH 100
@@ -169,10 +170,12 @@ static rd_kafka_t *kafka_client(const char *group) {
     const char *defaults[] = {"group.id", group ? group : "vxadmin", "enable.auto.commit", "false", "log_level", "2",
                               NULL};
     char err[512];
-    rd_kafka_conf_t *conf = vx_kafka_conf_new(VX_KAFKA_CONSUMER, defaults, err, sizeof(err));
+    rd_kafka_conf_t *conf;
     rd_kafka_t *rk;
 
-    if (!conf) return fail("%s", err), NULL;
+    /* refused credentials, or no broker: said at once, not as the first request's timeout */
+    if (vx_kafka_check_broker(VX_KAFKA_CONSUMER, TIMEOUT_MS, err, sizeof(err))) return fail("%s", err), NULL;
+    if (!(conf = vx_kafka_conf_new(VX_KAFKA_CONSUMER, defaults, err, sizeof(err)))) return fail("%s", err), NULL;
     if (!(rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, err, sizeof(err)))) {
         rd_kafka_conf_destroy(conf);
         return fail("%s", err), NULL;
@@ -826,15 +829,13 @@ static char *pg_array(const keys_t *k) {
 
 /* How many of keys the owner has recorded, or -1 (said why). */
 static long long recorded(const owner_t *o, const keys_t *k) {
-    PGconn *db = PQconnectdb(o->db);
+    char msg[512];
+    PGconn *db = vx_pg_connect(o->db, NULL, 0, msg, sizeof(msg)); /* its errors never show the password */
     char *arr = pg_array(k);
     const char *params[1] = {arr};
     long long n = -1;
 
-    if (PQstatus(db) != CONNECTION_OK) {
-        char msg[512];
-        snprintf(msg, sizeof(msg), "%s", PQerrorMessage(db));
-        msg[strcspn(msg, "\n")] = '\0';
+    if (!db) {
         fail("%s's database: %s", o->service, msg);
     } else if (arr) {
         PGresult *r = PQexecParams(db, o->sql, 1, NULL, params, NULL, NULL, 0);
@@ -1397,13 +1398,10 @@ static int cmd_outbox(int argc, char **argv) {
         db = vx_cfg_str("ORDERS_DB", "postgresql://valerix@127.0.0.1:55432/orders");
     else
         return usage(help, "unknown service \"%s\" (inventory-svc, order-svc)", argv[0]);
-    c = PQconnectdb(db);
-    if (PQstatus(c) != CONNECTION_OK) {
+    {
         char msg[512];
-        snprintf(msg, sizeof(msg), "%s", PQerrorMessage(c));
-        msg[strcspn(msg, "\n")] = '\0';
-        PQfinish(c);
-        return fail("%s's database: %s", argv[0], msg);
+        if (!(c = vx_pg_connect(db, NULL, 0, msg, sizeof(msg)))) /* its errors never show the password */
+            return fail("%s's database: %s", argv[0], msg);
     }
     r = PQexec(c, sql);
     if (PQresultStatus(r) == PGRES_TUPLES_OK) {

@@ -1,13 +1,16 @@
 /* Unit tests of vx_kafka's configuration: KAFKA_* variables map to librdkafka properties for the
  * right kind of client only, the environment has the last word over every default, and a property
  * librdkafka does not know stops start-up with a message naming the variable. The dead-letter
- * copy is checked on a producer whose broker is unreachable. No broker needed. */
+ * copy is checked on a producer whose broker is unreachable; the start-up check against librdkafka's
+ * mock cluster and an address where nothing listens. No broker needed. */
 #include <criterion/criterion.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
 #include "vx_kafka.h"
+
+#include <librdkafka/rdkafka_mock.h> /* after rdkafka.h, which vx_kafka.h includes */
 
 static char errstr[512];
 
@@ -263,4 +266,67 @@ Test(kafka_topics, names_come_from_the_environment_else_the_contract_defaults) {
     cr_expect_str_eq(vx_topic(VX_TOPIC_INVENTORY_DLQ), "inventory.dlq");
     cr_expect_str_eq(vx_topic_logical(VX_TOPIC_INVENTORY_EVENTS), "events");
     cr_expect_str_eq(vx_topic_logical(VX_TOPIC_ORDERS_RESULTS), "orders.results");
+}
+
+/* vx_kafka_check_broker: a broker that answers, one that refuses SASL, none at all, and settings that
+ * make no client. A real broker refusing a wrong password: tests/auth/auth.sh (make auth). */
+Test(kafka_check_broker, a_broker_that_answers_is_0) {
+    char err[512];
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    rd_kafka_t *owner;
+    rd_kafka_mock_cluster_t *mc;
+
+    clear_kafka_env();
+    rd_kafka_conf_set(conf, "log_level", "0", NULL, 0);
+    cr_assert_not_null(owner = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof(err)), "%s", err);
+    cr_assert_not_null(mc = rd_kafka_mock_cluster_new(owner, 1));
+    setenv("KAFKA_BOOTSTRAP_SERVERS", rd_kafka_mock_cluster_bootstraps(mc), 1);
+    cr_expect_eq(vx_kafka_check_broker(VX_KAFKA_PRODUCER, 5000, errstr, sizeof(errstr)), 0, "%s", errstr);
+    cr_expect_eq(vx_kafka_check_broker(VX_KAFKA_CONSUMER, 5000, errstr, sizeof(errstr)), 0, "%s", errstr);
+    rd_kafka_mock_cluster_destroy(mc);
+    rd_kafka_destroy(owner);
+    unsetenv("KAFKA_BOOTSTRAP_SERVERS");
+}
+
+/* The mock cluster knows no SASL: librdkafka reports its handshake refused as an authentication
+ * failure, which is what a wrong password makes a real broker report. */
+Test(kafka_check_broker, refused_credentials_are_minus_1_naming_the_user_never_the_password) {
+    char err[512];
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    rd_kafka_t *owner;
+    rd_kafka_mock_cluster_t *mc;
+
+    clear_kafka_env();
+    rd_kafka_conf_set(conf, "log_level", "0", NULL, 0);
+    cr_assert_not_null(owner = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof(err)), "%s", err);
+    cr_assert_not_null(mc = rd_kafka_mock_cluster_new(owner, 1));
+    setenv("KAFKA_BOOTSTRAP_SERVERS", rd_kafka_mock_cluster_bootstraps(mc), 1);
+    setenv("KAFKA_SECURITY_PROTOCOL", "SASL_PLAINTEXT", 1);
+    setenv("KAFKA_SASL_MECHANISMS", "PLAIN", 1);
+    setenv("KAFKA_SASL_USERNAME", "shop-user", 1);
+    setenv("KAFKA_SASL_PASSWORD", "s3cret-never-shown", 1);
+    cr_assert_eq(vx_kafka_check_broker(VX_KAFKA_CONSUMER, 5000, errstr, sizeof(errstr)), -1, "%s", errstr);
+    cr_expect(strstr(errstr, "Kafka refused the credentials of user \"shop-user\"") != NULL, "%s", errstr);
+    cr_expect(strstr(errstr, "SASL") != NULL, "%s", errstr);
+    cr_expect(strstr(errstr, "s3cret") == NULL, "%s", errstr);
+    clear_kafka_env();
+    rd_kafka_mock_cluster_destroy(mc);
+    rd_kafka_destroy(owner);
+}
+
+Test(kafka_check_broker, no_broker_is_1_naming_the_address) {
+    clear_kafka_env();
+    setenv("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:1", 1);
+    cr_assert_eq(vx_kafka_check_broker(VX_KAFKA_PRODUCER, 600, errstr, sizeof(errstr)), 1);
+    cr_expect(strstr(errstr, "no Kafka broker at 127.0.0.1:1 (KAFKA_BOOTSTRAP_SERVERS) answered within 600 ms") != NULL,
+              "%s", errstr);
+    unsetenv("KAFKA_BOOTSTRAP_SERVERS");
+}
+
+Test(kafka_check_broker, settings_that_make_no_client_are_2_naming_the_variable) {
+    clear_kafka_env();
+    setenv("KAFKA_NO_SUCH_THING", "1", 1);
+    cr_assert_eq(vx_kafka_check_broker(VX_KAFKA_PRODUCER, 600, errstr, sizeof(errstr)), 2);
+    cr_expect(strstr(errstr, "KAFKA_NO_SUCH_THING") != NULL, "%s", errstr);
+    unsetenv("KAFKA_NO_SUCH_THING");
 }
