@@ -26,7 +26,7 @@ SERVICES := $(B)/inventory-svc $(B)/order-svc $(B)/gateway
 TOOLS   := $(B)/vxadmin
 DEPS_STAMP := $(B)/.deps
 
-.PHONY: all deps run up down wipe status test unit unit-asan it contract monitoring web bench clean soak soak-short backup restore ops
+.PHONY: all deps run up down wipe status test unit unit-asan it contract monitoring web bench clean soak soak-short backup restore ops faults
 all: $(SERVICES) $(TOOLS)
 
 $(DEPS_STAMP): deploy/stack.sh deploy/kafka/pom.xml
@@ -126,7 +126,7 @@ web: all
 	deploy/stack.sh up
 	cd tests/web && npm ci --no-audit --no-fund --loglevel=error && node dashboard.test.mjs
 
-test: unit unit-asan it contract monitoring web ops soak-short
+test: unit unit-asan it contract monitoring web ops soak-short faults
 
 bench: all $(B)/vxbench
 	tests/bench/bench.sh
@@ -179,3 +179,11 @@ soak: all $(B)/vxsoak
 	tests/soak/soak.sh
 soak-short: all $(B)/vxsoak
 	DURATION=$${DURATION:-90} KILL_EVERY=$${KILL_EVERY:-4} MIN_KILLS=$${MIN_KILLS:-20} tests/soak/soak.sh
+
+# ---- faults --------------------------------------------------------------------------------------
+# The faults of issue 17 (tests/faults/faults.sh; README: Faults) on a stack of its own (var/faults;
+# ports 19192/19193, 55452, 18490-18492, or FAULTS_*_PORT): 2,000 idle and trickling connections and
+# the connection limit, PostgreSQL read-only under the soak's load, the broker away for 2 minutes with
+# the services stopped meanwhile, then the soak's checks. About 4 minutes.
+faults: all $(B)/vxsoak
+	tests/faults/faults.sh
