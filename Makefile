@@ -26,7 +26,7 @@ SERVICES := $(B)/inventory-svc $(B)/order-svc $(B)/gateway
 TOOLS   := $(B)/vxadmin
 DEPS_STAMP := $(B)/.deps
 
-.PHONY: all deps run up down wipe status test unit unit-asan it contract monitoring web bench clean soak soak-short backup restore ops faults
+.PHONY: all deps run up down wipe status test unit unit-asan it contract monitoring web bench clean soak soak-short backup restore ops faults faults-disk
 all: $(SERVICES) $(TOOLS)
 
 $(DEPS_STAMP): deploy/stack.sh deploy/kafka/pom.xml
@@ -187,3 +187,7 @@ soak-short: all $(B)/vxsoak
 # the services stopped meanwhile, then the soak's checks. About 4 minutes.
 faults: all $(B)/vxsoak
 	tests/faults/faults.sh
+# A full disk under PostgreSQL and then under Kafka (tests/faults/disk.sh), each on a tmpfs of its own:
+# opt-in, not in make test, as it needs root with CAP_SYS_ADMIN to mount them. About 3 minutes.
+faults-disk: all $(B)/vxsoak
+	tests/faults/disk.sh
