@@ -385,9 +385,12 @@ int vx_kafka_consumer_destroy(rd_kafka_t *rk, int timeout_ms) {
     /* The close runs in librdkafka's background; its rebalance events come to q, where polling serves
        them through the rebalance callback, as rd_kafka_consumer_close would, but with a deadline. */
     q = rd_kafka_queue_new(rk);
-    if ((e = rd_kafka_consumer_close_queue(rk, q))) {
+    if ((e = rd_kafka_consumer_close_queue(rk, q))) { /* no close to wait for: nothing else to do */
         vx_log(VX_LOG_WARN, "consumer_close_failed", "error", rd_kafka_error_string(e), NULL);
         rd_kafka_error_destroy(e);
+        rd_kafka_queue_destroy(q);
+        rd_kafka_destroy_flags(rk, RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE);
+        return 0;
     } else {
         while (!(closed = rd_kafka_consumer_closed(rk)) && mono_ms() < deadline) {
             rd_kafka_event_t *ev = rd_kafka_queue_poll(q, 50);

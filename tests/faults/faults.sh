@@ -8,7 +8,8 @@
 #   2. under the soak's load (build/vxsoak with SOAK_COMPONENTS=none: its HTTP clients, Kafka
 #      producer and ledger, no kills), PostgreSQL refuses writes (default_transaction_read_only) for
 #      FAULTS_READONLY_S: the services retry the same calls (valerix_apply_retries_total{reason=
-#      "read_only"} grows) and dead-letter nothing valid;
+#      "read_only"} grows) and dead-letter nothing valid; then it refuses them with 42501
+#      insufficient_privilege (revoked rights) for FAULTS_DENIED_S: likewise (reason "privileges");
 #   3. then the broker is away for FAULTS_BROKER_AWAY_S: every POST /orders is answered 503
 #      problem+json at once, the gateway's memory stays flat, and order-svc (5 s in) and inventory-svc
 #      (30 s before the end), sent SIGTERM meanwhile, exit within VX_SHUTDOWN_TIMEOUT_MS; the broker
@@ -26,8 +27,15 @@
 FAULTS_NAME=faults
 FAULTS_READONLY_S=${FAULTS_READONLY_S:-20}
 FAULTS_BROKER_AWAY_S=${FAULTS_BROKER_AWAY_S:-120}
+FAULTS_DENIED_S=${FAULTS_DENIED_S:-15}
+# shellcheck disable=SC2317 # called by faults.sh and the EXIT trap
+undeny() {
+	sql inventory "DROP TRIGGER IF EXISTS fault_denied ON products; DROP FUNCTION IF EXISTS fault_denied()" >/dev/null &&
+		sql orders "DROP TRIGGER IF EXISTS fault_denied ON orders; DROP FUNCTION IF EXISTS fault_denied()" >/dev/null
+}
 # shellcheck disable=SC2317 # called by the EXIT trap
 faults_cleanup() {
+	undeny 2>/dev/null
 	"${PSQL[@]}" -d "$PG_URL/postgres" -c "ALTER SYSTEM RESET default_transaction_read_only" -c "SELECT pg_reload_conf()" \
 		>/dev/null 2>&1
 }
@@ -59,7 +67,7 @@ stack stop gateway
 stack start gateway || abort "the gateway did not start again"
 
 # ---- 2-4. the soak's load, PostgreSQL read-only, the broker away, the soak's checks ----------------
-soak_start $((5 + FAULTS_READONLY_S + 10 + FAULTS_BROKER_AWAY_S + 30))
+soak_start $((5 + FAULTS_READONLY_S + 3 + FAULTS_DENIED_S + 10 + FAULTS_BROKER_AWAY_S + 30))
 sleep 5
 
 # 2. PostgreSQL refuses writes.
@@ -77,6 +85,27 @@ ro_after=$(($(metric "$ORDERS_HTTP_ADDR" valerix_apply_retries_total 'reason="re
 dl_after=$(($(metric "$ORDERS_HTTP_ADDR" valerix_dead_letters_total 'reason="processing_error"') + $(metric "$INVENTORY_HTTP_ADDR" valerix_dead_letters_total 'reason="processing_error"')))
 check "$((ro_after > ro_before && dl_after == dl_before))" \
 	"read-only PostgreSQL: the services retried $((ro_after - ro_before)) calls (valerix_apply_retries_total{reason=\"read_only\"}), dead-lettered $((dl_after - dl_before)) for processing_error; order-svc /health at the end of it: $ro_health"
+
+# 2b. PostgreSQL refuses the services' role: revoked rights answer 42501 insufficient_privilege.
+# The services connect as a superuser here, which no REVOKE can stop, so a statement trigger on the
+# tables every apply call writes raises that very SQLSTATE, as a revoked right would (before
+# vx_pg_fault, 42501 split the calls and dead-lettered every valid command in them).
+say "PostgreSQL refusing the services' writes for $FAULTS_DENIED_S s with 42501 insufficient_privilege (as revoked rights)"
+pv_before=$(($(metric "$ORDERS_HTTP_ADDR" valerix_apply_retries_total 'reason="privileges"') + $(metric "$INVENTORY_HTTP_ADDR" valerix_apply_retries_total 'reason="privileges"')))
+for t in inventory:products orders:orders; do
+	sql "${t%%:*}" "CREATE OR REPLACE FUNCTION fault_denied() RETURNS trigger LANGUAGE plpgsql AS \$\$
+	                BEGIN RAISE EXCEPTION 'permission denied for table % (faults.sh)', TG_TABLE_NAME
+	                USING ERRCODE = 'insufficient_privilege'; END \$\$" >/dev/null &&
+		sql "${t%%:*}" "CREATE TRIGGER fault_denied BEFORE INSERT OR UPDATE ON ${t#*:} EXECUTE FUNCTION fault_denied()" >/dev/null ||
+		abort "cannot install the 42501 trigger on ${t#*:}"
+done
+sleep "$FAULTS_DENIED_S"
+undeny
+sleep 3
+pv_after=$(($(metric "$ORDERS_HTTP_ADDR" valerix_apply_retries_total 'reason="privileges"') + $(metric "$INVENTORY_HTTP_ADDR" valerix_apply_retries_total 'reason="privileges"')))
+dl_after2=$(($(metric "$ORDERS_HTTP_ADDR" valerix_dead_letters_total 'reason="processing_error"') + $(metric "$INVENTORY_HTTP_ADDR" valerix_dead_letters_total 'reason="processing_error"')))
+check "$((pv_after > pv_before && dl_after2 == dl_before))" \
+	"42501 from PostgreSQL: the services retried $((pv_after - pv_before)) calls (valerix_apply_retries_total{reason=\"privileges\"}), dead-lettered $((dl_after2 - dl_before)) for processing_error"
 sleep 7
 
 # 3. The broker away.
@@ -126,6 +155,6 @@ check "$(awk -v m="$max_ms" 'BEGIN { print (m < 1000) ? 1 : 0 }')" "broker away:
 check "$((rss_max - rss_before < 32768))" "broker away: gateway RSS $rss_before KiB before, $rss_max at most during, $rss_end at the end (bound: +32 MiB)"
 
 # 4. The soak's checks.
-soak_check "PostgreSQL read-only and the broker away"
+soak_check "PostgreSQL read-only, 42501 and the broker away"
 r=$(rss_kib "$(pid_of gateway)")
 say "gateway RSS $r KiB at the end"
