@@ -178,9 +178,7 @@ vx_apply_t *vx_apply_new(const vx_apply_opts_t *o, PGconn *db, rd_kafka_t *produ
                                   vx_metric_seconds, vx_metric_nseconds);
     a->m_retries = vx_metric_new(VX_COUNTER, "valerix_apply_retries_total",
                                  "Apply calls tried again after a transient failure, by reason.", "reason", NULL, 0);
-    for (const char *const *r = (const char *const[]){"connection", "serialization", "deadlock", "unique_violation",
-                                                       "read_only", "resources", "other", NULL};
-         *r; r++)
+    for (const char *const *r = vx_pg_retry_reasons; *r; r++)
         vx_metric_add(a->m_retries, VX_L(*r), 0); /* every reason there is, from 0 */
     a->m_lock_waits = vx_metric_new(VX_COUNTER, "valerix_lock_waits_total",
                                     "Messages set aside because their call waited on a lock past VX_LOCK_TIMEOUT_MS.",

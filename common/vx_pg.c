@@ -116,6 +116,9 @@ vx_pg_fault_t vx_pg_fault_of(PGconn *conn, const PGresult *res) {
     return vx_pg_fault(PQresultErrorField(res, PG_DIAG_SQLSTATE));
 }
 
+const char *const vx_pg_retry_reasons[] = {"connection", "serialization", "deadlock", "unique_violation", "read_only",
+                                           "privileges", "resources", "schema", "other", NULL};
+
 const char *vx_pg_retry_reason(PGconn *conn, const char *st) {
     if ((conn && PQstatus(conn) != CONNECTION_OK) || !st || strncmp(st, "08", 2) == 0 || strncmp(st, "57P", 3) == 0)
         return "connection";

@@ -51,6 +51,7 @@ vx_pg_fault_t vx_pg_fault_of(PGconn *conn, const PGresult *res);
 /* One word for a VX_PG_RETRY's cause, the label of valerix_apply_retries_total{reason}: connection,
  * serialization, deadlock, unique_violation, read_only, privileges, resources, schema, other. */
 const char *vx_pg_retry_reason(PGconn *conn, const char *sqlstate);
+extern const char *const vx_pg_retry_reasons[]; /* every word it may answer, NULL-terminated */
 
 /* Reconnects a broken connection in place (PQreset). Returns 0 when the connection is usable. */
 int vx_pg_ensure(PGconn *conn);

@@ -4,6 +4,7 @@
  * be dead-lettered because the database was read-only, out of disk or refused the role. */
 #include <criterion/criterion.h>
 #include <libpq-fe.h>
+#include <string.h>
 
 #include "vx_pg.h"
 
@@ -67,4 +68,16 @@ Test(pg_fault, retry_reasons_name_the_cause) {
     cr_expect_str_eq(vx_pg_retry_reason(NULL, "23505"), "unique_violation");
     cr_expect_str_eq(vx_pg_retry_reason(NULL, "42883"), "schema");
     cr_expect_str_eq(vx_pg_retry_reason(NULL, "XX000"), "other");
+}
+
+/* The metric's label set is announced from 0 with every word vx_pg_retry_reason may answer. */
+Test(pg_fault, every_retry_reason_is_listed) {
+    static const char *const codes[] = {"08006", "40001", "40P01", "23505", "25006", "42501",
+                                        "53100", "42883", "XX000", NULL};
+    for (const char *const *c = codes; *c; c++) {
+        const char *r = vx_pg_retry_reason(NULL, *c);
+        int found = 0;
+        for (const char *const *l = vx_pg_retry_reasons; *l; l++) found |= strcmp(*l, r) == 0;
+        cr_expect(found, "%s -> %s is not in vx_pg_retry_reasons", *c, r);
+    }
 }
