@@ -183,8 +183,8 @@ soak-short: all $(B)/vxsoak
 # ---- faults --------------------------------------------------------------------------------------
 # The faults of issue 17 (tests/faults/faults.sh; README: Faults) on a stack of its own (var/faults;
 # ports 19192/19193, 55452, 18490-18492, or FAULTS_*_PORT): 2,000 idle and trickling connections and
-# the connection limit, PostgreSQL read-only under the soak's load, the broker away for 2 minutes with
-# the services stopped meanwhile, then the soak's checks. About 4 minutes.
+# the connection limit, PostgreSQL read-only then answering 42501 under the soak's load, the broker
+# away for 2 minutes with the services stopped meanwhile, then the soak's checks. About 4 minutes.
 faults: all $(B)/vxsoak
 	tests/faults/faults.sh
 # A full disk under PostgreSQL and then under Kafka (tests/faults/disk.sh), each on a tmpfs of its own:
