@@ -16,7 +16,8 @@
 #      and the services come back;
 #   4. the soak settles and runs its five checks on the ledger, the databases and the topics: every
 #      accepted order has one final outcome, stock adds up, nothing applied twice, the dead-letter
-#      topics hold only the malformed commands it sent, every client got the same answer each time.
+#      topics hold only the malformed commands it sent, every client got the same answer each time;
+#   5. the broker stopped again, the gateway sent SIGTERM exits within VX_SHUTDOWN_TIMEOUT_MS.
 # Not here: a full disk (tests/faults/disk.sh, `make faults-disk`).
 #
 # Its own stack (data in $VX_DATA_DIR/faults, wiped first; ports FAULTS_BROKER_PORT [19192],
@@ -158,3 +159,15 @@ check "$((rss_max - rss_before < 32768))" "broker away: gateway RSS $rss_before 
 soak_check "PostgreSQL read-only, 42501 and the broker away"
 r=$(rss_kib "$(pid_of gateway)")
 say "gateway RSS $r KiB at the end"
+
+# 5. The gateway's stop with the broker gone (its reply and stream consumers, its producer).
+stack stop kafka || abort "cannot stop the broker"
+sleep 3
+p=$(pid_of gateway)
+kill -TERM "$p"
+t=$(now_ms)
+while kill -0 "$p" 2>/dev/null && (($(now_ms) - t < VX_SHUTDOWN_TIMEOUT_MS + 20000)); do sleep 0.05; done
+ms=$(($(now_ms) - t))
+check "$((ms <= VX_SHUTDOWN_TIMEOUT_MS + 5000))" "gateway with the broker gone: SIGTERM to exit in $ms ms (bound: VX_SHUTDOWN_TIMEOUT_MS $VX_SHUTDOWN_TIMEOUT_MS + 5000)"
+kill -KILL "$p" 2>/dev/null
+rm -f "$FAULTS_DIR/run/gateway.pid"
