@@ -28,7 +28,7 @@ SERVICES := $(B)/inventory-svc $(B)/order-svc $(B)/gateway
 TOOLS   := $(B)/vxadmin
 DEPS_STAMP := $(B)/.deps
 
-.PHONY: all deps run up down wipe status test unit unit-asan it contract contract-live monitoring web bench clean soak soak-short backup restore ops fuzz fuzz-short auth
+.PHONY: all deps run up down wipe status test unit unit-asan it contract contract-live monitoring web bench clean soak soak-short backup restore ops fuzz fuzz-short auth faults faults-disk
 all: $(SERVICES) $(TOOLS)
 
 $(DEPS_STAMP): deploy/stack.sh deploy/kafka/pom.xml
@@ -136,7 +136,7 @@ web: all
 	deploy/stack.sh up
 	cd tests/web && npm ci --no-audit --no-fund --loglevel=error && node dashboard.test.mjs
 
-test: unit unit-asan fuzz-short it contract contract-live monitoring web ops auth soak-short
+test: unit unit-asan fuzz-short it contract contract-live monitoring web ops auth faults soak-short
 
 bench: all $(B)/vxbench
 	tests/bench/bench.sh
@@ -226,3 +226,15 @@ fuzz: $(FUZZ_BUILT)
 	tests/fuzz/fuzz.sh long $(FUZZ_SECONDS) $(FUZZ_TARGETS)
 fuzz-short: $(FUZZ_BUILT)
 	tests/fuzz/fuzz.sh short $(FUZZ_SHORT_SECONDS) $(FUZZ_TARGETS)
+
+# ---- faults --------------------------------------------------------------------------------------
+# The faults of issue 17 (tests/faults/faults.sh; README: Faults) on a stack of its own (var/faults;
+# ports 19192/19193, 55452, 18490-18492, or FAULTS_*_PORT): 2,000 idle and trickling connections and
+# the connection limit, PostgreSQL read-only then answering 42501 under the soak's load, the broker
+# away for 2 minutes with the services stopped meanwhile, then the soak's checks. About 4 minutes.
+faults: all $(B)/vxsoak
+	tests/faults/faults.sh
+# A full disk under PostgreSQL and then under Kafka (tests/faults/disk.sh), each on a tmpfs of its own:
+# opt-in, not in make test, as it needs root with CAP_SYS_ADMIN to mount them. About 3 minutes.
+faults-disk: all $(B)/vxsoak
+	tests/faults/disk.sh

@@ -179,9 +179,7 @@ vx_apply_t *vx_apply_new(const vx_apply_opts_t *o, PGconn *db, rd_kafka_t *produ
                                   vx_metric_seconds, vx_metric_nseconds);
     a->m_retries = vx_metric_new(VX_COUNTER, "valerix_apply_retries_total",
                                  "Apply calls tried again after a transient failure, by reason.", "reason", NULL, 0);
-    for (const char *const *r = (const char *const[]){"connection", "serialization", "deadlock", "unique_violation",
-                                                       "read_only", "resources", "other", NULL};
-         *r; r++)
+    for (const char *const *r = vx_pg_retry_reasons; *r; r++)
         vx_metric_add(a->m_retries, VX_L(*r), 0); /* every reason there is, from 0 */
     a->m_lock_waits = vx_metric_new(VX_COUNTER, "valerix_lock_waits_total",
                                     "Messages set aside because their call waited on a lock past VX_LOCK_TIMEOUT_MS.",
@@ -419,21 +417,11 @@ static PGresult *exec_txn(vx_apply_t *a, const char *const *params) {
     return r;
 }
 
-/* The reason label of a retry: what the SQLSTATE says, in a word. */
-static const char *retry_reason(PGconn *db, const char *state) {
-    if (PQstatus(db) != CONNECTION_OK || !state || strncmp(state, "08", 2) == 0 || strncmp(state, "57P", 3) == 0)
-        return "connection";
-    if (strcmp(state, "40001") == 0) return "serialization";
-    if (strcmp(state, "40P01") == 0) return "deadlock";
-    if (strcmp(state, "23505") == 0) return "unique_violation";
-    if (strcmp(state, "25006") == 0) return "read_only";
-    if (strncmp(state, "53", 2) == 0) return "resources";
-    return "other";
-}
-
-/* Runs the call until it commits or fails for good: transient failures (vx_pg_transient, and a
- * unique violation: a concurrent twin committed first, and the retry finds it recorded) are retried
- * with backoff; a lock wait longer than lock_timeout is reported at once. */
+/* Runs the call until it commits or fails for good. Whose fault a failure is, vx_pg_fault says: the
+ * database's (connection, read-only, privileges, out of disk, a concurrent twin ...) is retried, the
+ * same call, with backoff, for as long as it lasts (nothing is dead-lettered for it, no offset moves);
+ * the entries' is reported (EXEC_FATAL: the caller splits the call down to the entry at fault); a lock
+ * wait longer than lock_timeout is reported at once. */
 static exec_t exec(vx_apply_t *a, const char *json, PGresult **out, char *detail, size_t detail_size) {
     const char *params[1] = {json};
     int backoff_ms = 50;
@@ -443,6 +431,7 @@ static exec_t exec(vx_apply_t *a, const char *json, PGresult **out, char *detail
         if (vx_pg_ensure(a->db) == 0) {
             PGresult *r = exec_txn(a, params);
             const char *state;
+            vx_pg_fault_t fault;
             int retry;
 
             if (PQresultStatus(r) == PGRES_TUPLES_OK) {
@@ -450,12 +439,13 @@ static exec_t exec(vx_apply_t *a, const char *json, PGresult **out, char *detail
                 return EXEC_OK;
             }
             state = PQresultErrorField(r, PG_DIAG_SQLSTATE);
-            if (state && strcmp(state, "55P03") == 0) {
+            fault = vx_pg_fault_of(a->db, r);
+            if (fault == VX_PG_LOCK) {
                 PQclear(r);
                 return EXEC_LOCK;
             }
-            retry = vx_pg_transient(a->db, r) || (state && strcmp(state, "23505") == 0);
-            if (retry) vx_metric_add(a->m_retries, VX_L(retry_reason(a->db, state)), 1);
+            retry = fault == VX_PG_RETRY;
+            if (retry) vx_metric_add(a->m_retries, VX_L(vx_pg_retry_reason(a->db, state)), 1);
             vx_log(retry ? VX_LOG_WARN : VX_LOG_ERROR, "batch_failed", "sqlstate", state, "error",
                    PQresultErrorMessage(r), NULL);
             if (!retry) {

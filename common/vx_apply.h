@@ -19,8 +19,10 @@
  * Calls. Ready entries go in as few calls as the service's keys allow (no key twice in one call, at
  * most batch_max entries), lower kinds first. A call the database refuses for good is split in halves
  * until the entry at fault is alone; that entry is dead-lettered (processing_error) and the others are
- * applied. Transient failures (connection, serialization, deadlock, a concurrent twin's unique key,
- * read-only or out of space) are retried with backoff; once the service is stopping, for 10 s.
+ * applied. Only an entry's own fault is split down that way (vx_pg_fault: data, constraints, RAISE);
+ * a failure of the database (connection, serialization, deadlock, a concurrent twin's unique key,
+ * read-only, revoked privileges, out of disk, a schema the code does not match) retries the same call
+ * with backoff for as long as it lasts, dead-letters nothing; once the service is stopping, for 10 s.
  *
  * Offsets. Per partition the offset stored is that of the lowest entry not done, or one past the
  * last message taken when none waits, so a crash redelivers from the lowest incomplete entry and the

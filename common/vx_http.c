@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/resource.h>
 #include <time.h>
 
 #include "vx_chaos.h"
@@ -209,6 +210,11 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     if (*upload_data_size) {
         size_t n = *upload_data_size;
         *upload_data_size = 0;
+        if (srv->opts.body_timeout_ms && now_us() - req->started_us > (long long)srv->opts.body_timeout_ms * 1000) {
+            vx_log(VX_LOG_WARN, "http_body_too_slow", "path", url, "detail",
+                   "the body did not arrive within the body timeout; connection closed", NULL);
+            return MHD_NO; /* a trickling client holds no slot for longer than this */
+        }
         if (req->too_large) return MHD_YES; /* drain and discard */
         if (req->len + n > srv->opts.body_cap) {
             req->too_large = 1;
@@ -255,10 +261,35 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     *con_cls = NULL;
 }
 
+/* Raises the soft open-files limit to the hard one and returns how many connections fit in it,
+ * keeping 256 descriptors for everything else (Kafka, PostgreSQL, files, logs). */
+static unsigned fit_fd_limit(unsigned want) {
+    struct rlimit rl;
+    char n[24], fit[24];
+    unsigned room;
+
+    if (getrlimit(RLIMIT_NOFILE, &rl)) return want;
+    if (rl.rlim_cur < rl.rlim_max) {
+        rlim_t before = rl.rlim_cur;
+        rl.rlim_cur = rl.rlim_max;
+        if (setrlimit(RLIMIT_NOFILE, &rl)) rl.rlim_cur = before;
+    }
+    room = rl.rlim_cur == RLIM_INFINITY || rl.rlim_cur > 1u << 24 ? 1u << 24
+           : rl.rlim_cur > 512                                   ? (unsigned)rl.rlim_cur - 256
+                                                                 : (unsigned)rl.rlim_cur / 2;
+    if (want <= room) return want;
+    snprintf(n, sizeof(n), "%u", want);
+    snprintf(fit, sizeof(fit), "%u", room);
+    vx_log(VX_LOG_WARN, "http_connection_limit_lowered", "#wanted", n, "#limit", fit, "detail",
+           "the open-files limit (ulimit -n, hard) leaves room for no more connections", NULL);
+    return room;
+}
+
 vx_http_t *vx_http_start(const vx_http_opts_t *opts, char *errstr, size_t errstr_size) {
     struct sockaddr_in sa;
     char host[64];
     int port;
+    unsigned max_conns;
     vx_http_t *srv;
     unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME;
 
@@ -277,11 +308,13 @@ vx_http_t *vx_http_start(const vx_http_opts_t *opts, char *errstr, size_t errstr
     srv->duration = vx_metric_new(VX_HISTOGRAM, "valerix_http_request_duration_seconds",
                                   "Time from a request's first byte to its answer, by route.", "route",
                                   vx_metric_seconds, vx_metric_nseconds);
+    max_conns = fit_fd_limit(opts->max_conns ? opts->max_conns : (unsigned)FD_SETSIZE - 4);
     srv->mhd = MHD_start_daemon(flags, (uint16_t)port, NULL, NULL, on_request, srv, MHD_OPTION_SOCK_ADDR, &sa,
                                 MHD_OPTION_NOTIFY_COMPLETED, on_completed, srv, MHD_OPTION_THREAD_POOL_SIZE,
                                 (unsigned)(opts->threads > 1 ? opts->threads : 0), MHD_OPTION_CONNECTION_TIMEOUT,
-                                (unsigned)60, MHD_OPTION_CONNECTION_LIMIT,
-                                opts->max_conns ? opts->max_conns : (unsigned)FD_SETSIZE - 4, MHD_OPTION_END);
+                                opts->idle_timeout_s ? opts->idle_timeout_s : 60u, MHD_OPTION_CONNECTION_LIMIT,
+                                max_conns, MHD_OPTION_PER_IP_CONNECTION_LIMIT, opts->per_ip_conns,
+                                MHD_OPTION_LISTEN_BACKLOG_SIZE, 1024u, MHD_OPTION_END);
     if (!srv->mhd) {
         snprintf(errstr, errstr_size, "cannot listen on %s (in use?)", opts->addr);
         free(srv);

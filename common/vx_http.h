@@ -18,7 +18,15 @@ typedef struct {
     const char *addr;       /* "host:port" */
     int threads;            /* polling threads; 1 makes handlers run one at a time */
     size_t body_cap;        /* largest accepted body, bytes */
-    unsigned max_conns;     /* open connections at most; 0: libmicrohttpd's default */
+    /* Bounds on what clients can hold (every one has a default at 0). At max_conns open connections a
+     * new one is accepted and closed at once, unanswered (libmicrohttpd's behaviour; a client sees
+     * its connection reset or closed); the limit is lowered to fit the open-files limit, whose soft
+     * value is raised to the hard one at start. */
+    unsigned max_conns;     /* open connections at most; 0: FD_SETSIZE - 4 */
+    unsigned idle_timeout_s; /* a connection with nothing sent for this long is closed; 0: 60 */
+    unsigned per_ip_conns;  /* connections from one address at most; 0: no limit */
+    unsigned body_timeout_ms; /* a body still arriving this long after its headers: the connection is
+                                 closed unanswered (a client trickling it); 0: no limit */
     vx_http_fn handler;
     void *opaque;
 } vx_http_opts_t;

@@ -482,3 +482,79 @@ out:
     rd_kafka_topic_partition_list_destroy(l);
     return rc;
 }
+
+int vx_kafka_shutdown_ms(char *errstr, size_t errstr_size) {
+    long long v;
+    if (vx_cfg_int("VX_SHUTDOWN_TIMEOUT_MS", VX_SHUTDOWN_TIMEOUT_DEFAULT_MS, 100, 600000, &v, errstr, errstr_size))
+        return -1;
+    return (int)v;
+}
+
+static long long mono_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+int vx_kafka_consumer_destroy(rd_kafka_t *rk, int timeout_ms) {
+    long long deadline = mono_ms() + timeout_ms;
+    rd_kafka_queue_t *q;
+    rd_kafka_error_t *e;
+    int closed = 0;
+
+    if (!rk) return 1;
+    /* The close runs in librdkafka's background; its rebalance events come to q, where polling serves
+       them through the rebalance callback, as rd_kafka_consumer_close would, but with a deadline. */
+    q = rd_kafka_queue_new(rk);
+    if ((e = rd_kafka_consumer_close_queue(rk, q))) { /* no close to wait for: nothing else to do */
+        vx_log(VX_LOG_WARN, "consumer_close_failed", "error", rd_kafka_error_string(e), NULL);
+        rd_kafka_error_destroy(e);
+        rd_kafka_queue_destroy(q);
+        rd_kafka_destroy_flags(rk, RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE);
+        return 0;
+    } else {
+        while (!(closed = rd_kafka_consumer_closed(rk)) && mono_ms() < deadline) {
+            rd_kafka_event_t *ev = rd_kafka_queue_poll(q, 50);
+            if (!ev) continue;
+            if (rd_kafka_event_type(ev) == RD_KAFKA_EVENT_REBALANCE) {
+                /* The application's own callback is not called for events polled this way: give
+                   the partitions up as it would (revoke is all a close brings). */
+                rd_kafka_topic_partition_list_t *parts = rd_kafka_event_topic_partition_list(ev);
+                if (strcmp(rd_kafka_rebalance_protocol(rk), "COOPERATIVE") == 0) {
+                    rd_kafka_error_t *ue = rd_kafka_incremental_unassign(rk, parts);
+                    if (ue) rd_kafka_error_destroy(ue);
+                } else {
+                    rd_kafka_assign(rk, NULL);
+                }
+            }
+            rd_kafka_event_destroy(ev);
+        }
+    }
+    if (!closed) {
+        char ms[24];
+        snprintf(ms, sizeof(ms), "%d", timeout_ms);
+        vx_log(VX_LOG_WARN, "consumer_close_abandoned", "#timeout_ms", ms, "detail",
+               "the group coordinator did not answer in time (broker gone?): the consumer is left to the "
+               "process's exit; offsets not committed since the last auto-commit are delivered again",
+               NULL);
+    }
+    rd_kafka_queue_destroy(q);
+    /* A close that did not finish leaves the handle to the process's exit: destroying it would wait
+       for the same coordinator (35 s more with the broker gone, measured), flag or not. */
+    if (closed) rd_kafka_destroy_flags(rk, RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE);
+    return closed;
+}
+
+int vx_kafka_producer_destroy(rd_kafka_t *rk, int timeout_ms) {
+    int left;
+    if (!rk) return 0;
+    rd_kafka_flush(rk, timeout_ms);
+    if ((left = rd_kafka_outq_len(rk)) > 0) {
+        char n[16];
+        snprintf(n, sizeof(n), "%d", left);
+        vx_log(VX_LOG_WARN, "producer_not_flushed", "#messages", n, "detail",
+               "the broker did not take them in time; outbox rows stay for the next start's sweep", NULL);
+    }
+    rd_kafka_destroy(rk);
+    return left;
+}

@@ -123,6 +123,25 @@ int vx_kafka_dead_letter(rd_kafka_t *producer, const char *dlq_topic, const rd_k
                          const char *reason, const char *detail, const char *service, char *errstr,
                          size_t errstr_size);
 
+/* Stopping within a bound, also when the broker is gone (librdkafka's own close waits for the group
+ * coordinator without a limit: more than 30 s). VX_SHUTDOWN_TIMEOUT_MS [10000] is the bound services
+ * read (vx_kafka_shutdown_ms; 100 to 600000). */
+#define VX_SHUTDOWN_TIMEOUT_DEFAULT_MS 10000
+int vx_kafka_shutdown_ms(char *errstr, size_t errstr_size); /* the setting, or -1 with errstr */
+
+/* Closes consumer rk (the partitions it holds are given up, the offsets stored are committed, it
+ * leaves its group) and destroys it, in at most about timeout_ms. Past that the close is abandoned
+ * and the handle is NOT destroyed (librdkafka's destroy would wait for the same coordinator, with or
+ * without RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE): call it only on the way out of the process, whose
+ * exit ends librdkafka's threads. Nothing is lost: what was not committed is delivered again, and
+ * the outbox keys absorb it. The application's rebalance callback is not called. Takes ownership of
+ * rk; accepts NULL. Returns 1 when the close finished, 0 when it was abandoned. */
+int vx_kafka_consumer_destroy(rd_kafka_t *rk, int timeout_ms);
+
+/* Waits at most timeout_ms for the producer's queue to reach the broker, then destroys it. Takes
+ * ownership of rk; accepts NULL. Returns the messages left undelivered (0: all delivered). */
+int vx_kafka_producer_destroy(rd_kafka_t *rk, int timeout_ms);
+
 /* Produces, serving delivery reports while the local queue is full. Returns the produce error. */
 rd_kafka_resp_err_t vx_kafka_produce(rd_kafka_t *producer, const char *topic, const char *key, size_t keylen,
                                      const char *value, size_t len, rd_kafka_headers_t *hdrs, void *opaque);

@@ -157,13 +157,36 @@ int vx_pg_exec(PGconn *conn, const char *sql, char *errstr, size_t errstr_size) 
     return ok ? 0 : -1;
 }
 
-int vx_pg_transient(PGconn *conn, const PGresult *res) {
-    const char *state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
-    if (PQstatus(conn) != CONNECTION_OK) return 1;
-    if (!state) return res == NULL;
-    return strcmp(state, "40001") == 0 || strcmp(state, "40P01") == 0 || strncmp(state, "08", 2) == 0 ||
-           strcmp(state, "57P01") == 0 || strcmp(state, "57P02") == 0 || strcmp(state, "57P03") == 0 ||
-           strcmp(state, "25006") == 0 || strncmp(state, "53", 2) == 0;
+vx_pg_fault_t vx_pg_fault(const char *st) {
+    static const char *const entry_classes[] = {"21", "22", "23", "27", "2F", "39", "44", "54", "P0", NULL};
+
+    if (!st || strlen(st) != 5) return VX_PG_RETRY;
+    if (strcmp(st, "55P03") == 0) return VX_PG_LOCK;
+    if (strcmp(st, "23505") == 0) return VX_PG_RETRY; /* a concurrent twin committed first: the retry finds it */
+    for (const char *const *c = entry_classes; *c; c++)
+        if (strncmp(st, *c, 2) == 0) return VX_PG_ENTRY;
+    return VX_PG_RETRY;
+}
+
+vx_pg_fault_t vx_pg_fault_of(PGconn *conn, const PGresult *res) {
+    if (PQstatus(conn) != CONNECTION_OK || !res) return VX_PG_RETRY;
+    return vx_pg_fault(PQresultErrorField(res, PG_DIAG_SQLSTATE));
+}
+
+const char *const vx_pg_retry_reasons[] = {"connection", "serialization", "deadlock", "unique_violation", "read_only",
+                                           "privileges", "resources", "schema", "other", NULL};
+
+const char *vx_pg_retry_reason(PGconn *conn, const char *st) {
+    if ((conn && PQstatus(conn) != CONNECTION_OK) || !st || strncmp(st, "08", 2) == 0 || strncmp(st, "57P", 3) == 0)
+        return "connection";
+    if (strcmp(st, "40001") == 0) return "serialization";
+    if (strcmp(st, "40P01") == 0) return "deadlock";
+    if (strcmp(st, "23505") == 0) return "unique_violation";
+    if (strcmp(st, "25006") == 0) return "read_only";
+    if (strcmp(st, "42501") == 0) return "privileges";
+    if (strncmp(st, "53", 2) == 0) return "resources";
+    if (strncmp(st, "42", 2) == 0) return "schema";
+    return "other";
 }
 
 int vx_pg_ensure(PGconn *conn) {

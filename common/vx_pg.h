@@ -32,10 +32,30 @@ int vx_pg_migrate(PGconn *conn, const char *dirs, char *errstr, size_t errstr_si
 /* Runs one parameterless statement that returns no rows. Returns 0 or -1 with errstr. */
 int vx_pg_exec(PGconn *conn, const char *sql, char *errstr, size_t errstr_size);
 
-/* 1 when a failed statement is worth retrying on a fresh connection or a fresh transaction:
- * the connection is gone, the server is shutting down or refuses writes for now (read-only, out of
- * disk, memory or connections), or a serialization failure / deadlock. */
-int vx_pg_transient(PGconn *conn, const PGresult *res);
+/* Whose fault a failed statement is, from its SQLSTATE: the one place that decides it.
+ *   VX_PG_RETRY  the database's, not the statement's: the connection is gone (08), the server shuts
+ *                down or restarts (57P0x), is read-only (25006), refuses the role (42501), is out of
+ *                disk, memory or connections (53), a serialization failure or deadlock (40), a
+ *                schema the code does not match (42: a migration rolled back), a system or internal
+ *                error (58, XX), and any class not listed below. The same call is tried again after a
+ *                backoff; nothing is dead-lettered and no offset moves.
+ *   VX_PG_ENTRY  the statement's data: a data exception (22), a constraint (23, but 23505, a
+ *                concurrent twin's unique key, retries), a cardinality or trigger-made violation
+ *                (21, 27, 44), a routine's own error (2F, 39, P0: RAISE EXCEPTION), a program limit
+ *                (54: a call too large). A call of several entries is split to find the one at fault.
+ *   VX_PG_LOCK   a lock wait longer than lock_timeout (55P03): the entry at fault is set aside.
+ * A NULL sqlstate (no result, the connection lost) is VX_PG_RETRY. */
+typedef enum { VX_PG_RETRY, VX_PG_ENTRY, VX_PG_LOCK } vx_pg_fault_t;
+vx_pg_fault_t vx_pg_fault(const char *sqlstate);
+
+/* The same, for a failed result on conn (res may be NULL): VX_PG_RETRY whenever the connection is
+ * not OK, whatever the result says. */
+vx_pg_fault_t vx_pg_fault_of(PGconn *conn, const PGresult *res);
+
+/* One word for a VX_PG_RETRY's cause, the label of valerix_apply_retries_total{reason}: connection,
+ * serialization, deadlock, unique_violation, read_only, privileges, resources, schema, other. */
+const char *vx_pg_retry_reason(PGconn *conn, const char *sqlstate);
+extern const char *const vx_pg_retry_reasons[]; /* every word it may answer, NULL-terminated */
 
 /* Reconnects a broken connection in place (PQreset). Returns 0 when the connection is usable. */
 int vx_pg_ensure(PGconn *conn);

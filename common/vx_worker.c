@@ -39,6 +39,7 @@ struct vx_worker_s {
     long long last_turn;  /* when the loop last completed a turn (ms, monotonic); read by /health */
     int joined;           /* the group gave this instance an assignment (maybe empty) at least once */
     int assigned;         /* partitions assigned now */
+    long long stop_deadline; /* once stopping: when the Kafka clients must be gone (ms, monotonic) */
     vx_metric_t *m_published, *m_swept, *m_pruned, *m_pending, *m_oldest, *m_lag, *m_queue, *m_held, *m_turn,
         *m_gremlin, *m_points;
 };
@@ -55,6 +56,11 @@ static long long now_ms(void) {
     return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+static int remaining_ms(long long deadline) {
+    long long left = deadline - now_ms();
+    return left > 0 ? (int)left : 0;
+}
+
 int vx_worker_config(vx_worker_opts_t *o, const char *prefix, char *errstr, size_t errstr_size) {
     char name[64];
     snprintf(name, sizeof(name), "%s_BATCH_MAX", prefix);
@@ -69,7 +75,8 @@ int vx_worker_config(vx_worker_opts_t *o, const char *prefix, char *errstr, size
            vx_cfg_int("VX_OUTBOX_SWEEP_GRACE_MS", 5000, 0, 3600000, &o->sweep_grace_ms, errstr, errstr_size) ||
            vx_cfg_int("VX_HOLD_MAX", 1000, 1, 1000000, &o->hold_max, errstr, errstr_size) ||
            vx_cfg_int("VX_LOCK_TIMEOUT_MS", 200, 1, 600000, &o->lock_timeout_ms, errstr, errstr_size) ||
-           vx_cfg_int("VX_LIVENESS_MS", 30000, 1000, 3600000, &o->liveness_ms, errstr, errstr_size);
+           vx_cfg_int("VX_LIVENESS_MS", 30000, 1000, 3600000, &o->liveness_ms, errstr, errstr_size) ||
+           (o->shutdown_ms = vx_kafka_shutdown_ms(errstr, errstr_size)) < 0;
 }
 
 /* Delivery reports: outbox rows are stamped later in one statement; dead letters are counted,
@@ -84,7 +91,7 @@ static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaqu
             vx_metric_add(w->m_published, VX_NOLABELS, 1);
         return;
     }
-    vx_apply_on_dlq_delivery(w->apply, m->err);
+    if (w->apply) vx_apply_on_dlq_delivery(w->apply, m->err); /* NULL: stopping, the applier is gone */
 }
 
 /* Before partitions go, the applier forgets what it holds of them (their offsets were never stored
@@ -367,8 +374,10 @@ static int run(vx_worker_t *w) {
         __atomic_store_n(&w->last_turn, now_ms(), __ATOMIC_RELEASE);
         vx_log_flush();
     }
-    /* Stopping: the call in hand is done; let the messages reach the broker, stamp them, commit. */
-    rd_kafka_flush(w->producer, 10000);
+    /* Stopping: the call in hand is done; let the messages reach the broker, stamp them; the offsets
+       are committed by the close (vx_worker_main), all of it within shutdown_ms. */
+    w->stop_deadline = now_ms() + w->o->shutdown_ms;
+    rd_kafka_flush(w->producer, (int)w->o->shutdown_ms);
     upkeep(w, 0);
     return 0;
 }
@@ -463,13 +472,16 @@ int vx_worker_main(const vx_worker_opts_t *o) {
 out:
     vx_metrics_off_scrape(worker_scrape, &w);
     vx_http_stop(w.http);
-    if (w.consumer) {
-        rd_kafka_consumer_close(w.consumer); /* commits the stored offsets */
-        rd_kafka_destroy(w.consumer);
-    }
+    if (!w.stop_deadline) w.stop_deadline = now_ms() + o->shutdown_ms;
+    /* The messages held go first (a consumer is destroyed with none outstanding; their offsets were
+       never stored past them), then the consumer commits what was stored and leaves its group, then
+       the producer: each waits only for what is left of the bound, so a broker that is gone costs
+       shutdown_ms, not librdkafka's unbounded close. */
     vx_apply_destroy(w.apply);
+    w.apply = NULL;
+    vx_kafka_consumer_destroy(w.consumer, remaining_ms(w.stop_deadline));
+    vx_kafka_producer_destroy(w.producer, remaining_ms(w.stop_deadline)); /* before the outbox its reports reach */
     vx_outbox_destroy(w.outbox);
-    if (w.producer) rd_kafka_destroy(w.producer);
     PQfinish(w.http_db);
     PQfinish(w.db);
     vx_log_flush();

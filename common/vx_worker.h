@@ -31,6 +31,7 @@ typedef struct {
     const char *const *routes;            /* outbox routes: logical, real, logical, real, ..., NULL */
     long long batch_max, partitions, replication, topic_retention_ms, outbox_retention_s, sweep_grace_ms;
     long long hold_max, lock_timeout_ms, liveness_ms;
+    long long shutdown_ms; /* VX_SHUTDOWN_TIMEOUT_MS: the Kafka part of a stop (flush, close) at most */
 
     /* The service's part of the batch applier (vx_apply.h): its apply statement, the result columns
      * its log lines carry, how a message becomes an entry. */
@@ -52,11 +53,13 @@ typedef struct {
  * VX_TOPIC_RETENTION_MS (7 days), VX_OUTBOX_RETENTION_S (7 days), VX_OUTBOX_SWEEP_GRACE_MS (5000),
  * VX_HOLD_MAX (1000: entries not done per partition before it pauses), VX_LOCK_TIMEOUT_MS (200: how
  * long a call waits on a lock before the entry at fault is set aside), VX_LIVENESS_MS (30000: /health
- * answers 503 once the loop has not completed a turn for this long). */
+ * answers 503 once the loop has not completed a turn for this long), VX_SHUTDOWN_TIMEOUT_MS (10000: how
+ * long a stop may wait for the broker, see vx_kafka_consumer_destroy). */
 int vx_worker_config(vx_worker_opts_t *o, const char *prefix, char *errstr, size_t errstr_size);
 
 /* Sets everything up, runs until SIGTERM or SIGINT (finishing the call in hand, flushing the
- * producer, committing the offsets) and tears down. o is borrowed for the run. Returns the exit
+ * producer, committing the offsets, together within shutdown_ms even when the broker is gone) and
+ * tears down. o is borrowed for the run. Returns the exit
  * code: 0 after a clean stop, 1 when set-up failed. */
 int vx_worker_main(const vx_worker_opts_t *o);
 

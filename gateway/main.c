@@ -8,7 +8,8 @@
  *
  * The gateway keeps no state another instance would need: an order is found by its idempotency
  * key's derived id, and every instance reads all replies. Settings (see the README):
- * GATEWAY_HTTP_ADDR, GATEWAY_HTTP_THREADS, GATEWAY_MAX_CONNECTIONS, GATEWAY_MAX_INFLIGHT,
+ * GATEWAY_HTTP_ADDR, GATEWAY_HTTP_THREADS, GATEWAY_MAX_CONNECTIONS, GATEWAY_IDLE_TIMEOUT_S,
+ * GATEWAY_PER_IP_CONNECTIONS, GATEWAY_BODY_TIMEOUT_MS, VX_SHUTDOWN_TIMEOUT_MS, GATEWAY_MAX_INFLIGHT,
  * GATEWAY_TIMEOUT_MS, GATEWAY_ATTEMPT_TIMEOUT_MS, GATEWAY_BACKOFF_BASE_MS, GATEWAY_BACKOFF_CAP_MS,
  * GATEWAY_PRODUCE_TIMEOUT_MS, GATEWAY_BREAKER_{FAILURE_RATE,MIN_CALLS,WINDOW_MS,OPEN_MS,PROBES},
  * ORDERS_COMMANDS_TOPIC, ORDERS_RESULTS_TOPIC, ORDERS_URL, INVENTORY_URL, KAFKA_*, and VX_CRASH_POINTS,
@@ -37,7 +38,7 @@
 
 typedef struct {
     const char *http_addr, *orders_url, *inventory_url;
-    long long threads, max_conns, timeout_ms;
+    long long threads, max_conns, timeout_ms, idle_timeout_s, per_ip_conns, body_timeout_ms;
     gw_rr_opts_t rr;
     gw_web_opts_t web;
 } config_t;
@@ -56,7 +57,7 @@ static void on_signal(int sig) {
 }
 
 static int load_config(config_t *c, char *errstr, size_t errstr_size) {
-    long long v[12];
+    long long v[13];
     double rate;
 
     c->http_addr = vx_cfg_str("GATEWAY_HTTP_ADDR", "127.0.0.1:8080");
@@ -69,7 +70,11 @@ static int load_config(config_t *c, char *errstr, size_t errstr_size) {
     c->web.topics[1] = c->rr.results_topic;
     c->web.topics[2] = vx_topic(VX_TOPIC_INVENTORY_EVENTS);
     if (vx_cfg_int("GATEWAY_HTTP_THREADS", 2, 1, 64, &c->threads, errstr, errstr_size) ||
-        vx_cfg_int("GATEWAY_MAX_CONNECTIONS", 1024, 16, 60000, &c->max_conns, errstr, errstr_size) ||
+        vx_cfg_int("GATEWAY_MAX_CONNECTIONS", 4096, 16, 1000000, &c->max_conns, errstr, errstr_size) ||
+        vx_cfg_int("GATEWAY_IDLE_TIMEOUT_S", 30, 1, 3600, &c->idle_timeout_s, errstr, errstr_size) ||
+        vx_cfg_int("GATEWAY_PER_IP_CONNECTIONS", 0, 0, 1000000, &c->per_ip_conns, errstr, errstr_size) ||
+        vx_cfg_int("GATEWAY_BODY_TIMEOUT_MS", 10000, 100, 3600000, &c->body_timeout_ms, errstr, errstr_size) ||
+        (v[12] = vx_kafka_shutdown_ms(errstr, errstr_size)) < 0 ||
         vx_cfg_int("GATEWAY_TIMEOUT_MS", 5000, 1, 600000, &c->timeout_ms, errstr, errstr_size) ||
         vx_cfg_int("GATEWAY_MAX_INFLIGHT", 10000, 1, 1000000, &v[0], errstr, errstr_size) ||
         vx_cfg_int("GATEWAY_ATTEMPT_TIMEOUT_MS", 1500, 10, 600000, &v[1], errstr, errstr_size) ||
@@ -88,6 +93,7 @@ static int load_config(config_t *c, char *errstr, size_t errstr_size) {
     c->web.max_streams = (int)v[9];
     c->web.heartbeat_ms = (int)v[10];
     c->web.flush_ms = (int)v[11];
+    c->web.shutdown_ms = c->rr.shutdown_ms = (int)v[12];
     c->rr.max_inflight = (int)v[0];
     c->rr.attempt_timeout_ms = (int)v[1];
     c->rr.backoff_base_ms = (int)v[2];
@@ -557,6 +563,9 @@ int main(void) {
                             .threads = (int)g.cfg.threads,
                             .body_cap = VX_MSG_MAX_BYTES,
                             .max_conns = (unsigned)g.cfg.max_conns,
+                            .idle_timeout_s = (unsigned)g.cfg.idle_timeout_s,
+                            .per_ip_conns = (unsigned)g.cfg.per_ip_conns,
+                            .body_timeout_ms = (unsigned)g.cfg.body_timeout_ms,
                             .handler = on_http,
                             .opaque = &g};
         if (!(g.http = vx_http_start(&o, err, sizeof(err)))) {

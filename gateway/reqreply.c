@@ -523,13 +523,12 @@ void gw_rr_stop(gw_rr_t *rr) {
         }
         pthread_mutex_unlock(&rr->lock);
     }
-    if (rr->consumer) {
-        rd_kafka_consumer_close(rr->consumer);
-        rd_kafka_destroy(rr->consumer);
-    }
-    if (rr->producer) {
-        rd_kafka_flush(rr->producer, 5000);
-        rd_kafka_destroy(rr->producer);
+    {
+        int budget = rr->o.shutdown_ms > 0 ? rr->o.shutdown_ms : VX_SHUTDOWN_TIMEOUT_DEFAULT_MS;
+        long long deadline = now_ms() + budget, left;
+        vx_kafka_consumer_destroy(rr->consumer, budget);
+        left = deadline - now_ms();
+        vx_kafka_producer_destroy(rr->producer, left > 0 ? (int)left : 0);
     }
     free(rr->slots);
     free(rr->free_slots);

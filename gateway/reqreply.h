@@ -53,6 +53,7 @@ typedef struct {
     int attempt_timeout_ms; /* resend when an attempt has no reply after this long */
     int backoff_base_ms, backoff_cap_ms;
     int produce_timeout_ms; /* librdkafka's message.timeout.ms for commands */
+    int shutdown_ms;        /* gw_rr_stop waits at most this long for the broker (<= 0: 10 s) */
     gw_breaker_opts_t breaker;
     /* Called, with the engine's lock held, exactly once per submitted request: from gw_rr_submit
      * itself when it answers at once, else later from the reply thread. Everything in o is
@@ -67,7 +68,8 @@ typedef struct {
 /* Creates the producer and the reply consumer, fixes the reply positions and starts the reply
  * thread. Returns NULL with errstr. */
 gw_rr_t *gw_rr_start(const gw_rr_opts_t *o, char *errstr, size_t errstr_size);
-/* Answers every waiting request (ACCEPTED_LATE or UNAVAILABLE), stops the thread, flushes the producer. */
+/* Answers every waiting request (ACCEPTED_LATE or UNAVAILABLE), stops the thread, closes the reply
+ * consumer and flushes the producer, these two within shutdown_ms even when the broker is gone. */
 void gw_rr_stop(gw_rr_t *rr);
 
 /* Takes an order body (validated, borrowed for the call) under idempotency key `key` for the opaque

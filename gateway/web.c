@@ -430,10 +430,7 @@ void gw_web_free(gw_web_t *w) {
         w->stop = 1;
         pthread_join(w->thread, NULL);
     }
-    if (w->consumer) {
-        rd_kafka_consumer_close(w->consumer);
-        rd_kafka_destroy(w->consumer);
-    }
+    vx_kafka_consumer_destroy(w->consumer, w->o.shutdown_ms > 0 ? w->o.shutdown_ms : VX_SHUTDOWN_TIMEOUT_DEFAULT_MS);
     for (int i = 0; i < RING; i++) free(w->ring[i].text);
     for (int i = 0; i < w->nfiles; i++) free(w->files[i].body);
     free(w->streams);

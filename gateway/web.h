@@ -26,6 +26,7 @@ typedef struct {
     int max_streams;         /* open streams at most */
     int heartbeat_ms;        /* a comment line this often on an idle stream: proxies keep it, dead peers show */
     int flush_ms;            /* streams are woken at most this often: a write per stream per interval */
+    int shutdown_ms;         /* closing its consumer waits at most this long (<= 0: 10 s) */
 } gw_web_opts_t;
 
 /* Reads the page's files and starts the stream's consumer and thread. Returns NULL with errstr. */

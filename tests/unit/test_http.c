@@ -470,3 +470,44 @@ Test(http, chaos_admin_refuses_a_bad_body_and_changes_nothing) {
     cr_expect_eq(vx_chaos_gremlin(), 0);
     server_stop(s);
 }
+
+/* A client that trickles its body is cut once GATEWAY_BODY_TIMEOUT_MS (body_timeout_ms) has passed
+ * since its headers, without an answer and without the handler: it holds no connection slot longer. */
+Test(http, trickled_body_is_cut_after_the_body_timeout) {
+    struct server *s = calloc(1, sizeof(*s));
+    vx_http_opts_t o = {.addr = "127.0.0.1:18983", .threads = 1, .body_cap = 4096, .body_timeout_ms = 300,
+                        .handler = handler, .opaque = s};
+    static const char head[] = "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\nConnection: close\r\n\r\n";
+    char buf[256];
+    ssize_t n = 1;
+    int fd, cut = 0;
+
+    cr_assert_not_null(s);
+    s->srv = vx_http_start(&o, errstr, sizeof(errstr));
+    cr_assert_not_null(s->srv, "%s", errstr);
+    fd = connect_to(18983);
+    send_all(fd, head, sizeof(head) - 1);
+    for (int i = 0; i < 20 && !cut; i++) { /* a byte every 100 ms: 2 s, far past the 300 ms bound */
+        if (send(fd, "x", 1, MSG_NOSIGNAL) != 1) cut = 1;
+        usleep(100 * 1000);
+    }
+    if (!cut) { /* the close may show on the read side first */
+        n = recv(fd, buf, sizeof(buf), 0);
+        cut = n <= 0;
+    }
+    cr_expect(cut, "a body trickled for 2 s was not cut (read %zd bytes)", n);
+    cr_expect_eq(__atomic_load_n(&s->calls, __ATOMIC_SEQ_CST), 0, "the handler saw the trickled request");
+    close(fd);
+    fd = connect_to(18983); /* and the server answers the next client */
+    {
+        static const char get[] = "GET /hello HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+        send_all(fd, get, sizeof(get) - 1);
+    }
+    {
+        struct response r;
+        read_response(fd, &r);
+        cr_expect_eq(r.status, 200);
+    }
+    close(fd);
+    server_stop(s);
+}
