@@ -132,6 +132,7 @@ static int retryable(int code) {
 
 /* One client's order, from the first attempt to its final answer (or giving up). */
 static void run_order(vt_http_conn_t *conn, soak_cmd_t *c, unsigned *rng) {
+    c->t_first = vt_real_ms();
     for (int attempt = 0; attempt < opts->http_attempts; attempt++) {
         soak_answer_t a;
         soak_reply_t r;
