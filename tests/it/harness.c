@@ -535,12 +535,26 @@ static void kafka_log_to_file(const rd_kafka_t *rk, int level, const char *fac,
     dprintf(fd, "%d %d %s %s: %s\n", (int)getpid(), level, rd_kafka_name(rk), fac, buf);
 }
 
+const char *it_kafka_bootstrap(void) {
+    static char addr[64];
+    if (!addr[0]) {
+        const char *port = getenv("VX_BROKER_PORT");
+        snprintf(addr, sizeof addr, "127.0.0.1:%s", port && *port ? port : "9092");
+    }
+    return addr;
+}
+
+const char *it_pg_port(void) {
+    const char *port = getenv("VX_PG_PORT");
+    return port && *port ? port : "55432";
+}
+
 /* A configuration for a harness client: IT_KAFKA_BOOTSTRAP, librdkafka's log
  * to a file, then `pairs` (name, value, ..., NULL; may be NULL). NULL with
  * errstr on a bad property; else the caller owns it (or hands it over). */
 static rd_kafka_conf_t *kafka_conf_new(const char *const *pairs, char *errstr,
                                        size_t errstr_size) {
-    static const char *const base[] = {"bootstrap.servers", IT_KAFKA_BOOTSTRAP, NULL};
+    const char *const base[] = {"bootstrap.servers", IT_KAFKA_BOOTSTRAP, NULL};
     rd_kafka_conf_t *conf = rd_kafka_conf_new();
     rd_kafka_conf_set_log_cb(conf, kafka_log_to_file);
     if (vt_kafka_conf_set(conf, base, errstr, errstr_size) ||
@@ -743,7 +757,7 @@ int it_kcat_produce(const char *topic, const char *key, const char *json,
         vt_err(errstr, errstr_size, "kcat setup: %s", strerror(errno));
         goto out;
     }
-    char *argv[] = {"kcat", "-P", "-b", IT_KAFKA_BOOTSTRAP, "-t", (char *)topic,
+    char *argv[] = {"kcat", "-P", "-b", (char *)IT_KAFKA_BOOTSTRAP, "-t", (char *)topic,
                     "-K|", header ? "-H" : NULL, (char *)header, NULL};
     pid_t pid = fork();
     if (pid == -1) {

@@ -31,10 +31,13 @@
 
 #define IT_ERR_SIZE 2048
 
-/* The only addresses a suite talks to. */
-#define IT_KAFKA_BOOTSTRAP "127.0.0.1:9092"
+/* The only addresses a suite talks to: deploy/stack.sh's broker and PostgreSQL, on the ports it
+ * was given (VX_BROKER_PORT [9092], VX_PG_PORT [55432]), so that a suite runs against any stack. */
+const char *it_kafka_bootstrap(void); /* 127.0.0.1:$VX_BROKER_PORT */
+const char *it_pg_port(void);         /* $VX_PG_PORT */
+#define IT_KAFKA_BOOTSTRAP it_kafka_bootstrap()
 #define IT_PG_HOST "127.0.0.1"
-#define IT_PG_PORT "55432"
+#define IT_PG_PORT it_pg_port()
 #define IT_PG_USER "valerix"
 
 /* Default deadline for "wait until something happens". */
