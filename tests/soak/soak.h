@@ -73,7 +73,7 @@ typedef struct {
     int sends, acked, failed; /* Kafka: produced (more than once: a deliberate duplicate), delivery reports */
     int final_code;      /* HTTP: 201, 202 or 409; 0 when the client gave up */
     int64_t t_first;     /* HTTP: wall clock (ms) of the first attempt */
-    int64_t t_final;     /* HTTP: wall clock (ms) of the final answer */
+    int64_t t_final;     /* HTTP: wall clock (ms) of the final answer; PLACE: of the first delivery report */
     int cancel_sent;     /* HTTP, PLACE: a CancelOrder for it was produced */
     int nanswers, answers_cap;
     soak_answer_t *answers; /* HTTP: every answer in order (owned) */
@@ -208,6 +208,7 @@ typedef struct {
     /* 202 -> decided, ms: all 202 answers, then by the outage they waited on (SOAK_LAT_*: see
      * soak_check.c's latency_202 for the attribution) */
     soak_lat_t lat, lat_class[SOAK_LAT_CLASSES];
+    soak_lat_t kafka_class[SOAK_LAT_CLASSES]; /* PlaceOrder over Kafka: acknowledged -> decided, ms */
     long class_events[SOAK_LAT_CLASSES]; /* kills and exits of the class's components during the soak */
 } soak_check_result_t;
 

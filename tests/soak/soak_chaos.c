@@ -322,10 +322,11 @@ static int kill_round(unsigned *rng, char *err, size_t errsz) {
         v[0] = v[1];
         v[1] = t;
     }
+    /* A victim that exited by itself is started again before anything is killed: started while the
+       other victim (PostgreSQL, say) is down, it would wait for it in vain. */
+    for (int i = 0; i < n; i++)
+        if (!soak_chaos_alive(opts, v[i]) && exited(v[i], err, errsz)) return -1;
     for (int i = 0; i < n; i++) {
-        if (!soak_chaos_alive(opts, v[i])) {
-            if (exited(v[i], err, errsz)) return -1;
-        }
         if (soak_stack(opts, "kill", soak_comp_names[v[i]], armed, err, errsz)) return -1;
         note_event(v[i], 0);
         count(&st.kills[v[i]], 1);

@@ -770,28 +770,41 @@ static void lat_fill(soak_lat_t *l, double *v, long n) {
 static void latency_202(void) {
     size_t total = soak_ledger_count(), nev = 0;
     soak_chaos_event_t *ev = soak_chaos_events(&nev);
-    double *v = calloc(total + 1, sizeof(*v)), *cv[SOAK_LAT_CLASSES];
-    long n = 0, cn[SOAK_LAT_CLASSES] = {0};
+    double *v = calloc(total + 1, sizeof(*v)), *cv[SOAK_LAT_CLASSES], *kv[SOAK_LAT_CLASSES];
+    long n = 0, cn[SOAK_LAT_CLASSES] = {0}, kn[SOAK_LAT_CLASSES] = {0};
+    int ok = v != NULL;
 
-    for (int k = 0; k < SOAK_LAT_CLASSES; k++) cv[k] = calloc(total + 1, sizeof(double));
+    for (int k = 0; k < SOAK_LAT_CLASSES; k++) {
+        cv[k] = calloc(total + 1, sizeof(double));
+        kv[k] = calloc(total + 1, sizeof(double));
+        ok = ok && cv[k] && kv[k];
+    }
     for (size_t i = 0; i < nev; i++) res->class_events[is_infra(ev[i].comp) ? SOAK_LAT_INFRA : SOAK_LAT_SERVICE]++;
-    for (size_t i = 0; v && cv[0] && cv[1] && cv[2] && i < total; i++) {
+    for (size_t i = 0; ok && i < total; i++) {
         soak_cmd_t *c = soak_ledger_at(i);
         order_t *o;
         int64_t at;
         int k;
-        if (c->kind != SOAK_HTTP || c->final_code != 202) continue;
+        int http = c->kind == SOAK_HTTP && c->final_code == 202, kafka = c->kind == SOAK_PLACE && c->acked;
+        if (!http && !kafka) continue;
         if (!(at = soak_load_decided_at(c->order_id)) && (o = order_of(c->order_id)) && o->status != 'P')
             at = o->updated_ms; /* seen only after the live reader stopped: the database's time */
         if (!at) continue;
-        v[n++] = at > c->t_final ? (double)(at - c->t_final) : 0;
-        k = lat_class(ev, nev, c->t_first, at);
-        cv[k][cn[k]++] = v[n - 1];
+        /* an HTTP order's outage window opens at its first attempt, a Kafka order's at its acknowledgement */
+        k = lat_class(ev, nev, http ? c->t_first : c->t_final, at);
+        if (http) {
+            v[n++] = at > c->t_final ? (double)(at - c->t_final) : 0;
+            cv[k][cn[k]++] = v[n - 1];
+        } else {
+            kv[k][kn[k]++] = at > c->t_final ? (double)(at - c->t_final) : 0;
+        }
     }
     lat_fill(&res->lat, v, n);
     for (int k = 0; k < SOAK_LAT_CLASSES; k++) {
         lat_fill(&res->lat_class[k], cv[k], cn[k]);
+        lat_fill(&res->kafka_class[k], kv[k], kn[k]);
         free(cv[k]);
+        free(kv[k]);
     }
     free(v);
     free(ev);

@@ -195,7 +195,10 @@ static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaqu
         COUNT(delivery_failed);
         return;
     }
-    if (++c->acked == 1 && c->kind == SOAK_PLACE) cancel_later(c, &rng);
+    if (++c->acked == 1 && c->kind == SOAK_PLACE) {
+        c->t_final = vt_real_ms();
+        cancel_later(c, &rng);
+    }
 }
 
 static int produce(const char *topic, soak_cmd_t *c, const char *value) {

@@ -268,6 +268,15 @@ static long report(const soak_check_result_t *r, int64_t chaos_ms, int64_t quiet
         else
             printf("  after %-14s%s: no orders\n", soak_lat_class_names[k], kills);
     }
+    printf("Kafka order -> decided (acknowledged by the broker until its decision appeared)\n");
+    for (int k = 0; k < SOAK_LAT_CLASSES; k++) {
+        const soak_lat_t *l = &r->kafka_class[k];
+        if (l->n)
+            printf("  after %-14s: %ld orders: p50 %.0f ms, p90 %.0f ms, p99 %.0f ms, max %.0f ms\n",
+                   soak_lat_class_names[k], l->n, l->p50, l->p90, l->p99, l->max);
+        else
+            printf("  after %-14s: no orders\n", soak_lat_class_names[k]);
+    }
     printf("violations           1: %ld  2: %ld  3: %ld  4: %ld  5: %ld  (total %ld)\n", r->violations[1],
            r->violations[2], r->violations[3], r->violations[4], r->violations[5], v);
     return v;
