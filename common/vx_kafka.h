@@ -55,8 +55,8 @@ rd_kafka_conf_t *vx_kafka_conf_new(vx_kafka_role_t role, const char *const *defa
 rd_kafka_t *vx_kafka_producer_new(void (*dr_cb)(rd_kafka_t *, const rd_kafka_message_t *, void *), void *opaque,
                                   const char *const *defaults, char *errstr, size_t errstr_size);
 
-/* Group membership defaults of vx_kafka_consumer_new (KAFKA_SESSION_TIMEOUT_MS and
- * KAFKA_HEARTBEAT_INTERVAL_MS override them). A static member killed and started again takes its
+/* Group membership defaults of vx_kafka_consumer_new (KAFKA_CONSUMER_SESSION_TIMEOUT_MS and
+ * KAFKA_CONSUMER_HEARTBEAT_INTERVAL_MS override them). A static member killed and started again takes its
  * partitions back at once; the session timeout is how long the partitions of one that does not come
  * back wait before the group gives them to the others (librdkafka's default: 45 s). */
 #define VX_KAFKA_SESSION_TIMEOUT_MS "10000"
