@@ -67,7 +67,8 @@ rd_kafka_conf_t *vx_kafka_conf_new(vx_kafka_role_t role, const char *const *defa
 
     if (conf_set(conf, "bootstrap.servers", VX_KAFKA_DEFAULT_BOOTSTRAP, errstr, errstr_size) ||
         conf_set(conf, "client.id", "valerix", errstr, errstr_size) ||
-        conf_set(conf, "socket.nagle.disable", "true", errstr, errstr_size)) /* small messages, low latency */
+        conf_set(conf, "socket.nagle.disable", "true", errstr, errstr_size) || /* small messages, low latency */
+        conf_set(conf, "reconnect.backoff.max.ms", VX_KAFKA_RECONNECT_BACKOFF_MAX_MS, errstr, errstr_size))
         goto err;
     if (role == VX_KAFKA_PRODUCER &&
         /* Ordered rather than idempotent. librdkafka 2.0's idempotent producer polls its socket with
@@ -157,11 +158,69 @@ void vx_kafka_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err, rd_kafka_topic_
     }
 }
 
-rd_kafka_t *vx_kafka_consumer_new(const char *group_id, const char *const *topics, int n,
+static int id_char(int c) { return isalnum(c) || c == '.' || c == '_' || c == '-'; }
+
+int vx_kafka_instance_id(const char *service, const char *http_addr, char *out, size_t size, char *errstr,
+                         size_t errstr_size) {
+    const char *set = vx_cfg_str("VX_INSTANCE_ID", NULL);
+    char host[256] = "localhost";
+    size_t n;
+
+    if (set && strcmp(set, "none") == 0) {
+        out[0] = '\0';
+        return 0;
+    }
+    if (set) {
+        n = strlen(set);
+        for (size_t i = 0; i < n; i++)
+            if (!id_char((unsigned char)set[i])) {
+                snprintf(errstr, errstr_size, "VX_INSTANCE_ID: only letters, digits, '.', '_' and '-' (Kafka's rule)");
+                return -1;
+            }
+        if (n > VX_INSTANCE_ID_MAX || n >= size) {
+            snprintf(errstr, errstr_size, "VX_INSTANCE_ID: at most %d characters", VX_INSTANCE_ID_MAX);
+            return -1;
+        }
+        memcpy(out, set, n + 1);
+        return 0;
+    }
+    if (gethostname(host, sizeof(host) - 1)) snprintf(host, sizeof(host), "localhost");
+    host[sizeof(host) - 1] = '\0';
+    n = (size_t)snprintf(out, size, "%s.%s.%s", service, host, http_addr);
+    if (n > VX_INSTANCE_ID_MAX || n >= size) {
+        snprintf(errstr, errstr_size, "the instance id %s.%s.%s is over %d characters: set VX_INSTANCE_ID", service,
+                 host, http_addr, VX_INSTANCE_ID_MAX);
+        return -1;
+    }
+    for (char *p = out; *p; p++)
+        if (!id_char((unsigned char)*p)) *p = '-';
+    return 0;
+}
+
+void vx_kafka_leave_group(rd_kafka_t *rk, int timeout_ms) {
+    rd_kafka_topic_partition_list_t *now = NULL;
+    int left = 0;
+
+    if (rd_kafka_unsubscribe(rk)) return;
+    for (int waited = 0; waited < timeout_ms && !left; waited += 100) {
+        rd_kafka_message_t *m = rd_kafka_consumer_poll(rk, 100);
+        if (m) rd_kafka_message_destroy(m);
+        if (!rd_kafka_assignment(rk, &now)) {
+            left = now->cnt == 0;
+            rd_kafka_topic_partition_list_destroy(now);
+        }
+    }
+}
+
+rd_kafka_t *vx_kafka_consumer_new(const char *group_id, const char *instance_id, const char *const *topics, int n,
                                   void (*rebalance_cb)(rd_kafka_t *, rd_kafka_resp_err_t,
                                                        rd_kafka_topic_partition_list_t *, void *),
                                   void *opaque, char *errstr, size_t errstr_size) {
-    rd_kafka_conf_t *conf = vx_kafka_conf_new(VX_KAFKA_CONSUMER, NULL, errstr, errstr_size);
+    /* KAFKA_* in the environment still has the last word over these (vx_kafka_conf_new) */
+    const char *defaults[] = {"session.timeout.ms", VX_KAFKA_SESSION_TIMEOUT_MS,
+                              "heartbeat.interval.ms", VX_KAFKA_HEARTBEAT_INTERVAL_MS,
+                              instance_id && instance_id[0] ? "group.instance.id" : NULL, instance_id, NULL};
+    rd_kafka_conf_t *conf = vx_kafka_conf_new(VX_KAFKA_CONSUMER, defaults, errstr, errstr_size);
     rd_kafka_topic_partition_list_t *subs = NULL;
     rd_kafka_resp_err_t err;
     rd_kafka_t *rk;

@@ -55,14 +55,44 @@ rd_kafka_conf_t *vx_kafka_conf_new(vx_kafka_role_t role, const char *const *defa
 rd_kafka_t *vx_kafka_producer_new(void (*dr_cb)(rd_kafka_t *, const rd_kafka_message_t *, void *), void *opaque,
                                   const char *const *defaults, char *errstr, size_t errstr_size);
 
+/* Group membership defaults of vx_kafka_consumer_new (KAFKA_CONSUMER_SESSION_TIMEOUT_MS and
+ * KAFKA_CONSUMER_HEARTBEAT_INTERVAL_MS override them). A static member killed and started again takes its
+ * partitions back at once; the session timeout is how long the partitions of one that does not come
+ * back wait before the group gives them to the others (librdkafka's default: 45 s). */
+#define VX_KAFKA_SESSION_TIMEOUT_MS "10000"
+#define VX_KAFKA_HEARTBEAT_INTERVAL_MS "3000"
+/* librdkafka waits up to reconnect.backoff.max.ms (its default: 10 s) between tries to reach a
+ * broker that went away: after a broker restart every client would wait that long again. 1 s costs
+ * one connection attempt a second while a broker is down. KAFKA_RECONNECT_BACKOFF_MAX_MS overrides. */
+#define VX_KAFKA_RECONNECT_BACKOFF_MAX_MS "1000"
+
+/* This instance's static group membership id (group.instance.id, KIP-345) into out: VX_INSTANCE_ID
+ * when set ("none": no static membership, out is ""), else <service>.<hostname>.<http_addr>, with
+ * every character Kafka does not take in an id (anything but letters, digits, '.', '_', '-')
+ * made '-': unique per running instance (two instances on one host listen on two addresses) and the
+ * same when the same instance starts again. Returns 0, or -1 with errstr (a VX_INSTANCE_ID Kafka
+ * would refuse, or over 249 characters). */
+#define VX_INSTANCE_ID_MAX 249
+int vx_kafka_instance_id(const char *service, const char *http_addr, char *out, size_t size, char *errstr,
+                         size_t errstr_size);
+
 /* A consumer in group_id subscribed to topics[0..n-1], with offsets stored by the application
  * (enable.auto.offset.store=false) and committed in the background: store only what is done.
+ * instance_id: its group.instance.id (static membership; NULL or "": dynamic). A static member
+ * does not leave its group when it closes: see vx_kafka_leave_group.
  * rebalance_cb (may be NULL: librdkafka's own handling) gets `opaque` and must end by calling
  * vx_kafka_rebalance. */
-rd_kafka_t *vx_kafka_consumer_new(const char *group_id, const char *const *topics, int n,
+rd_kafka_t *vx_kafka_consumer_new(const char *group_id, const char *instance_id, const char *const *topics, int n,
                                   void (*rebalance_cb)(rd_kafka_t *, rd_kafka_resp_err_t,
                                                        rd_kafka_topic_partition_list_t *, void *),
                                   void *opaque, char *errstr, size_t errstr_size);
+
+/* A static member's clean stop, before rd_kafka_consumer_close: librdkafka never sends LeaveGroup
+ * for a static member (KIP-345), so its partitions would wait session.timeout.ms for it. This
+ * unsubscribes (the rebalance callback sees the revocation, offsets stored so far are committed,
+ * then the group is left) and serves the consumer for at most timeout_ms until nothing is assigned;
+ * messages polled meanwhile are dropped unapplied (their offsets were never stored). */
+void vx_kafka_leave_group(rd_kafka_t *rk, int timeout_ms);
 
 /* What a rebalance callback must do after its own bookkeeping: take or give up the partitions, in
  * the eager or the cooperative protocol (whichever partition.assignment.strategy chose). Newly

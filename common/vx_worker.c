@@ -7,6 +7,7 @@
  * connection, which waits as long as it takes. libmicrohttpd's single polling thread answers HTTP. */
 #include "vx_worker.h"
 
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -26,12 +27,21 @@
 #define MARK_EVERY_MS 100 /* delivered rows are stamped together: one transaction per 100 ms, not per batch */
 #define SWEEP_EVERY_MS 1000
 #define PRUNE_EVERY_MS 60000
+/* Fenced again within FENCE_WINDOW_MS of FENCE_MAX fences: another live process has this instance's id (they
+ * take it from each other at every join); stop instead of fighting. A fence after a long broker
+ * outage (librdkafka 2.0 fences its own static member then) happens once per outage. */
+#define FENCE_MAX 5
+#define FENCE_WINDOW_MS 60000
 
 struct vx_worker_s {
     const vx_worker_opts_t *o;
     PGconn *db;      /* the loop's connection */
     PGconn *http_db; /* the HTTP thread's connection (one polling thread: never shared) */
-    rd_kafka_t *producer, *consumer;
+    rd_kafka_t *producer, *consumer; /* consumer: replaced after a fence, under consumer_lock */
+    pthread_mutex_t consumer_lock;    /* the loop's replacement against the HTTP thread's scrape */
+    char instance[VX_INSTANCE_ID_MAX + 1]; /* group.instance.id; "" for dynamic membership */
+    long long fenced_at[FENCE_MAX];   /* the last fences (ms), a ring */
+    int nfenced;
     vx_outbox_t *outbox;
     vx_apply_t *apply;
     vx_http_t *http;
@@ -160,6 +170,7 @@ static void worker_scrape(void *opaque) {
      * instance reads: its position, or, before it has read anything there, the group's committed
      * offset (asked of the broker, briefly). */
     vx_metric_clear(w->m_lag);
+    pthread_mutex_lock(&w->consumer_lock);
     if (!rd_kafka_assignment(w->consumer, &parts)) {
         rd_kafka_topic_partition_list_t *ask = rd_kafka_topic_partition_list_new(parts->cnt);
         rd_kafka_position(w->consumer, parts);
@@ -183,6 +194,7 @@ static void worker_scrape(void *opaque) {
         }
         rd_kafka_topic_partition_list_destroy(parts);
     }
+    pthread_mutex_unlock(&w->consumer_lock);
     vx_metric_set(w->m_queue, VX_NOLABELS, rd_kafka_outq_len(w->producer));
     vx_metric_set(w->m_held, VX_NOLABELS, (double)vx_apply_held(w->apply));
     vx_metric_set(w->m_turn, VX_NOLABELS, (double)(now_ms() - __atomic_load_n(&w->last_turn, __ATOMIC_ACQUIRE)) / 1000.0);
@@ -298,11 +310,11 @@ static void on_http(vx_http_req_t *req, void *opaque) {
 /* ---- the loop --------------------------------------------------------------------------------- */
 
 /* The relay's upkeep: stamp what was delivered, sweep rows left unpublished, prune old ones. A
- * sweep with no grace (at start) takes every unpublished row at once. Delivered rows are stamped
+ * sweep with no grace takes every unpublished row at once. Delivered rows are stamped
  * MARK_EVERY_MS after the first of them was delivered (at once when stopping): under load that is
  * one statement for many batches. Until then a crash leaves them to the sweep, which sends them
  * again after its grace; duplicates are harmless. */
-static void upkeep(vx_worker_t *w, int startup) {
+static void upkeep(vx_worker_t *w) {
     char err[256];
     long long t = now_ms();
     int n;
@@ -320,7 +332,7 @@ static void upkeep(vx_worker_t *w, int startup) {
             vx_log(VX_LOG_WARN, "mark_failed", "error", err, NULL); /* the ids stay for the next try */
     }
     if (t >= w->next_sweep && vx_pg_ensure(w->db) == 0) {
-        n = vx_outbox_sweep(w->outbox, w->db, startup ? 0 : (int)w->o->sweep_grace_ms, 1000, err, sizeof(err));
+        n = vx_outbox_sweep(w->outbox, w->db, (int)w->o->sweep_grace_ms, 1000, err, sizeof(err));
         if (n < 0) vx_log(VX_LOG_WARN, "sweep_failed", "error", err, NULL);
         if (n > 0) {
             char cnt[16];
@@ -349,10 +361,85 @@ static void upkeep(vx_worker_t *w, int startup) {
     }
 }
 
+/* Rows a previous run left unpublished (a crash between commit and publish, a broker that was
+ * away) all go first, in id order, before the loop takes a command: a result or event the fast path
+ * sends for a new command must never overtake an older one of the same key (an order's CONFIRMED
+ * published after its CANCELLED). A static member gets its partitions back at once, so the rows
+ * cannot wait for the sweep's grace. Each sweep takes 1000 rows; rows claimed by this drain are not
+ * taken again (the grace grows with the time it has run). Waits for the database, keeping /health
+ * alive, until done or stopping. */
+static void drain_left_rows(vx_worker_t *w) {
+    long long t0 = now_ms(), total = 0;
+    char err[256];
+
+    while (!stopping) {
+        int n = vx_pg_ensure(w->db) == 0
+                    ? vx_outbox_sweep(w->outbox, w->db, (int)(now_ms() - t0), 1000, err, sizeof(err))
+                    : (snprintf(err, sizeof(err), "no database"), -1);
+        __atomic_store_n(&w->last_turn, now_ms(), __ATOMIC_RELEASE);
+        rd_kafka_poll(w->producer, 0);
+        if (n < 0) {
+            vx_log(VX_LOG_WARN, "sweep_failed", "error", err, NULL);
+            vx_log_flush();
+            usleep(500 * 1000);
+            continue;
+        }
+        total += n;
+        if (n < 1000) break;
+    }
+    if (total > 0) {
+        char cnt[24];
+        snprintf(cnt, sizeof(cnt), "%lld", total);
+        vx_log(VX_LOG_INFO, "outbox_swept", "#rows", cnt, "detail", "left by a previous run", NULL);
+        vx_metric_add(w->m_swept, VX_NOLABELS, (double)total);
+    }
+    w->next_sweep = now_ms() + SWEEP_EVERY_MS;
+}
+
+/* The consumer had a fatal error: its static member was fenced (FENCED_INSTANCE_ID). Either another
+ * process joined with this instance's id, or librdkafka 2.0 fenced itself: after a session timeout
+ * (a broker away longer than session.timeout.ms) it rejoins under a new member id and then commits
+ * under the old one. A fatal error is for good, so the consumer is replaced by a new one under the
+ * same id, which takes the partitions back; what was taken of them and not done is forgotten and
+ * comes again from the committed offsets. Returns 0, or -1 (logged) when the instance must stop:
+ * fenced FENCE_MAX times within FENCE_WINDOW_MS, or no new consumer. */
+static int renew_consumer(vx_worker_t *w, const char *why) {
+    rd_kafka_topic_partition_list_t *parts = NULL;
+    long long now = now_ms(), oldest = w->fenced_at[w->nfenced % FENCE_MAX];
+    char err[512];
+    rd_kafka_t *fresh;
+
+    w->fenced_at[w->nfenced++ % FENCE_MAX] = now;
+    if (w->nfenced >= FENCE_MAX && now - oldest < FENCE_WINDOW_MS) {
+        vx_log(VX_LOG_ERROR, "consumer_fatal", "error", why, "detail",
+               "fenced again and again: another running instance uses this group.instance.id (VX_INSTANCE_ID); "
+               "stopping",
+               NULL);
+        return -1;
+    }
+    vx_log(VX_LOG_WARN, "consumer_fenced", "error", why, "detail", "joining the group again with a new consumer", NULL);
+    if (!rd_kafka_assignment(w->consumer, &parts)) {
+        vx_apply_revoke(w->apply, parts);
+        rd_kafka_topic_partition_list_destroy(parts);
+    }
+    if (!(fresh = vx_kafka_consumer_new(w->o->group, w->instance, w->o->consume, w->o->nconsume, on_rebalance, w, err,
+                                        sizeof(err)))) {
+        vx_log(VX_LOG_ERROR, "kafka_setup_failed", "error", err, NULL);
+        return -1;
+    }
+    pthread_mutex_lock(&w->consumer_lock);
+    /* fenced: nothing to commit or leave; its stored offsets go with it (redelivered, absorbed) */
+    rd_kafka_destroy_flags(w->consumer, RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE);
+    w->consumer = fresh;
+    __atomic_store_n(&w->assigned, 0, __ATOMIC_RELEASE);
+    pthread_mutex_unlock(&w->consumer_lock);
+    return 0;
+}
+
 static int run(vx_worker_t *w) {
-    /* Rows a previous run left unpublished go first, at once, before this run's fast path sends
-     * rows of its own (which a sweep with no grace would send a second time). */
-    upkeep(w, 1);
+    char fatal[512];
+    int rc = 0;
+    drain_left_rows(w);
     __atomic_store_n(&w->last_turn, now_ms(), __ATOMIC_RELEASE);
     while (!stopping) {
         rd_kafka_message_t *m = rd_kafka_consumer_poll(w->consumer, vx_apply_wait_ms(w->apply, 100));
@@ -370,20 +457,24 @@ static int run(vx_worker_t *w) {
             vx_log_flush();
             exit(1); /* the messages are redelivered to the next instance: nothing is lost */
         }
-        upkeep(w, 0);
+        upkeep(w);
         __atomic_store_n(&w->last_turn, now_ms(), __ATOMIC_RELEASE);
+        if (rd_kafka_fatal_error(w->consumer, fatal, sizeof(fatal)) && renew_consumer(w, fatal)) {
+            rc = 1;
+            break;
+        }
         vx_log_flush();
     }
     /* Stopping: the call in hand is done; let the messages reach the broker, stamp them; the offsets
        are committed by the close (vx_worker_main), all of it within shutdown_ms. */
     w->stop_deadline = now_ms() + w->o->shutdown_ms;
     rd_kafka_flush(w->producer, (int)w->o->shutdown_ms);
-    upkeep(w, 0);
-    return 0;
+    upkeep(w);
+    return rc;
 }
 
 int vx_worker_main(const vx_worker_opts_t *o) {
-    vx_worker_t w = {.o = o, .last_turn = now_ms()};
+    vx_worker_t w = {.o = o, .last_turn = now_ms(), .consumer_lock = PTHREAD_MUTEX_INITIALIZER};
     struct sigaction sa = {0};
     char err[512], pgopts[64];
     int rc = 1;
@@ -453,7 +544,12 @@ int vx_worker_main(const vx_worker_opts_t *o) {
             goto out;
         }
     }
-    if (!(w.consumer = vx_kafka_consumer_new(o->group, o->consume, o->nconsume, on_rebalance, &w, err, sizeof(err)))) {
+    if (vx_kafka_instance_id(o->service, o->http_addr, w.instance, sizeof(w.instance), err, sizeof(err))) {
+        vx_log(VX_LOG_ERROR, "config_error", "error", err, NULL);
+        goto out;
+    }
+    if (!(w.consumer = vx_kafka_consumer_new(o->group, w.instance, o->consume, o->nconsume, on_rebalance, &w, err,
+                                             sizeof(err)))) {
         vx_log(VX_LOG_ERROR, "kafka_setup_failed", "error", err, NULL);
         goto out;
     }
@@ -465,7 +561,8 @@ int vx_worker_main(const vx_worker_opts_t *o) {
         }
     }
     worker_metrics(&w);
-    vx_log(VX_LOG_INFO, "started", "http", o->http_addr, "consumes", o->consume[0], "group", o->group, NULL);
+    vx_log(VX_LOG_INFO, "started", "http", o->http_addr, "consumes", o->consume[0], "group", o->group,
+           "instance", w.instance[0] ? w.instance : "(dynamic)", NULL);
     vx_log_flush();
     rc = run(&w);
     vx_log(VX_LOG_INFO, "stopped", NULL);
@@ -474,11 +571,14 @@ out:
     vx_http_stop(w.http);
     if (!w.stop_deadline) w.stop_deadline = now_ms() + o->shutdown_ms;
     /* The messages held go first (a consumer is destroyed with none outstanding; their offsets were
-       never stored past them), then the consumer commits what was stored and leaves its group, then
-       the producer: each waits only for what is left of the bound, so a broker that is gone costs
-       shutdown_ms, not librdkafka's unbounded close. */
+       never stored past them), then the consumer leaves its group (a static member on purpose, so
+       that its partitions move at once, not after the session timeout; a fenced one is no member any
+       more) and commits what was stored, then the producer: each waits only for what is left of the
+       bound, so a broker that is gone costs shutdown_ms, not librdkafka's unbounded close. */
     vx_apply_destroy(w.apply);
     w.apply = NULL;
+    if (w.consumer && w.instance[0] && !rd_kafka_fatal_error(w.consumer, err, sizeof(err)))
+        vx_kafka_leave_group(w.consumer, remaining_ms(w.stop_deadline) / 2);
     vx_kafka_consumer_destroy(w.consumer, remaining_ms(w.stop_deadline));
     vx_kafka_producer_destroy(w.producer, remaining_ms(w.stop_deadline)); /* before the outbox its reports reach */
     vx_outbox_destroy(w.outbox);

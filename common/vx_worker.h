@@ -58,9 +58,14 @@ typedef struct {
 int vx_worker_config(vx_worker_opts_t *o, const char *prefix, char *errstr, size_t errstr_size);
 
 /* Sets everything up, runs until SIGTERM or SIGINT (finishing the call in hand, flushing the
- * producer, committing the offsets, together within shutdown_ms even when the broker is gone) and
- * tears down. o is borrowed for the run. Returns the exit
- * code: 0 after a clean stop, 1 when set-up failed. */
+ * producer, committing the offsets, leaving the consumer group, together within shutdown_ms even
+ * when the broker is gone) and tears down. The consumer is a
+ * static member of o->group (vx_kafka_instance_id: VX_INSTANCE_ID, else service, host and
+ * o->http_addr), so that a killed instance started again takes its partitions back at once. o is
+ * borrowed for the run. A fenced consumer (another process joined with the same id, or librdkafka
+ * fenced itself after a broker outage longer than the session) is replaced by a new one under the
+ * same id. Returns the exit code: 0 after a clean stop, 1 when set-up failed or when fenced a sixth
+ * time within a minute of five fences (another running instance has the same id). */
 int vx_worker_main(const vx_worker_opts_t *o);
 
 /* For http callbacks: answers 200 with the first column of the one-row result of sql (JSON built

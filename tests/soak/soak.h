@@ -72,7 +72,8 @@ typedef struct {
     char *body;          /* HTTP: the request body; PLACE, RESTOCK: the command (owned) */
     int sends, acked, failed; /* Kafka: produced (more than once: a deliberate duplicate), delivery reports */
     int final_code;      /* HTTP: 201, 202 or 409; 0 when the client gave up */
-    int64_t t_final;     /* HTTP: wall clock (ms) of the final answer */
+    int64_t t_first;     /* HTTP: wall clock (ms) of the first attempt */
+    int64_t t_final;     /* HTTP: wall clock (ms) of the final answer; PLACE: of the first delivery report */
     int cancel_sent;     /* HTTP, PLACE: a CancelOrder for it was produced */
     int nanswers, answers_cap;
     soak_answer_t *answers; /* HTTP: every answer in order (owned) */
@@ -178,17 +179,37 @@ typedef struct {
 } soak_chaos_stats_t;
 void soak_chaos_stats(soak_chaos_stats_t *s);
 
+/* Every kill and every exit of a component, in the order they happened (wall clock ms), for the
+ * recovery figures: which outage an order waited on. */
+typedef struct {
+    int64_t at;
+    int comp;
+    int exit; /* 0: killed by the driver; 1: exited by itself (a crash point, or worse) */
+} soak_chaos_event_t;
+/* The events so far: *n of them, in a copy the caller frees (NULL when none or out of memory). */
+soak_chaos_event_t *soak_chaos_events(size_t *n);
+
 /* ---- quiescence and the checks (soak_check.c) ---------------------------------------------------- */
 
 int soak_check_quiesce(const soak_opts_t *o, char *err, size_t errsz);
+
+enum { SOAK_LAT_SERVICE, SOAK_LAT_INFRA, SOAK_LAT_NONE, SOAK_LAT_CLASSES };
+extern const char *const soak_lat_class_names[SOAK_LAT_CLASSES];
+typedef struct {
+    long n;
+    double p50, p90, p99, max;
+} soak_lat_t;
 
 typedef struct {
     long violations[6];            /* [1..5] per check */
     long orders_db, confirmed, rejected, cancelled, pending;
     long results_read, events_read, dlq_read, gremlin_delayed;
     long reasked;
-    double lat_p50, lat_p90, lat_p99, lat_max; /* 202 -> decided, ms */
-    long lat_n;
+    /* 202 -> decided, ms: all 202 answers, then by the outage they waited on (SOAK_LAT_*: see
+     * soak_check.c's latency_202 for the attribution) */
+    soak_lat_t lat, lat_class[SOAK_LAT_CLASSES];
+    soak_lat_t kafka_class[SOAK_LAT_CLASSES]; /* PlaceOrder over Kafka: acknowledged -> decided, ms */
+    long class_events[SOAK_LAT_CLASSES]; /* kills and exits of the class's components during the soak */
 } soak_check_result_t;
 
 /* Reads the databases and the topics and runs the five checks, printing each with its count. Returns

@@ -36,6 +36,8 @@ static char driver_err[SOAK_ERR];
 static pthread_mutex_t stats_lock = PTHREAD_MUTEX_INITIALIZER;
 static soak_chaos_stats_t st;
 static long log_offset[SOAK_NCOMP];
+static soak_chaos_event_t *events; /* under stats_lock */
+static size_t nevents, events_cap;
 
 void soak_chaos_stats(soak_chaos_stats_t *s) {
     pthread_mutex_lock(&stats_lock);
@@ -50,6 +52,30 @@ static void count(long *field, long n) {
 }
 
 static int is_service(int comp) { return comp >= SOAK_INVENTORY; }
+
+/* Notes a kill or an exit now (an exit when it is noticed: within the driver's 200 ms turn). */
+static void note_event(int comp, int exit) {
+    pthread_mutex_lock(&stats_lock);
+    if (nevents == events_cap) {
+        size_t cap = events_cap ? events_cap * 2 : 256;
+        soak_chaos_event_t *e = realloc(events, cap * sizeof(*e));
+        if (e) events = e, events_cap = cap;
+    }
+    if (nevents < events_cap) events[nevents++] = (soak_chaos_event_t){.at = vt_real_ms(), .comp = comp, .exit = exit};
+    pthread_mutex_unlock(&stats_lock);
+}
+
+soak_chaos_event_t *soak_chaos_events(size_t *n) {
+    soak_chaos_event_t *copy = NULL;
+    pthread_mutex_lock(&stats_lock);
+    *n = 0;
+    if (nevents && (copy = malloc(nevents * sizeof(*copy)))) {
+        memcpy(copy, events, nevents * sizeof(*copy));
+        *n = nevents;
+    }
+    pthread_mutex_unlock(&stats_lock);
+    return copy;
+}
 
 /* ---- deploy/stack.sh ------------------------------------------------------------------------------- */
 
@@ -233,6 +259,7 @@ static int start(int comp, char *err, size_t errsz) {
         }
         crashed = scan_log(comp);
         if (crashed) count(&st.crash_exits[comp], crashed);
+        note_event(comp, 1);
         soak_say("%s did not start (attempt %d of %d%s): %s", soak_comp_names[comp], attempt, START_ATTEMPTS,
                  crashed ? ", a crash point fired" : "", err);
         show_tail(comp); /* what CI prints is all one sees of a failed run: say why here */
@@ -244,6 +271,7 @@ static int start(int comp, char *err, size_t errsz) {
 /* A component found down that nobody killed: counted, reported, started again. */
 static int exited(int comp, char *err, size_t errsz) {
     int crashed = scan_log(comp);
+    note_event(comp, 1);
     if (crashed) {
         count(&st.crash_exits[comp], 1);
     } else {
@@ -294,11 +322,13 @@ static int kill_round(unsigned *rng, char *err, size_t errsz) {
         v[0] = v[1];
         v[1] = t;
     }
+    /* A victim that exited by itself is started again before anything is killed: started while the
+       other victim (PostgreSQL, say) is down, it would wait for it in vain. */
+    for (int i = 0; i < n; i++)
+        if (!soak_chaos_alive(opts, v[i]) && exited(v[i], err, errsz)) return -1;
     for (int i = 0; i < n; i++) {
-        if (!soak_chaos_alive(opts, v[i])) {
-            if (exited(v[i], err, errsz)) return -1;
-        }
         if (soak_stack(opts, "kill", soak_comp_names[v[i]], armed, err, errsz)) return -1;
+        note_event(v[i], 0);
         count(&st.kills[v[i]], 1);
         count(&st.total_kills, 1);
     }
@@ -340,6 +370,7 @@ int soak_chaos_start(const soak_opts_t *o, char *err, size_t errsz) {
     for (int c = SOAK_INVENTORY; c < SOAK_NCOMP; c++) scan_log(c); /* what happened before the soak is not ours */
     pthread_mutex_lock(&stats_lock);
     memset(&st, 0, sizeof(st));
+    nevents = 0;
     pthread_mutex_unlock(&stats_lock);
     if (!o->components) return 0; /* SOAK_COMPONENTS=none: whoever runs the soak brings the faults */
     if (pthread_create(&driver_thread, NULL, driver, NULL)) {

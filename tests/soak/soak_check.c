@@ -733,31 +733,81 @@ static long check_same_answers(void) {
     return n;
 }
 
-/* ---- 202 -> decided latency ------------------------------------------------------------------------- */
+/* ---- 202 -> decided latency, by the outage it waited on ---------------------------------------------- */
+
+const char *const soak_lat_class_names[SOAK_LAT_CLASSES] = {"service kill", "broker/db kill", "no kill"};
+
+/* A component killed this long before an order's first attempt may still be down or recovering:
+ * a restart of the broker takes 5-10 s, of a service a few seconds plus its group join. */
+#define LAT_LOOKBACK_MS 5000
+
+static int is_infra(int comp) { return comp == SOAK_POSTGRES || comp == SOAK_KAFKA; }
+
+/* The outage an order waited on: the kills and exits from LAT_LOOKBACK_MS before its first attempt
+ * until its decision. Any of the broker or the database among them: SOAK_LAT_INFRA (theirs is the
+ * slower recovery, and everything waits on it); else any of a service (a kill, or a crash point's
+ * exit): SOAK_LAT_SERVICE; else SOAK_LAT_NONE. */
+static int lat_class(const soak_chaos_event_t *ev, size_t nev, int64_t from, int64_t to) {
+    int cls = SOAK_LAT_NONE;
+    for (size_t i = 0; i < nev; i++) {
+        if (ev[i].at < from - LAT_LOOKBACK_MS || ev[i].at > to) continue;
+        if (is_infra(ev[i].comp)) return SOAK_LAT_INFRA;
+        cls = SOAK_LAT_SERVICE;
+    }
+    return cls;
+}
+
+static void lat_fill(soak_lat_t *l, double *v, long n) {
+    l->n = n;
+    if (!n) return;
+    qsort(v, (size_t)n, sizeof(*v), vt_cmp_double);
+    l->p50 = vt_percentile(v, n, 50);
+    l->p90 = vt_percentile(v, n, 90);
+    l->p99 = vt_percentile(v, n, 99);
+    l->max = v[n - 1];
+}
 
 static void latency_202(void) {
-    size_t total = soak_ledger_count();
-    double *v = calloc(total + 1, sizeof(*v));
-    long n = 0;
+    size_t total = soak_ledger_count(), nev = 0;
+    soak_chaos_event_t *ev = soak_chaos_events(&nev);
+    double *v = calloc(total + 1, sizeof(*v)), *cv[SOAK_LAT_CLASSES], *kv[SOAK_LAT_CLASSES];
+    long n = 0, cn[SOAK_LAT_CLASSES] = {0}, kn[SOAK_LAT_CLASSES] = {0};
+    int ok = v != NULL;
 
-    for (size_t i = 0; v && i < total; i++) {
+    for (int k = 0; k < SOAK_LAT_CLASSES; k++) {
+        cv[k] = calloc(total + 1, sizeof(double));
+        kv[k] = calloc(total + 1, sizeof(double));
+        ok = ok && cv[k] && kv[k];
+    }
+    for (size_t i = 0; i < nev; i++) res->class_events[is_infra(ev[i].comp) ? SOAK_LAT_INFRA : SOAK_LAT_SERVICE]++;
+    for (size_t i = 0; ok && i < total; i++) {
         soak_cmd_t *c = soak_ledger_at(i);
         order_t *o;
         int64_t at;
-        if (c->kind != SOAK_HTTP || c->final_code != 202) continue;
+        int k;
+        int http = c->kind == SOAK_HTTP && c->final_code == 202, kafka = c->kind == SOAK_PLACE && c->acked;
+        if (!http && !kafka) continue;
         if (!(at = soak_load_decided_at(c->order_id)) && (o = order_of(c->order_id)) && o->status != 'P')
             at = o->updated_ms; /* seen only after the live reader stopped: the database's time */
-        if (at) v[n++] = at > c->t_final ? (double)(at - c->t_final) : 0;
+        if (!at) continue;
+        /* an HTTP order's outage window opens at its first attempt, a Kafka order's at its acknowledgement */
+        k = lat_class(ev, nev, http ? c->t_first : c->t_final, at);
+        if (http) {
+            v[n++] = at > c->t_final ? (double)(at - c->t_final) : 0;
+            cv[k][cn[k]++] = v[n - 1];
+        } else {
+            kv[k][kn[k]++] = at > c->t_final ? (double)(at - c->t_final) : 0;
+        }
     }
-    if (n) {
-        qsort(v, (size_t)n, sizeof(*v), vt_cmp_double);
-        res->lat_p50 = vt_percentile(v, n, 50);
-        res->lat_p90 = vt_percentile(v, n, 90);
-        res->lat_p99 = vt_percentile(v, n, 99);
-        res->lat_max = v[n - 1];
+    lat_fill(&res->lat, v, n);
+    for (int k = 0; k < SOAK_LAT_CLASSES; k++) {
+        lat_fill(&res->lat_class[k], cv[k], cn[k]);
+        lat_fill(&res->kafka_class[k], kv[k], kn[k]);
+        free(cv[k]);
+        free(kv[k]);
     }
-    res->lat_n = n;
     free(v);
+    free(ev);
 }
 
 /* ---- all of it ---------------------------------------------------------------------------------------- */

@@ -132,6 +132,7 @@ static int retryable(int code) {
 
 /* One client's order, from the first attempt to its final answer (or giving up). */
 static void run_order(vt_http_conn_t *conn, soak_cmd_t *c, unsigned *rng) {
+    c->t_first = vt_real_ms();
     for (int attempt = 0; attempt < opts->http_attempts; attempt++) {
         soak_answer_t a;
         soak_reply_t r;
@@ -194,7 +195,10 @@ static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaqu
         COUNT(delivery_failed);
         return;
     }
-    if (++c->acked == 1 && c->kind == SOAK_PLACE) cancel_later(c, &rng);
+    if (++c->acked == 1 && c->kind == SOAK_PLACE) {
+        c->t_final = vt_real_ms();
+        cancel_later(c, &rng);
+    }
 }
 
 static int produce(const char *topic, soak_cmd_t *c, const char *value) {

@@ -254,11 +254,31 @@ static long report(const soak_check_result_t *r, int64_t chaos_ms, int64_t quiet
            l.http_4xx_unexpected);
     printf("gremlin              %ld results and events carry chaos-delay-ms\n", r->gremlin_delayed);
     printf("asked again          %ld clients at the end\n", r->reasked);
-    if (r->lat_n)
-        printf("202 -> decided       %ld orders: p50 %.0f ms, p90 %.0f ms, p99 %.0f ms, max %.0f ms\n", r->lat_n,
-               r->lat_p50, r->lat_p90, r->lat_p99, r->lat_max);
+    if (r->lat.n)
+        printf("202 -> decided       %ld orders: p50 %.0f ms, p90 %.0f ms, p99 %.0f ms, max %.0f ms\n", r->lat.n,
+               r->lat.p50, r->lat.p90, r->lat.p99, r->lat.max);
     else
         printf("202 -> decided       no 202 answers\n");
+    /* by the outage the order waited on (soak_check.c, latency_202): figures, never a verdict */
+    for (int k = 0; k < SOAK_LAT_CLASSES; k++) {
+        const soak_lat_t *l = &r->lat_class[k];
+        char kills[64] = "";
+        if (k != SOAK_LAT_NONE) snprintf(kills, sizeof(kills), " (%ld kills and exits)", r->class_events[k]);
+        if (l->n)
+            printf("  after %-14s%s: %ld orders: p50 %.0f ms, p90 %.0f ms, p99 %.0f ms, max %.0f ms\n",
+                   soak_lat_class_names[k], kills, l->n, l->p50, l->p90, l->p99, l->max);
+        else
+            printf("  after %-14s%s: no orders\n", soak_lat_class_names[k], kills);
+    }
+    printf("Kafka order -> decided (acknowledged by the broker until its decision appeared)\n");
+    for (int k = 0; k < SOAK_LAT_CLASSES; k++) {
+        const soak_lat_t *l = &r->kafka_class[k];
+        if (l->n)
+            printf("  after %-14s: %ld orders: p50 %.0f ms, p90 %.0f ms, p99 %.0f ms, max %.0f ms\n",
+                   soak_lat_class_names[k], l->n, l->p50, l->p90, l->p99, l->max);
+        else
+            printf("  after %-14s: no orders\n", soak_lat_class_names[k]);
+    }
     printf("violations           1: %ld  2: %ld  3: %ld  4: %ld  5: %ld  (total %ld)\n", r->violations[1],
            r->violations[2], r->violations[3], r->violations[4], r->violations[5], v);
     return v;
