@@ -9,7 +9,12 @@
  *   vxbench paced COMMANDS EVENTS PREFIX RATE SECS PRODUCTS DRAIN_S
  *                                                  produces the mix at RATE/s for SECS, reads the
  *                                                  events, prints produced->consumed latency
- *                                                  (VXBENCH_LATENCIES=FILE: also each one, in ms)
+ *                                                  (VXBENCH_LATENCIES=FILE: also each one, in ms;
+ *                                                  VXBENCH_PACED_MIX=orders: PlaceOrder, not the mix)
+ *   vxbench forward GROUP SECS IN=OUT:TYPE...      the null pipeline's stand-in for a service: reads
+ *                                                  each IN, answers on its OUT with a message of TYPE
+ *                                                  (same key, idempotency_key and size), stores the
+ *                                                  offset after delivery; no database (stage N)
  *   vxbench group-to-end GROUP TOPIC               commits TOPIC's end offsets for consumer GROUP
  *   vxbench wait-topics TIMEOUT_S TOPIC...         waits until every partition has a leader
  *   vxbench drop-topics TOPIC...                   deletes topics
@@ -37,6 +42,7 @@
 #include <json-c/json.h>
 #include <librdkafka/rdkafka.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -374,6 +380,8 @@ static int cmd_paced(char **argv) {
     FILE *dump = NULL;
     int64_t t0, last_sent = 0, deadline;
     gen_t g;
+    const char *mix = getenv("VXBENCH_PACED_MIX");
+    int orders_mix = mix && strcmp(mix, "orders") == 0;
 
     p.prefix = argv[2];
     if (parse_long(argv[3], 1, 1000000, &rate) || parse_long(argv[4], 1, 86400, &secs) ||
@@ -419,7 +427,10 @@ static int cmd_paced(char **argv) {
         struct timespec ts = {.tv_sec = at / 1000000000, .tv_nsec = at % 1000000000};
         rd_kafka_resp_err_t e;
 
-        gen_inventory(&g, i, key, sizeof(key), val, sizeof(val));
+        if (orders_mix)
+            gen_order(&g, i, key, sizeof(key), val, sizeof(val));
+        else
+            gen_inventory(&g, i, key, sizeof(key), val, sizeof(val));
         while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL) == EINTR) {}
         last_sent = vt_mono_ns();
         __atomic_store_n(&p.sent_ns[i], last_sent, __ATOMIC_RELEASE);
@@ -817,6 +828,204 @@ static int cmd_streams(char **argv) {
     return ok == n ? 0 : 1;
 }
 
+static int usage(void);
+/* ---- null pipeline: a forwarder standing in for a service ---------------------------------------- */
+
+/* vxbench forward GROUP SECS IN=OUT:TYPE...: one consumer (vx_kafka_consumer_new, the services' group
+ * settings, offsets stored by hand) and one producer (vx_kafka_producer_new, the services' ordered
+ * producer) with no database between them: each message read on IN is parsed (json-c, as a service
+ * parses it) and answered on OUT by a message of TYPE with the same key, the same idempotency_key
+ * and the same size; its offset is stored only once it and every message before it on its partition
+ * were delivered. Runs SECS seconds or until SIGTERM/SIGINT, then prints what it forwarded. */
+#define FWD_ROUTES 4
+#define FWD_PARTS 64
+#define FWD_RING (1u << 18) /* messages in flight per input partition */
+
+typedef struct {
+    int64_t *off;
+    unsigned char *done;
+    size_t head, len;
+    int64_t store; /* next offset to store; -1: nothing new */
+} fwd_part_t;
+
+typedef struct {
+    const char *in, *out, *type;
+    fwd_part_t *parts[FWD_PARTS];
+} fwd_route_t;
+
+typedef struct {
+    fwd_route_t routes[FWD_ROUTES];
+    int nroutes;
+    long delivered, failed;
+} fwd_t;
+
+static volatile sig_atomic_t fwd_stop;
+static void fwd_on_signal(int sig) { (void)sig; fwd_stop = 1; }
+
+static void fwd_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque) {
+    fwd_t *f = opaque;
+    uintptr_t tag = (uintptr_t)m->_private;
+    fwd_part_t *p = f->routes[tag >> 40].parts[(tag >> 32) & 0xff];
+    (void)rk;
+    if (m->err) { /* the producer retries until delivered: an error here is final */
+        f->failed++;
+        fprintf(stderr, "vxbench forward: delivery failed: %s\n", rd_kafka_err2str(m->err));
+        return;
+    }
+    f->delivered++;
+    p->done[tag & 0xffffffffu] = 1;
+    while (p->len && p->done[p->head]) {
+        p->store = p->off[p->head] + 1;
+        p->done[p->head] = 0;
+        p->head = (p->head + 1) % FWD_RING;
+        p->len--;
+    }
+}
+
+/* Stores every partition's delivered prefix in one call, as a service stores a batch's offsets. */
+static void fwd_store(rd_kafka_t *consumer, fwd_t *f) {
+    rd_kafka_topic_partition_list_t *l = NULL;
+    for (int r = 0; r < f->nroutes; r++)
+        for (int i = 0; i < FWD_PARTS; i++) {
+            fwd_part_t *p = f->routes[r].parts[i];
+            if (!p || p->store < 0) continue;
+            if (!l) l = rd_kafka_topic_partition_list_new(8);
+            rd_kafka_topic_partition_list_add(l, f->routes[r].in, i)->offset = p->store;
+            p->store = -1;
+        }
+    if (!l) return;
+    rd_kafka_resp_err_t e = rd_kafka_offsets_store(consumer, l);
+    if (e && e != RD_KAFKA_RESP_ERR__STATE) fprintf(stderr, "vxbench forward: offsets_store: %s\n", rd_kafka_err2str(e));
+    rd_kafka_topic_partition_list_destroy(l);
+}
+
+static int cmd_forward(const char *group, const char *secs_arg, char **specs, int n) {
+    char err[512], key[VX_MSG_MAX_KEY * 4 + 1], label[96], out[VX_MSG_MAX_BYTES + 1];
+    const char *topics[FWD_ROUTES];
+    fwd_t f = {0};
+    long secs, forwarded = 0, unreadable = 0;
+    int rc = 1;
+    int64_t deadline;
+    rd_kafka_t *producer = NULL, *consumer = NULL;
+    json_tokener *tok = json_tokener_new();
+
+    if (parse_long(secs_arg, 1, 86400, &secs) || n > FWD_ROUTES || !tok) return 2;
+    for (int i = 0; i < n; i++) {
+        char *eq = strchr(specs[i], '='), *colon = eq ? strchr(eq, ':') : NULL;
+        if (!eq || !colon) return usage();
+        *eq = *colon = '\0';
+        f.routes[i] = (fwd_route_t){.in = specs[i], .out = eq + 1, .type = colon + 1};
+        topics[i] = specs[i];
+    }
+    f.nroutes = n;
+    signal(SIGTERM, fwd_on_signal);
+    signal(SIGINT, fwd_on_signal);
+    if (!(producer = vx_kafka_producer_new(fwd_delivery, &f, NULL, err, sizeof(err)))) {
+        fprintf(stderr, "vxbench forward: %s\n", err);
+        goto out;
+    }
+    /* The topics as the services create theirs: VX_TOPIC_PARTITIONS partitions, VX_TOPIC_RETENTION_MS. */
+    const char *all[2 * FWD_ROUTES];
+    for (int i = 0; i < n; i++) all[2 * i] = f.routes[i].in, all[2 * i + 1] = f.routes[i].out;
+    const char *pv = getenv("VX_TOPIC_PARTITIONS"), *rv = getenv("VX_TOPIC_RETENTION_MS");
+    if (vx_kafka_ensure_topics(producer, all, 2 * n, pv && *pv ? atoi(pv) : VX_TOPIC_PARTITIONS_DEFAULT,
+                               VX_TOPIC_REPLICATION_DEFAULT, rv && *rv ? atoll(rv) : 21600000LL, 30000, err,
+                               sizeof(err)) ||
+        !(consumer = vx_kafka_consumer_new(group, NULL, topics, n, NULL, NULL, err, sizeof(err)))) {
+        fprintf(stderr, "vxbench forward: %s\n", err);
+        goto out;
+    }
+    deadline = vt_mono_ns() + (int64_t)secs * 1000000000;
+    while (!fwd_stop && vt_mono_ns() < deadline) {
+        rd_kafka_message_t *m = rd_kafka_consumer_poll(consumer, 100);
+        rd_kafka_poll(producer, 0);
+        fwd_store(consumer, &f);
+        if (!m) continue;
+        if (m->err) {
+            if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF) fprintf(stderr, "vxbench forward: %s\n", rd_kafka_message_errstr(m));
+            rd_kafka_message_destroy(m);
+            continue;
+        }
+        int r;
+        const char *tn = rd_kafka_topic_name(m->rkt);
+        for (r = 0; r < n && strcmp(f.routes[r].in, tn) != 0; r++) {}
+        fwd_part_t *p = NULL;
+        if (r < n && m->partition >= 0 && m->partition < FWD_PARTS && !(p = f.routes[r].parts[m->partition])) {
+            if ((p = calloc(1, sizeof(*p)))) {
+                p->off = malloc(FWD_RING * sizeof(*p->off));
+                p->done = calloc(FWD_RING, 1);
+                p->store = -1;
+                if (!p->off || !p->done) {
+                    free(p->off);
+                    free(p->done);
+                    free(p);
+                    p = NULL;
+                }
+            }
+            if (!p) {
+                fprintf(stderr, "vxbench forward: out of memory\n");
+                rd_kafka_message_destroy(m);
+                goto out;
+            }
+            f.routes[r].parts[m->partition] = p;
+        }
+        if (!p) {
+            fprintf(stderr, "vxbench forward: message on %s [%d] has no route\n", tn, (int)m->partition);
+            rd_kafka_message_destroy(m);
+            continue;
+        }
+        while (p->len == FWD_RING && !fwd_stop) rd_kafka_poll(producer, 10);
+        size_t slot = (p->head + p->len) % FWD_RING;
+        p->off[slot] = m->offset;
+        p->done[slot] = 0;
+        p->len++;
+        size_t len;
+        if (answer_fields(tok, m, key, sizeof(key), label, sizeof(label))) {
+            unreadable++;
+            len = (size_t)snprintf(out, sizeof(out), "{\"type\":\"%s\",\"idempotency_key\":\"\"}", f.routes[r].type);
+        } else {
+            len = (size_t)snprintf(out, sizeof(out), "{\"type\":\"%s\",\"idempotency_key\":\"%s\",\"pad\":\"",
+                                   f.routes[r].type, key);
+        }
+        while (len + 2 < m->len && len + 2 < sizeof(out)) out[len++] = 'x';
+        len += (size_t)snprintf(out + len, sizeof(out) - len, "\"}");
+        rd_kafka_resp_err_t e = rd_kafka_producev(
+            producer, RD_KAFKA_V_TOPIC(f.routes[r].out), RD_KAFKA_V_KEY(m->key, m->key_len),
+            RD_KAFKA_V_VALUE(out, len), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+            RD_KAFKA_V_OPAQUE((void *)(((uintptr_t)r << 40) | ((uintptr_t)m->partition << 32) | slot)), RD_KAFKA_V_END);
+        while (e == RD_KAFKA_RESP_ERR__QUEUE_FULL) {
+            rd_kafka_poll(producer, 10);
+            e = rd_kafka_producev(
+                producer, RD_KAFKA_V_TOPIC(f.routes[r].out), RD_KAFKA_V_KEY(m->key, m->key_len),
+                RD_KAFKA_V_VALUE(out, len), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+                RD_KAFKA_V_OPAQUE((void *)(((uintptr_t)r << 40) | ((uintptr_t)m->partition << 32) | slot)), RD_KAFKA_V_END);
+        }
+        rd_kafka_message_destroy(m);
+        if (e) {
+            fprintf(stderr, "vxbench forward: produce: %s\n", rd_kafka_err2str(e));
+            goto out;
+        }
+        forwarded++;
+    }
+    rd_kafka_flush(producer, 10000);
+    fwd_store(consumer, &f);
+    rc = f.failed ? 1 : 0;
+out:
+    printf("forwarded %ld\ndelivered %ld\ndelivery_failed %ld\nunreadable %ld\n", forwarded, f.delivered, f.failed,
+           unreadable);
+    if (consumer) vx_kafka_consumer_destroy(consumer, 10000);
+    if (producer) vx_kafka_producer_destroy(producer, 10000);
+    for (int r = 0; r < f.nroutes; r++)
+        for (int i = 0; i < FWD_PARTS; i++)
+            if (f.routes[r].parts[i]) {
+                free(f.routes[r].parts[i]->off);
+                free(f.routes[r].parts[i]->done);
+                free(f.routes[r].parts[i]);
+            }
+    json_tokener_free(tok);
+    return rc;
+}
+
 static int usage(void) {
     fprintf(stderr, "usage: vxbench seed PREFIX PRODUCTS QTY\n"
                     "       vxbench inventory|orders PREFIX N PRODUCTS\n"
@@ -827,7 +1036,8 @@ static int usage(void) {
                     "       vxbench drop-topics TOPIC...\n"
                     "       vxbench migrate CONNINFO DIRS\n"
                     "       vxbench http-load URL CONNS SECS PREFIX PRODUCTS SLOW_MS [MARKED_PRODUCT]\n"
-                    "       vxbench streams URL N SECS\n");
+                    "       vxbench streams URL N SECS\n"
+                    "       vxbench forward GROUP SECS IN_TOPIC=OUT_TOPIC:TYPE...\n");
     return 2;
 }
 
@@ -847,5 +1057,6 @@ int main(int argc, char **argv) {
     if (strcmp(cmd, "migrate") == 0 && argc == 4) return cmd_migrate(argv[2], argv[3]);
     if (strcmp(cmd, "http-load") == 0 && (argc == 8 || argc == 9)) return cmd_http_load(argv + 2, argc == 9 ? argv[8] : NULL);
     if (strcmp(cmd, "streams") == 0 && argc == 5) return cmd_streams(argv + 2);
+    if (strcmp(cmd, "forward") == 0 && argc >= 5 && argc <= 4 + FWD_ROUTES) return cmd_forward(argv[2], argv[3], argv + 4, argc - 4);
     return usage();
 }

@@ -5,6 +5,11 @@
 # started from build/ and stopped on every exit path. Nothing is shared with the dev stack but
 # the Kafka broker and the PostgreSQL server (deploy/stack.sh up).
 #
+#   N. null pipeline, Kafka's floor for this design: stage C's four topics (their own, $P.null.*),
+#      partitions and librdkafka settings with a forwarder (build/vxbench forward: consume, parse,
+#      produce an answer of the same size, store the offset after delivery; no database) in place of
+#      each service; BENCH_ORDERS_N PlaceOrder by kcat: orders/s, CPU of the broker and forwarders per
+#      order; then PlaceOrder paced at BENCH_NULL_PACED_RATE: p50 and p99 of one order's four hops
 #   A. inventory-svc: N commands with kcat, commands/s until the last answer; peak RSS; latency of
 #      commands paced at a fixed rate (build/vxbench paced)
 #   B. HTTP: wrk against the gateway's POST /orders, 1 connection and 64 connections
@@ -17,7 +22,15 @@
 #      orders that do not touch it; then the books: no order left PENDING, every unit accounted for
 #   D. PostgreSQL alone (pgbench, one client, scratch database floor_bench): its time per order for
 #      the services' own SQL calls (place, reserve, decide, each with the relay's mark) against the
-#      bare writes the contract needs (tests/bench/floor.sql), in calls of 1,000 orders and of one
+#      bare writes the contract needs (tests/bench/floor.sql), in calls of 1,000 orders, of 10 and of
+#      one; per order: latency (pgbench), CPU of every postgres process around each run (the backend,
+#      and the walwriter, autovacuum... meanwhile; 1/CLK_TCK s resolution) and WAL bytes
+#   Ratios, printed after the summary, each from this run's figures (a row names the stages it lacks):
+#      kcat path / null pipeline (orders/s); services' SQL / bare writes (backend CPU and latency) at
+#      calls of 1,000 and of 10; total CPU per order / (bare SQL CPU + null pipeline CPU) on the kcat
+#      path (bare at calls of 1,000) and at 64 connections (bare at calls of 10, what 64 clients make);
+#      one-client p50 / (null pipeline p50 + three bare commits: D's bare writes at calls of one);
+#      WAL per order / bare WAL. Produce/Fetch requests per order: not measured yet.
 #   Each measurement also prints the CPU of each service, PostgreSQL and the broker per order and
 #   the WAL PostgreSQL wrote per order (bytes and records, pg_stat_wal).
 #
@@ -28,9 +41,10 @@
 #   BENCH_N [200000]            commands in stage A          BENCH_ORDERS_N [100000]  orders in stage C
 #   BENCH_PACED_RATE [1000]     commands/s in the paced run  BENCH_PACED_SECS [20]    its length
 #   BENCH_HTTP_SECS [15]        each wrk run                 BENCH_TIMEOUT_SECS [600] wait for a stage's answers
-#   BENCH_STAGES [ABCDE]        which stages to run          BENCH_KEEP [0]           1: keep topics and files
+#   BENCH_STAGES [NABCDE]       which stages to run          BENCH_KEEP [0]           1: keep topics and files
 #   BENCH_CHAOS_SECS [30]       each closed-loop run of E  BENCH_STREAMS [100]      open /events streams in E
-#   BENCH_FLOOR_BATCHES [20]    calls of 1,000 per kind in D
+#   BENCH_FLOOR_BATCHES [20]    calls of 1,000 per kind in D  BENCH_FLOOR_BATCHES10 [500] calls of 10 in D
+#   BENCH_NULL_PACED_RATE [100] PlaceOrder/s in N's paced run (BENCH_PACED_SECS long)
 #   VXBENCH [build/vxbench]     the measuring tool
 # Tuning knobs of the services (GATEWAY_*, INVENTORY_BATCH_MAX, KAFKA_*, ...) pass through and are
 # printed at the start, so a figure always comes with the settings that produced it.
@@ -45,9 +59,11 @@ BENCH_PACED_RATE=${BENCH_PACED_RATE:-1000}
 BENCH_PACED_SECS=${BENCH_PACED_SECS:-20}
 BENCH_HTTP_SECS=${BENCH_HTTP_SECS:-15}
 BENCH_TIMEOUT_SECS=${BENCH_TIMEOUT_SECS:-600}
-BENCH_STAGES=${BENCH_STAGES:-ABCDE}
+BENCH_STAGES=${BENCH_STAGES:-NABCDE}
+BENCH_NULL_PACED_RATE=${BENCH_NULL_PACED_RATE:-100}
 BENCH_CHAOS_SECS=${BENCH_CHAOS_SECS:-30}
 BENCH_FLOOR_BATCHES=${BENCH_FLOOR_BATCHES:-20}
+BENCH_FLOOR_BATCHES10=${BENCH_FLOOR_BATCHES10:-500}
 BENCH_KEEP=${BENCH_KEEP:-0}
 BENCH_STREAMS=${BENCH_STREAMS:-100}
 VXBENCH=${VXBENCH:-$REPO/build/vxbench}
@@ -60,7 +76,7 @@ OUT=$REPO/var/bench
 RUN=$(date -u +%Y%m%d%H%M%S)
 STOP_SECS=30
 
-for v in BENCH_N BENCH_ORDERS_N BENCH_PACED_RATE BENCH_PACED_SECS BENCH_HTTP_SECS BENCH_TIMEOUT_SECS BENCH_FLOOR_BATCHES BENCH_CHAOS_SECS BENCH_STREAMS; do
+for v in BENCH_FLOOR_BATCHES10 BENCH_NULL_PACED_RATE BENCH_N BENCH_ORDERS_N BENCH_PACED_RATE BENCH_PACED_SECS BENCH_HTTP_SECS BENCH_TIMEOUT_SECS BENCH_FLOOR_BATCHES BENCH_CHAOS_SECS BENCH_STREAMS; do
 	[[ ${!v} =~ ^[1-9][0-9]*$ ]] || {
 		echo "bench: $v must be a positive integer, not '${!v}'" >&2
 		exit 2
@@ -113,15 +129,17 @@ cpu_mark() {
 }
 # wal_now: "bytes records" of WAL the PostgreSQL server has written so far (pg_stat_wal, cluster-wide).
 wal_now() { "${PSQL[@]}" -At -F ' ' -c "SELECT wal_bytes, wal_records FROM pg_stat_wal" 2>/dev/null; }
-cpu_report() {
-	local name t out=""
-	for name in inventory-svc order-svc gateway postgres kafka; do
+cpu_report() { # COUNT UNIT [TAG]: with TAG, also R[cpu_TAG_<name>] (us per unit) and R[wal_TAG] (bytes per unit)
+	local name t out="" us
+	for name in inventory-svc order-svc gateway fwd-order fwd-inventory postgres kafka; do
 		[[ -n ${CPU0[$name]:-} ]] || continue
 		case $name in
 		postgres | kafka) t=$(comm_ticks "$([[ $name == kafka ]] && echo java || echo postgres)") ;;
 		*) t=$(cpu_ticks "${PID[$name]:-0}") ;;
 		esac
 		[[ -n $t ]] || continue
+		us=$(awk -v d=$((t - CPU0[$name])) -v hz="$TCK" -v n="$1" 'BEGIN { printf "%.1f", d / hz * 1e6 / n }')
+		[[ -n ${3:-} ]] && R[cpu_$3_$name]=$us
 		out+="${out:+, }$(awk -v d=$((t - CPU0[$name])) -v hz="$TCK" -v n="$1" -v u="$2" -v s="$name" \
 			'BEGIN { printf "%s %.2f s (%.0f us/%s)", s, d / hz, d / hz * 1e6 / n, u }')"
 	done
@@ -129,6 +147,9 @@ cpu_report() {
 	# WAL per unit: what each order costs PostgreSQL in writes, whatever the CPU figures say.
 	local wal1
 	wal1=$(wal_now)
+	if [[ -n ${WAL0:-} && -n $wal1 && -n ${3:-} ]]; then
+		R[wal_$3]=$(awk -v a="$WAL0" -v b="$wal1" -v n="$1" 'BEGIN { split(a, x, " "); split(b, y, " "); printf "%.0f", (y[1] - x[1]) / n }')
+	fi
 	if [[ -n ${WAL0:-} && -n $wal1 ]]; then say "$(awk -v a="$WAL0" -v b="$wal1" -v n="$1" -v u="$2" 'BEGIN {
 		split(a, x, " "); split(b, y, " ")
 		printf "WAL: %.1f MiB, %.0f records (%.1f KiB, %.1f records per %s)", (y[1] - x[1]) / 1048576, y[2] - x[2],
@@ -191,7 +212,7 @@ cleanup() {
 	trap - EXIT INT TERM
 	((rc < 128)) || say "bench: interrupted; stopping the bench services" >&2
 	for p in "${BG[@]}"; do [[ -n $p ]] && kill -TERM "$p" 2>/dev/null && wait "$p" 2>/dev/null; done
-	for name in gateway order-svc inventory-svc; do stop "$name"; done
+	for name in gateway order-svc inventory-svc fwd-order fwd-inventory; do stop "$name"; done
 	if [[ $BENCH_KEEP != 1 && -n ${TOPICS:-} ]]; then
 		# shellcheck disable=SC2086 # a list of names
 		"$VXBENCH" drop-topics $TOPICS >/dev/null || say "!! could not delete the bench topics: $TOPICS" >&2
@@ -337,6 +358,77 @@ export VX_CHAOS_TOKEN=bench-$RUN # stage E arms the gremlin at runtime (POST /ad
 say "topics:    $P.* (deleted at the end unless BENCH_KEEP=1)"
 say "logs:      $OUT/*.log (VX_LOG_LEVEL=warn)"
 
+# ------------------------------------------------------------------------------------------ stage N
+
+# The null pipeline: Kafka's floor for this design. The same four topics (topics of their own,
+# $P.null.*, made as the services make theirs), partitions and librdkafka settings as stage C, with
+# vxbench forward in place of each service: consume, parse, produce an answer of the same size, store
+# the offset after delivery; no database. fwd-order stands in for order-svc (orders.commands ->
+# inventory.commands, inventory.events -> orders.results), fwd-inventory for inventory-svc
+# (inventory.commands -> inventory.events): stage C's four hops.
+fwd_start() { # NAME GROUP SPEC...
+	local name=$1 group=$2
+	shift 2
+	"$VXBENCH" forward "$group" $((BENCH_TIMEOUT_SECS * 4)) "$@" >"$OUT/$name.out" 2>>"$OUT/$name.log" </dev/null 8>&- &
+	PID[$name]=$!
+}
+stage_n() {
+	local t0 last nt=$P.null f=$OUT/n-paced.out
+	head1 "N. null pipeline: $BENCH_ORDERS_N PlaceOrder through kcat over two forwarders (vxbench forward), no database"
+	TOPICS+=" $nt.orders.commands $nt.inventory.commands $nt.inventory.events $nt.orders.results"
+	: >"$OUT/fwd-order.log"
+	: >"$OUT/fwd-inventory.log"
+	fwd_start fwd-order "$nt.order-svc" "$nt.orders.commands=$nt.inventory.commands:ReserveStock" \
+		"$nt.inventory.events=$nt.orders.results:OrderResult"
+	fwd_start fwd-inventory "$nt.inventory-svc" "$nt.inventory.commands=$nt.inventory.events:StockReserved"
+	"$VXBENCH" wait-topics 60 "$nt.orders.commands" "$nt.inventory.commands" "$nt.inventory.events" \
+		"$nt.orders.results" 2>>"$OUT/vxbench.log" || return 1
+	# Both forwarders in their groups before any clock starts: ten orders through, answered.
+	"$VXBENCH" orders "$P-nw-" 10 "$PRODUCTS" >"$OUT/n-warm.txt" &&
+		count_start "$nt.orders.results" "$P-nw-" 10 "$OUT/n-warm.out" &&
+		produce "$OUT/n-warm.txt" "$nt.orders.commands" && count_wait || {
+		say "!! the forwarders did not answer the warm-up: $(tail -n 3 "$OUT/fwd-order.log" "$OUT/fwd-inventory.log" | tr '\n' ' ')" >&2
+		return 1
+	}
+	"$VXBENCH" orders "$P-n-" "$BENCH_ORDERS_N" "$PRODUCTS" >"$OUT/n-orders.txt" &&
+		count_start "$nt.orders.results" "$P-n-" "$BENCH_ORDERS_N" "$OUT/n.out" || return 1
+	cpu_mark
+	t0=$(now_ms)
+	produce "$OUT/n-orders.txt" "$nt.orders.commands" || return 1
+	if ! count_wait; then
+		tail -n 5 "$OUT/n.out.err" >&2
+		say "results:   $(get "$OUT/n.out" seen) of $BENCH_ORDERS_N within ${BENCH_TIMEOUT_SECS} s" >&2
+		return 1
+	fi
+	last=$(get "$OUT/n.out" last_ms)
+	R[n_secs]=$(awk -v a="$t0" -v b="$last" 'BEGIN { printf "%.3f", (b - a) / 1000 }')
+	R[n_rate]=$(rate "$BENCH_ORDERS_N" "$(awk -v a="$t0" -v b="$last" 'BEGIN { print b - a }')")
+	say "results:   $(get "$OUT/n.out" seen) distinct idempotency keys ($(outcomes "$OUT/n.out")), duplicates $(get "$OUT/n.out" duplicates)"
+	say "time:      ${R[n_secs]} s from the first PlaceOrder produced to the last answer consumed"
+	outage "$OUT/n.out" N
+	cpu_report "$BENCH_ORDERS_N" order n
+	R[n_cpu]=$(awk -v a="${R[cpu_n_kafka]:-}" -v b="${R[cpu_n_fwd-order]:-}" -v c="${R[cpu_n_fwd-inventory]:-}" 'BEGIN { printf "%.1f", a + b + c }')
+	say "THROUGHPUT ${R[n_rate]} orders/s; CPU ${R[n_cpu]} us/order (broker and forwarders)"
+	# One order at a time, as stage B's one client meets the pipeline: PlaceOrder paced, its answer's latency.
+	if ! VXBENCH_PACED_MIX=orders run "$VXBENCH" paced "$nt.orders.commands" "$nt.orders.results" "$P-np-" \
+		"$BENCH_NULL_PACED_RATE" "$BENCH_PACED_SECS" "$PRODUCTS" 60 >"$f" 2>"$f.err"; then
+		tail -n 5 "$f.err" >&2
+		return 1
+	fi
+	outage "$f" N
+	R[n_p50]=$(get "$f" p50_ms)
+	R[n_p99]=$(get "$f" p99_ms)
+	say "LATENCY ms  p50 ${R[n_p50]}  p99 ${R[n_p99]}  (PlaceOrder at ${BENCH_NULL_PACED_RATE}/s for ${BENCH_PACED_SECS} s -> its answer on orders.results)"
+	stop fwd-order
+	stop fwd-inventory
+	say "forwarders: order $(tr '\n' ' ' <"$OUT/fwd-order.out"); inventory $(tr '\n' ' ' <"$OUT/fwd-inventory.out")"
+}
+if [[ $BENCH_STAGES == *N* ]]; then
+	stage_n || fail N "null pipeline did not complete"
+	stop fwd-order
+	stop fwd-inventory
+fi
+
 start inventory-svc "$INVENTORY_HTTP_ADDR" &&
 	"$VXBENCH" wait-topics 60 "$INVENTORY_COMMANDS_TOPIC" "$INVENTORY_EVENTS_TOPIC" 2>>"$OUT/vxbench.log" || exit 1
 
@@ -381,7 +473,8 @@ stage_a_throughput() {
 	say "           duplicates (resent events): $(get "$OUT/a.out" duplicates)"
 	say "time:      $secs s from the first command produced to the last answer consumed"
 	outage "$OUT/a.out" A1
-	cpu_report "$BENCH_N" command	say "THROUGHPUT ${R[a_rate]} commands/s"
+	cpu_report "$BENCH_N" command
+	say "THROUGHPUT ${R[a_rate]} commands/s"
 	R[a_rss]=$(vmhwm_kb "${PID[inventory-svc]}")
 	say "inventory-svc peak RSS (VmHWM): $(mib "${R[a_rss]}") MiB"
 }
@@ -457,7 +550,7 @@ wrk_run() {
 	say "errors:    socket $(awk '$1 == "wrk" && $2 ~ /^errors_/ { printf "%s%s=%d", sep, substr($2, 8), $3; sep = " " }' "$f"); non-2xx/3xx ${R[${name}_non2xx]}"
 	R[${name}_codes]=$(awk 'NR == FNR { b[$1] = $2; next } $1 ~ /^code_/ && $1 != "code_200" && $2 - b[$1] > 0 { printf "%s%s=%d", sep, substr($1, 6), $2 - b[$1]; sep = " " }' "$before" "$after")
 	say "answers by status (gateway /metrics; POST only, with those still in flight when wrk stopped): ${R[${name}_codes]:-none}"
-	cpu_report "$(wrkval "$f" requests)" request
+	cpu_report "$(wrkval "$f" requests)" request "$name"
 	say "request-reply: $(awk 'NR == FNR { b[$1] = $2; next } $1 ~ /^valerix_gateway/ { n = $1; sub(/^valerix_gateway_/, "", n); sub(/_total$/, "", n); printf "%s%s=%d", sep, n, $2 - b[$1]; sep = " " }' "$before" "$after")"
 }
 
@@ -601,7 +694,7 @@ stage_c() {
 	say "           duplicates (resent results): $(get "$OUT/c.out" duplicates)"
 	say "time:      ${R[c_secs]} s from the first PlaceOrder produced to the last OrderResult consumed"
 	outage "$OUT/c.out" C
-	cpu_report "$BENCH_ORDERS_N" order
+	cpu_report "$BENCH_ORDERS_N" order c
 	say "THROUGHPUT ${R[c_rate]} orders/s"
 }
 
@@ -627,12 +720,19 @@ fi
 # it but the flush of each commit's WAL. (The CPU of every postgres process, read around runs of half a
 # second, counted background processes too: more than the wall time of a one-client run.)
 FLOOR_DB=floor_bench
-floor_pgbench() { # NAME SCRIPT CALLS PATTERN [PGOPTIONS]: sets FLOOR_US[NAME], us per call of the statement matching PATTERN
+floor_pgbench() { # NAME SCRIPT CALLS PATTERN [PGOPTIONS]: sets FLOOR_US[NAME], us per call of the statement matching PATTERN,
+	# and FLOOR_CPU[NAME] (ticks of every postgres process) and FLOOR_WAL[NAME] (bytes) over the run
+	local c0 w0 w1
+	c0=$(comm_ticks postgres)
+	w0=$(wal_now)
 	PGOPTIONS="-c client_min_messages=warning ${5:-}" pgbench -n -r -M extended -h 127.0.0.1 -p 55432 -U valerix \
 		-t "$3" -f "$2" "$FLOOR_DB" >"$OUT/pgbench.$1.log" 2>&1 || {
 		tail -n 3 "$OUT/pgbench.$1.log" >&2
 		return 1
 	}
+	FLOOR_CPU[$1]=$(($(comm_ticks postgres) - c0))
+	w1=$(wal_now)
+	FLOOR_WAL[$1]=$((${w1%% *} - ${w0%% *}))
 	grep -q "number of failed transactions: 0 " "$OUT/pgbench.$1.log" || return 1
 	FLOOR_US[$1]=$(awk -v p="$4" '$3 != "" && index($0, p) { printf "%.0f", $1 * 1000; exit }' "$OUT/pgbench.$1.log")
 	[[ -n ${FLOOR_US[$1]} ]]
@@ -662,6 +762,8 @@ floor_round() { # N BATCHES: the calls of batches of N orders, then the bare wri
 			floor_pgbench "$kind$n" "$s.$kind.sql" "$batches" "$fn(" "$opts" &&
 			floor_pgbench "mark$kind$n" "$s.mark.sql" 1 "DELETE FROM outbox_pending" "$opts" || return 1
 		FLOOR_US[$kind$n]=$((FLOOR_US[$kind$n] + FLOOR_US[mark$kind$n] / batches))
+		FLOOR_CPU[$kind$n]=$((FLOOR_CPU[$kind$n] + FLOOR_CPU[mark$kind$n]))
+		FLOOR_WAL[$kind$n]=$((FLOOR_WAL[$kind$n] + FLOOR_WAL[mark$kind$n]))
 	done
 	# The bare writes: the three transactions of each batch, the rows the contract names and no more
 	# (floor_bare, tests/bench/floor.sql).
@@ -673,19 +775,26 @@ floor_round() { # N BATCHES: the calls of batches of N orders, then the bare wri
 		floor_pgbench "bare$n" "$s.bare.sql" "$batches" "CALL floor_bare"
 }
 stage_d() {
-	local n k
-	declare -gA FLOOR_US=()
+	local n k b
+	declare -gA FLOOR_US=() FLOOR_CPU=() FLOOR_WAL=()
 	head1 "D. PostgreSQL alone: time per order, the services' calls against the bare writes (pgbench, 1 client)"
 	command -v pgbench >/dev/null || {
 		say "pgbench not found (Debian package postgresql-client-common)" >&2
 		return 1
 	}
-	for n in 1000 1; do
-		floor_round "$n" "$([[ $n == 1 ]] && echo 500 || echo "$BENCH_FLOOR_BATCHES")" || return 1
+	for n in 1000 10 1; do
+		case $n in 1000) b=$BENCH_FLOOR_BATCHES ;; 10) b=$BENCH_FLOOR_BATCHES10 ;; 1) b=500 ;; esac
+		floor_round "$n" "$b" || return 1
 		for k in place reserve decide bare; do FLOOR_US[$k$n]=$(awk -v us="${FLOOR_US[$k$n]}" -v n="$n" 'BEGIN { printf "%.0f", us / n }'); done
 		R[d_calls$n]=$((FLOOR_US[place$n] + FLOOR_US[reserve$n] + FLOOR_US[decide$n]))
 		R[d_bare$n]=${FLOOR_US[bare$n]}
-		say "calls of $n order(s): services' calls ${R[d_calls$n]} us/order (place ${FLOOR_US[place$n]}, reserve ${FLOOR_US[reserve$n]}, decide ${FLOOR_US[decide$n]}, each with its mark); bare writes ${R[d_bare$n]} us/order"
+		# CPU of the backends (every postgres process, 1/CLK_TCK s resolution) and WAL, per order
+		R[d_callscpu$n]=$(awk -v t=$((FLOOR_CPU[place$n] + FLOOR_CPU[reserve$n] + FLOOR_CPU[decide$n])) -v hz="$TCK" -v o=$((n * b)) 'BEGIN { printf "%.1f", t / hz * 1e6 / o }')
+		R[d_barecpu$n]=$(awk -v t="${FLOOR_CPU[bare$n]}" -v hz="$TCK" -v o=$((n * b)) 'BEGIN { printf "%.1f", t / hz * 1e6 / o }')
+		R[d_callswal$n]=$(((FLOOR_WAL[place$n] + FLOOR_WAL[reserve$n] + FLOOR_WAL[decide$n]) / (n * b)))
+		R[d_barewal$n]=$((FLOOR_WAL[bare$n] / (n * b)))
+		say "calls of $n order(s), $b calls: services' calls ${R[d_calls$n]} us/order (place ${FLOOR_US[place$n]}, reserve ${FLOOR_US[reserve$n]}, decide ${FLOOR_US[decide$n]}, each with its mark); bare writes ${R[d_bare$n]} us/order"
+		say "           PostgreSQL CPU: calls ${R[d_callscpu$n]} us/order, bare ${R[d_barecpu$n]} us/order; WAL: calls ${R[d_callswal$n]} B/order, bare ${R[d_barewal$n]} B/order"
 	done
 	"${PSQL[@]}" -c "DROP DATABASE IF EXISTS $FLOOR_DB WITH (FORCE)" >/dev/null
 	n=$(nproc)
@@ -727,14 +836,54 @@ for e in inv16:16:inventory-svc inv64:64:inventory-svc ord16:16:order-svc ord64:
 done
 row "E  row lock 3 s/4 s on one product, 16 conn" "$(fig e_lock_other "p50 without it ${R[e_lock_other]:-} ms, with it ${R[e_lock_marked]:-} ms; no faults ${R[e_base16_p50]:-} ms")"
 row "E  books after E" "$(fig e_books "${R[e_books]:-}")"
+row "N  null pipeline (N=$BENCH_ORDERS_N)" "$(fig n_rate "${R[n_rate]:-} orders/s (${R[n_secs]:-} s)${OUTAGE[N]:-}; p50 ${R[n_p50]:-} ms, p99 ${R[n_p99]:-} ms at ${BENCH_NULL_PACED_RATE}/s; CPU ${R[n_cpu]:-} us/order (broker ${R[cpu_n_kafka]:-}, forwarders ${R[cpu_n_fwd-order]:-} + ${R[cpu_n_fwd-inventory]:-})")"
 row "C  order path (N=$BENCH_ORDERS_N)" "$(fig c_rate "${R[c_rate]:-} orders/s (${R[c_secs]:-} s)${OUTAGE[C]:-}")"
-for n in 1000 1; do
-	row "D  PostgreSQL per order, calls of $n" "$(fig "d_calls$n" "services' calls ${R[d_calls$n]:-} us, bare writes ${R[d_bare$n]:-} us")"
+for n in 1000 10 1; do
+	row "D  PostgreSQL per order, calls of $n" "$(fig "d_calls$n" "services' calls ${R[d_calls$n]:-} us, bare writes ${R[d_bare$n]:-} us; backend CPU ${R[d_callscpu$n]:-} / ${R[d_barecpu$n]:-} us")"
 done
 for name in inventory-svc order-svc gateway; do
 	row "   $name peak RSS (VmHWM), whole run" "$(fig "rss_$name" "$(mib "${R[rss_$name]:-0}") MiB")"
 done
 row "   warn/error lines in the service logs" "inventory-svc ${R[logw_inventory-svc]}, order-svc ${R[logw_order-svc]}, gateway ${R[logw_gateway]} ($OUT)"
+
+# ------------------------------------------------------------------------------------------ ratios
+
+# Each ratio from figures of this run only; a row whose figures are missing names the stages it needs.
+# ratio LABEL STAGES "NUM_DESC" NUM "DEN_DESC" DEN [UNIT]: NUM / DEN to two places, with both figures.
+ratio() {
+	local label=$1 stages=$2 nd=$3 num=$4 dd=$5 den=$6
+	if [[ -z $num || -z $den ]] || ! awk -v d="$den" 'BEGIN { exit !(d > 0) }'; then
+		row "$label" "not measured: needs stage(s) $stages of this run"
+	else
+		row "$label" "$(awk -v a="$num" -v b="$den" 'BEGIN { printf "%.2f", a / b }')  ($nd $num / $dd $den)"
+	fi
+}
+# sum KEY...: the sum of figures R[KEY], empty when any is missing.
+sum() {
+	local k t=0
+	for k; do
+		[[ -n ${R[$k]:-} ]] || return 0
+		t=$(awk -v a="$t" -v b="${R[$k]}" 'BEGIN { printf "%.1f", a + b }')
+	done
+	echo "$t"
+}
+head1 "Ratios (each from this run's figures)"
+ratio "kcat path / null pipeline, orders/s" "C, N" "C" "${R[c_rate]:-}" "N" "${R[n_rate]:-}"
+for n in 1000 10; do
+	ratio "SQL / bare writes, backend CPU, calls of $n" "D" "calls" "${R[d_callscpu$n]:-}" "bare" "${R[d_barecpu$n]:-}"
+	ratio "SQL / bare writes, latency, calls of $n" "D" "calls" "${R[d_calls$n]:-}" "bare" "${R[d_bare$n]:-}"
+done
+R[c_cpu]=$(sum cpu_c_postgres cpu_c_kafka cpu_c_order-svc cpu_c_inventory-svc)
+R[b64_cpu]=$(sum cpu_b64_postgres cpu_b64_kafka cpu_b64_gateway cpu_b64_order-svc cpu_b64_inventory-svc)
+R[floor_c]=$(sum d_barecpu1000 n_cpu)
+R[floor_b64]=$(sum d_barecpu10 n_cpu)
+ratio "CPU/order / (bare SQL@1000 + null), kcat path" "C, D, N" "C us" "${R[c_cpu]:-}" "us" "${R[floor_c]:-}"
+ratio "CPU/order / (bare SQL@10 + null), 64 conn" "B, D, N" "B64 us" "${R[b64_cpu]:-}" "us" "${R[floor_b64]:-}"
+R[floor_p50]=$(awk -v a="${R[n_p50]:-}" -v b="${R[d_bare1]:-}" 'BEGIN { if (a != "" && b != "") printf "%.2f", a + b / 1000 }')
+ratio "1-client p50 / (null p50 + 3 bare commits)" "B, D, N" "B1 ms" "${R[b1_p50]:-}" "ms" "${R[floor_p50]:-}"
+row "Produce, Fetch requests per order" "not measured: not implemented yet (librdkafka statistics or the broker's RequestMetrics)"
+ratio "WAL per order / bare WAL, kcat path" "C, D" "C B" "${R[wal_c]:-}" "bare@1000 B" "${R[d_barewal1000]:-}"
+ratio "WAL per order / bare WAL, 64 conn" "B, D" "B64 B" "${R[wal_b64]:-}" "bare@10 B" "${R[d_barewal10]:-}"
 
 if ((${#FAILED[@]})); then
 	say ""
