@@ -881,7 +881,7 @@ ratio "CPU/order / (bare SQL@1000 + null), kcat path" "C, D, N" "C us" "${R[c_cp
 ratio "CPU/order / (bare SQL@10 + null), 64 conn" "B, D, N" "B64 us" "${R[b64_cpu]:-}" "us" "${R[floor_b64]:-}"
 R[floor_p50]=$(awk -v a="${R[n_p50]:-}" -v b="${R[d_bare1]:-}" 'BEGIN { if (a != "" && b != "") printf "%.2f", a + b / 1000 }')
 ratio "1-client p50 / (null p50 + 3 bare commits)" "B, D, N" "B1 ms" "${R[b1_p50]:-}" "ms" "${R[floor_p50]:-}"
-row "Produce, Fetch requests per order" "not measured: not implemented yet (librdkafka statistics or the broker's RequestMetrics)"
+row "Produce, Fetch requests per order" "not measured: the broker runs without JMX; it needs librdkafka statistics or the broker's RequestMetrics"
 ratio "WAL per order / bare WAL, kcat path" "C, D" "C B" "${R[wal_c]:-}" "bare@1000 B" "${R[d_barewal1000]:-}"
 ratio "WAL per order / bare WAL, 64 conn" "B, D" "B64 B" "${R[wal_b64]:-}" "bare@10 B" "${R[d_barewal10]:-}"
 
