@@ -58,8 +58,8 @@ static const char *const LOG_FIELDS[] = {"order_id", "out_order", "idempotency_k
     " 'created_at', ord_ts(o.created_at), 'updated_at', ord_ts(o.updated_at)"
 static const char SQL_ORDER[] =
     "SELECT json_build_object(" ORDER_FIELDS ", 'history', (SELECT coalesce(json_agg(json_build_object("
-    "'status', h.status, 'reason', h.reason, 'at', ord_ts(h.at)) ORDER BY h.id), '[]'::json)"
-    " FROM order_history h WHERE h.order_id = o.id)) FROM orders o WHERE o.id = $1";
+    "'status', h.status, 'reason', h.reason, 'at', ord_ts(h.at)) ORDER BY h.n), '[]'::json)"
+    " FROM ord_history(o) h)) FROM orders o WHERE o.id = $1";
 static const char SQL_ORDERS[] =
     "SELECT json_build_object('orders', coalesce(json_agg(json_build_object(" ORDER_FIELDS ")"
     " ORDER BY o.created_at DESC, o.id DESC), '[]'::json))"

@@ -239,35 +239,29 @@ CREATE OR REPLACE FUNCTION inv_apply_batch(cmds jsonb) RETURNS SETOF inv_out
 LANGUAGE plpgsql SET enable_seqscan = off SET enable_nestloop = off SET jit = off SET plan_cache_mode = force_generic_plan AS $$
 DECLARE
     n int := jsonb_array_length(cmds);
+    ts text := to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"');
     fits boolean;
+    outs inv_out[]; -- what the fast path wrote
 BEGIN
-    IF n > 0 AND NOT cmds @? '$[*] ? (@.c.type != "ReserveStock")' THEN
-        -- See whether every product the call names can serve all of the call's lines; and that no
-        -- key was recorded, no order released and none holds stock already (so the holds are plain
-        -- inserts: no speculative insert, whose confirm record the WAL would carry; a concurrent twin
-        -- that commits first makes the insert fail with unique_violation, and the retry finds it).
-        -- The products are read unlocked: the update locks them (by the primary key, in id order, as
-        -- inv_apply_general locks them) and takes only those that still have the stock; when a
-        -- concurrent change left it fewer, the call fails as a serialization failure, which
-        -- inventory-svc retries. (Locking them first, FOR UPDATE, wrote a WAL record per product.)
-        WITH l AS (
-            SELECT i->>'product_id' AS pid, (i->>'quantity')::bigint AS q
-              FROM jsonb_array_elements(cmds) AS x(e), jsonb_array_elements(x.e->'c'->'items') AS i),
-        need AS (
-            SELECT l.pid, sum(l.q) AS q FROM l GROUP BY l.pid),
-        p AS (
-            SELECT p.id, p.stock FROM products p WHERE p.id = ANY (ARRAY(SELECT need.pid FROM need)))
-        SELECT count(p.id) = count(*) AND coalesce(bool_and(p.stock >= need.q), false)
-               AND NOT EXISTS (SELECT 1 FROM outbox b WHERE b.dedup_key = ANY (ARRAY(
-                                   SELECT x.e->'c'->>'idempotency_key' FROM jsonb_array_elements(cmds) AS x(e))))
-               AND NOT EXISTS (SELECT 1 FROM released_orders r WHERE r.order_id = ANY (ARRAY(
-                                   SELECT x.e->'c'->>'order_id' FROM jsonb_array_elements(cmds) AS x(e))))
-               AND NOT EXISTS (SELECT 1 FROM holds h WHERE h.order_id = ANY (ARRAY(
-                                   SELECT x.e->'c'->>'order_id' FROM jsonb_array_elements(cmds) AS x(e))))
-          INTO fits
-          FROM need LEFT JOIN p ON p.id = need.pid;
-
-        IF fits THEN
+    IF n > 0 AND NOT cmds @? '$[*] ? (@.c.type != "ReserveStock")'
+       AND NOT EXISTS (SELECT 1 FROM released_orders r WHERE r.order_id = ANY (ARRAY(
+                           SELECT x.e->'c'->>'order_id' FROM jsonb_array_elements(cmds) AS x(e))))
+       AND NOT EXISTS (SELECT 1 FROM outbox b WHERE b.dedup_key = ANY (ARRAY(
+                           SELECT x.e->'c'->>'idempotency_key' FROM jsonb_array_elements(cmds) AS x(e)))) THEN
+        -- New reservations (no key recorded) of orders not released, taken whole when every product
+        -- the call names can serve all of the call's lines. The products are not read first: the
+        -- update takes only those that have the stock, locking them as it goes (by the primary key,
+        -- in id order, as inv_apply_general locks them), and the holds are plain inserts whose primary
+        -- key refuses an order that holds that product already (so no speculative insert, whose
+        -- confirm record the WAL would carry). When the update took fewer products than the call
+        -- needs (a shortfall, an unknown product, a concurrent change) or an insert met its key, the
+        -- block (a subtransaction) is undone and inv_apply_general takes the call. The outbox ids are
+        -- drawn last, so that a call the general code takes finds the sequence as it was, unless a
+        -- concurrent twin of a command (same key, another partition or instance) commits first: the
+        -- outbox insert then fails with unique_violation, and the general code finds the key.
+        -- (Reading the products and the holds first probed their indexes twice; locking the
+        -- products first, FOR UPDATE, wrote a WAL record per product.)
+        BEGIN
             WITH l AS (
                 SELECT i->>'product_id' AS pid, (i->>'quantity')::bigint AS q
                   FROM jsonb_array_elements(cmds) AS x(e), jsonb_array_elements(x.e->'c'->'items') AS i),
@@ -279,34 +273,30 @@ BEGIN
                 RETURNING p.id)
             SELECT (SELECT count(*) FROM upd) = (SELECT count(*) FROM t) INTO fits;
             IF NOT fits THEN
-                RAISE EXCEPTION 'inv_apply_batch: stock changed by a concurrent transaction' USING ERRCODE = '40001';
+                RAISE SQLSTATE 'VX001' USING MESSAGE = 'inv_apply_batch: the stock cannot serve the whole call';
             END IF;
             INSERT INTO holds (order_id, product_id, quantity)
             SELECT x.e->'c'->>'order_id', i->>'product_id', sum((i->>'quantity')::bigint)
               FROM jsonb_array_elements(cmds) AS x(e), jsonb_array_elements(x.e->'c'->'items') AS i
              GROUP BY 1, 2;
-            RETURN QUERY
             WITH e AS (
-                SELECT x.e, x.n, nextval('outbox_id_seq') AS id
-                  FROM jsonb_array_elements(cmds) WITH ORDINALITY AS x(e, n)),
+                SELECT x.n, nextval('outbox_id_seq') AS id, x.c->>'idempotency_key' AS ikey, x.c->>'order_id' AS oid,
+                       coalesce(x.k, x.c->>'idempotency_key') AS mk, x.cid, x.h,
+                       jsonb_build_object('type', 'StockReserved', 'order_id', x.c->>'order_id', 'items', x.c->'items',
+                                          'idempotency_key', x.c->>'idempotency_key',
+                                          'event_id', 'inventory:' || (x.c->>'idempotency_key'), 'occurred_at', ts)::text AS pay
+                  FROM ROWS FROM (jsonb_to_recordset(cmds) AS (c jsonb, k text, cid text, h jsonb)) WITH ORDINALITY AS x(c, k, cid, h, n)),
             ins AS (
-                INSERT INTO outbox AS b (id, dedup_key, topic, msg_key, correlation_id, headers, payload)
-                SELECT e.id, e.e->'c'->>'idempotency_key', 'events',
-                       coalesce(e.e->>'k', e.e->'c'->>'idempotency_key'), e.e->>'cid', e.e->'h',
-                       (jsonb_build_object('type', 'StockReserved', 'order_id', e.e->'c'->>'order_id',
-                                           'items', e.e->'c'->'items')
-                        || jsonb_build_object('idempotency_key', e.e->'c'->>'idempotency_key',
-                                              'event_id', 'inventory:' || (e.e->'c'->>'idempotency_key'),
-                                              'occurred_at', to_char(now() AT TIME ZONE 'UTC',
-                                                                     'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')))::text
-                  FROM e ORDER BY e.n
-                RETURNING b.id, b.msg_key, b.payload, b.correlation_id, b.headers, b.dedup_key)
-            SELECT ins.id, 'events'::text, ins.msg_key, ins.payload, ins.correlation_id, ins.headers,
-                   'stock_reserved'::text, 'StockReserved'::text, ins.dedup_key, e.e->'c'->>'order_id', NULL::text
-              FROM e JOIN ins ON ins.id = e.id
-             ORDER BY e.n;
+                INSERT INTO outbox (id, dedup_key, topic, msg_key, correlation_id, headers, payload)
+                SELECT e.id, e.ikey, 'events', e.mk, e.cid, e.h, e.pay FROM e ORDER BY e.n)
+            SELECT array_agg(ROW(e.id, 'events', e.mk, e.pay, e.cid, e.h, 'stock_reserved', 'StockReserved', e.ikey,
+                                 e.oid, NULL)::inv_out ORDER BY e.n)
+              INTO outs FROM e;
+            RETURN QUERY SELECT * FROM unnest(outs);
             RETURN;
-        END IF;
+        EXCEPTION WHEN unique_violation OR SQLSTATE 'VX001' THEN
+            NULL; -- not every reservation fits, or one was seen before: the general code below
+        END;
     END IF;
     RETURN QUERY SELECT * FROM inv_apply_general(cmds);
 END $$;

@@ -4,8 +4,9 @@
 --
 -- ord_apply_batch(cmds) applies a batch of commands (PlaceOrder, CancelOrder) and inventory events
 -- (StockReserved, StockRejected) in one transaction: every status change is made together with its
--- history row and its outbox rows (common/migrations/000_outbox.sql), so an order's state, its
--- history and what it tells the world can never disagree. cmds is a JSON array of entries
+-- outbox rows (common/migrations/000_outbox.sql) and, when the order leaves a status no column keeps,
+-- its history row (ord_history), so an order's state, its history and what it tells the world can
+-- never disagree. cmds is a JSON array of entries
 -- {"c": what, "oid": order id, "cid": correlation id, "hash": request hash (PlaceOrder)}, where
 -- "what" is a validated command in canonical form or an inventory event {type, order_id,
 -- idempotency_key, reason, product_id, items}, and optionally
@@ -58,6 +59,7 @@ DROP FUNCTION IF EXISTS ord_replay(orders, text);
 DROP FUNCTION IF EXISTS ord_set_status(text, text, text, text);
 DROP FUNCTION IF EXISTS ord_cancel_held(text, text, text);
 DROP FUNCTION IF EXISTS ord_result_payload(orders, bigint, text); -- event_id was the outbox id
+DROP FUNCTION IF EXISTS ord_result_payload(orders, text);
 
 -- RFC 3339 in UTC, as every Valerix timestamp is written.
 CREATE OR REPLACE FUNCTION ord_ts(t timestamptz) RETURNS text LANGUAGE sql STABLE AS $$
@@ -70,23 +72,35 @@ $$;
 -- sets one) has a key of its own, ':cancel-first': its result answers the PlaceOrder, another event
 -- than the CANCELLED result that answers a CancelOrder, so an event_id never names both (a restore
 -- may replay the two commands in another order than they came the first time).
+CREATE OR REPLACE FUNCTION ord_result_key_of(id text, status text, cancel_key text) RETURNS text LANGUAGE sql IMMUTABLE AS $$
+    SELECT 'order:' || id || ':result:' || status
+           || CASE WHEN status = 'CANCELLED' AND cancel_key IS NULL THEN ':cancel-first' ELSE '' END
+$$;
 CREATE OR REPLACE FUNCTION ord_result_key(o orders) RETURNS text LANGUAGE sql IMMUTABLE AS $$
-    SELECT 'order:' || o.id || ':result:' || o.status
-           || CASE WHEN o.status = 'CANCELLED' AND o.cancel_key IS NULL THEN ':cancel-first' ELSE '' END
+    SELECT ord_result_key_of(o.id, o.status, o.cancel_key)
 $$;
-
--- The OrderResult of an order as it stands (event_id and occurred_at come with its outbox row). It
--- answers the command that decided it: the CancelOrder for CANCELLED, the PlaceOrder otherwise.
--- STABLE, as its body is, so that PostgreSQL inlines it into the statements that call it.
+-- The OrderResult of an order as it stands (event_id and occurred_at come with its outbox row), from
+-- its columns: ikey is the key of the command it answers (ord_result_body). One jsonb_build_object,
+-- not one and a concatenation: a result is built for every order. STABLE, as jsonb_build_object is,
+-- so that PostgreSQL inlines it into the statements that call it.
+CREATE OR REPLACE FUNCTION ord_result_json(id text, ikey text, customer_id text, status text, reason text,
+                                           items jsonb, request_hash text, product_id text) RETURNS jsonb
+LANGUAGE sql STABLE AS $$
+    SELECT CASE WHEN product_id IS NULL
+                THEN jsonb_build_object('type', 'OrderResult', 'order_id', id, 'idempotency_key', ikey,
+                                        'customer_id', customer_id, 'status', status, 'reason', reason,
+                                        'items', items, 'request_hash', request_hash)
+                ELSE jsonb_build_object('type', 'OrderResult', 'order_id', id, 'idempotency_key', ikey,
+                                        'customer_id', customer_id, 'status', status, 'reason', reason,
+                                        'items', items, 'request_hash', request_hash, 'product_id', product_id) END
+$$;
+-- The OrderResult of an order: it answers the command that decided it, the CancelOrder for CANCELLED,
+-- the PlaceOrder otherwise.
 CREATE OR REPLACE FUNCTION ord_result_body(o orders) RETURNS jsonb LANGUAGE sql STABLE AS $$
-    SELECT jsonb_build_object('type', 'OrderResult', 'order_id', o.id,
-               'idempotency_key', CASE WHEN o.status = 'CANCELLED' THEN coalesce(o.cancel_key, o.idempotency_key)
-                                       ELSE o.idempotency_key END,
-               'customer_id', o.customer_id, 'status', o.status, 'reason', o.reason, 'items', o.items,
-               'request_hash', o.request_hash)
-        || CASE WHEN o.product_id IS NULL THEN '{}'::jsonb ELSE jsonb_build_object('product_id', o.product_id) END
+    SELECT ord_result_json(o.id, CASE WHEN o.status = 'CANCELLED' THEN coalesce(o.cancel_key, o.idempotency_key)
+                                      ELSE o.idempotency_key END,
+                           o.customer_id, o.status, o.reason, o.items, o.request_hash, o.product_id)
 $$;
-
 -- The event id of an OrderResult: 'orders:' and the dedup key of its outbox row (ord_result_key, or
 -- 'cancel:' and the key of the CancelOrder it answers). Never the outbox row's id: that comes from a
 -- sequence, which a restored database hands out again to other events; the dedup key is what
@@ -95,11 +109,6 @@ CREATE OR REPLACE FUNCTION ord_event_id(dedup_key text) RETURNS text LANGUAGE sq
     SELECT 'orders:' || dedup_key
 $$;
 
--- The OrderResult payload of an order in a final status, as its outbox row (ord_result_key) holds it.
-CREATE OR REPLACE FUNCTION ord_result_payload(o orders, ts text) RETURNS text LANGUAGE sql STABLE AS $$
-    SELECT (ord_result_body(o)
-            || jsonb_build_object('event_id', ord_event_id(ord_result_key(o)), 'occurred_at', ts))::text
-$$;
 
 -- The placing lock, a transaction-level advisory lock: a call that may place orders holds it shared
 -- from before it reads early_cancels until it commits; a call that remembers a CancelOrder of an
@@ -110,6 +119,26 @@ $$;
 -- Taken before anything else, the lock never completes a cycle of waits; lock_timeout bounds a wait.)
 CREATE OR REPLACE FUNCTION ord_place_lock() RETURNS bigint LANGUAGE sql IMMUTABLE AS $$
     SELECT 6180339887498948482::bigint -- any constant; the orders database is order-svc's alone
+$$;
+
+-- An order's history: one row per status it reached, numbered in order (n). Only what no column of the order
+-- keeps is a row of order_history: PENDING is the order's created_at, its status now (when not
+-- PENDING) its updated_at and reason, and a status it left (only CONFIRMED is ever left, by a
+-- cancellation) is the one row written, when it is left. Two rows of order_history per order, each
+-- with its index entry and its WAL, cost more than the rest of deciding it. (Orders written by a
+-- version that wrote every status have every row, and none is derived twice.)
+CREATE OR REPLACE FUNCTION ord_history(o orders) RETURNS TABLE (n bigint, status text, reason text, at timestamptz)
+LANGUAGE sql STABLE AS $$
+    SELECT row_number() OVER (ORDER BY s.k, s.id), s.status, s.reason, s.at FROM (
+        SELECT 0 AS k, 0::bigint AS id, 'PENDING'::text AS status, NULL::text AS reason, o.created_at AS at
+         WHERE NOT EXISTS (SELECT 1 FROM order_history h WHERE h.order_id = o.id AND h.status = 'PENDING')
+        UNION ALL
+        SELECT 1, h.id, h.status, h.reason, h.at FROM order_history h WHERE h.order_id = o.id
+        UNION ALL
+        SELECT 2, 0, o.status, o.reason, o.updated_at
+         WHERE o.status <> 'PENDING'
+           AND NOT EXISTS (SELECT 1 FROM order_history h WHERE h.order_id = o.id AND h.status = o.status)) s
+     ORDER BY s.k, s.id
 $$;
 
 -- The general code: any call.
@@ -125,8 +154,9 @@ DECLARE
     one_each boolean;  -- no order and no command key twice in the batch
     cand text[];       -- dedup keys of the outbox rows a replay may send again
     known jsonb;       -- dedup keys of the outbox rows a replay may send again -> true (locked)
-    -- what the batch writes: history rows; new outbox rows (x_); replays of recorded ones (r_)
-    h_oid text[] := '{}'; h_st text[] := '{}'; h_why text[] := '{}';
+    -- what the batch writes: history rows (ord_history: only a status left that no column keeps); new
+    -- outbox rows (x_); replays of recorded ones (r_)
+    h_oid text[] := '{}'; h_st text[] := '{}'; h_why text[] := '{}'; h_at timestamptz[] := '{}';
     x_key text[] := '{}'; x_topic text[] := '{}'; x_mkey text[] := '{}'; x_cid text[] := '{}';
     x_pay jsonb[] := '{}'; x_hdr jsonb[] := '{}'; x_id bigint[];
     r_key text[] := '{}'; r_cid text[] := '{}'; r_hdr jsonb[] := '{}';
@@ -143,19 +173,22 @@ DECLARE
     note text; dk text; tp text; mk text; rcid text; pay jsonb; hdr jsonb; rk text; held boolean;
     lcid text; lorder text; lstatus text;
     e_oid text[] := '{}'; e_key text[] := '{}'; e_cid text[] := '{}'; -- CancelOrders to remember
-    c_oids text[];               -- the orders the call's CancelOrders name
     unknown boolean := false;    -- one of them is not known (yet)
 BEGIN
     -- The placing lock (ord_place_lock), before the orders are written or loaded: exclusive for a call
     -- with a CancelOrder of an order not known yet, shared for a call that may place orders. (Whether
-    -- an order is known is asked of order_history, where every order has rows from its first
-    -- transaction on, because its only index leads with the order id; asked of orders, a plan made on
-    -- tables ANALYZEd while empty read all of the index orders_latest.)
+    -- an order is known is asked one order id at a time, an equality on the primary key that every
+    -- plan reads by the index; asked for all of them at once, a plan made on tables ANALYZEd while
+    -- empty read all of the index orders_latest. CancelOrders are few.)
     IF cmds @? '$[*] ? (@.c.type == "CancelOrder")' THEN
-        SELECT array_agg(DISTINCT x.e->>'oid') INTO c_oids
-          FROM jsonb_array_elements(cmds) AS x(e) WHERE x.e->'c'->>'type' = 'CancelOrder';
-        SELECT count(DISTINCT h.order_id) < cardinality(c_oids) INTO unknown
-          FROM order_history h WHERE h.order_id = ANY (c_oids);
+        FOR oid IN SELECT DISTINCT x.e->>'oid' FROM jsonb_array_elements(cmds) AS x(e)
+                    WHERE x.e->'c'->>'type' = 'CancelOrder' LOOP
+            PERFORM FROM orders b WHERE b.id = oid; -- (not EXISTS: no plan for the first row only)
+            IF NOT FOUND THEN
+                unknown := true;
+                EXIT;
+            END IF;
+        END LOOP;
     END IF;
     IF unknown THEN
         PERFORM pg_advisory_xact_lock(ord_place_lock());
@@ -211,10 +244,8 @@ BEGIN
            AND count(DISTINCT x.e->'c'->>'idempotency_key') FILTER (WHERE x.e->'c'->>'type' IN ('PlaceOrder', 'CancelOrder'))
              = count(*) FILTER (WHERE x.e->'c'->>'type' IN ('PlaceOrder', 'CancelOrder')),
            coalesce(array_agg('cancel:' || (x.e->'c'->>'idempotency_key')) FILTER (WHERE x.e->'c'->>'type' = 'CancelOrder'), '{}')
-           || coalesce(array_agg('order:' || coalesce(bi.id, bk.id) || ':result:' || coalesce(bi.status, bk.status)
-                                 || CASE WHEN coalesce(bi.status, bk.status) = 'CANCELLED'
-                                          AND coalesce(bi.cancel_key, bk.cancel_key) IS NULL
-                                         THEN ':cancel-first' ELSE '' END) -- ord_result_key, on the columns
+           || coalesce(array_agg(ord_result_key_of(coalesce(bi.id, bk.id), coalesce(bi.status, bk.status),
+                                                   coalesce(bi.cancel_key, bk.cancel_key)))
                          FILTER (WHERE coalesce(bi.status, bk.status) <> 'PENDING'
                                    AND (x.e->'c'->>'type' = 'PlaceOrder'
                                         OR x.e->'c'->>'type' = 'CancelOrder' AND x.e->'c'->>'idempotency_key' = bi.cancel_key)),
@@ -253,16 +284,13 @@ BEGIN
             -- A CancelOrder of this order came first (it was answered not_found): placed and
             -- cancelled at once, nothing reserved; the result (ord_result_key: ':cancel-first')
             -- answers this PlaceOrder, and the order keeps no cancel_key.
-            h_oid := h_oid || oid; h_st := h_st || 'PENDING'::text; h_why := h_why || NULL::text;
             o.status := 'CANCELLED'; o.reason := 'cancelled'; o.product_id := NULL;
-            h_oid := h_oid || oid; h_st := h_st || o.status; h_why := h_why || o.reason;
             changed := true;
             dk := ord_result_key(o); tp := 'orders.results'; mk := oid; rcid := cid;
             pay := ord_result_body(o);
             note := 'order_cancelled';
 
         ELSIF t = 'PlaceOrder' AND (fresh->>oid)::bigint = i THEN
-            h_oid := h_oid || oid; h_st := h_st || 'PENDING'::text; h_why := h_why || NULL::text;
             dk := 'order:' || oid || ':reserve'; tp := 'inventory.commands'; mk := oid; rcid := cid;
             pay := jsonb_build_object('type', 'ReserveStock', 'idempotency_key', dk, 'order_id', oid, 'items', c->'items');
             note := 'order_placed';
@@ -344,7 +372,6 @@ BEGIN
                     rcid := o.correlation_id;
                     note := 'order_rejected';
                 END IF;
-                h_oid := h_oid || o.id; h_st := h_st || o.status; h_why := h_why || o.reason;
                 changed := true;
                 dk := ord_result_key(o); tp := 'orders.results'; mk := o.id;
                 pay := ord_result_body(o);
@@ -354,8 +381,11 @@ BEGIN
         IF held THEN
             -- The order's stock is held: CANCELLED, ReleaseStock to
             -- inventory, then its OrderResult (returned only when new), both with the CancelOrder's cid.
+            -- A CONFIRMED order leaves a status that no column will keep: its history row.
+            IF o.status = 'CONFIRMED' THEN
+                h_oid := h_oid || o.id; h_st := h_st || o.status; h_why := h_why || o.reason; h_at := h_at || o.updated_at;
+            END IF;
             o.status := 'CANCELLED'; o.reason := 'cancelled'; o.product_id := NULL;
-            h_oid := h_oid || o.id; h_st := h_st || o.status; h_why := h_why || o.reason;
             changed := true;
             dk := 'order:' || oid || ':release'; tp := 'inventory.commands'; mk := oid; rcid := lcid;
             pay := jsonb_build_object('type', 'ReleaseStock', 'idempotency_key', dk, 'order_id', oid);
@@ -402,8 +432,11 @@ BEGIN
                         cancel_correlation_id = u.cancel_correlation_id, updated_at = now()
       FROM unnest(os) WITH ORDINALITY AS u
      WHERE dirty[u.ordinality] AND b.id = u.id AND b.id = ANY (ARRAY(SELECT d.id FROM unnest(os) AS d));
-    INSERT INTO order_history (order_id, status, reason)
-    SELECT u.o, u.s, u.w FROM unnest(h_oid, h_st, h_why) WITH ORDINALITY AS u(o, s, w, n) ORDER BY u.n;
+    -- (An order written by a version that kept every status has its row already.)
+    INSERT INTO order_history (order_id, status, reason, at)
+    SELECT u.o, u.s, u.w, u.a FROM unnest(h_oid, h_st, h_why, h_at) WITH ORDINALITY AS u(o, s, w, a, n)
+     WHERE NOT EXISTS (SELECT 1 FROM order_history h WHERE h.order_id = u.o AND h.status = u.s)
+     ORDER BY u.n;
     INSERT INTO early_cancels (order_id, cancel_key, correlation_id)
     SELECT u.o, u.k, u.cid FROM unnest(e_oid, e_key, e_cid) AS u(o, k, cid) ORDER BY u.o
         ON CONFLICT (order_id) DO NOTHING;
@@ -452,6 +485,11 @@ END $$;
 CREATE OR REPLACE FUNCTION ord_apply_batch(cmds jsonb) RETURNS SETOF ord_out LANGUAGE plpgsql
 SET enable_seqscan = off SET enable_nestloop = off SET jit = off SET plan_cache_mode = force_generic_plan AS $$
 DECLARE
+    ts text := ord_ts(now()); -- occurred_at of the results a fast path writes
+    -- the orders the answers decided, in input order: id, status, the PlaceOrder's correlation id,
+    -- headers, the event's key, the result's dedup key and payload, seconds since placed
+    d_id text[]; d_st text[]; d_cid text[]; d_h jsonb[]; d_ikey text[]; d_dk text[];
+    d_pay text[]; d_age float8[];
     n int := jsonb_array_length(cmds);
     kinds text[];   -- the distinct types of the call's commands
     one_each boolean; -- no order id twice in the call
@@ -463,10 +501,10 @@ BEGIN
       INTO kinds, one_each, oids FROM jsonb_array_elements(cmds) AS x(e);
 
     IF kinds = '{PlaceOrder}' AND one_each THEN
-        -- New orders: each gets its PENDING history row and its ReserveStock, as the general code
-        -- gives them, by plain inserts that check nothing first. An order id or a key known already, or
-        -- a key twice in the call, fails the first insert with unique_violation before a sequence is
-        -- drawn from; the block (a subtransaction) is then undone and the general code takes the call.
+        -- New orders: each gets its ReserveStock, as the general code gives it, by plain inserts that
+        -- check nothing first. An order id or a key known already, or a key twice in the call, fails
+        -- the first insert with unique_violation before a sequence is drawn from; the block (a
+        -- subtransaction) is then undone and the general code takes the call.
         -- The unique indexes do the probing once. (A NOT EXISTS over the call's ids and keys first
         -- probed them twice, and its plan, made once per connection, became a scan of a whole index
         -- filtered on the id when it was made on tables ANALYZEd while empty.) An order that a
@@ -482,23 +520,18 @@ BEGIN
                 RAISE unique_violation
                       USING MESSAGE = 'ord_apply_batch: an order of the call was cancelled before it came';
             END IF;
-            INSERT INTO order_history (order_id, status)
-            SELECT x.e->>'oid', 'PENDING' FROM jsonb_array_elements(cmds) WITH ORDINALITY AS x(e, n) ORDER BY x.n;
             WITH e AS (
-                SELECT x.e, x.n, nextval('outbox_id_seq') AS id, 'order:' || (x.e->>'oid') || ':reserve' AS dk
-                  FROM jsonb_array_elements(cmds) WITH ORDINALITY AS x(e, n)),
+                SELECT x.n, nextval('outbox_id_seq') AS id, x.oid, x.cid, x.h, x.c->>'idempotency_key' AS ikey,
+                       jsonb_build_object('type', 'ReserveStock', 'idempotency_key', 'order:' || x.oid || ':reserve',
+                                          'order_id', x.oid, 'items', x.c->'items')::text AS pay
+                  FROM ROWS FROM (jsonb_to_recordset(cmds) AS (c jsonb, oid text, cid text, h jsonb)) WITH ORDINALITY AS x(c, oid, cid, h, n)),
             ins AS (
-                INSERT INTO outbox AS b (id, dedup_key, topic, msg_key, correlation_id, headers, payload)
-                SELECT e.id, e.dk, 'inventory.commands', e.e->>'oid', e.e->>'cid', e.e->'h',
-                       jsonb_build_object('type', 'ReserveStock', 'idempotency_key', e.dk, 'order_id', e.e->>'oid',
-                                          'items', e.e->'c'->'items')::text
-                  FROM e ORDER BY e.n
-                RETURNING b.id, b.topic, b.msg_key, b.payload, b.correlation_id, b.headers)
-            SELECT array_agg(ROW(ins.id, ins.topic, ins.msg_key, ins.payload, ins.correlation_id, ins.headers,
-                                 'order_placed', e.e->>'oid', e.e->'c'->>'idempotency_key', 'PENDING', NULL)::ord_out
-                             ORDER BY e.n)
-              INTO outs
-              FROM e JOIN ins ON ins.id = e.id;
+                INSERT INTO outbox (id, dedup_key, topic, msg_key, correlation_id, headers, payload)
+                SELECT e.id, 'order:' || e.oid || ':reserve', 'inventory.commands', e.oid, e.cid, e.h, e.pay
+                  FROM e ORDER BY e.n)
+            SELECT array_agg(ROW(e.id, 'inventory.commands', e.oid, e.pay, e.cid, e.h, 'order_placed', e.oid, e.ikey,
+                                 'PENDING', NULL)::ord_out ORDER BY e.n)
+              INTO outs FROM e;
             RETURN QUERY SELECT * FROM unnest(outs);
             RETURN;
         EXCEPTION WHEN unique_violation THEN
@@ -508,53 +541,58 @@ BEGIN
     ELSIF kinds <@ '{StockReserved,StockRejected}' AND one_each AND NOT cmds @? '$[*] ? (@.fresh == true)' THEN
         -- Inventory's answers: when every one is the answer to its order's own ReserveStock and the
         -- order waits for it with no cancellation asked, each order is decided here: CONFIRMED or
-        -- REJECTED, a history row, an OrderResult with the PlaceOrder's correlation id. The orders
-        -- are read first, unlocked; the update then locks them as it goes (by the primary key, in id
-        -- order, as the general code locks them) and takes only those that still qualify: when a
-        -- concurrent change (another instance, during a rebalance) left it fewer than all, the call
-        -- fails as a serialization failure, which order-svc retries. (Locking them all first, FOR
-        -- UPDATE, wrote a WAL record per order.)
-        SELECT count(*) INTO ready
-          FROM jsonb_array_elements(cmds) AS x(e) JOIN orders b ON b.id = x.e->>'oid'
-         WHERE b.id = ANY (oids) AND b.status = 'PENDING' AND NOT b.cancel_requested
-           AND coalesce(x.e->'c'->>'idempotency_key', 'order:' || b.id || ':reserve') = 'order:' || b.id || ':reserve';
-        IF ready = n THEN
+        -- REJECTED, an OrderResult with the PlaceOrder's correlation id. Nothing is checked first:
+        -- the update takes only the orders that qualify, locking them as it goes (by the primary key,
+        -- in id order, as the general code locks them), and returns what the results are made of.
+        -- When it took fewer than all (an order decided or a
+        -- cancellation asked already, an event that is not the answer, a concurrent change by another
+        -- instance during a rebalance), the block (a subtransaction) is undone and the general code
+        -- takes the call. (Reading the orders first to see whether all qualify probed the index twice;
+        -- locking them first, FOR UPDATE, wrote a WAL record per order.)
+        BEGIN
             WITH e AS (
-                SELECT x.e, x.n, x.e->>'oid' AS oid, x.e->'c'->>'type' = 'StockReserved' AS ok
-                  FROM jsonb_array_elements(cmds) WITH ORDINALITY AS x(e, n)),
+                SELECT x.oid, x.n, x.h, x.c->>'idempotency_key' AS ikey, x.c->>'type' = 'StockReserved' AS ok,
+                       x.c->>'reason' AS why, x.c->>'product_id' AS pid
+                  FROM ROWS FROM (jsonb_to_recordset(cmds) AS (c jsonb, oid text, h jsonb)) WITH ORDINALITY AS x(c, oid, h, n)),
             upd AS (
                 UPDATE orders b SET status = CASE WHEN e.ok THEN 'CONFIRMED' ELSE 'REJECTED' END,
-                                    reason = CASE WHEN e.ok THEN NULL ELSE coalesce(e.e->'c'->>'reason', 'rejected') END,
-                                    product_id = CASE WHEN e.ok THEN NULL ELSE e.e->'c'->>'product_id' END,
+                                    reason = CASE WHEN e.ok THEN NULL ELSE coalesce(e.why, 'rejected') END,
+                                    product_id = CASE WHEN e.ok THEN NULL ELSE e.pid END,
                                     updated_at = now()
                   FROM e
                  WHERE b.id = e.oid AND b.id = ANY (oids) AND b.status = 'PENDING' AND NOT b.cancel_requested
-                   AND coalesce(e.e->'c'->>'idempotency_key', 'order:' || b.id || ':reserve') = 'order:' || b.id || ':reserve'
-                RETURNING b AS o),
-            hist AS (
-                INSERT INTO order_history (order_id, status, reason)
-                SELECT (u.o).id, (u.o).status, (u.o).reason FROM upd u JOIN e ON e.oid = (u.o).id ORDER BY e.n),
-            res AS ( -- outbox ids in input order, as the general code gives them
-                SELECT s.n, s.o, nextval('outbox_id_seq') AS id
-                  FROM (SELECT e.n, u.o FROM e JOIN upd u ON (u.o).id = e.oid ORDER BY e.n) s),
-            ins AS (
-                INSERT INTO outbox AS b (id, dedup_key, topic, msg_key, correlation_id, headers, payload)
-                SELECT r.id, ord_result_key(r.o), 'orders.results', (r.o).id, (r.o).correlation_id, e.e->'h',
-                       ord_result_payload(r.o, ord_ts(now()))
-                  FROM res r JOIN e ON e.n = r.n ORDER BY r.n
-                RETURNING b.id, b.topic, b.msg_key, b.payload, b.correlation_id, b.headers)
-            SELECT array_agg(ROW(ins.id, ins.topic, ins.msg_key, ins.payload, ins.correlation_id, ins.headers,
-                                 CASE WHEN (r.o).status = 'CONFIRMED' THEN 'order_confirmed' ELSE 'order_rejected' END,
-                                 (r.o).id, e.e->'c'->>'idempotency_key', (r.o).status,
-                                 extract(epoch FROM now() - (r.o).created_at)::float8)::ord_out ORDER BY e.n)
-              INTO outs
-              FROM e JOIN res r ON r.n = e.n JOIN ins ON ins.id = r.id;
-            IF cardinality(outs) IS DISTINCT FROM n THEN
-                RAISE EXCEPTION 'ord_apply_batch: orders changed by a concurrent transaction' USING ERRCODE = '40001';
+                   AND coalesce(e.ikey, 'order:' || b.id || ':reserve') = 'order:' || b.id || ':reserve'
+                RETURNING e.n, e.h, e.ikey, b.id, b.status, b.correlation_id, b.created_at,
+                          ord_result_key_of(b.id, b.status, b.cancel_key) AS dk,
+                          (ord_result_json(b.id, b.idempotency_key, b.customer_id, b.status, b.reason, b.items,
+                                           b.request_hash, b.product_id)
+                           || jsonb_build_object('event_id', ord_event_id(ord_result_key_of(b.id, b.status, b.cancel_key)),
+                                                 'occurred_at', ts))::text AS pay)
+            SELECT array_agg(upd.id ORDER BY upd.n), array_agg(upd.status ORDER BY upd.n),
+                   array_agg(upd.correlation_id ORDER BY upd.n), array_agg(upd.h ORDER BY upd.n),
+                   array_agg(upd.ikey ORDER BY upd.n), array_agg(upd.dk ORDER BY upd.n), array_agg(upd.pay ORDER BY upd.n),
+                   array_agg(extract(epoch FROM now() - upd.created_at)::float8 ORDER BY upd.n)
+              INTO d_id, d_st, d_cid, d_h, d_ikey, d_dk, d_pay, d_age FROM upd;
+            IF cardinality(d_id) IS DISTINCT FROM n THEN
+                RAISE SQLSTATE 'VX001' USING MESSAGE = 'ord_apply_batch: not every answer decides its order';
             END IF;
+            -- Every order decided: its result, under outbox ids drawn in input order (and only now, so
+            -- that a call the general code takes finds the sequence as it was).
+            WITH r AS (
+                SELECT u.*, nextval('outbox_id_seq') AS xid
+                  FROM unnest(d_id, d_st, d_cid, d_h, d_ikey, d_dk, d_pay, d_age) WITH ORDINALITY AS u(id, st, cid, h, ikey, dk, pay, age, n)),
+            ins AS (
+                INSERT INTO outbox (id, dedup_key, topic, msg_key, correlation_id, headers, payload)
+                SELECT r.xid, r.dk, 'orders.results', r.id, r.cid, r.h, r.pay FROM r ORDER BY r.n)
+            SELECT array_agg(ROW(r.xid, 'orders.results', r.id, r.pay, r.cid, r.h,
+                                 CASE WHEN r.st = 'CONFIRMED' THEN 'order_confirmed' ELSE 'order_rejected' END,
+                                 r.id, r.ikey, r.st, r.age)::ord_out ORDER BY r.n)
+              INTO outs FROM r;
             RETURN QUERY SELECT * FROM unnest(outs);
             RETURN;
-        END IF;
+        EXCEPTION WHEN SQLSTATE 'VX001' THEN
+            NULL; -- not every answer decides its order: the general code below
+        END;
     END IF;
 
     RETURN QUERY SELECT * FROM ord_apply_general(cmds);

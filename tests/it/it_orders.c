@@ -51,11 +51,11 @@ static const char SQL_PENDING_LIKE[] =
 static const char SQL_INVENTORY_COMMANDS[] =
     "SELECT count(*) FROM outbox WHERE topic = 'inventory.commands' AND msg_key = $1";
 static const char SQL_HISTORY_COUNT[] =
-    "SELECT count(*) FROM order_history WHERE order_id = $1 AND status = $2";
+    "SELECT count(*) FROM orders o, ord_history(o) h WHERE o.id = $1 AND h.status = $2";
 static const char SQL_LOAD_ORDERS[] =
     "SELECT o.idempotency_key, o.id, o.status,"
-    " (SELECT count(*) FROM order_history h WHERE h.order_id = o.id AND h.status = 'PENDING'),"
-    " (SELECT count(*) FROM order_history h WHERE h.order_id = o.id AND h.status <> 'PENDING')"
+    " (SELECT count(*) FROM ord_history(o) h WHERE h.status = 'PENDING'),"
+    " (SELECT count(*) FROM ord_history(o) h WHERE h.status <> 'PENDING')"
     " FROM orders o WHERE o.idempotency_key LIKE $1 ORDER BY o.idempotency_key";
 static const char SQL_CONFIRMED_QTY[] =
     "SELECT l->>'product_id', sum((l->>'quantity')::bigint) FROM orders o"

@@ -558,9 +558,10 @@ static void same_both_ways(PGconn *c, paths_t *p, const char *call) {
         }
     }
     exec_ok(c, "COMMIT");
-    cr_expect_str_eq(rows[0], rows[1], "call %d, %s\n  rows of %s differ from %s's", p->calls, call, p->fast, p->general);
-    cr_expect_str_eq(tables[0], tables[1], "call %d, %s\n  tables after %s differ from %s's", p->calls, call, p->fast,
-                     p->general);
+    cr_expect_str_eq(rows[0], rows[1], "call %d, %s\n  rows of %s differ from %s's:\n%s\n  against\n%s", p->calls, call,
+                     p->fast, p->general, rows[0], rows[1]);
+    cr_expect_str_eq(tables[0], tables[1], "call %d, %s\n  tables after %s differ from %s's:\n%s\n  against\n%s",
+                     p->calls, call, p->fast, p->general, tables[0], tables[1]);
     p->calls++;
     free(seqs);
     for (int i = 0; i < 2; i++) free(rows[i]), free(tables[i]);

@@ -181,7 +181,7 @@ quiet() {
 		pend=$(sql orders_ops "SELECT count(*) FROM orders WHERE status = 'PENDING'" 2>/dev/null)
 		li=$(lag "$INVENTORY_GROUP_ID")
 		lo=$(lag "$ORDERS_GROUP_ID")
-		sig="$have $pend $li $lo $(sql orders_ops "SELECT (SELECT count(*) FROM outbox_pending), (SELECT count(*) FROM outbox), (SELECT count(*) FROM order_history)" 2>/dev/null | tr '|' ' ') $(sql inventory_ops "SELECT (SELECT count(*) FROM outbox_pending), (SELECT count(*) FROM outbox), (SELECT sum(stock) FROM products)" 2>/dev/null | tr '|' ' ')"
+		sig="$have $pend $li $lo $(sql orders_ops "SELECT (SELECT count(*) FROM outbox_pending), (SELECT count(*) FROM outbox), (SELECT count(*) FROM orders o, ord_history(o))" 2>/dev/null | tr '|' ' ') $(sql inventory_ops "SELECT (SELECT count(*) FROM outbox_pending), (SELECT count(*) FROM outbox), (SELECT sum(stock) FROM products)" 2>/dev/null | tr '|' ' ')"
 		if [[ $have == "$want" && $pend == 0 && $li == 0 && $lo == 0 && $sig == "$last" ]] &&
 			[[ $(awk '{ print $5 + $8 }' <<<"$sig") == 0 ]]; then
 			say "quiet $1: $have orders, none PENDING, no lag, no outbox row waiting ($(secs_since "$t0") s)"
@@ -401,11 +401,11 @@ else
 fi
 
 # 4. nothing applied twice: each status at most once in an order's history
-n=$(sql orders_ops "SELECT count(*) FROM (SELECT 1 FROM order_history GROUP BY order_id, status HAVING count(*) > 1) x")
+n=$(sql orders_ops "SELECT count(*) FROM (SELECT 1 FROM orders o, ord_history(o) h GROUP BY o.id, h.status HAVING count(*) > 1) x")
 if [[ $n == 0 ]]; then
-	pass "history: no order reached a status twice ($(sql orders_ops 'SELECT count(*) FROM order_history') rows)"
+	pass "history: no order reached a status twice ($(sql orders_ops 'SELECT count(*) FROM orders o, ord_history(o)') rows)"
 else
-	fail "history: $n (order, status) pairs written more than once"
+	fail "history: $n (order, status) pairs reached more than once"
 fi
 
 consume "$INVENTORY_EVENTS_TOPIC" "$OUT/events.jsonl"
