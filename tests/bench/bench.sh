@@ -45,6 +45,8 @@
 #   BENCH_CHAOS_SECS [30]       each closed-loop run of E  BENCH_STREAMS [100]      open /events streams in E
 #   BENCH_FLOOR_BATCHES [20]    calls of 1,000 per kind in D  BENCH_FLOOR_BATCHES10 [500] calls of 10 in D
 #   BENCH_NULL_PACED_RATE [100] PlaceOrder/s in N's paced run (BENCH_PACED_SECS long)
+#   BENCH_D_BASE []             a commit (git ref) whose SQL stage D also measures, kind by kind beside
+#                               this tree's: the before of a before/after from the same run
 #   VXBENCH [build/vxbench]     the measuring tool
 # Tuning knobs of the services (GATEWAY_*, INVENTORY_BATCH_MAX, KAFKA_*, ...) pass through and are
 # printed at the start, so a figure always comes with the settings that produced it.
@@ -64,6 +66,7 @@ BENCH_NULL_PACED_RATE=${BENCH_NULL_PACED_RATE:-100}
 BENCH_CHAOS_SECS=${BENCH_CHAOS_SECS:-30}
 BENCH_FLOOR_BATCHES=${BENCH_FLOOR_BATCHES:-20}
 BENCH_FLOOR_BATCHES10=${BENCH_FLOOR_BATCHES10:-500}
+BENCH_D_BASE=${BENCH_D_BASE:-}
 BENCH_KEEP=${BENCH_KEEP:-0}
 BENCH_STREAMS=${BENCH_STREAMS:-100}
 VXBENCH=${VXBENCH:-$REPO/build/vxbench}
@@ -720,50 +723,58 @@ fi
 # it but the flush of each commit's WAL. (The CPU of every postgres process, read around runs of half a
 # second, counted background processes too: more than the wall time of a one-client run.)
 FLOOR_DB=floor_bench
-floor_pgbench() { # NAME SCRIPT CALLS PATTERN [PGOPTIONS]: sets FLOOR_US[NAME], us per call of the statement matching PATTERN,
-	# and FLOOR_CPU[NAME] (ticks of every postgres process) and FLOOR_WAL[NAME] (bytes) over the run
+floor_pgbench() { # DB NAME SCRIPT CALLS PATTERN [PGOPTIONS]: sets FLOOR_US[NAME], us per call of the statement matching
+	# PATTERN, and FLOOR_CPU[NAME] (ticks of every postgres process) and FLOOR_WAL[NAME] (bytes) over the run
 	local c0 w0 w1
 	c0=$(comm_ticks postgres)
 	w0=$(wal_now)
-	PGOPTIONS="-c client_min_messages=warning ${5:-}" pgbench -n -r -M extended -h 127.0.0.1 -p 55432 -U valerix \
-		-t "$3" -f "$2" "$FLOOR_DB" >"$OUT/pgbench.$1.log" 2>&1 || {
-		tail -n 3 "$OUT/pgbench.$1.log" >&2
+	PGOPTIONS="-c client_min_messages=warning ${6:-}" pgbench -n -r -M extended -h 127.0.0.1 -p 55432 -U valerix \
+		-t "$4" -f "$3" "$1" >"$OUT/pgbench.$2.log" 2>&1 || {
+		tail -n 3 "$OUT/pgbench.$2.log" >&2
 		return 1
 	}
-	FLOOR_CPU[$1]=$(($(comm_ticks postgres) - c0))
+	FLOOR_CPU[$2]=$(($(comm_ticks postgres) - c0))
 	w1=$(wal_now)
-	FLOOR_WAL[$1]=$((${w1%% *} - ${w0%% *}))
-	grep -q "number of failed transactions: 0 " "$OUT/pgbench.$1.log" || return 1
-	FLOOR_US[$1]=$(awk -v p="$4" '$3 != "" && index($0, p) { printf "%.0f", $1 * 1000; exit }' "$OUT/pgbench.$1.log")
-	[[ -n ${FLOOR_US[$1]} ]]
+	FLOOR_WAL[$2]=$((${w1%% *} - ${w0%% *}))
+	grep -q "number of failed transactions: 0 " "$OUT/pgbench.$2.log" || return 1
+	FLOOR_US[$2]=$(awk -v p="$5" '$3 != "" && index($0, p) { printf "%.0f", $1 * 1000; exit }' "$OUT/pgbench.$2.log")
+	[[ -n ${FLOOR_US[$2]} ]]
 }
-floor_round() { # N BATCHES: the calls of batches of N orders, then the bare writes of the same orders
-	local n=$1 batches=$2 kind fn opts s=$OUT/floor
-	"${PSQL[@]}" -c "DROP DATABASE IF EXISTS $FLOOR_DB WITH (FORCE)" -c "CREATE DATABASE $FLOOR_DB" &&
-		"${PSQL[@]}" -d "$FLOOR_DB" -c 'CREATE SCHEMA inv' &&
-		"$VXBENCH" migrate "$PG_URL/$FLOOR_DB" "$REPO/common/migrations:$REPO/order-svc/migrations" &&
-		"$VXBENCH" migrate "$PG_URL/$FLOOR_DB?options=-csearch_path%3Dinv" \
-			"$REPO/common/migrations:$REPO/inventory-svc/migrations" &&
-		"${PSQL[@]}" -d "$FLOOR_DB" -v batches="$batches" -v n="$n" -f tests/bench/floor.sql &&
-		"${PSQL[@]}" -d "$FLOOR_DB" -c "INSERT INTO inv.products (id, name, stock) SELECT 'SKU-' || i, 'floor', 1000000000 FROM generate_series(1, 50) AS i" ||
-		return 1
-	# One kind of call per run, in the order an order meets them, then the relay's mark of their outbox
-	# rows in one statement (the relay marks what many calls wrote at once).
+floor_setup() { # DB ROOT N BATCHES: database DB migrated by ROOT's migrations, holding the calls of BATCHES batches of N orders
+	local db=$1 root=$2 n=$3 batches=$4
+	"${PSQL[@]}" -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" -c "CREATE DATABASE $db" &&
+		"${PSQL[@]}" -d "$db" -c 'CREATE SCHEMA inv' &&
+		"$VXBENCH" migrate "$PG_URL/$db" "$root/common/migrations:$root/order-svc/migrations" &&
+		"$VXBENCH" migrate "$PG_URL/$db?options=-csearch_path%3Dinv" \
+			"$root/common/migrations:$root/inventory-svc/migrations" &&
+		"${PSQL[@]}" -d "$db" -v batches="$batches" -v n="$n" -f tests/bench/floor.sql &&
+		"${PSQL[@]}" -d "$db" -c "INSERT INTO inv.products (id, name, stock) SELECT 'SKU-' || i, 'floor', 1000000000 FROM generate_series(1, 50) AS i"
+}
+floor_kind() { # DB TAG KIND N BATCHES: the calls of one kind, then the relay's mark of their outbox rows in one
+	# statement (the relay marks what many calls wrote at once); FLOOR_*[TAG KIND N] hold both
+	local db=$1 tag=$2 kind=$3 n=$4 batches=$5 fn=ord_apply_batch opts= s=$OUT/floor k=$2$3$4
+	[[ $kind == reserve ]] && fn=inv_apply_batch opts="-c search_path=inv,public"
 	printf '%s\n' 'DELETE FROM outbox_pending WHERE id = ANY (ARRAY(SELECT id FROM outbox_pending));' >"$s.mark.sql"
+	cat >"$s.$kind.sql" <<-EOF
+		SELECT nextval('public.floor_batch') AS b \gset
+		SELECT body AS p FROM public.floor_calls WHERE b = :b AND kind = '$kind' \gset
+		SELECT * FROM $fn(:p::jsonb);
+	EOF
+	"${PSQL[@]}" -d "$db" -c "SELECT setval('floor_batch', 1, false)" >/dev/null &&
+		floor_pgbench "$db" "$k" "$s.$kind.sql" "$batches" "$fn(" "$opts" &&
+		floor_pgbench "$db" "mark$k" "$s.mark.sql" 1 "DELETE FROM outbox_pending" "$opts" || return 1
+	FLOOR_US[$k]=$((FLOOR_US[$k] + FLOOR_US[mark$k] / batches))
+	FLOOR_CPU[$k]=$((FLOOR_CPU[$k] + FLOOR_CPU[mark$k]))
+	FLOOR_WAL[$k]=$((FLOOR_WAL[$k] + FLOOR_WAL[mark$k]))
+}
+floor_round() { # N BATCHES: the calls of batches of N orders (and, with BENCH_D_BASE, the same calls on that commit's
+	# migrations, each kind right after this tree's), then the bare writes of the same orders
+	local n=$1 batches=$2 kind s=$OUT/floor
+	floor_setup "$FLOOR_DB" "$REPO" "$n" "$batches" || return 1
+	if [[ -n $BENCH_D_BASE ]]; then floor_setup "${FLOOR_DB}_base" "$OUT/base" "$n" "$batches" || return 1; fi
 	for kind in place reserve decide; do
-		fn=ord_apply_batch opts=
-		[[ $kind == reserve ]] && fn=inv_apply_batch opts="-c search_path=inv,public"
-		cat >"$s.$kind.sql" <<-EOF
-			SELECT nextval('public.floor_batch') AS b \gset
-			SELECT body AS p FROM public.floor_calls WHERE b = :b AND kind = '$kind' \gset
-			SELECT * FROM $fn(:p::jsonb);
-		EOF
-		"${PSQL[@]}" -d "$FLOOR_DB" -c "SELECT setval('floor_batch', 1, false)" >/dev/null &&
-			floor_pgbench "$kind$n" "$s.$kind.sql" "$batches" "$fn(" "$opts" &&
-			floor_pgbench "mark$kind$n" "$s.mark.sql" 1 "DELETE FROM outbox_pending" "$opts" || return 1
-		FLOOR_US[$kind$n]=$((FLOOR_US[$kind$n] + FLOOR_US[mark$kind$n] / batches))
-		FLOOR_CPU[$kind$n]=$((FLOOR_CPU[$kind$n] + FLOOR_CPU[mark$kind$n]))
-		FLOOR_WAL[$kind$n]=$((FLOOR_WAL[$kind$n] + FLOOR_WAL[mark$kind$n]))
+		floor_kind "$FLOOR_DB" "" "$kind" "$n" "$batches" || return 1
+		if [[ -n $BENCH_D_BASE ]]; then floor_kind "${FLOOR_DB}_base" base "$kind" "$n" "$batches" || return 1; fi
 	done
 	# The bare writes: the three transactions of each batch, the rows the contract names and no more
 	# (floor_bare, tests/bench/floor.sql).
@@ -772,31 +783,48 @@ floor_round() { # N BATCHES: the calls of batches of N orders, then the bare wri
 		CALL floor_bare(:b);
 	EOF
 	"${PSQL[@]}" -d "$FLOOR_DB" -c "SELECT setval('floor_batch', 1, false)" >/dev/null &&
-		floor_pgbench "bare$n" "$s.bare.sql" "$batches" "CALL floor_bare"
+		floor_pgbench "$FLOOR_DB" "bare$n" "$s.bare.sql" "$batches" "CALL floor_bare"
+}
+floor_figures() { # TAG N ORDERS: R[d_<TAG>calls N], us per order of the three kinds of call, and their CPU and WAL
+	local t=$1 n=$2 o=$3 k
+	for k in place reserve decide; do FLOOR_US[$t$k$n]=$(awk -v us="${FLOOR_US[$t$k$n]}" -v n="$n" 'BEGIN { printf "%.0f", us / n }'); done
+	R[d_${t}calls$n]=$((FLOOR_US[${t}place$n] + FLOOR_US[${t}reserve$n] + FLOOR_US[${t}decide$n]))
+	# CPU of the backends (every postgres process, 1/CLK_TCK s resolution) and WAL, per order
+	R[d_${t}callscpu$n]=$(awk -v t=$((FLOOR_CPU[${t}place$n] + FLOOR_CPU[${t}reserve$n] + FLOOR_CPU[${t}decide$n])) -v hz="$TCK" -v o="$o" 'BEGIN { printf "%.1f", t / hz * 1e6 / o }')
+	R[d_${t}callswal$n]=$(((FLOOR_WAL[${t}place$n] + FLOOR_WAL[${t}reserve$n] + FLOOR_WAL[${t}decide$n]) / o))
 }
 stage_d() {
-	local n k b
+	local n b
 	declare -gA FLOOR_US=() FLOOR_CPU=() FLOOR_WAL=()
 	head1 "D. PostgreSQL alone: time per order, the services' calls against the bare writes (pgbench, 1 client)"
 	command -v pgbench >/dev/null || {
 		say "pgbench not found (Debian package postgresql-client-common)" >&2
 		return 1
 	}
+	if [[ -n $BENCH_D_BASE ]]; then
+		# The migrations of the commit to compare with, as they were in it.
+		rm -rf "$OUT/base" && mkdir -p "$OUT/base" &&
+			git -C "$REPO" archive "$BENCH_D_BASE" common/migrations order-svc/migrations inventory-svc/migrations |
+			tar -x -C "$OUT/base" || {
+			say "BENCH_D_BASE=$BENCH_D_BASE: no migrations at that commit" >&2
+			return 1
+		}
+	fi
 	for n in 1000 10 1; do
 		case $n in 1000) b=$BENCH_FLOOR_BATCHES ;; 10) b=$BENCH_FLOOR_BATCHES10 ;; 1) b=500 ;; esac
 		floor_round "$n" "$b" || return 1
-		for k in place reserve decide bare; do FLOOR_US[$k$n]=$(awk -v us="${FLOOR_US[$k$n]}" -v n="$n" 'BEGIN { printf "%.0f", us / n }'); done
-		R[d_calls$n]=$((FLOOR_US[place$n] + FLOOR_US[reserve$n] + FLOOR_US[decide$n]))
-		R[d_bare$n]=${FLOOR_US[bare$n]}
-		# CPU of the backends (every postgres process, 1/CLK_TCK s resolution) and WAL, per order
-		R[d_callscpu$n]=$(awk -v t=$((FLOOR_CPU[place$n] + FLOOR_CPU[reserve$n] + FLOOR_CPU[decide$n])) -v hz="$TCK" -v o=$((n * b)) 'BEGIN { printf "%.1f", t / hz * 1e6 / o }')
+		floor_figures "" "$n" $((n * b))
+		R[d_bare$n]=$(awk -v us="${FLOOR_US[bare$n]}" -v n="$n" 'BEGIN { printf "%.0f", us / n }')
 		R[d_barecpu$n]=$(awk -v t="${FLOOR_CPU[bare$n]}" -v hz="$TCK" -v o=$((n * b)) 'BEGIN { printf "%.1f", t / hz * 1e6 / o }')
-		R[d_callswal$n]=$(((FLOOR_WAL[place$n] + FLOOR_WAL[reserve$n] + FLOOR_WAL[decide$n]) / (n * b)))
 		R[d_barewal$n]=$((FLOOR_WAL[bare$n] / (n * b)))
 		say "calls of $n order(s), $b calls: services' calls ${R[d_calls$n]} us/order (place ${FLOOR_US[place$n]}, reserve ${FLOOR_US[reserve$n]}, decide ${FLOOR_US[decide$n]}, each with its mark); bare writes ${R[d_bare$n]} us/order"
 		say "           PostgreSQL CPU: calls ${R[d_callscpu$n]} us/order, bare ${R[d_barecpu$n]} us/order; WAL: calls ${R[d_callswal$n]} B/order, bare ${R[d_barewal$n]} B/order"
+		if [[ -n $BENCH_D_BASE ]]; then
+			floor_figures base "$n" $((n * b))
+			say "           at $BENCH_D_BASE: calls ${R[d_basecalls$n]} us/order (place ${FLOOR_US[baseplace$n]}, reserve ${FLOOR_US[basereserve$n]}, decide ${FLOOR_US[basedecide$n]}); CPU ${R[d_basecallscpu$n]} us/order; WAL ${R[d_basecallswal$n]} B/order"
+		fi
 	done
-	"${PSQL[@]}" -c "DROP DATABASE IF EXISTS $FLOOR_DB WITH (FORCE)" >/dev/null
+	"${PSQL[@]}" -c "DROP DATABASE IF EXISTS $FLOOR_DB WITH (FORCE)" -c "DROP DATABASE IF EXISTS ${FLOOR_DB}_base WITH (FORCE)" >/dev/null
 	n=$(nproc)
 	say "budget:    on $n cores, 20,000 orders/s leave $((n * 1000000 / 20000)) us of CPU per order for everything, 5,000 requests/s $((n * 1000000 / 5000)) us"
 }
@@ -873,6 +901,13 @@ for n in 1000 10; do
 	ratio "SQL / bare writes, backend CPU, calls of $n" "D" "calls" "${R[d_callscpu$n]:-}" "bare" "${R[d_barecpu$n]:-}"
 	ratio "SQL / bare writes, latency, calls of $n" "D" "calls" "${R[d_calls$n]:-}" "bare" "${R[d_bare$n]:-}"
 done
+if [[ -n $BENCH_D_BASE ]]; then
+	for n in 1000 10 1; do
+		ratio "SQL now / SQL at $BENCH_D_BASE, CPU, calls of $n" "D" "now" "${R[d_callscpu$n]:-}" "then" "${R[d_basecallscpu$n]:-}"
+		ratio "SQL now / SQL at $BENCH_D_BASE, latency, calls of $n" "D" "now" "${R[d_calls$n]:-}" "then" "${R[d_basecalls$n]:-}"
+	done
+	ratio "WAL now / WAL at $BENCH_D_BASE, calls of 1000" "D" "now" "${R[d_callswal1000]:-}" "then" "${R[d_basecallswal1000]:-}"
+fi
 R[c_cpu]=$(sum cpu_c_postgres cpu_c_kafka cpu_c_order-svc cpu_c_inventory-svc)
 R[b64_cpu]=$(sum cpu_b64_postgres cpu_b64_kafka cpu_b64_gateway cpu_b64_order-svc cpu_b64_inventory-svc)
 R[floor_c]=$(sum d_barecpu1000 n_cpu)
