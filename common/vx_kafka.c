@@ -3,8 +3,11 @@
 
 #include "vx_config.h"
 #include "vx_log.h"
+#include "vx_metrics.h"
 
 #include <ctype.h>
+#include <json-c/json.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -54,6 +57,94 @@ static void log_cb(const rd_kafka_t *rk, int level, const char *fac, const char 
            "facility", fac, "detail", buf, NULL);
 }
 
+/* Requests each client sent, by type, from librdkafka's statistics (statistics.interval.ms): what
+ * batching costs the broker, one Produce request per partition and batch, one Fetch per broker and
+ * poll cycle. The statistics count per handle from its creation; the metric adds each handle's growth
+ * since its previous report, so handles of one kind (the gateway's two consumers, a client made
+ * again) add up in one series per kind and request type. */
+#define STATS_MAX 64 /* (handle, request type) pairs remembered; more are not counted */
+static pthread_mutex_t stats_mu = PTHREAD_MUTEX_INITIALIZER;
+static struct {
+    const rd_kafka_t *rk;
+    char req[32];
+    int64_t last;
+} stats_seen[STATS_MAX];
+static int stats_n;
+
+static int64_t stats_growth(const rd_kafka_t *rk, const char *req, int64_t now) {
+    int i;
+    for (i = 0; i < stats_n; i++)
+        if (stats_seen[i].rk == rk && !strcmp(stats_seen[i].req, req)) break;
+    if (i == stats_n) {
+        if (stats_n == STATS_MAX || strlen(req) >= sizeof(stats_seen[0].req)) return 0;
+        stats_seen[stats_n].rk = rk;
+        snprintf(stats_seen[stats_n].req, sizeof(stats_seen[0].req), "%s", req);
+        stats_seen[stats_n++].last = 0;
+    }
+    int64_t d = now - stats_seen[i].last;
+    stats_seen[i].last = now;
+    return d >= 0 ? d : now; /* a smaller count: another handle at the same address, counting anew */
+}
+
+static vx_metric_t *stats_metric;
+static pthread_once_t stats_once = PTHREAD_ONCE_INIT;
+static void stats_init(void) {
+    stats_metric = vx_metric_new(VX_COUNTER, "valerix_kafka_requests_total",
+                                 "Requests the process's Kafka clients sent to the brokers, by client kind and "
+                                 "request type (librdkafka statistics, every statistics.interval.ms)",
+                                 "client,request", NULL, 0);
+}
+
+void vx_kafka_stats(const rd_kafka_t *rk, const char *json, size_t len) {
+    vx_metric_t *m;
+    pthread_once(&stats_once, stats_init);
+    m = stats_metric;
+    struct json_tokener *tok = json_tokener_new();
+    struct json_object *root = tok ? json_tokener_parse_ex(tok, json, (int)len) : NULL, *brokers;
+    if (tok) json_tokener_free(tok);
+    if (!m || !root || !json_object_object_get_ex(root, "brokers", &brokers)) goto out;
+    /* this report's totals per request type, over the handle's brokers */
+    struct {
+        const char *name;
+        int64_t n;
+    } tot[48];
+    int ntot = 0;
+    json_object_object_foreach(brokers, bname, broker) {
+        struct json_object *req;
+        (void)bname;
+        if (!json_object_object_get_ex(broker, "req", &req)) continue;
+        json_object_object_foreach(req, rname, rv) {
+            int64_t v = json_object_get_int64(rv);
+            int i;
+            if (v <= 0) continue;
+            for (i = 0; i < ntot && strcmp(tot[i].name, rname); i++)
+                ;
+            if (i == ntot) {
+                if (ntot == (int)(sizeof(tot) / sizeof(tot[0]))) continue;
+                tot[ntot].name = rname;
+                tot[ntot++].n = 0;
+            }
+            tot[i].n += v;
+        }
+    }
+    const char *kind = rd_kafka_type(rk) == RD_KAFKA_PRODUCER ? "producer" : "consumer";
+    pthread_mutex_lock(&stats_mu);
+    for (int i = 0; i < ntot; i++) {
+        int64_t d = stats_growth(rk, tot[i].name, tot[i].n);
+        if (d > 0) vx_metric_add(m, VX_L(kind, tot[i].name), (double)d);
+    }
+    pthread_mutex_unlock(&stats_mu);
+out:
+    if (root) json_object_put(root);
+}
+
+/* Called from the handle's poll with the statistics JSON (librdkafka frees it: return 0). */
+static int stats_cb(rd_kafka_t *rk, char *json, size_t len, void *opaque) {
+    (void)opaque;
+    vx_kafka_stats(rk, json, len);
+    return 0;
+}
+
 static int conf_set(rd_kafka_conf_t *conf, const char *k, const char *v, char *errstr, size_t errstr_size) {
     return rd_kafka_conf_set(conf, k, v, errstr, errstr_size) == RD_KAFKA_CONF_OK ? 0 : -1;
 }
@@ -64,8 +155,11 @@ rd_kafka_conf_t *vx_kafka_conf_new(vx_kafka_role_t role, const char *const *defa
     char prop[256];
 
     rd_kafka_conf_set_log_cb(conf, log_cb);
+    rd_kafka_conf_set_stats_cb(conf, stats_cb);
 
     if (conf_set(conf, "bootstrap.servers", VX_KAFKA_DEFAULT_BOOTSTRAP, errstr, errstr_size) ||
+        /* valerix_kafka_requests_total: a report a second, served by the handle's own poll */
+        conf_set(conf, "statistics.interval.ms", "1000", errstr, errstr_size) ||
         conf_set(conf, "client.id", "valerix", errstr, errstr_size) ||
         conf_set(conf, "socket.nagle.disable", "true", errstr, errstr_size) || /* small messages, low latency */
         conf_set(conf, "reconnect.backoff.max.ms", VX_KAFKA_RECONNECT_BACKOFF_MAX_MS, errstr, errstr_size))

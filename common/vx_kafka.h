@@ -49,6 +49,13 @@ int vx_kafka_prop_from_env(const char *env_name, vx_kafka_role_t role, char *pro
 rd_kafka_conf_t *vx_kafka_conf_new(vx_kafka_role_t role, const char *const *defaults, char *errstr,
                                    size_t errstr_size);
 
+/* Counts one librdkafka statistics report of handle rk (JSON, len bytes; borrowed) into
+ * valerix_kafka_requests_total{client,request}: each request type's growth since rk's previous report,
+ * summed over its brokers. A smaller count than before is a new handle at a freed one's address,
+ * counted from zero. Every handle from vx_kafka_conf_new reports once a second
+ * (statistics.interval.ms) from its own poll; this is what its callback does. */
+void vx_kafka_stats(const rd_kafka_t *rk, const char *json, size_t len);
+
 /* An ordered producer (acks=all, one request in flight, retrying until delivered unless `defaults`
  * says otherwise; see vx_kafka_conf_new's defaults in vx_kafka.c for why not idempotent)
  * whose delivery reports go to dr_cb with `opaque`. defaults as for vx_kafka_conf_new. */

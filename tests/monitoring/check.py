@@ -269,6 +269,12 @@ def main():
     if got != 3:
         fail('valerix_http_responses_total{route="POST /orders",code="201"}: %g, want 3' % got)
     say("order-svc and the gateway counted exactly: 5 PlaceOrders applied, 4 CONFIRMED, 1 REJECTED, 1 dead letter")
+    # every service's clients report their requests (librdkafka statistics, once a second)
+    for name in ADDR:
+        for client, req in (("producer", "Produce"), ("consumer", "Fetch")):
+            wait("%s's %s requests" % (name, req),
+                 lambda: sample(scrape(name), "valerix_kafka_requests_total", client=client, request=req) > 0)
+    say("every service counts its Produce and Fetch requests (valerix_kafka_requests_total)")
 
     # 4. promtool check metrics on every service
     for name in ADDR:

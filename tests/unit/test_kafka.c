@@ -6,9 +6,11 @@
 #include <criterion/criterion.h>
 #include <stdlib.h>
 #include <string.h>
+#include <stdio.h>
 #include <time.h>
 
 #include "vx_kafka.h"
+#include "vx_metrics.h"
 
 #include <librdkafka/rdkafka_mock.h> /* after rdkafka.h, which vx_kafka.h includes */
 
@@ -329,4 +331,59 @@ Test(kafka_check_broker, settings_that_make_no_client_are_2_naming_the_variable)
     cr_assert_eq(vx_kafka_check_broker(VX_KAFKA_PRODUCER, 600, errstr, sizeof(errstr)), 2);
     cr_expect(strstr(errstr, "KAFKA_NO_SUCH_THING") != NULL, "%s", errstr);
     unsetenv("KAFKA_NO_SUCH_THING");
+}
+
+/* The value of series `series` (name and labels, as rendered) in the process's metrics; 0 when absent. */
+static double metric(const char *series) {
+    size_t len;
+    char *text = vx_metrics_render(&len), *p;
+    double v = 0;
+    cr_assert_not_null(text);
+    for (p = text; (p = strstr(p, series)); p++)
+        if ((p == text || p[-1] == '\n') && p[strlen(series)] == ' ') {
+            v = atof(p + strlen(series) + 1);
+            break;
+        }
+    free(text);
+    return v;
+}
+
+static void report(const rd_kafka_t *rk, long produce_b1, long produce_b2, long fetch) {
+    char json[512];
+    snprintf(json, sizeof(json),
+             "{\"name\":\"t\",\"brokers\":{\"127.0.0.1:9092/1\":{\"req\":{\"Produce\":%ld,\"Fetch\":%ld,\"Metadata\":0}},"
+             "\"127.0.0.1:9093/2\":{\"req\":{\"Produce\":%ld}},\"GroupCoordinator\":{\"state\":\"UP\"}}}",
+             produce_b1, fetch, produce_b2);
+    vx_kafka_stats(rk, json, strlen(json));
+}
+
+Test(kafka_stats, requests_add_each_handles_growth_over_its_brokers) {
+    rd_kafka_conf_t *pc, *cc;
+    rd_kafka_t *p, *c;
+    const char *prod = "valerix_kafka_requests_total{client=\"producer\",request=\"Produce\"}";
+    const char *fetch = "valerix_kafka_requests_total{client=\"consumer\",request=\"Fetch\"}";
+
+    clear_kafka_env();
+    cr_assert_not_null(pc = vx_kafka_conf_new(VX_KAFKA_PRODUCER, NULL, errstr, sizeof(errstr)), "%s", errstr);
+    cr_assert_not_null(cc = vx_kafka_conf_new(VX_KAFKA_CONSUMER, NULL, errstr, sizeof(errstr)), "%s", errstr);
+    cr_expect_str_eq(get(pc, "statistics.interval.ms"), "1000");
+    cr_assert_not_null(p = rd_kafka_new(RD_KAFKA_PRODUCER, pc, errstr, sizeof(errstr)), "%s", errstr);
+    cr_assert_not_null(c = rd_kafka_new(RD_KAFKA_CONSUMER, cc, errstr, sizeof(errstr)), "%s", errstr);
+    double p0 = metric(prod), f0 = metric(fetch);
+
+    report(p, 3, 2, 0); /* 5 Produce requests so far, over two brokers */
+    cr_expect_eq(metric(prod) - p0, 5);
+    report(p, 10, 4, 0); /* 14: 9 more */
+    cr_expect_eq(metric(prod) - p0, 14);
+    report(p, 10, 4, 0); /* nothing new */
+    cr_expect_eq(metric(prod) - p0, 14);
+    report(p, 1, 0, 0);  /* fewer: a new handle where the old one was, counting from zero */
+    cr_expect_eq(metric(prod) - p0, 15);
+    report(c, 0, 0, 7);  /* another handle, another kind: a series of its own */
+    cr_expect_eq(metric(fetch) - f0, 7);
+    cr_expect_eq(metric(prod) - p0, 15);
+    vx_kafka_stats(c, "{\"brokers\":", 11); /* a report cut short counts nothing */
+    cr_expect_eq(metric(fetch) - f0, 7);
+    rd_kafka_destroy(p);
+    rd_kafka_destroy(c);
 }
