@@ -938,7 +938,7 @@ ratio "CPU/order / (bare SQL@1000 + null), kcat path" "C, D, N" "C us" "${R[c_cp
 ratio "CPU/order / (bare SQL@10 + null), 64 conn" "B, D, N" "B64 us" "${R[b64_cpu]:-}" "us" "${R[floor_b64]:-}"
 R[floor_p50]=$(awk -v a="${R[n_p50]:-}" -v b="${R[d_bare1]:-}" 'BEGIN { if (a != "" && b != "") printf "%.2f", a + b / 1000 }')
 ratio "1-client p50 / (null p50 + 3 bare commits)" "B, D, N" "B1 ms" "${R[b1_p50]:-}" "ms" "${R[floor_p50]:-}"
-for t in c:kcat path:C b64:64 conn:B; do
+for t in "c:kcat path:C" "b64:64 conn:B"; do
 	IFS=: read -r k label st <<<"$t"
 	if [[ -n ${R[produce_$k]:-} ]]; then
 		row "Produce, Fetch requests per order, $label" "${R[produce_$k]} Produce, ${R[fetch_$k]} Fetch (the services' clients: valerix_kafka_requests_total)"
