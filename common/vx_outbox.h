@@ -43,8 +43,9 @@ int vx_outbox_on_delivery(vx_outbox_t *ob, const rd_kafka_message_t *m);
 /* Ids delivered but not yet stamped. */
 size_t vx_outbox_unmarked(const vx_outbox_t *ob);
 
-/* Stamps every delivered row published, in one statement. Returns 0 or -1 with errstr (the ids are
- * kept for the next try). */
+/* Stamps every delivered row published, in one statement, committed without waiting for the flush
+ * (a lost mark is a resend; the connection's own synchronous_commit is left as it was). Returns 0 or
+ * -1 with errstr (the ids are kept for the next try). */
 int vx_outbox_mark(vx_outbox_t *ob, PGconn *conn, char *errstr, size_t errstr_size);
 
 /* Publishes up to `limit` rows unpublished for more than grace_ms (and not claimed in that time).

@@ -773,7 +773,8 @@ floor_setup() { # DB ROOT N BATCHES: database DB migrated by ROOT's migrations, 
 		"${PSQL[@]}" -d "$db" -c "INSERT INTO inv.products (id, name, stock) SELECT 'SKU-' || i, 'floor', 1000000000 FROM generate_series(1, 50) AS i"
 }
 floor_kind() { # DB TAG KIND N BATCHES: the calls of one kind, then the relay's mark of their outbox rows in one
-	# statement (the relay marks what many calls wrote at once); FLOOR_*[TAG KIND N] hold both
+	# statement, committed without waiting for the flush as vx_outbox_mark does (the relay marks what
+	# many calls wrote at once); FLOOR_*[TAG KIND N] hold both
 	local db=$1 tag=$2 kind=$3 n=$4 batches=$5 fn=ord_apply_batch opts= s=$OUT/floor k=$2$3$4
 	[[ $kind == reserve ]] && fn=inv_apply_batch opts="-c search_path=inv,public"
 	printf '%s\n' 'DELETE FROM outbox_pending WHERE id = ANY (ARRAY(SELECT id FROM outbox_pending));' >"$s.mark.sql"
@@ -784,7 +785,7 @@ floor_kind() { # DB TAG KIND N BATCHES: the calls of one kind, then the relay's 
 	EOF
 	"${PSQL[@]}" -d "$db" -c "SELECT setval('floor_batch', 1, false)" >/dev/null &&
 		floor_pgbench "$db" "$k" "$s.$kind.sql" "$batches" "$fn(" "$opts" &&
-		floor_pgbench "$db" "mark$k" "$s.mark.sql" 1 "DELETE FROM outbox_pending" "$opts" || return 1
+		floor_pgbench "$db" "mark$k" "$s.mark.sql" 1 "DELETE FROM outbox_pending" "$opts -c synchronous_commit=off" || return 1
 	FLOOR_US[$k]=$((FLOOR_US[$k] + FLOOR_US[mark$k] / batches))
 	FLOOR_CPU[$k]=$((FLOOR_CPU[$k] + FLOOR_CPU[mark$k]))
 	FLOOR_WAL[$k]=$((FLOOR_WAL[$k] + FLOOR_WAL[mark$k]))

@@ -265,7 +265,25 @@ Test(sql, outbox_rows_wait_in_outbox_pending_until_marked_and_a_replay_puts_them
     cr_assert_eq(apply(c, "inv_apply_batch", "[" RESERVE("p1", 1) "," RESERVE("p2", 1) "]", INV_TABLES, NULL), 2);
     cr_expect_eq(sql_int(c, PENDING, NULL), 3, "the Restock's and both reservations' rows wait");
     cr_expect_eq(sql_int(c, "SELECT count(*) FROM outbox_pending", NULL), sql_int(c, "SELECT count(*) FROM outbox", NULL));
-    exec_ok(c, "DELETE FROM outbox_pending"); /* what vx_outbox_mark does once Kafka has them */
+    /* Kafka acknowledges them: the relay marks them, committed without waiting for the flush, and
+       the connection's apply calls stay durable. */
+    vx_outbox_t *ob = vx_outbox_new(NULL);
+    PGresult *ids = PQexec(c, "SELECT id FROM outbox ORDER BY id");
+    cr_assert_eq(PQntuples(ids), 3);
+    for (int i = 0; i < PQntuples(ids); i++) {
+        rd_kafka_message_t m;
+        memset(&m, 0, sizeof(m));
+        m._private = (void *)(intptr_t)atoll(PQgetvalue(ids, i, 0));
+        cr_assert_eq(vx_outbox_on_delivery(ob, &m), 1);
+    }
+    PQclear(ids);
+    char errstr[256];
+    cr_assert_eq(vx_outbox_mark(ob, c, errstr, sizeof(errstr)), 0, "%s", errstr);
+    cr_expect_eq(vx_outbox_unmarked(ob), 0);
+    vx_outbox_destroy(ob);
+    cr_expect_eq(sql_int(c, "SELECT count(*) FROM outbox_pending", NULL), 0, "every delivered row marked");
+    cr_expect_eq(sql_int(c, "SELECT (current_setting('synchronous_commit') = 'on')::int", NULL), 1,
+                 "the mark's synchronous_commit = off ended with its transaction");
     cr_assert_eq(apply(c, "inv_apply_batch", "[" RESERVE("p1", 1) "]", INV_TABLES, NULL), 1, "the replay");
     cr_expect_eq(sql_int(c, PENDING, NULL), 1, "the replayed row waits again");
     cr_expect_eq(sql_int(c, "SELECT count(*) FROM outbox_pending p JOIN outbox o ON o.id = p.id"
