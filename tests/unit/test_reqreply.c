@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "../../gateway/reqreply.h"
+#include "unit_metrics.h"
 #include "vx_log.h"
 #include "vx_metrics.h"
 #include "vx_msg.h"
@@ -190,18 +191,9 @@ static void reply(const char *key, const char *status, const char *customer) {
 
 /* A counter of the process's metrics text (the engine's families are in it). */
 static long long counter(const char *name) {
-    size_t len;
-    char *text = vx_metrics_render(&len), *p;
-    long long v = -1;
-    cr_assert_not_null(text);
-    for (p = text; (p = strstr(p, name)); p++)
-        if ((p == text || p[-1] == '\n') && p[strlen(name)] == ' ') {
-            v = atoll(p + strlen(name) + 1);
-            break;
-        }
-    free(text);
+    double v = unit_metric(name, -1);
     cr_assert_neq(v, -1, "no %s in the metrics", name);
-    return v;
+    return (long long)v;
 }
 
 Test(reqreply, a_confirmed_result_answers_its_request) {
