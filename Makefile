@@ -51,7 +51,7 @@ $(B)/vx_commit.h: FORCE
 	 v=$$(git describe --tags --always --dirty 2>/dev/null || echo unknown); \
 	 printf '#define VX_COMMIT "%s"\n#define VX_VERSION "%s"\n' "$$c" "$$v" >$@.tmp; \
 	 cmp -s $@.tmp $@ && rm -f $@.tmp || mv $@.tmp $@
-$(B)/obj/common/vx_metrics.o $(B)/asan/common/vx_metrics.o: $(B)/vx_commit.h
+$(B)/obj/common/vx_metrics.o $(B)/asan/common/vx_metrics.o $(B)/fuzz/obj/common/vx_metrics.o: $(B)/vx_commit.h
 FORCE:
 
 COMMON_OBJ := $(COMMON:%.c=$(B)/obj/%.o)
@@ -209,7 +209,7 @@ FUZZ_SHORT_SECONDS ?= 4
 FUZZ_TARGETS := command event result order_http headers config chaos
 FUZZ_FLAGS := -O1 -g -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
 FUZZ_OBJ := $(patsubst %.c,$(B)/fuzz/obj/%.o,common/vx_msg.c common/vx_config.c common/vx_chaos.c common/vx_log.c \
-	common/vx_kafka.c gateway/validate.c)
+	common/vx_kafka.c common/vx_metrics.c gateway/validate.c)
 $(B)/fuzz/obj/%.o: %.c | $(DEPS_STAMP)
 	@mkdir -p $(dir $@)
 	$(FUZZ_CC) $(XCFLAGS) $(FUZZ_FLAGS) -fsanitize=fuzzer-no-link $(PKG_CFLAGS) -c $< -o $@
