@@ -62,28 +62,47 @@ static void log_cb(const rd_kafka_t *rk, int level, const char *fac, const char 
  * poll cycle. The statistics count per handle from its creation; the metric adds each handle's growth
  * since its previous report, so handles of one kind (the gateway's two consumers, a client made
  * again) add up in one series per kind and request type. */
-#define STATS_MAX 64 /* (handle, request type) pairs remembered; more are not counted */
+#define STATS_MAX 64       /* (handle, request type) pairs remembered */
+#define STATS_STALE_MS 30000 /* a pair not reported for this long is a destroyed handle's: its slot is free */
 static pthread_mutex_t stats_mu = PTHREAD_MUTEX_INITIALIZER;
 static struct {
     const rd_kafka_t *rk;
     char req[32];
-    int64_t last;
+    int64_t last;    /* the count of the previous report */
+    long long at_ms; /* when it came */
 } stats_seen[STATS_MAX];
 static int stats_n;
 
-static int64_t stats_growth(const rd_kafka_t *rk, const char *req, int64_t now) {
-    int i;
-    for (i = 0; i < stats_n; i++)
+static long long stats_now_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* How much rk's count of req grew since its previous report (under stats_mu). A smaller count than
+   before is a handle made at a destroyed one's address: it counts from zero. (A stale pair stays
+   rk's until its slot is needed: a loop that did not poll for a while gets its reports late, not
+   counted twice.) */
+static int64_t stats_growth(const rd_kafka_t *rk, const char *req, int64_t now, long long t) {
+    int i, free_slot = -1;
+    if (strlen(req) >= sizeof(stats_seen[0].req)) return 0;
+    for (i = 0; i < stats_n; i++) {
         if (stats_seen[i].rk == rk && !strcmp(stats_seen[i].req, req)) break;
-    if (i == stats_n) {
-        if (stats_n == STATS_MAX || strlen(req) >= sizeof(stats_seen[0].req)) return 0;
-        stats_seen[stats_n].rk = rk;
-        snprintf(stats_seen[stats_n].req, sizeof(stats_seen[0].req), "%s", req);
-        stats_seen[stats_n++].last = 0;
+        if (free_slot < 0 && t - stats_seen[i].at_ms > STATS_STALE_MS) free_slot = i;
     }
-    int64_t d = now - stats_seen[i].last;
+    if (i == stats_n) {
+        if (stats_n < STATS_MAX)
+            i = stats_n++;
+        else if ((i = free_slot) < 0)
+            return 0; /* 64 live pairs: no Valerix process has that many */
+        stats_seen[i].rk = rk;
+        snprintf(stats_seen[i].req, sizeof(stats_seen[0].req), "%s", req);
+        stats_seen[i].last = 0;
+    }
+    int64_t d = now >= stats_seen[i].last ? now - stats_seen[i].last : now;
     stats_seen[i].last = now;
-    return d >= 0 ? d : now; /* a smaller count: another handle at the same address, counting anew */
+    stats_seen[i].at_ms = t;
+    return d;
 }
 
 static vx_metric_t *stats_metric;
@@ -128,9 +147,10 @@ void vx_kafka_stats(const rd_kafka_t *rk, const char *json, size_t len) {
         }
     }
     const char *kind = rd_kafka_type(rk) == RD_KAFKA_PRODUCER ? "producer" : "consumer";
+    long long t = stats_now_ms();
     pthread_mutex_lock(&stats_mu);
     for (int i = 0; i < ntot; i++) {
-        int64_t d = stats_growth(rk, tot[i].name, tot[i].n);
+        int64_t d = stats_growth(rk, tot[i].name, tot[i].n, t);
         if (d > 0) vx_metric_add(m, VX_L(kind, tot[i].name), (double)d);
     }
     pthread_mutex_unlock(&stats_mu);
