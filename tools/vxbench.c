@@ -14,7 +14,8 @@
  *   vxbench forward GROUP SECS IN=OUT:TYPE...      the null pipeline's stand-in for a service: reads
  *                                                  each IN, answers on its OUT with a message of TYPE
  *                                                  (same key, idempotency_key and size), stores the
- *                                                  offset after delivery; no database (stage N)
+ *                                                  offset after delivery; no database (stage N);
+ *                                                  SIGUSR1: prints its Kafka requests so far
  *   vxbench group-to-end GROUP TOPIC               commits TOPIC's end offsets for consumer GROUP
  *   vxbench wait-topics TIMEOUT_S TOPIC...         waits until every partition has a leader
  *   vxbench drop-topics TOPIC...                   deletes topics
@@ -53,6 +54,7 @@
 
 #include "vx_kafka.h"
 #include "vx_log.h"
+#include "vx_metrics.h"
 #include "vx_msg.h"
 #include "vx_pg.h"
 #include "vt_http.h"
@@ -836,7 +838,8 @@ static int usage(void);
  * producer) with no database between them: each message read on IN is parsed (json-c, as a service
  * parses it) and answered on OUT by a message of TYPE with the same key, the same idempotency_key
  * and the same size; its offset is stored only once it and every message before it on its partition
- * were delivered. Runs SECS seconds or until SIGTERM/SIGINT, then prints what it forwarded. */
+ * were delivered. Runs SECS seconds or until SIGTERM/SIGINT, then prints what it forwarded; on
+ * SIGUSR1 it prints the requests its clients have sent so far (fwd_print_requests). */
 #define FWD_ROUTES 4
 #define FWD_PARTS 64
 #define FWD_RING (1u << 18) /* messages in flight per input partition */
@@ -859,8 +862,27 @@ typedef struct {
     long delivered, failed;
 } fwd_t;
 
-static volatile sig_atomic_t fwd_stop;
+static volatile sig_atomic_t fwd_stop, fwd_report;
 static void fwd_on_signal(int sig) { (void)sig; fwd_stop = 1; }
+static void fwd_on_usr1(int sig) { (void)sig; fwd_report = 1; }
+
+/* On SIGUSR1: "kafka_requests PRODUCE FETCH", the requests the forwarder's clients have sent so far
+   (valerix_kafka_requests_total, as the services count theirs: librdkafka's statistics, a report a
+   second), a line on standard output for make bench's requests per order. */
+static void fwd_print_requests(void) {
+    static const char *const series[2] = {"valerix_kafka_requests_total{client=\"producer\",request=\"Produce\"} ",
+                                          "valerix_kafka_requests_total{client=\"consumer\",request=\"Fetch\"} "};
+    size_t len;
+    char *text = vx_metrics_render(&len);
+    long long v[2] = {0, 0};
+    for (int i = 0; i < 2 && text; i++) {
+        const char *p = strstr(text, series[i]);
+        if (p) v[i] = atoll(p + strlen(series[i]));
+    }
+    free(text);
+    printf("kafka_requests %lld %lld\n", v[0], v[1]);
+    fflush(stdout);
+}
 
 static void fwd_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque) {
     fwd_t *f = opaque;
@@ -920,6 +942,7 @@ static int cmd_forward(const char *group, const char *secs_arg, char **specs, in
     f.nroutes = n;
     signal(SIGTERM, fwd_on_signal);
     signal(SIGINT, fwd_on_signal);
+    signal(SIGUSR1, fwd_on_usr1);
     if (!(producer = vx_kafka_producer_new(fwd_delivery, &f, NULL, err, sizeof(err)))) {
         fprintf(stderr, "vxbench forward: %s\n", err);
         goto out;
@@ -940,6 +963,10 @@ static int cmd_forward(const char *group, const char *secs_arg, char **specs, in
         rd_kafka_message_t *m = rd_kafka_consumer_poll(consumer, 100);
         rd_kafka_poll(producer, 0);
         fwd_store(consumer, &f);
+        if (fwd_report) {
+            fwd_report = 0;
+            fwd_print_requests();
+        }
         if (!m) continue;
         if (m->err) {
             if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF) fprintf(stderr, "vxbench forward: %s\n", rd_kafka_message_errstr(m));

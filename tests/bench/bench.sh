@@ -131,16 +131,34 @@ cpu_mark() {
 	WAL0=$(wal_now)
 	KREQ0=$(kreq_now)
 }
-# kreq_now: "produce fetch", the Produce and Fetch requests the running services' Kafka clients have
-# sent so far (valerix_kafka_requests_total: librdkafka's statistics, reported once a second).
+# kreq_now: "produce fetch", the Produce and Fetch requests the running services' (or forwarders')
+# Kafka clients have sent so far (valerix_kafka_requests_total: librdkafka's statistics, reported
+# once a second; a forwarder prints its own on SIGUSR1); nothing when none of them runs.
 kreq_now() {
-	local name addr
-	for name in inventory-svc order-svc gateway; do
+	local name addr n i
+	for name in inventory-svc order-svc gateway fwd-order fwd-inventory; do
 		[[ -n ${PID[$name]:-} ]] && kill -0 "${PID[$name]}" 2>/dev/null || continue
-		case $name in inventory-svc) addr=$INVENTORY_HTTP_ADDR ;; order-svc) addr=$ORDERS_HTTP_ADDR ;; *) addr=$GATEWAY_HTTP_ADDR ;; esac
+		echo running # (a client's first report comes a second after it starts: until then, no series)
+		case $name in
+		fwd-*)
+			n=$(grep -c '^kafka_requests ' "$OUT/$name.out")
+			kill -USR1 "${PID[$name]}"
+			for ((i = 0; i < 50; i++)); do
+				(($(grep -c '^kafka_requests ' "$OUT/$name.out") > n)) && break
+				sleep 0.05
+			done
+			grep '^kafka_requests ' "$OUT/$name.out" | tail -n 1 |
+				awk '{ printf "valerix_kafka_requests_total{request=\"Produce\"} %s\nvalerix_kafka_requests_total{request=\"Fetch\"} %s\n", $2, $3 }'
+			continue
+			;;
+		inventory-svc) addr=$INVENTORY_HTTP_ADDR ;;
+		order-svc) addr=$ORDERS_HTTP_ADDR ;;
+		*) addr=$GATEWAY_HTTP_ADDR ;;
+		esac
 		curl -fsS --max-time 5 "http://$addr/metrics" 2>/dev/null
-	done | awk '/^valerix_kafka_requests_total\{/ { if (index($0, "request=\"Produce\"")) p += $NF; else if (index($0, "request=\"Fetch\"")) f += $NF }
-		END { printf "%d %d\n", p, f }'
+	done | awk '/^running$/ { up = 1 }
+		/^valerix_kafka_requests_total\{/ { if (index($0, "request=\"Produce\"")) p += $NF; else if (index($0, "request=\"Fetch\"")) f += $NF }
+		END { if (up) printf "%d %d\n", p, f }'
 }
 # wal_now: "bytes records" of WAL the PostgreSQL server has written so far (pg_stat_wal, cluster-wide).
 wal_now() { "${PSQL[@]}" -At -F ' ' -c "SELECT wal_bytes, wal_records FROM pg_stat_wal" 2>/dev/null; }
@@ -172,12 +190,12 @@ cpu_report() { # COUNT UNIT [TAG]: with TAG, also R[cpu_TAG_<name>] (us per unit
 	# Kafka requests per unit, once the services' statistics have reported the last second's (the
 	# idle fetches of that wait, two a second per consumer, are noise next to a stage's thousands).
 	local kreq1
-	if [[ -n ${3:-} && -n ${KREQ0:-} && $KREQ0 != "0 0" ]]; then
+	if [[ -n ${3:-} && -n ${KREQ0:-} ]]; then
 		sleep 1.5
 		kreq1=$(kreq_now)
 		read -r R[produce_$3] R[fetch_$3] < <(awk -v a="$KREQ0" -v b="$kreq1" -v n="$1" 'BEGIN {
 			split(a, x, " "); split(b, y, " "); printf "%.3f %.3f\n", (y[1] - x[1]) / n, (y[2] - x[2]) / n }')
-		say "Kafka requests of the services' clients: ${R[produce_$3]} Produce, ${R[fetch_$3]} Fetch per $2"
+		say "Kafka requests of the services' (or forwarders') clients: ${R[produce_$3]} Produce, ${R[fetch_$3]} Fetch per $2"
 	fi
 }
 
@@ -446,7 +464,7 @@ stage_n() {
 	say "LATENCY ms  p50 ${R[n_p50]}  p99 ${R[n_p99]}  (PlaceOrder at ${BENCH_NULL_PACED_RATE}/s for ${BENCH_PACED_SECS} s -> its answer on orders.results)"
 	stop fwd-order
 	stop fwd-inventory
-	say "forwarders: order $(tr '\n' ' ' <"$OUT/fwd-order.out"); inventory $(tr '\n' ' ' <"$OUT/fwd-inventory.out")"
+	say "forwarders: order $(grep -v '^kafka_requests ' "$OUT/fwd-order.out" | tr '\n' ' '); inventory $(grep -v '^kafka_requests ' "$OUT/fwd-inventory.out" | tr '\n' ' ')"
 }
 if [[ $BENCH_STAGES == *N* ]]; then
 	stage_n || fail N "null pipeline did not complete"
@@ -939,14 +957,18 @@ ratio "CPU/order / (bare SQL@1000 + null), kcat path" "C, D, N" "C us" "${R[c_cp
 ratio "CPU/order / (bare SQL@10 + null), 64 conn" "B, D, N" "B64 us" "${R[b64_cpu]:-}" "us" "${R[floor_b64]:-}"
 R[floor_p50]=$(awk -v a="${R[n_p50]:-}" -v b="${R[d_bare1]:-}" 'BEGIN { if (a != "" && b != "") printf "%.2f", a + b / 1000 }')
 ratio "1-client p50 / (null p50 + 3 bare commits)" "B, D, N" "B1 ms" "${R[b1_p50]:-}" "ms" "${R[floor_p50]:-}"
-for t in "c:kcat path:C" "b64:64 conn:B"; do
+for t in "c:kcat path:C" "b64:64 conn:B" "n:null pipeline:N"; do
 	IFS=: read -r k label st <<<"$t"
 	if [[ -n ${R[produce_$k]:-} ]]; then
-		row "Produce, Fetch requests per order, $label" "${R[produce_$k]} Produce, ${R[fetch_$k]} Fetch (the services' clients: valerix_kafka_requests_total)"
+		row "Produce, Fetch requests per order, $label" "${R[produce_$k]} Produce, ${R[fetch_$k]} Fetch (the services' or forwarders' clients: valerix_kafka_requests_total)"
 	else
 		row "Produce, Fetch requests per order, $label" "not measured: needs stage $st of this run"
 	fi
 done
+for k in c n; do
+	[[ -n ${R[produce_$k]:-} ]] && R[kreq_$k]=$(awk -v a="${R[produce_$k]}" -v b="${R[fetch_$k]}" 'BEGIN { printf "%.4f", a + b }')
+done
+ratio "Kafka requests per order, kcat path / null" "C, N" "C" "${R[kreq_c]:-}" "N" "${R[kreq_n]:-}"
 ratio "WAL per order / bare WAL, kcat path" "C, D" "C B" "${R[wal_c]:-}" "bare@1000 B" "${R[d_barewal1000]:-}"
 ratio "WAL per order / bare WAL, 64 conn" "B, D" "B64 B" "${R[wal_b64]:-}" "bare@10 B" "${R[d_barewal10]:-}"
 
