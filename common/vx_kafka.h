@@ -52,8 +52,9 @@ rd_kafka_conf_t *vx_kafka_conf_new(vx_kafka_role_t role, const char *const *defa
 /* Counts one librdkafka statistics report of handle rk (JSON, len bytes; borrowed) into
  * valerix_kafka_requests_total{client,request}: each request type's growth since rk's previous report,
  * summed over its brokers. A smaller count than before is a new handle at a destroyed one's
- * address, counted from zero; the slots of handles silent for 30 s are reused for new ones. Every handle from vx_kafka_conf_new reports once a second
- * (statistics.interval.ms) from its own poll; this is what its callback does. */
+ * address, counted from zero; the slots of handles silent for 30 s are reused for new ones. Every
+ * handle from vx_kafka_conf_new reports once a second (statistics.interval.ms) from its own poll;
+ * this is what its callback does. */
 void vx_kafka_stats(const rd_kafka_t *rk, const char *json, size_t len);
 
 /* An ordered producer (acks=all, one request in flight, retrying until delivered unless `defaults`

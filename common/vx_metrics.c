@@ -383,3 +383,16 @@ char *vx_metrics_render(size_t *len) {
     *len = b.len;
     return b.p;
 }
+
+double vx_metrics_value(const char *series, double absent) {
+    size_t len, n = strlen(series);
+    char *text = vx_metrics_render(&len), *p;
+    double v = absent;
+    for (p = text; p && (p = strstr(p, series)); p++)
+        if ((p == text || p[-1] == '\n') && p[n] == ' ') {
+            v = strtod(p + n + 1, NULL);
+            break;
+        }
+    free(text);
+    return v;
+}

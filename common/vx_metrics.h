@@ -51,6 +51,11 @@ void vx_metrics_off_scrape(void (*fn)(void *opaque), void *opaque);
  * (the caller frees it) with its length in *len, or NULL when out of memory. */
 char *vx_metrics_render(size_t *len);
 
+/* The value of one series of the process's metrics, `series` as rendered (name and labels:
+ * valerix_x_total{a="b"}), or `absent` when there is none (or no memory to render). For tools and
+ * tests that read what the process counts; not for a hot path: it renders every family. */
+double vx_metrics_value(const char *series, double absent);
+
 /* The service name of valerix_build_info (a string literal; vx_log_init's is the same). */
 void vx_metrics_service(const char *service);
 

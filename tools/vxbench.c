@@ -870,17 +870,9 @@ static void fwd_on_usr1(int sig) { (void)sig; fwd_report = 1; }
    (valerix_kafka_requests_total, as the services count theirs: librdkafka's statistics, a report a
    second), a line on standard output for make bench's requests per order. */
 static void fwd_print_requests(void) {
-    static const char *const series[2] = {"valerix_kafka_requests_total{client=\"producer\",request=\"Produce\"} ",
-                                          "valerix_kafka_requests_total{client=\"consumer\",request=\"Fetch\"} "};
-    size_t len;
-    char *text = vx_metrics_render(&len);
-    long long v[2] = {0, 0};
-    for (int i = 0; i < 2 && text; i++) {
-        const char *p = strstr(text, series[i]);
-        if (p) v[i] = atoll(p + strlen(series[i]));
-    }
-    free(text);
-    printf("kafka_requests %lld %lld\n", v[0], v[1]);
+    printf("kafka_requests %.0f %.0f\n",
+           vx_metrics_value("valerix_kafka_requests_total{client=\"producer\",request=\"Produce\"}", 0),
+           vx_metrics_value("valerix_kafka_requests_total{client=\"consumer\",request=\"Fetch\"}", 0));
     fflush(stdout);
 }
 

@@ -10,7 +10,7 @@
 #include <time.h>
 
 #include "vx_kafka.h"
-#include "unit_metrics.h"
+#include "vx_metrics.h"
 
 #include <librdkafka/rdkafka_mock.h> /* after rdkafka.h, which vx_kafka.h includes */
 
@@ -334,7 +334,7 @@ Test(kafka_check_broker, settings_that_make_no_client_are_2_naming_the_variable)
 }
 
 /* The value of a series of the process's metrics; 0 when absent. */
-static double metric(const char *series) { return unit_metric(series, 0); }
+static double metric(const char *series) { return vx_metrics_value(series, 0); }
 
 static void report(const rd_kafka_t *rk, long produce_b1, long produce_b2, long fetch) {
     char json[512];

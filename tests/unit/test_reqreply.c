@@ -13,7 +13,6 @@
 #include <unistd.h>
 
 #include "../../gateway/reqreply.h"
-#include "unit_metrics.h"
 #include "vx_log.h"
 #include "vx_metrics.h"
 #include "vx_msg.h"
@@ -191,7 +190,7 @@ static void reply(const char *key, const char *status, const char *customer) {
 
 /* A counter of the process's metrics text (the engine's families are in it). */
 static long long counter(const char *name) {
-    double v = unit_metric(name, -1);
+    double v = vx_metrics_value(name, -1);
     cr_assert_neq(v, -1, "no %s in the metrics", name);
     return (long long)v;
 }
