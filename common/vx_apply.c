@@ -92,6 +92,7 @@ struct vx_apply_s {
     vx_strset_t call_keys;        /* the service keys of the call being built */
     long long dlq_pending, dlq_failed;
     unsigned long long seq;
+    int prepared_pid; /* the backend on which the call statement is prepared (STMT); 0: none */
     vx_metric_t *m_consumed, *m_dlq, *m_entries, *m_duration, *m_retries, *m_lock_waits;
 };
 
@@ -392,17 +393,53 @@ void vx_apply_add(vx_apply_t *a, rd_kafka_message_t *m) {
 
 /* ---- applying ------------------------------------------------------------------------------------ */
 
+/* The call statement, prepared once per connection: parsing, analysing and planning
+ * "SELECT * FROM f($1::jsonb)" at every call was part of each call's fixed cost (make bench's stage D
+ * prepares it too). A new connection (PQreset after a failure) has another backend, so the statement
+ * is prepared again when the backend's pid changes. It is prepared again too after the server
+ * forgets it (26000) or refuses its cached plan (0A000: "cached plan must not change result type",
+ * when another instance's migration changed the function's result while this one runs): both are
+ * the database's faults, so exec retries the call, which then prepares anew. */
+#define STMT "vx_apply"
+
+static int sqlstate_is(const PGresult *r, const char *st) {
+    const char *s = PQresultErrorField(r, PG_DIAG_SQLSTATE);
+    return s && strcmp(s, st) == 0;
+}
+
+/* The call, prepared first where it is not. Returns the statement's result, or the failed
+ * preparation's. */
+static PGresult *exec_call(vx_apply_t *a, const char *const *params) {
+    int pid = PQbackendPID(a->db);
+    PGresult *r;
+
+    if (a->prepared_pid != pid) {
+        r = PQprepare(a->db, STMT, a->o.sql, 1, NULL);
+        if (sqlstate_is(r, "42P05")) { /* prepared already: a stale one, or a pid the server used again */
+            PQclear(r);
+            PQclear(PQexec(a->db, "DEALLOCATE " STMT));
+            r = PQprepare(a->db, STMT, a->o.sql, 1, NULL);
+        }
+        if (PQresultStatus(r) != PGRES_COMMAND_OK) return r;
+        PQclear(r);
+        a->prepared_pid = pid;
+    }
+    r = PQexecPrepared(a->db, STMT, 1, params, NULL, NULL, 0);
+    if (sqlstate_is(r, "26000") || sqlstate_is(r, "0A000")) a->prepared_pid = 0;
+    return r;
+}
+
 /* One transaction: the statement alone (its own transaction: one round trip), or, while crash point
  * before_commit is armed, BEGIN, the statement, the point, COMMIT. Returns the statement's rows, or
  * the first failed step's result (the transaction rolled back). */
 static PGresult *exec_txn(vx_apply_t *a, const char *const *params) {
     PGresult *r, *c;
 
-    if (!vx_chaos_armed("before_commit")) return PQexecParams(a->db, a->o.sql, 1, NULL, params, NULL, NULL, 0);
+    if (!vx_chaos_armed("before_commit")) return exec_call(a, params);
     r = PQexec(a->db, "BEGIN");
     if (PQresultStatus(r) != PGRES_COMMAND_OK) return r;
     PQclear(r);
-    r = PQexecParams(a->db, a->o.sql, 1, NULL, params, NULL, NULL, 0);
+    r = exec_call(a, params);
     if (PQresultStatus(r) != PGRES_TUPLES_OK) {
         PQclear(PQexec(a->db, "ROLLBACK"));
         return r;

@@ -122,6 +122,19 @@ comm_ticks() {
 	# cat, not awk's own file list: a process that ends meanwhile is skipped, not an error that stops awk
 	cat /proc/[0-9]*/stat 2>/dev/null | awk -v n="($1)" '$2 == n { t += $14 + $15 + $16 + $17 } END { print t + 0 }'
 }
+# pg_settled: waits (at most 5 s) until no client backend is left, none exiting. comm_ticks reads the
+# postmaster's stat before those of its children (glob order), so a backend the postmaster reaped
+# in between is in neither reading: a reading taken as a client exits, while its backend is ending,
+# lost that backend's CPU (stage D once read 1 us/order for the bare writes' second of work), or
+# counted it twice. Stage D runs one client at a time and nothing else is connected meanwhile.
+pg_settled() {
+	local pm i
+	pm=$(head -n 1 var/pg/data/postmaster.pid 2>/dev/null) || return 0
+	for i in $(seq 100); do
+		ps --ppid "$pm" -o stat=,args= | grep -Eq '^Z|postgres: [^ ]+ [^ ]+ 127\.0\.0\.1\(' || return 0
+		sleep 0.05
+	done
+}
 cpu_mark() {
 	local name
 	CPU0=()
@@ -130,6 +143,25 @@ cpu_mark() {
 	CPU0[kafka]=$(comm_ticks java)
 	WAL0=$(wal_now)
 	KREQ0=$(kreq_now)
+	CALLS0=$(calls_now)
+}
+# calls_now: "calls entries" of order-svc's, then inventory-svc's, apply calls so far
+# (valerix_apply_batch_entries: one observation per SQL call, the call's entries), 0 0 for one that
+# does not run: what the fixed cost of a call is shared by.
+calls_now() {
+	local name addr
+	for name in order-svc inventory-svc; do
+		addr=$ORDERS_HTTP_ADDR
+		[[ $name == inventory-svc ]] && addr=$INVENTORY_HTTP_ADDR
+		if [[ -n ${PID[$name]:-} ]] && kill -0 "${PID[$name]}" 2>/dev/null; then
+			curl -fsS --max-time 5 "http://$addr/metrics" 2>/dev/null |
+				awk '/^valerix_apply_batch_entries_count / { c = $2 } /^valerix_apply_batch_entries_sum / { s = $2 }
+					END { printf "%d %d ", c, s }'
+		else
+			printf '0 0 '
+		fi
+	done
+	echo
 }
 # kreq_now: "produce fetch", the Produce and Fetch requests the running services' (or forwarders')
 # Kafka clients have sent so far (valerix_kafka_requests_total: librdkafka's statistics, reported
@@ -187,6 +219,19 @@ cpu_report() { # COUNT UNIT [TAG]: with TAG, also R[cpu_TAG_<name>] (us per unit
 		split(a, x, " "); split(b, y, " ")
 		printf "WAL: %.1f MiB, %.0f records (%.1f KiB, %.1f records per %s)", (y[1] - x[1]) / 1048576, y[2] - x[2],
 			(y[1] - x[1]) / 1024 / n, (y[2] - x[2]) / n, u }')"; fi
+	# SQL calls per unit and entries per call, of the services that ran
+	local calls
+	if [[ -n ${CALLS0:-} ]]; then
+		calls=$(awk -v a="$CALLS0" -v b="$(calls_now)" -v n="$1" -v u="$2" 'BEGIN {
+			split(a, x, " "); split(b, y, " "); out = ""
+			for (i = 1; i <= 3; i += 2) {
+				c = y[i] - x[i]; if (c <= 0) continue
+				out = out (out == "" ? "" : ", ") sprintf("%s %.3f per %s (%.1f entries a call)",
+					i == 1 ? "order-svc" : "inventory-svc", c / n, u, (y[i + 1] - x[i + 1]) / c)
+			}
+			if (out != "") print "SQL calls: " out }')
+		[[ -z $calls ]] || say "$calls"
+	fi
 	# Kafka requests per unit, once the services' statistics have reported the last second's (the
 	# idle fetches of that wait, two a second per consumer, are noise next to a stage's thousands).
 	local kreq1
@@ -758,21 +803,23 @@ fi
 # PostgreSQL alone: what the services' calls cost it per order, beside what the contract's rows would
 # cost with nothing else done. One database, floor_bench, migrated by the services' own code: order-svc's
 # schema in public, inventory-svc's in inv, the bare tables in bare (tests/bench/floor.sql). pgbench
-# (one client, extended protocol: the JSON goes as a parameter, as the services send it) runs one kind
-# of call at a time and reports each statement's latency: with one client the backend works for all of
+# (one client; prepared statements, the JSON a parameter, as the services send it) runs one kind of
+# call at a time and reports each statement's latency: with one client the backend works for all of
 # it but the flush of each commit's WAL. (The CPU of every postgres process, read around runs of half a
 # second, counted background processes too: more than the wall time of a one-client run.)
 FLOOR_DB=floor_bench
 floor_pgbench() { # DB NAME SCRIPT CALLS PATTERN [PGOPTIONS]: sets FLOOR_US[NAME], us per call of the statement matching
 	# PATTERN, and FLOOR_CPU[NAME] (ticks of every postgres process) and FLOOR_WAL[NAME] (bytes) over the run
 	local c0 w0 w1
+	pg_settled
 	c0=$(comm_ticks postgres)
 	w0=$(wal_now)
-	PGOPTIONS="-c client_min_messages=warning ${6:-}" pgbench -n -r -M extended -h 127.0.0.1 -p 55432 -U valerix \
+	PGOPTIONS="-c client_min_messages=warning ${6:-}" pgbench -n -r -M prepared -h 127.0.0.1 -p 55432 -U valerix \
 		-t "$4" -f "$3" "$1" >"$OUT/pgbench.$2.log" 2>&1 || {
 		tail -n 3 "$OUT/pgbench.$2.log" >&2
 		return 1
 	}
+	pg_settled
 	FLOOR_CPU[$2]=$(($(comm_ticks postgres) - c0))
 	w1=$(wal_now)
 	FLOOR_WAL[$2]=$((${w1%% *} - ${w0%% *}))

@@ -1519,6 +1519,68 @@ Test(orders, gateway_serves_again_after_a_broker_restart_with_nothing_in_flight)
     stack_down(&s);
 }
 
+/* The value of the series named `series` (labels included, as printed) on addr's /metrics; -1 when
+ * it has none. */
+static double metric_at(const char *addr, const char *series) {
+    vt_http_resp r = http(addr, "GET", "/metrics", NULL, NULL, 0);
+    double v = -1;
+    size_t n = strlen(series);
+    cr_assert_eq(r.status, 200, "GET %s/metrics: %d", addr, r.status);
+    for (const char *l = r.body; l && *l; l = strchr(l, '\n') ? strchr(l, '\n') + 1 : NULL)
+        if (strncmp(l, series, n) == 0 && l[n] == ' ') {
+            v = strtod(l + n + 1, NULL);
+            break;
+        }
+    vt_http_resp_clear(&r);
+    return v;
+}
+
+/* Every connection of both services to their databases is cut (pg_terminate_backend, what a
+ * failover or an operator does): each service connects again, prepares its call statement on the
+ * new backend (common/vx_apply.c) and decides the next orders; nothing is dead-lettered (the
+ * orders_zz check). */
+Test(orders, services_whose_database_connections_are_cut_connect_again_and_decide_orders) {
+    stack s;
+    char err[IT_ERR_SIZE];
+    int64_t cut;
+    const char *const dbs[] = {ORD_DB, INV_DB};
+    stack_up(&s, "dc", true, NULL);
+    restock(&s, "dc-p", 10);
+    char *body = order_body1("cust-dc", "dc-p", 1);
+    vt_http_resp r = post_order(GW_ADDR, "dc-1", body);
+    cr_assert_eq(r.status, 201, "before the cut: %d %s", r.status, r.body);
+    vt_http_resp_clear(&r);
+    double before = metric_at(ORD_ADDR, "valerix_apply_retries_total{reason=\"connection\"}");
+
+    for (size_t i = 0; i < 2; i++) {
+        IT_OK(it_pg_int(dbs[i],
+                        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                        " WHERE datname = current_database() AND pid <> pg_backend_pid()",
+                        NULL, 0, &cut, err, sizeof err),
+              err);
+        cr_assert_geq(cut, 2, "%s: %lld connections cut, want the service's two at least", dbs[i], (long long)cut);
+    }
+    /* a client retrying with one key until the order is decided */
+    int64_t deadline = vt_mono_ms() + 2 * IT_WAIT_MS;
+    for (;;) {
+        r = post_order(GW_ADDR, "dc-2", body);
+        int st = r.status;
+        vt_http_resp_clear(&r);
+        if (st == 201) break;
+        cr_assert(st == 503 || st == 202, "after the cut: %d", st);
+        cr_assert(vt_mono_ms() < deadline, "still %d %d ms after the cut", st, 2 * IT_WAIT_MS);
+        vt_sleep_ms(200);
+    }
+    r = post_order(GW_ADDR, "dc-3", body);
+    cr_assert_eq(r.status, 201, "the next order: %d %s", r.status, r.body);
+    vt_http_resp_clear(&r);
+    cr_assert_gt(metric_at(ORD_ADDR, "valerix_apply_retries_total{reason=\"connection\"}"), before,
+                 "order-svc never met the cut connection: the test did not test the reconnection");
+    it_assert_stock(INV_DB, "dc-p", 7);
+    free(body);
+    stack_down(&s);
+}
+
 /* The order id the system derives from an idempotency key: UUID v5 in Valerix's namespace. */
 static void derived_order_id(const char *key, char out[37]) {
     uuid_t ns, u;
