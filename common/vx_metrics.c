@@ -115,11 +115,16 @@ static series_t *series_of(vx_metric_t *m, const char *const *values) {
     size_t len = 0;
     series_t *s;
 
-    key[0] = '\0';
-    for (int i = 0; i < m->nlabels; i++) {
+    for (int i = 0; i < m->nlabels; i++) { /* the values, each ended by \x1f (every add builds it) */
         const char *v = values && values[i] ? values[i] : "";
-        len += (size_t)snprintf(key + len, len < sizeof(key) ? sizeof(key) - len : 0, "%s\x1f", v);
+        size_t n = strlen(v);
+        if (len + n + 1 < sizeof(key)) {
+            memcpy(key + len, v, n);
+            key[len + n] = '\x1f';
+        }
+        len += n + 1;
     }
+    key[len < sizeof(key) ? len : sizeof(key) - 1] = '\0';
     for (int i = 0; i < m->nseries; i++)
         if (strcmp(m->series[i].key, key) == 0) return &m->series[i];
     if (m->nseries == VX_METRIC_MAX_SERIES || len >= sizeof(key)) return NULL;

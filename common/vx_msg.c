@@ -109,6 +109,13 @@ static int shown(const char *s, int max) {
         snprintf(errstr, errstr_size, __VA_ARGS__);                                                           \
         return (code);                                                                                        \
     } while (0)
+/* FAIL, naming `path` as the field at fault. The getters below write the field only when they fail:
+ * formatting it for every field read was 5 % of order-svc's CPU (make bench, stage C). */
+#define FAIL_AT(code, ...)                                                                                    \
+    do {                                                                                                      \
+        snprintf(field, 48, "%s", path);                                                                      \
+        FAIL(code, __VA_ARGS__);                                                                              \
+    } while (0)
 
 /* Reads string field `key` of obj into *out. Absent and optional: *out = NULL and OK. */
 static vx_msg_err_t get_string(json_object *obj, const char *key, const char *path, size_t maxlen, int required,
@@ -117,18 +124,17 @@ static vx_msg_err_t get_string(json_object *obj, const char *key, const char *pa
     size_t n;
 
     *out = NULL;
-    snprintf(field, 48, "%s", path);
     if (!json_object_object_get_ex(obj, key, &v) || (!required && json_object_is_type(v, json_type_null))) {
         if (!required) return VX_MSG_OK;
-        FAIL(VX_MSG_MISSING_FIELD, "missing field %s", path);
+        FAIL_AT(VX_MSG_MISSING_FIELD, "missing field %s", path);
     }
     if (!json_object_is_type(v, json_type_string))
-        FAIL(VX_MSG_WRONG_TYPE, "%s must be a string%s", path, v ? "" : ", not null");
+        FAIL_AT(VX_MSG_WRONG_TYPE, "%s must be a string%s", path, v ? "" : ", not null");
     *out = json_object_get_string(v);
     if (strlen(*out) != (size_t)json_object_get_string_len(v))
-        FAIL(VX_MSG_INVALID_VALUE, "%s must not contain a NUL character", path);
+        FAIL_AT(VX_MSG_INVALID_VALUE, "%s must not contain a NUL character", path);
     n = utf8_len(*out);
-    if (n < 1 || n > maxlen) FAIL(VX_MSG_INVALID_VALUE, "%s must be a string of 1 to %zu characters", path, maxlen);
+    if (n < 1 || n > maxlen) FAIL_AT(VX_MSG_INVALID_VALUE, "%s must be a string of 1 to %zu characters", path, maxlen);
     return VX_MSG_OK;
 }
 
@@ -138,18 +144,17 @@ static vx_msg_err_t get_int(json_object *obj, const char *key, const char *path,
     json_object *v;
 
     *out = -1;
-    snprintf(field, 48, "%s", path);
     if (!json_object_object_get_ex(obj, key, &v) || (!required && json_object_is_type(v, json_type_null))) {
         if (!required) return VX_MSG_OK;
-        FAIL(VX_MSG_MISSING_FIELD, "missing field %s", path);
+        FAIL_AT(VX_MSG_MISSING_FIELD, "missing field %s", path);
     }
     if (json_object_is_type(v, json_type_int))
         *out = json_object_get_int64(v); /* json-c saturates past 64 bits: still out of range */
     else if (!json_object_is_type(v, json_type_double) || !integral_number(json_object_to_json_string(v), out))
-        FAIL(VX_MSG_WRONG_TYPE, "%s must be an integer%s", path, v ? "" : ", not null");
+        FAIL_AT(VX_MSG_WRONG_TYPE, "%s must be an integer%s", path, v ? "" : ", not null");
     if (*out < lo || *out > hi) {
-        if (hi == INT64_MAX) FAIL(VX_MSG_INVALID_VALUE, "%s must be an integer of %lld or more", path, lo);
-        FAIL(VX_MSG_INVALID_VALUE, "%s must be an integer from %lld to %lld", path, lo, hi);
+        if (hi == INT64_MAX) FAIL_AT(VX_MSG_INVALID_VALUE, "%s must be an integer of %lld or more", path, lo);
+        FAIL_AT(VX_MSG_INVALID_VALUE, "%s must be an integer from %lld to %lld", path, lo, hi);
     }
     return VX_MSG_OK;
 }
@@ -166,37 +171,42 @@ static vx_msg_err_t get_enum(json_object *obj, const char *key, int required, co
     if (e || !*out) return e;
     for (; *allowed; allowed++)
         if (strcmp(*out, *allowed) == 0) return VX_MSG_OK;
+    snprintf(field, 48, "%s", key);
     FAIL(VX_MSG_INVALID_VALUE, "%s \"%.*s\" is not one of the values the contract allows", key, shown(*out, 64), *out);
 }
 
 /* items: min_lines to VX_MSG_MAX_LINES lines of product_id and a quantity from 1 to max_qty. */
 static vx_msg_err_t get_lines(vx_msg_t *m, int min_lines, long long max_qty, char *errstr, size_t errstr_size) {
     json_object *arr;
-    vx_msg_err_t e;
+    char *field = m->field;
+    const char *path = "items";
     size_t n;
 
-    snprintf(m->field, sizeof(m->field), "items");
-    if (!json_object_object_get_ex(m->root, "items", &arr)) FAIL(VX_MSG_MISSING_FIELD, "missing field items");
+    if (!json_object_object_get_ex(m->root, "items", &arr)) FAIL_AT(VX_MSG_MISSING_FIELD, "missing field items");
     if (!json_object_is_type(arr, json_type_array))
-        FAIL(VX_MSG_WRONG_TYPE, "items must be an array%s", arr ? "" : ", not null");
+        FAIL_AT(VX_MSG_WRONG_TYPE, "items must be an array%s", arr ? "" : ", not null");
     n = json_object_array_length(arr);
     if (n < (size_t)min_lines || n > VX_MSG_MAX_LINES)
-        FAIL(VX_MSG_INVALID_VALUE, "items must hold %d to %d lines", min_lines, VX_MSG_MAX_LINES);
+        FAIL_AT(VX_MSG_INVALID_VALUE, "items must hold %d to %d lines", min_lines, VX_MSG_MAX_LINES);
     for (size_t i = 0; i < n; i++) {
         json_object *line = json_object_array_get_idx(arr, i);
-        char path[48];
+        char at[48];
 
         if (!json_object_is_type(line, json_type_object)) {
             snprintf(m->field, sizeof(m->field), "items[%zu]", i);
             FAIL(VX_MSG_WRONG_TYPE, "items[%zu] must be an object", i);
         }
-        snprintf(path, sizeof(path), "items[%zu].product_id", i);
-        e = get_string(line, "product_id", path, VX_MSG_MAX_ID, 1, &m->lines[i].product_id, m->field, errstr,
-                       errstr_size);
-        if (e) return e;
-        snprintf(path, sizeof(path), "items[%zu].quantity", i);
-        e = get_int(line, "quantity", path, 1, max_qty, 1, &m->lines[i].quantity, m->field, errstr, errstr_size);
-        if (e) return e;
+        /* A line's path is formatted only for a line that fails: the check runs again, naming it. */
+        if (get_string(line, "product_id", "", VX_MSG_MAX_ID, 1, &m->lines[i].product_id, field, errstr,
+                       errstr_size)) {
+            snprintf(at, sizeof(at), "items[%zu].product_id", i);
+            return get_string(line, "product_id", at, VX_MSG_MAX_ID, 1, &m->lines[i].product_id, field, errstr,
+                              errstr_size);
+        }
+        if (get_int(line, "quantity", "", 1, max_qty, 1, &m->lines[i].quantity, field, errstr, errstr_size)) {
+            snprintf(at, sizeof(at), "items[%zu].quantity", i);
+            return get_int(line, "quantity", at, 1, max_qty, 1, &m->lines[i].quantity, field, errstr, errstr_size);
+        }
     }
     m->nlines = (int)n;
     return VX_MSG_OK;
