@@ -30,9 +30,11 @@
 #      calls of 1,000 and of 10; total CPU per order / (bare SQL CPU + null pipeline CPU) on the kcat
 #      path (bare at calls of 1,000) and at 64 connections (bare at calls of 10, what 64 clients make);
 #      one-client p50 / (null pipeline p50 + three bare commits: D's bare writes at calls of one);
-#      WAL per order / bare WAL. Produce/Fetch requests per order: not measured yet.
-#   Each measurement also prints the CPU of each service, PostgreSQL and the broker per order and
-#   the WAL PostgreSQL wrote per order (bytes and records, pg_stat_wal).
+#      WAL per order / bare WAL; Produce and Fetch requests per order (the services' or forwarders'
+#      clients) on the kcat path, at 64 connections and in the null pipeline, and kcat path / null.
+#   Each measurement also prints the CPU of each service, PostgreSQL and the broker per order, the
+#   WAL PostgreSQL wrote per order (bytes and records, pg_stat_wal), the Kafka requests per order and
+#   the services' SQL calls per order with their entries per call.
 #
 # Invariant: every figure printed was measured in this run; a stage that does not see all its
 # answers prints why, its figures are left out, and the script exits 1.
