@@ -1474,6 +1474,22 @@ static bool gateway_says_kafka_down(void) {
     return down;
 }
 
+/* A client retrying with one key, as a real one would, after `what`: POSTs body until it is answered
+ * 201, taking 503 and 202 meanwhile, for at most 2 x IT_WAIT_MS. */
+static void post_until_decided(const char *key, const char *body, const char *what) {
+    int64_t deadline = vt_mono_ms() + 2 * IT_WAIT_MS;
+    for (;;) {
+        vt_http_resp r = post_order(GW_ADDR, key, body);
+        int st = r.status;
+        vt_http_resp_clear(&r);
+        if (st == 201) return;
+        cr_assert(st == 503 || st == 202, "after %s: %d", what, st);
+        cr_assert(vt_mono_ms() < deadline, "still %d %d ms after %s (kafka_down %d)", st, 2 * IT_WAIT_MS, what,
+                  gateway_says_kafka_down());
+        vt_sleep_ms(300);
+    }
+}
+
 /* A broker restart with no order in flight: while the broker is away POST /orders answers 503 at
  * once with Retry-After, and once it is back the gateway finds out by itself (nothing it sends
  * could tell it: it sends nothing while Kafka is down) and answers 201 again. */
@@ -1500,19 +1516,7 @@ Test(orders, gateway_serves_again_after_a_broker_restart_with_nothing_in_flight)
 
     IT_OK(it_stack("start", "kafka", err, sizeof err), err);
     IT_OK(it_kafka_wait_up(120000, err, sizeof err), err);
-    /* a client retrying with one key, as a real one would, until the order is decided */
-    deadline = vt_mono_ms() + 2 * IT_WAIT_MS;
-    int last = 0;
-    for (;;) {
-        r = post_order(GW_ADDR, "kr-3", body);
-        last = r.status;
-        vt_http_resp_clear(&r);
-        if (last == 201) break;
-        cr_assert(last == 503 || last == 202, "after the restart: %d", last);
-        cr_assert(vt_mono_ms() < deadline, "still %d %d ms after the broker came back (kafka_down %d)", last,
-                  2 * IT_WAIT_MS, gateway_says_kafka_down());
-        vt_sleep_ms(500);
-    }
+    post_until_decided("kr-3", body, "the broker came back");
     cr_assert(!gateway_says_kafka_down(), "201 while /health says kafka_down");
     it_assert_stock(INV_DB, "kr-p", 8);
     free(body);
@@ -1560,17 +1564,7 @@ Test(orders, services_whose_database_connections_are_cut_connect_again_and_decid
               err);
         cr_assert_geq(cut, 2, "%s: %lld connections cut, want the service's two at least", dbs[i], (long long)cut);
     }
-    /* a client retrying with one key until the order is decided */
-    int64_t deadline = vt_mono_ms() + 2 * IT_WAIT_MS;
-    for (;;) {
-        r = post_order(GW_ADDR, "dc-2", body);
-        int st = r.status;
-        vt_http_resp_clear(&r);
-        if (st == 201) break;
-        cr_assert(st == 503 || st == 202, "after the cut: %d", st);
-        cr_assert(vt_mono_ms() < deadline, "still %d %d ms after the cut", st, 2 * IT_WAIT_MS);
-        vt_sleep_ms(200);
-    }
+    post_until_decided("dc-2", body, "the cut");
     r = post_order(GW_ADDR, "dc-3", body);
     cr_assert_eq(r.status, 201, "the next order: %d %s", r.status, r.body);
     vt_http_resp_clear(&r);
