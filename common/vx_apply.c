@@ -407,24 +407,30 @@ static int sqlstate_is(const PGresult *r, const char *st) {
     return s && strcmp(s, st) == 0;
 }
 
-/* The call, prepared first where it is not. Returns the statement's result, or the failed
- * preparation's. */
-static PGresult *exec_call(vx_apply_t *a, const char *const *params) {
+/* Prepares the call statement where it is not: NULL when it is, or the failed step's result. Never
+ * inside a transaction block: a PREPARE that fails there (42P05) aborts the block, and so would the
+ * DEALLOCATE that follows. */
+static PGresult *prepare(vx_apply_t *a) {
     int pid = PQbackendPID(a->db);
     PGresult *r;
 
-    if (a->prepared_pid != pid) {
-        r = PQprepare(a->db, STMT, a->o.sql, 1, NULL);
-        if (sqlstate_is(r, "42P05")) { /* prepared already: a stale one, or a pid the server used again */
-            PQclear(r);
-            PQclear(PQexec(a->db, "DEALLOCATE " STMT));
-            r = PQprepare(a->db, STMT, a->o.sql, 1, NULL);
-        }
-        if (PQresultStatus(r) != PGRES_COMMAND_OK) return r;
+    if (a->prepared_pid == pid) return NULL;
+    r = PQprepare(a->db, STMT, a->o.sql, 1, NULL);
+    if (sqlstate_is(r, "42P05")) { /* prepared already: a stale one, or a pid the server used again */
         PQclear(r);
-        a->prepared_pid = pid;
+        PQclear(PQexec(a->db, "DEALLOCATE " STMT));
+        r = PQprepare(a->db, STMT, a->o.sql, 1, NULL);
     }
-    r = PQexecPrepared(a->db, STMT, 1, params, NULL, NULL, 0);
+    if (PQresultStatus(r) != PGRES_COMMAND_OK) return r;
+    PQclear(r);
+    a->prepared_pid = pid;
+    return NULL;
+}
+
+/* The prepared call; a server that has forgotten it or refuses its plan has it prepared again at the
+ * retry. */
+static PGresult *exec_prepared(vx_apply_t *a, const char *const *params) {
+    PGresult *r = PQexecPrepared(a->db, STMT, 1, params, NULL, NULL, 0);
     if (sqlstate_is(r, "26000") || sqlstate_is(r, "0A000")) a->prepared_pid = 0;
     return r;
 }
@@ -435,11 +441,12 @@ static PGresult *exec_call(vx_apply_t *a, const char *const *params) {
 static PGresult *exec_txn(vx_apply_t *a, const char *const *params) {
     PGresult *r, *c;
 
-    if (!vx_chaos_armed("before_commit")) return exec_call(a, params);
+    if ((r = prepare(a))) return r;
+    if (!vx_chaos_armed("before_commit")) return exec_prepared(a, params);
     r = PQexec(a->db, "BEGIN");
     if (PQresultStatus(r) != PGRES_COMMAND_OK) return r;
     PQclear(r);
-    r = exec_call(a, params);
+    r = exec_prepared(a, params);
     if (PQresultStatus(r) != PGRES_TUPLES_OK) {
         PQclear(PQexec(a->db, "ROLLBACK"));
         return r;
