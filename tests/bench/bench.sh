@@ -125,10 +125,11 @@ comm_ticks() {
 	cat /proc/[0-9]*/stat 2>/dev/null | awk -v n="($1)" '$2 == n { t += $14 + $15 + $16 + $17 } END { print t + 0 }'
 }
 # pg_settled: waits (at most 5 s) until no client backend is left, none exiting. comm_ticks reads the
-# postmaster's stat before those of its children (glob order), so a backend the postmaster reaped
-# in between is in neither reading: a reading taken as a client exits, while its backend is ending,
-# lost that backend's CPU (stage D once read 1 us/order for the bare writes' second of work), or
-# counted it twice. Stage D runs one client at a time and nothing else is connected meanwhile.
+# postmaster's stat and those of its children one after another, so a backend the postmaster reaps
+# in between is in neither reading (or in both): a reading taken as a client exits, while its backend
+# is ending, can lose that backend's CPU or count it twice. (A run of stage D read 1 us/order for the
+# bare writes' second of work; this race is the likely cause, not reproduced by hand in twelve tries.)
+# Stage D runs one client at a time and nothing else is connected meanwhile.
 pg_settled() {
 	local pm i
 	pm=$(head -n 1 var/pg/data/postmaster.pid 2>/dev/null) || return 0
