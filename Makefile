@@ -185,7 +185,7 @@ clean:
 
 # ---- soak ----------------------------------------------------------------------------------------
 # The kill-anything soak (tests/soak/README.md) on a stack of its own (var/soak; ports 19092/19093,
-# 55442, 18480-18482): load, kill -9 of any component, then the invariant checks. `make soak` runs
+# 25442, 18480-18482): load, kill -9 of any component, then the invariant checks. `make soak` runs
 # DURATION [600] seconds with a kill every KILL_EVERY [10] seconds; `make soak-short` about 2 minutes
 # with at least 20 kills spread over every component.
 SOAK := $(patsubst %.c,$(B)/obj/%.o,$(wildcard tests/soak/*.c))
@@ -229,7 +229,7 @@ fuzz-short: $(FUZZ_BUILT)
 
 # ---- faults --------------------------------------------------------------------------------------
 # The faults of issue 17 (tests/faults/faults.sh; README: Faults) on a stack of its own (var/faults;
-# ports 19192/19193, 55452, 18490-18492, or FAULTS_*_PORT): 2,000 idle and trickling connections and
+# ports 19192/19193, 25452, 18490-18492, or FAULTS_*_PORT): 2,000 idle and trickling connections and
 # the connection limit, PostgreSQL read-only then answering 42501 under the soak's load, the broker
 # away for 2 minutes with the services stopped meanwhile, then the soak's checks. About 4 minutes.
 faults: all $(B)/vxsoak

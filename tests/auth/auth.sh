@@ -26,7 +26,7 @@
 #
 # Invariant: any failed check makes the exit status 1; a part that cannot run is a failure, never a skip.
 #
-# Settings: AUTH_BROKER_PORT [18592], AUTH_CONTROLLER_PORT [18593], AUTH_PG_PORT [55462] and
+# Settings: AUTH_BROKER_PORT [18592], AUTH_CONTROLLER_PORT [18593], AUTH_PG_PORT [25462] and
 # AUTH_HTTP_PORT [18595] (gateway; order-svc +1, inventory-svc +2): a stack apart from the dev stack's;
 # AUTH_FAIL_SECS [60] how long a start with wrong credentials may take to give up; AUTH_KEEP [0].
 set -uo pipefail
@@ -37,7 +37,10 @@ cd "$REPO" || exit 1
 
 AUTH_BROKER_PORT=${AUTH_BROKER_PORT:-18592}
 AUTH_CONTROLLER_PORT=${AUTH_CONTROLLER_PORT:-18593}
-AUTH_PG_PORT=${AUTH_PG_PORT:-55462}
+# PostgreSQL's port is below 32768, outside Linux's ephemeral range (ip_local_port_range 32768-60999):
+# a client connection that happens to hold a port in it makes PostgreSQL's bind fail (55462, the
+# port this stack had, was taken so once when make test reached it).
+AUTH_PG_PORT=${AUTH_PG_PORT:-25462}
 AUTH_HTTP_PORT=${AUTH_HTTP_PORT:-18595}
 AUTH_FAIL_SECS=${AUTH_FAIL_SECS:-60}
 AUTH_KEEP=${AUTH_KEEP:-0}

@@ -21,7 +21,7 @@
 # Not here: a full disk (tests/faults/disk.sh, `make faults-disk`).
 #
 # Its own stack (data in $VX_DATA_DIR/faults, wiped first; ports FAULTS_BROKER_PORT [19192],
-# FAULTS_CONTROLLER_PORT [19193], FAULTS_PG_PORT [55452], FAULTS_HTTP_PORT [18490] for the gateway,
+# FAULTS_CONTROLLER_PORT [19193], FAULTS_PG_PORT [25452], FAULTS_HTTP_PORT [18490] for the gateway,
 # +1 order-svc, +2 inventory-svc), brought down on every exit path; the data stays for a look.
 # Invariant: every check prints what it compared; any failure makes the exit status 1, and a part
 # that cannot start is a failure, never a skip.

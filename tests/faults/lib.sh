@@ -15,7 +15,10 @@ FAULTS_HTTP_PORT=${FAULTS_HTTP_PORT:-18490}
 export VX_DATA_DIR=$FAULTS_DIR
 export VX_KAFKA_LIBS=${VX_KAFKA_LIBS:-$REPO/var/kafka/libs}
 export VX_BROKER_PORT=${FAULTS_BROKER_PORT:-19192} VX_CONTROLLER_PORT=${FAULTS_CONTROLLER_PORT:-19193}
-export VX_PG_PORT=${FAULTS_PG_PORT:-55452}
+# PostgreSQL's port is below 32768, outside Linux's ephemeral range (ip_local_port_range 32768-60999):
+# a client connection that happens to hold a port in it makes PostgreSQL's bind fail (55462, the
+# port this stack had, was taken so once when make test reached it).
+export VX_PG_PORT=${FAULTS_PG_PORT:-25452}
 export GATEWAY_HTTP_ADDR=127.0.0.1:$FAULTS_HTTP_PORT ORDERS_HTTP_ADDR=127.0.0.1:$((FAULTS_HTTP_PORT + 1))
 export INVENTORY_HTTP_ADDR=127.0.0.1:$((FAULTS_HTTP_PORT + 2))
 export ORDERS_URL=http://$ORDERS_HTTP_ADDR INVENTORY_URL=http://$INVENTORY_HTTP_ADDR

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # soak.sh: `make soak` and `make soak-short`. Sets up a Valerix stack of the soak's own, wiped first
-# (data in var/soak; Kafka 19092/19093, PostgreSQL 55442, services 18480-18482, so the shared stack
+# (data in var/soak; Kafka 19092/19093, PostgreSQL 25442, services 18480-18482, so the shared stack
 # under var/ on 9092/55432/8080-8082 is never touched), runs build/vxsoak on it (load, kill -9 of any
 # component, the invariant checks, the report) and brings the soak stack down. The data folder is
 # kept, so a failed run can be inspected; the next soak wipes it.
@@ -23,7 +23,10 @@ SOAK_DIR=$(realpath -m "${SOAK_DIR:-$REPO/var/soak}")
 # would point at the shared stack.
 export VX_DATA_DIR=$SOAK_DIR
 export VX_KAFKA_LIBS=${VX_KAFKA_LIBS:-$REPO/var/kafka/libs} # the downloaded broker jars, shared
-export VX_BROKER_PORT=19092 VX_CONTROLLER_PORT=19093 VX_PG_PORT=55442
+# PostgreSQL's port is below 32768, outside Linux's ephemeral range (ip_local_port_range 32768-60999):
+# a client connection that happens to hold a port in it makes PostgreSQL's bind fail (55462, the
+# port this stack had, was taken so once when make test reached it).
+export VX_BROKER_PORT=19092 VX_CONTROLLER_PORT=19093 VX_PG_PORT=25442
 SOAK_HTTP_PORT=${SOAK_HTTP_PORT:-18480}
 export GATEWAY_HTTP_ADDR=127.0.0.1:$SOAK_HTTP_PORT ORDERS_HTTP_ADDR=127.0.0.1:$((SOAK_HTTP_PORT + 1))
 export INVENTORY_HTTP_ADDR=127.0.0.1:$((SOAK_HTTP_PORT + 2))

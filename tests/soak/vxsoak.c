@@ -108,8 +108,8 @@ static int read_opts(soak_opts_t *o) {
     o->gateway = env_str("GATEWAY_HTTP_ADDR", "127.0.0.1:18480");
     o->orders_http = env_str("ORDERS_HTTP_ADDR", "127.0.0.1:18481");
     o->inventory_http = env_str("INVENTORY_HTTP_ADDR", "127.0.0.1:18482");
-    o->orders_db = env_str("ORDERS_DB", "postgresql://valerix@127.0.0.1:55442/orders");
-    o->inventory_db = env_str("INVENTORY_DB", "postgresql://valerix@127.0.0.1:55442/inventory");
+    o->orders_db = env_str("ORDERS_DB", "postgresql://valerix@127.0.0.1:25442/orders");
+    o->inventory_db = env_str("INVENTORY_DB", "postgresql://valerix@127.0.0.1:25442/inventory");
     o->repo = env_str("SOAK_REPO", ".");
     o->data_dir = env_str("VX_DATA_DIR", "");
     o->seed = (unsigned)env_long("SOAK_SEED", (long)(time(NULL) & 0x7fffffff), 0, 0x7fffffff, &bad);
