@@ -148,16 +148,25 @@ cpu_mark() {
 	KREQ0=$(kreq_now)
 	CALLS0=$(calls_now)
 }
+# running NAME: whether the bench's process NAME (a service or a forwarder) runs.
+running() { [[ -n ${PID[$1]:-} ]] && kill -0 "${PID[$1]}" 2>/dev/null; }
+# svc_metrics NAME: the /metrics text of service NAME (inventory-svc, order-svc, gateway).
+svc_metrics() {
+	local addr=$GATEWAY_HTTP_ADDR
+	case $1 in
+	inventory-svc) addr=$INVENTORY_HTTP_ADDR ;;
+	order-svc) addr=$ORDERS_HTTP_ADDR ;;
+	esac
+	curl -fsS --max-time 5 "http://$addr/metrics" 2>/dev/null
+}
 # calls_now: "calls entries" of order-svc's, then inventory-svc's, apply calls so far
 # (valerix_apply_batch_entries: one observation per SQL call, the call's entries), 0 0 for one that
 # does not run: what the fixed cost of a call is shared by.
 calls_now() {
-	local name addr
+	local name
 	for name in order-svc inventory-svc; do
-		addr=$ORDERS_HTTP_ADDR
-		[[ $name == inventory-svc ]] && addr=$INVENTORY_HTTP_ADDR
-		if [[ -n ${PID[$name]:-} ]] && kill -0 "${PID[$name]}" 2>/dev/null; then
-			curl -fsS --max-time 5 "http://$addr/metrics" 2>/dev/null |
+		if running "$name"; then
+			svc_metrics "$name" |
 				awk '/^valerix_apply_batch_entries_count / { c = $2 } /^valerix_apply_batch_entries_sum / { s = $2 }
 					END { printf "%d %d ", c, s }'
 		else
@@ -170,27 +179,22 @@ calls_now() {
 # Kafka clients have sent so far (valerix_kafka_requests_total: librdkafka's statistics, reported
 # once a second; a forwarder prints its own on SIGUSR1); nothing when none of them runs.
 kreq_now() {
-	local name addr n i
+	local name n i
 	for name in inventory-svc order-svc gateway fwd-order fwd-inventory; do
-		[[ -n ${PID[$name]:-} ]] && kill -0 "${PID[$name]}" 2>/dev/null || continue
+		running "$name" || continue
 		echo running # (a client's first report comes a second after it starts: until then, no series)
-		case $name in
-		fwd-*)
-			n=$(grep -c '^kafka_requests ' "$OUT/$name.out")
-			kill -USR1 "${PID[$name]}"
-			for ((i = 0; i < 50; i++)); do
-				(($(grep -c '^kafka_requests ' "$OUT/$name.out") > n)) && break
-				sleep 0.05
-			done
-			grep '^kafka_requests ' "$OUT/$name.out" | tail -n 1 |
-				awk '{ printf "valerix_kafka_requests_total{request=\"Produce\"} %s\nvalerix_kafka_requests_total{request=\"Fetch\"} %s\n", $2, $3 }'
+		if [[ $name != fwd-* ]]; then
+			svc_metrics "$name"
 			continue
-			;;
-		inventory-svc) addr=$INVENTORY_HTTP_ADDR ;;
-		order-svc) addr=$ORDERS_HTTP_ADDR ;;
-		*) addr=$GATEWAY_HTTP_ADDR ;;
-		esac
-		curl -fsS --max-time 5 "http://$addr/metrics" 2>/dev/null
+		fi
+		n=$(grep -c '^kafka_requests ' "$OUT/$name.out")
+		kill -USR1 "${PID[$name]}"
+		for ((i = 0; i < 50; i++)); do
+			(($(grep -c '^kafka_requests ' "$OUT/$name.out") > n)) && break
+			sleep 0.05
+		done
+		grep '^kafka_requests ' "$OUT/$name.out" | tail -n 1 |
+			awk '{ printf "valerix_kafka_requests_total{request=\"Produce\"} %s\nvalerix_kafka_requests_total{request=\"Fetch\"} %s\n", $2, $3 }'
 	done | awk '/^running$/ { up = 1 }
 		/^valerix_kafka_requests_total\{/ { if (index($0, "request=\"Produce\"")) p += $NF; else if (index($0, "request=\"Fetch\"")) f += $NF }
 		END { if (up) printf "%d %d\n", p, f }'
