@@ -42,6 +42,15 @@ CREATE OR REPLACE FUNCTION inv_note(event_type text) RETURNS text LANGUAGE sql I
                            WHEN 'StockReleased' THEN 'stock_released' ELSE 'restocked' END
 $$;
 
+-- The StockReserved the fast path writes, as jsonb prints the general code's (vx_js): built piece by
+-- piece.
+CREATE OR REPLACE FUNCTION inv_reserved_text(oid text, items jsonb, ikey text, occurred_at text) RETURNS text
+LANGUAGE sql STABLE AS $$
+    SELECT '{"type": "StockReserved", "items": ' || coalesce(items::text, 'null') || ', "event_id": '
+           || vx_js('inventory:' || ikey) || ', "order_id": ' || vx_js(oid) || ', "occurred_at": ' || vx_js(occurred_at)
+           || ', "idempotency_key": ' || vx_js(ikey) || '}'
+$$;
+
 -- The general code: any call.
 CREATE OR REPLACE FUNCTION inv_apply_general(cmds jsonb) RETURNS SETOF inv_out
 LANGUAGE plpgsql SET enable_seqscan = off SET enable_nestloop = off SET jit = off SET plan_cache_mode = force_generic_plan AS $$
@@ -282,9 +291,7 @@ BEGIN
             WITH e AS (
                 SELECT x.n, nextval('outbox_id_seq') AS id, x.c->>'idempotency_key' AS ikey, x.c->>'order_id' AS oid,
                        coalesce(x.k, x.c->>'idempotency_key') AS mk, x.cid, x.h,
-                       jsonb_build_object('type', 'StockReserved', 'order_id', x.c->>'order_id', 'items', x.c->'items',
-                                          'idempotency_key', x.c->>'idempotency_key',
-                                          'event_id', 'inventory:' || (x.c->>'idempotency_key'), 'occurred_at', ts)::text AS pay
+                       inv_reserved_text(x.c->>'order_id', x.c->'items', x.c->>'idempotency_key', ts) AS pay
                   FROM ROWS FROM (jsonb_to_recordset(cmds) AS (c jsonb, k text, cid text, h jsonb)) WITH ORDINALITY AS x(c, k, cid, h, n)),
             ins AS (
                 INSERT INTO outbox (id, dedup_key, topic, msg_key, correlation_id, headers, payload)

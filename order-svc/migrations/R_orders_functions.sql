@@ -94,6 +94,23 @@ LANGUAGE sql STABLE AS $$
                                         'customer_id', customer_id, 'status', status, 'reason', reason,
                                         'items', items, 'request_hash', request_hash, 'product_id', product_id) END
 $$;
+-- The text of ord_result_json(...) || {event_id, occurred_at}, as jsonb prints it (vx_js), built
+-- piece by piece: what the decide fast path writes for every order it decides.
+CREATE OR REPLACE FUNCTION ord_result_text(id text, ikey text, customer_id text, status text, reason text,
+                                           items jsonb, request_hash text, product_id text, event_id text,
+                                           occurred_at text) RETURNS text
+LANGUAGE sql STABLE AS $$
+    SELECT '{"type": "OrderResult", "items": ' || coalesce(items::text, 'null') || ', "reason": ' || vx_js(reason)
+           || ', "status": ' || vx_js(status) || ', "event_id": ' || vx_js(event_id) || ', "order_id": ' || vx_js(id)
+           || CASE WHEN product_id IS NULL THEN '' ELSE ', "product_id": ' || vx_js(product_id) END
+           || ', "customer_id": ' || vx_js(customer_id) || ', "occurred_at": ' || vx_js(occurred_at)
+           || ', "request_hash": ' || vx_js(request_hash) || ', "idempotency_key": ' || vx_js(ikey) || '}'
+$$;
+-- The ReserveStock of a new order, as jsonb prints the general code's (vx_js).
+CREATE OR REPLACE FUNCTION ord_reserve_text(oid text, items jsonb) RETURNS text LANGUAGE sql STABLE AS $$
+    SELECT '{"type": "ReserveStock", "items": ' || coalesce(items::text, 'null') || ', "order_id": ' || vx_js(oid)
+           || ', "idempotency_key": ' || vx_js('order:' || oid || ':reserve') || '}'
+$$;
 -- The OrderResult of an order: it answers the command that decided it, the CancelOrder for CANCELLED,
 -- the PlaceOrder otherwise.
 CREATE OR REPLACE FUNCTION ord_result_body(o orders) RETURNS jsonb LANGUAGE sql STABLE AS $$
@@ -522,8 +539,7 @@ BEGIN
             END IF;
             WITH e AS (
                 SELECT x.n, nextval('outbox_id_seq') AS id, x.oid, x.cid, x.h, x.c->>'idempotency_key' AS ikey,
-                       jsonb_build_object('type', 'ReserveStock', 'idempotency_key', 'order:' || x.oid || ':reserve',
-                                          'order_id', x.oid, 'items', x.c->'items')::text AS pay
+                       ord_reserve_text(x.oid, x.c->'items') AS pay
                   FROM ROWS FROM (jsonb_to_recordset(cmds) AS (c jsonb, oid text, cid text, h jsonb)) WITH ORDINALITY AS x(c, oid, cid, h, n)),
             ins AS (
                 INSERT INTO outbox (id, dedup_key, topic, msg_key, correlation_id, headers, payload)
@@ -564,10 +580,9 @@ BEGIN
                    AND coalesce(e.ikey, 'order:' || b.id || ':reserve') = 'order:' || b.id || ':reserve'
                 RETURNING e.n, e.h, e.ikey, b.id, b.status, b.correlation_id, b.created_at,
                           ord_result_key_of(b.id, b.status, b.cancel_key) AS dk,
-                          (ord_result_json(b.id, b.idempotency_key, b.customer_id, b.status, b.reason, b.items,
-                                           b.request_hash, b.product_id)
-                           || jsonb_build_object('event_id', ord_event_id(ord_result_key_of(b.id, b.status, b.cancel_key)),
-                                                 'occurred_at', ts))::text AS pay)
+                          ord_result_text(b.id, b.idempotency_key, b.customer_id, b.status, b.reason, b.items,
+                                          b.request_hash, b.product_id,
+                                          ord_event_id(ord_result_key_of(b.id, b.status, b.cancel_key)), ts) AS pay)
             SELECT array_agg(upd.id ORDER BY upd.n), array_agg(upd.status ORDER BY upd.n),
                    array_agg(upd.correlation_id ORDER BY upd.n), array_agg(upd.h ORDER BY upd.n),
                    array_agg(upd.ikey ORDER BY upd.n), array_agg(upd.dk ORDER BY upd.n), array_agg(upd.pay ORDER BY upd.n),
