@@ -503,10 +503,6 @@ CREATE OR REPLACE FUNCTION ord_apply_batch(cmds jsonb) RETURNS SETOF ord_out LAN
 SET enable_seqscan = off SET enable_nestloop = off SET jit = off SET plan_cache_mode = force_generic_plan AS $$
 DECLARE
     ts text := ord_ts(now()); -- occurred_at of the results a fast path writes
-    -- the orders the answers decided, in input order: id, status, the PlaceOrder's correlation id,
-    -- headers, the event's key, the result's dedup key and payload, seconds since placed
-    d_id text[]; d_st text[]; d_cid text[]; d_h jsonb[]; d_ikey text[]; d_dk text[];
-    d_pay text[]; d_age float8[];
     n int := jsonb_array_length(cmds);
     kinds text[];   -- the distinct types of the call's commands
     one_each boolean; -- no order id twice in the call
@@ -582,27 +578,25 @@ BEGIN
                           ord_result_key_of(b.id, b.status, b.cancel_key) AS dk,
                           ord_result_text(b.id, b.idempotency_key, b.customer_id, b.status, b.reason, b.items,
                                           b.request_hash, b.product_id,
-                                          ord_event_id(ord_result_key_of(b.id, b.status, b.cancel_key)), ts) AS pay)
-            SELECT array_agg(upd.id ORDER BY upd.n), array_agg(upd.status ORDER BY upd.n),
-                   array_agg(upd.correlation_id ORDER BY upd.n), array_agg(upd.h ORDER BY upd.n),
-                   array_agg(upd.ikey ORDER BY upd.n), array_agg(upd.dk ORDER BY upd.n), array_agg(upd.pay ORDER BY upd.n),
-                   array_agg(extract(epoch FROM now() - upd.created_at)::float8 ORDER BY upd.n)
-              INTO d_id, d_st, d_cid, d_h, d_ikey, d_dk, d_pay, d_age FROM upd;
-            IF cardinality(d_id) IS DISTINCT FROM n THEN
-                RAISE SQLSTATE 'VX001' USING MESSAGE = 'ord_apply_batch: not every answer decides its order';
-            END IF;
-            -- Every order decided: its result, under outbox ids drawn in input order (and only now, so
-            -- that a call the general code takes finds the sequence as it was).
-            WITH r AS (
-                SELECT u.*, nextval('outbox_id_seq') AS xid
-                  FROM unnest(d_id, d_st, d_cid, d_h, d_ikey, d_dk, d_pay, d_age) WITH ORDINALITY AS u(id, st, cid, h, ikey, dk, pay, age, n)),
+                                          ord_event_id(ord_result_key_of(b.id, b.status, b.cancel_key)), ts) AS pay),
+            -- Only when every order was decided: its result, under outbox ids drawn in input order
+            -- (nextval runs after the sort) and only then, so that a call the general code takes finds
+            -- the sequence as it was. (The orders decided used to be gathered into eight arrays, each
+            -- aggregate sorting the rows again, and taken apart in a second statement.)
+            r AS (
+                SELECT upd.*, nextval('outbox_id_seq') AS xid FROM upd
+                 WHERE (SELECT count(*) FROM upd) = cardinality(oids) ORDER BY upd.n),
             ins AS (
                 INSERT INTO outbox (id, dedup_key, topic, msg_key, correlation_id, headers, payload)
-                SELECT r.xid, r.dk, 'orders.results', r.id, r.cid, r.h, r.pay FROM r ORDER BY r.n)
-            SELECT array_agg(ROW(r.xid, 'orders.results', r.id, r.pay, r.cid, r.h,
-                                 CASE WHEN r.st = 'CONFIRMED' THEN 'order_confirmed' ELSE 'order_rejected' END,
-                                 r.id, r.ikey, r.st, r.age)::ord_out ORDER BY r.n)
+                SELECT r.xid, r.dk, 'orders.results', r.id, r.correlation_id, r.h, r.pay FROM r ORDER BY r.n)
+            SELECT array_agg(ROW(r.xid, 'orders.results', r.id, r.pay, r.correlation_id, r.h,
+                                 CASE WHEN r.status = 'CONFIRMED' THEN 'order_confirmed' ELSE 'order_rejected' END,
+                                 r.id, r.ikey, r.status, extract(epoch FROM now() - r.created_at)::float8)::ord_out
+                             ORDER BY r.n)
               INTO outs FROM r;
+            IF outs IS NULL THEN -- (n > 0: a call holds an entry at least)
+                RAISE SQLSTATE 'VX001' USING MESSAGE = 'ord_apply_batch: not every answer decides its order';
+            END IF;
             RETURN QUERY SELECT * FROM unnest(outs);
             RETURN;
         EXCEPTION WHEN SQLSTATE 'VX001' THEN
