@@ -130,7 +130,8 @@ static json_object *command_entry(const vx_msg_t *cmd) {
     return e;
 }
 
-/* {"c": {type, order_id, idempotency_key, reason, product_id, items}, "oid": order id}. */
+/* {"c": {type, order_id, idempotency_key, reason, product_id}, "oid": order id}. Not the event's
+ * lines: the order keeps its own, and ord_apply_batch reads nothing else of an answer. */
 static json_object *event_entry(const vx_msg_t *ev) {
     json_object *e = json_object_new_object(), *c = json_object_new_object();
     add_str(c, "type", vx_msg_type_name(ev->type));
@@ -138,7 +139,6 @@ static json_object *event_entry(const vx_msg_t *ev) {
     add_str(c, "idempotency_key", ev->idempotency_key);
     add_str(c, "reason", ev->reason);
     add_str(c, "product_id", ev->product_id);
-    json_object_object_add(c, "items", vx_msg_lines_json(ev));
     json_object_object_add(e, "c", c);
     add_str(e, "oid", ev->order_id);
     return e;

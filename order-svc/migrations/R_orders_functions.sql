@@ -9,7 +9,8 @@
 -- never disagree. cmds is a JSON array of entries
 -- {"c": what, "oid": order id, "cid": correlation id, "hash": request hash (PlaceOrder)}, where
 -- "what" is a validated command in canonical form or an inventory event {type, order_id,
--- idempotency_key, reason, product_id, items}, and optionally
+-- idempotency_key, reason, product_id} (any other member, such as the event's items, is not read:
+-- the order keeps its own lines), and optionally
 --   "h": {"name": "value", ...}  Kafka headers for every outbox row the entry produces, new or
 --        replayed, merged into the row's own (the latency gremlin's chaos-delay-ms, vx_chaos.h);
 --   "fresh": true  on an inventory event whose order a PlaceOrder of an earlier call for the same

@@ -30,8 +30,7 @@ SELECT f.b, 'reserve',
 UNION ALL
 SELECT f.b, 'decide',
        jsonb_agg(jsonb_build_object('c', jsonb_build_object('type', 'StockReserved', 'order_id', f.oid,
-                     'idempotency_key', 'order:' || f.oid || ':reserve',
-                     'items', jsonb_build_array(jsonb_build_object('product_id', f.pid, 'quantity', 1))),
+                     'idempotency_key', 'order:' || f.oid || ':reserve'),
                  'oid', f.oid, 'cid', 'cid-' || f.i) ORDER BY f.i)::text
   FROM floor_ids f GROUP BY f.b;
 CREATE INDEX ON floor_calls (b, kind);
