@@ -38,17 +38,17 @@ CREATE SEQUENCE floor_batch;
 
 -- The bare writes: the rows the contract names and nothing else. An order with its unique key and
 -- its ReserveStock outbox row (unique dedup key); a hold, the stock and the StockReserved row; the
--- order's new status and its OrderResult row. Same columns, keys and fillfactor as the services'
--- tables; no history, no delivery state, no checks, no JSON taken apart.
+-- order's new status and its OrderResult row. Same columns, keys (bytewise, COLLATE "C"), and
+-- fillfactor as the services' tables; no history, no delivery state, no checks, no JSON taken apart.
 CREATE SCHEMA bare;
 CREATE TABLE bare.orders (LIKE orders INCLUDING DEFAULTS INCLUDING CONSTRAINTS, PRIMARY KEY (id),
                           UNIQUE (idempotency_key)) WITH (fillfactor = 50);
-CREATE TABLE bare.outbox (id bigserial PRIMARY KEY, dedup_key text NOT NULL UNIQUE, topic text NOT NULL,
+CREATE TABLE bare.outbox (id bigserial PRIMARY KEY, dedup_key text COLLATE "C" NOT NULL UNIQUE, topic text NOT NULL,
                           msg_key text, correlation_id text, headers jsonb, payload text NOT NULL,
                           created_at timestamptz NOT NULL DEFAULT now());
-CREATE TABLE bare.products (id text PRIMARY KEY, name text NOT NULL, stock bigint NOT NULL,
+CREATE TABLE bare.products (id text COLLATE "C" PRIMARY KEY, name text NOT NULL, stock bigint NOT NULL,
                             updated_at timestamptz NOT NULL DEFAULT now());
-CREATE TABLE bare.holds (order_id text NOT NULL, product_id text NOT NULL, quantity bigint NOT NULL,
+CREATE TABLE bare.holds (order_id text COLLATE "C" NOT NULL, product_id text COLLATE "C" NOT NULL, quantity bigint NOT NULL,
                          created_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (order_id, product_id));
 INSERT INTO bare.products (id, name, stock) SELECT 'SKU-' || i, 'floor', 1000000000 FROM generate_series(1, 50) AS i;
 

@@ -1,0 +1,11 @@
+-- The outbox's dedup key compares bytewise (COLLATE "C"), whatever the database's locale.
+--
+-- Why: every call probes and inserts a dedup key per row it writes, and sorts the keys it looks up
+-- (key = ANY (...)); under a linguistic collation each comparison is a strcoll() of copies of both
+-- strings, where "C" is a memcmp. A dedup key is an identifier, never shown sorted, so its order is
+-- free to choose. Bytewise order also does not change when the C library's collation does (glibc
+-- 2.28 changed it and left text indexes silently out of order until reindexed).
+--
+-- Rewrites the column's indexes (not the table) under an exclusive lock: on a large outbox, a
+-- pause of the services' calls for as long as that takes.
+ALTER TABLE outbox ALTER COLUMN dedup_key TYPE text COLLATE "C";
