@@ -49,6 +49,8 @@
 #   BENCH_NULL_PACED_RATE [100] PlaceOrder/s in N's paced run (BENCH_PACED_SECS long)
 #   BENCH_D_BASE []             a commit (git ref) whose SQL stage D also measures, kind by kind beside
 #                               this tree's: the before of a before/after from the same run
+#   BENCH_D_ROUNDS [5]          with BENCH_D_BASE: each kind's calls in this many rounds, this tree's
+#                               share of a round right after the base's
 #   VXBENCH [build/vxbench]     the measuring tool
 # Tuning knobs of the services (GATEWAY_*, INVENTORY_BATCH_MAX, KAFKA_*, ...) pass through and are
 # printed at the start, so a figure always comes with the settings that produced it.
@@ -69,6 +71,7 @@ BENCH_CHAOS_SECS=${BENCH_CHAOS_SECS:-30}
 BENCH_FLOOR_BATCHES=${BENCH_FLOOR_BATCHES:-20}
 BENCH_FLOOR_BATCHES10=${BENCH_FLOOR_BATCHES10:-500}
 BENCH_D_BASE=${BENCH_D_BASE:-}
+BENCH_D_ROUNDS=${BENCH_D_ROUNDS:-5}
 BENCH_KEEP=${BENCH_KEEP:-0}
 BENCH_STREAMS=${BENCH_STREAMS:-100}
 VXBENCH=${VXBENCH:-$REPO/build/vxbench}
@@ -81,7 +84,7 @@ OUT=$REPO/var/bench
 RUN=$(date -u +%Y%m%d%H%M%S)
 STOP_SECS=30
 
-for v in BENCH_FLOOR_BATCHES10 BENCH_NULL_PACED_RATE BENCH_N BENCH_ORDERS_N BENCH_PACED_RATE BENCH_PACED_SECS BENCH_HTTP_SECS BENCH_TIMEOUT_SECS BENCH_FLOOR_BATCHES BENCH_CHAOS_SECS BENCH_STREAMS; do
+for v in BENCH_D_ROUNDS BENCH_FLOOR_BATCHES10 BENCH_NULL_PACED_RATE BENCH_N BENCH_ORDERS_N BENCH_PACED_RATE BENCH_PACED_SECS BENCH_HTTP_SECS BENCH_TIMEOUT_SECS BENCH_FLOOR_BATCHES BENCH_CHAOS_SECS BENCH_STREAMS; do
 	[[ ${!v} =~ ^[1-9][0-9]*$ ]] || {
 		echo "bench: $v must be a positive integer, not '${!v}'" >&2
 		exit 2
@@ -844,32 +847,55 @@ floor_setup() { # DB ROOT N BATCHES: database DB migrated by ROOT's migrations, 
 		"${PSQL[@]}" -d "$db" -v batches="$batches" -v n="$n" -f tests/bench/floor.sql &&
 		"${PSQL[@]}" -d "$db" -c "INSERT INTO inv.products (id, name, stock) SELECT 'SKU-' || i, 'floor', 1000000000 FROM generate_series(1, 50) AS i"
 }
-floor_kind() { # DB TAG KIND N BATCHES: the calls of one kind, then the relay's mark of their outbox rows in one
-	# statement, committed without waiting for the flush as vx_outbox_mark does (the relay marks what
-	# many calls wrote at once); FLOOR_*[TAG KIND N] hold both
-	local db=$1 tag=$2 kind=$3 n=$4 batches=$5 fn=ord_apply_batch opts= s=$OUT/floor k=$2$3$4
+floor_kind() { # DB TAG KIND N CALLS: CALLS more calls of one kind (the database's batch sequence goes on);
+	# FLOOR_*[TAG KIND N] add up their time (us), CPU and WAL, FLOOR_US[last] is their us per call
+	local db=$1 kind=$3 calls=$5 fn=ord_apply_batch opts= s=$OUT/floor k=$2$3$4
 	[[ $kind == reserve ]] && fn=inv_apply_batch opts="-c search_path=inv,public"
-	printf '%s\n' 'DELETE FROM outbox_pending WHERE id = ANY (ARRAY(SELECT id FROM outbox_pending));' >"$s.mark.sql"
 	cat >"$s.$kind.sql" <<-EOF
 		SELECT nextval('public.floor_batch') AS b \gset
 		SELECT body AS p FROM public.floor_calls WHERE b = :b AND kind = '$kind' \gset
 		SELECT * FROM $fn(:p::jsonb);
 	EOF
-	"${PSQL[@]}" -d "$db" -c "SELECT setval('floor_batch', 1, false)" >/dev/null &&
-		floor_pgbench "$db" "$k" "$s.$kind.sql" "$batches" "$fn(" "$opts" &&
-		floor_pgbench "$db" "mark$k" "$s.mark.sql" 1 "DELETE FROM outbox_pending" "$opts -c synchronous_commit=off" || return 1
-	FLOOR_US[$k]=$((FLOOR_US[$k] + FLOOR_US[mark$k] / batches))
+	floor_pgbench "$db" last "$s.$kind.sql" "$calls" "$fn(" "$opts" || return 1
+	FLOOR_US[$k]=$((${FLOOR_US[$k]:-0} + FLOOR_US[last] * calls))
+	FLOOR_CPU[$k]=$((${FLOOR_CPU[$k]:-0} + FLOOR_CPU[last]))
+	FLOOR_WAL[$k]=$((${FLOOR_WAL[$k]:-0} + FLOOR_WAL[last]))
+}
+floor_mark() { # DB TAG KIND N CALLS: the relay's mark of the outbox rows the calls wrote, in one statement,
+	# committed without waiting for the flush as vx_outbox_mark does (the relay marks what many calls
+	# wrote at once); FLOOR_US[TAG KIND N] becomes us per call, its share of the mark included
+	local k=$2$3$4 opts=
+	[[ $3 == reserve ]] && opts="-c search_path=inv,public"
+	printf '%s\n' 'DELETE FROM outbox_pending WHERE id = ANY (ARRAY(SELECT id FROM outbox_pending));' >"$OUT/floor.mark.sql"
+	floor_pgbench "$1" "mark$k" "$OUT/floor.mark.sql" 1 "DELETE FROM outbox_pending" "$opts -c synchronous_commit=off" || return 1
+	FLOOR_US[$k]=$(((FLOOR_US[$k] + FLOOR_US[mark$k]) / $5))
 	FLOOR_CPU[$k]=$((FLOOR_CPU[$k] + FLOOR_CPU[mark$k]))
 	FLOOR_WAL[$k]=$((FLOOR_WAL[$k] + FLOOR_WAL[mark$k]))
 }
-floor_round() { # N BATCHES: the calls of batches of N orders (and, with BENCH_D_BASE, the same calls on that commit's
-	# migrations, each kind right after this tree's), then the bare writes of the same orders
-	local n=$1 batches=$2 kind s=$OUT/floor
+floor_round() { # N BATCHES: the calls of batches of N orders (and, with BENCH_D_BASE, the same calls on that
+	# commit's migrations, in BENCH_D_ROUNDS rounds of each kind, this tree's share of a round right
+	# after the base's: this machine's speed drifts within a minute, and a round's pair sees the same
+	# speed; FLOOR_WINS[KIND N] counts the rounds in which this tree's calls took less time), then the
+	# bare writes of the same orders
+	local n=$1 batches=$2 kind r per=$(($2 / BENCH_D_ROUNDS)) s=$OUT/floor t
 	floor_setup "$FLOOR_DB" "$REPO" "$n" "$batches" || return 1
 	if [[ -n $BENCH_D_BASE ]]; then floor_setup "${FLOOR_DB}_base" "$OUT/base" "$n" "$batches" || return 1; fi
 	for kind in place reserve decide; do
-		floor_kind "$FLOOR_DB" "" "$kind" "$n" "$batches" || return 1
-		if [[ -n $BENCH_D_BASE ]]; then floor_kind "${FLOOR_DB}_base" base "$kind" "$n" "$batches" || return 1; fi
+		"${PSQL[@]}" -d "$FLOOR_DB" -c "SELECT setval('floor_batch', 1, false)" >/dev/null || return 1
+		if [[ -z $BENCH_D_BASE ]]; then
+			floor_kind "$FLOOR_DB" "" "$kind" "$n" "$batches" && floor_mark "$FLOOR_DB" "" "$kind" "$n" "$batches" || return 1
+			continue
+		fi
+		"${PSQL[@]}" -d "${FLOOR_DB}_base" -c "SELECT setval('floor_batch', 1, false)" >/dev/null || return 1
+		FLOOR_WINS[$kind$n]=0
+		for ((r = 0; r < BENCH_D_ROUNDS; r++)); do
+			floor_kind "${FLOOR_DB}_base" base "$kind" "$n" "$per" || return 1
+			t=${FLOOR_US[last]}
+			floor_kind "$FLOOR_DB" "" "$kind" "$n" "$per" || return 1
+			((FLOOR_US[last] < t)) && FLOOR_WINS[$kind$n]=$((FLOOR_WINS[$kind$n] + 1))
+		done
+		floor_mark "$FLOOR_DB" "" "$kind" "$n" $((per * BENCH_D_ROUNDS)) &&
+			floor_mark "${FLOOR_DB}_base" base "$kind" "$n" $((per * BENCH_D_ROUNDS)) || return 1
 	done
 	# The bare writes: the three transactions of each batch, the rows the contract names and no more
 	# (floor_bare, tests/bench/floor.sql).
@@ -890,7 +916,7 @@ floor_figures() { # TAG N ORDERS: R[d_<TAG>calls N], us per order of the three k
 }
 stage_d() {
 	local n b
-	declare -gA FLOOR_US=() FLOOR_CPU=() FLOOR_WAL=()
+	declare -gA FLOOR_US=() FLOOR_CPU=() FLOOR_WAL=() FLOOR_WINS=()
 	head1 "D. PostgreSQL alone: time per order, the services' calls against the bare writes (pgbench, 1 client)"
 	command -v pgbench >/dev/null || {
 		say "pgbench not found (Debian package postgresql-client-common)" >&2
@@ -907,6 +933,13 @@ stage_d() {
 	fi
 	for n in 1000 10 1; do
 		case $n in 1000) b=$BENCH_FLOOR_BATCHES ;; 10) b=$BENCH_FLOOR_BATCHES10 ;; 1) b=500 ;; esac
+		if [[ -n $BENCH_D_BASE ]]; then
+			((b >= BENCH_D_ROUNDS)) || {
+				say "BENCH_D_ROUNDS=$BENCH_D_ROUNDS: more rounds than the $b calls of $n order(s)" >&2
+				return 1
+			}
+			b=$((b / BENCH_D_ROUNDS * BENCH_D_ROUNDS)) # whole rounds
+		fi
 		floor_round "$n" "$b" || return 1
 		floor_figures "" "$n" $((n * b))
 		R[d_bare$n]=$(awk -v us="${FLOOR_US[bare$n]}" -v n="$n" 'BEGIN { printf "%.0f", us / n }')
@@ -917,6 +950,7 @@ stage_d() {
 		if [[ -n $BENCH_D_BASE ]]; then
 			floor_figures base "$n" $((n * b))
 			say "           at $BENCH_D_BASE: calls ${R[d_basecalls$n]} us/order (place ${FLOOR_US[baseplace$n]}, reserve ${FLOOR_US[basereserve$n]}, decide ${FLOOR_US[basedecide$n]}); CPU ${R[d_basecallscpu$n]} us/order; WAL ${R[d_basecallswal$n]} B/order"
+			say "           rounds in which this tree's calls took less time: place ${FLOOR_WINS[place$n]}, reserve ${FLOOR_WINS[reserve$n]}, decide ${FLOOR_WINS[decide$n]} of $BENCH_D_ROUNDS"
 		fi
 	done
 	"${PSQL[@]}" -c "DROP DATABASE IF EXISTS $FLOOR_DB WITH (FORCE)" -c "DROP DATABASE IF EXISTS ${FLOOR_DB}_base WITH (FORCE)" >/dev/null
