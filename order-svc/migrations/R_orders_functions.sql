@@ -582,8 +582,9 @@ BEGIN
                                           b.request_hash, b.product_id,
                                           ord_event_id(ord_result_key_of(b.id, b.status, b.cancel_key)), ts) AS pay),
             -- Only when every order was decided: its result, under outbox ids drawn in input order
-            -- (nextval runs after the sort) and only then, so that a call the general code takes finds
-            -- the sequence as it was. (The orders decided used to be gathered into eight arrays, each
+            -- (PostgreSQL computes a volatile output column such as nextval after the sort beneath it;
+            -- it_sql compares the ids with the general code's) and only then, so that a call the
+            -- general code takes finds the sequence as it was. (The orders decided used to be gathered into eight arrays, each
             -- aggregate sorting the rows again, and taken apart in a second statement.)
             r AS (
                 SELECT upd.*, nextval('outbox_id_seq') AS xid FROM upd
@@ -596,7 +597,7 @@ BEGIN
                                  r.id, r.ikey, r.status, extract(epoch FROM now() - r.created_at)::float8)::ord_out
                              ORDER BY r.n)
               INTO outs FROM r;
-            IF outs IS NULL THEN -- (n > 0: a call holds an entry at least)
+            IF outs IS NULL THEN -- no row: not every order was decided (a call has one entry at least)
                 RAISE SQLSTATE 'VX001' USING MESSAGE = 'ord_apply_batch: not every answer decides its order';
             END IF;
             RETURN QUERY SELECT * FROM unnest(outs);
