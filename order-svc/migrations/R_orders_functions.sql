@@ -61,6 +61,7 @@ DROP FUNCTION IF EXISTS ord_set_status(text, text, text, text);
 DROP FUNCTION IF EXISTS ord_cancel_held(text, text, text);
 DROP FUNCTION IF EXISTS ord_result_payload(orders, bigint, text); -- event_id was the outbox id
 DROP FUNCTION IF EXISTS ord_result_payload(orders, text);
+DROP FUNCTION IF EXISTS ord_result_json(text, text, text, text, text, jsonb, text, text); -- ord_result_text
 
 -- RFC 3339 in UTC, as every Valerix timestamp is written.
 CREATE OR REPLACE FUNCTION ord_ts(t timestamptz) RETURNS text LANGUAGE sql STABLE AS $$
@@ -80,35 +81,25 @@ $$;
 CREATE OR REPLACE FUNCTION ord_result_key(o orders) RETURNS text LANGUAGE sql IMMUTABLE AS $$
     SELECT ord_result_key_of(o.id, o.status, o.cancel_key)
 $$;
--- The OrderResult of an order as it stands (event_id and occurred_at come with its outbox row), from
--- its columns: ikey is the key of the command it answers (ord_result_body). The general code's; the
--- decide fast path writes the same bytes as text (ord_result_text below), which costs a third of
--- this. STABLE, as jsonb_build_object is, so that PostgreSQL inlines it into the statements that
--- call it.
-CREATE OR REPLACE FUNCTION ord_result_json(id text, ikey text, customer_id text, status text, reason text,
-                                           items jsonb, request_hash text, product_id text) RETURNS jsonb
-LANGUAGE sql STABLE AS $$
-    SELECT CASE WHEN product_id IS NULL
-                THEN jsonb_build_object('type', 'OrderResult', 'order_id', id, 'idempotency_key', ikey,
-                                        'customer_id', customer_id, 'status', status, 'reason', reason,
-                                        'items', items, 'request_hash', request_hash)
-                ELSE jsonb_build_object('type', 'OrderResult', 'order_id', id, 'idempotency_key', ikey,
-                                        'customer_id', customer_id, 'status', status, 'reason', reason,
-                                        'items', items, 'request_hash', request_hash, 'product_id', product_id) END
-$$;
--- The text of ord_result_json(...) || {event_id, occurred_at}, as jsonb prints it (vx_js), built
--- piece by piece: what the decide fast path writes for every order it decides.
+-- The OrderResult of an order as it stands, from its columns (ikey: the key of the command it
+-- answers, ord_result_body), as jsonb prints it (vx_js), built piece by piece: the decide fast path
+-- writes this text for every order it decides, with its event_id and occurred_at; the general code
+-- takes it without them (event_id NULL) as jsonb (ord_result_body) and adds them with its outbox row.
 CREATE OR REPLACE FUNCTION ord_result_text(id text, ikey text, customer_id text, status text, reason text,
                                            items jsonb, request_hash text, product_id text, event_id text,
                                            occurred_at text) RETURNS text
 LANGUAGE sql STABLE AS $$
     SELECT '{"type": "OrderResult", "items": ' || coalesce(items::text, 'null') || ', "reason": ' || vx_js(reason)
-           || ', "status": ' || vx_js(status) || ', "event_id": ' || vx_js(event_id) || ', "order_id": ' || vx_js(id)
+           || ', "status": ' || vx_js(status)
+           || CASE WHEN event_id IS NULL THEN '' ELSE ', "event_id": ' || vx_js(event_id) END
+           || ', "order_id": ' || vx_js(id)
            || CASE WHEN product_id IS NULL THEN '' ELSE ', "product_id": ' || vx_js(product_id) END
-           || ', "customer_id": ' || vx_js(customer_id) || ', "occurred_at": ' || vx_js(occurred_at)
+           || ', "customer_id": ' || vx_js(customer_id)
+           || CASE WHEN event_id IS NULL THEN '' ELSE ', "occurred_at": ' || vx_js(occurred_at) END
            || ', "request_hash": ' || vx_js(request_hash) || ', "idempotency_key": ' || vx_js(ikey) || '}'
 $$;
--- The ReserveStock of a new order, as jsonb prints the general code's (vx_js).
+-- The ReserveStock of a new order, as jsonb prints it (vx_js): the fast path writes this text, the
+-- general code takes it as jsonb.
 CREATE OR REPLACE FUNCTION ord_reserve_text(oid text, items jsonb) RETURNS text LANGUAGE sql STABLE AS $$
     SELECT '{"type": "ReserveStock", "items": ' || coalesce(items::text, 'null') || ', "order_id": ' || vx_js(oid)
            || ', "idempotency_key": ' || vx_js('order:' || oid || ':reserve') || '}'
@@ -116,9 +107,9 @@ $$;
 -- The OrderResult of an order: it answers the command that decided it, the CancelOrder for CANCELLED,
 -- the PlaceOrder otherwise.
 CREATE OR REPLACE FUNCTION ord_result_body(o orders) RETURNS jsonb LANGUAGE sql STABLE AS $$
-    SELECT ord_result_json(o.id, CASE WHEN o.status = 'CANCELLED' THEN coalesce(o.cancel_key, o.idempotency_key)
+    SELECT ord_result_text(o.id, CASE WHEN o.status = 'CANCELLED' THEN coalesce(o.cancel_key, o.idempotency_key)
                                       ELSE o.idempotency_key END,
-                           o.customer_id, o.status, o.reason, o.items, o.request_hash, o.product_id)
+                           o.customer_id, o.status, o.reason, o.items, o.request_hash, o.product_id, NULL, NULL)::jsonb
 $$;
 -- The event id of an OrderResult: 'orders:' and the dedup key of its outbox row (ord_result_key, or
 -- 'cancel:' and the key of the CancelOrder it answers). Never the outbox row's id: that comes from a
@@ -311,7 +302,7 @@ BEGIN
 
         ELSIF t = 'PlaceOrder' AND (fresh->>oid)::bigint = i THEN
             dk := 'order:' || oid || ':reserve'; tp := 'inventory.commands'; mk := oid; rcid := cid;
-            pay := jsonb_build_object('type', 'ReserveStock', 'idempotency_key', dk, 'order_id', oid, 'items', c->'items');
+            pay := ord_reserve_text(oid, c->'items')::jsonb;
             note := 'order_placed';
 
         ELSIF t = 'PlaceOrder' THEN
