@@ -24,7 +24,9 @@
 #      the services' own SQL calls (place, reserve, decide, each with the relay's mark) against the
 #      bare writes the contract needs (tests/bench/floor.sql), in calls of 1,000 orders, of 10 and of
 #      one; per order: latency (pgbench), CPU of every postgres process around each run (the backend,
-#      and the walwriter, autovacuum... meanwhile; 1/CLK_TCK s resolution) and WAL bytes
+#      and the walwriter, autovacuum... meanwhile; 1/CLK_TCK s resolution; less the CPU of pgbench's
+#      statements that draw each call's batch and fetch its arguments) and WAL bytes. Each kind, the
+#      calls' and the bare writes', is one statement and one transaction per call, as a service's is
 #   Ratios, printed after the summary, each from this run's figures (a row names the stages it lacks):
 #      kcat path / null pipeline (orders/s); services' SQL / bare writes (backend CPU and latency) at
 #      calls of 1,000 and of 10; total CPU per order / (bare SQL CPU + null pipeline CPU) on the kcat
@@ -898,20 +900,40 @@ floor_round() { # N BATCHES: the calls of batches of N orders (and, with BENCH_D
 			floor_mark "${FLOOR_DB}_base" base "$kind" "$n" $((per * BENCH_D_ROUNDS)) || return 1
 	done
 	# The bare writes: the three transactions of each batch, the rows the contract names and no more
-	# (floor_bare, tests/bench/floor.sql).
-	cat >"$s.bare.sql" <<-'EOF'
-		SELECT nextval('public.floor_batch') AS b \gset
-		CALL floor_bare(:b);
-	EOF
-	"${PSQL[@]}" -d "$FLOOR_DB" -c "SELECT setval('floor_batch', 1, false)" >/dev/null &&
-		floor_pgbench "$FLOOR_DB" "bare$n" "$s.bare.sql" "$batches" "CALL floor_bare"
+	# (floor_bare, tests/bench/floor.sql), each kind a statement of its own as the services' calls are;
+	# FLOOR_*[bare N] add up the three
+	for kind in place reserve decide; do
+		printf '%s\n' "CALL floor_bare(nextval('public.floor_batch')::int, '$kind');" >"$s.bare.sql"
+		"${PSQL[@]}" -d "$FLOOR_DB" -c "SELECT setval('floor_batch', 1, false)" >/dev/null &&
+			floor_pgbench "$FLOOR_DB" "bare$kind$n" "$s.bare.sql" "$batches" "CALL floor_bare" || return 1
+		FLOOR_US[bare$n]=$((${FLOOR_US[bare$n]:-0} + FLOOR_US[bare$kind$n]))
+		FLOOR_CPU[bare$n]=$((${FLOOR_CPU[bare$n]:-0} + FLOOR_CPU[bare$kind$n]))
+		FLOOR_WAL[bare$n]=$((${FLOOR_WAL[bare$n]:-0} + FLOOR_WAL[bare$kind$n]))
+	done
+	floor_harness "$n" "$batches"
+}
+floor_harness() { # N CALLS: FLOOR_CPU[harness KIND N], the CPU of the two statements by which pgbench
+	# draws each call's batch and fetches its arguments, alone: floor_figures takes it out of the calls'
+	# CPU (the bare writes have no such statements: their CALL draws its batch itself)
+	local kind s=$OUT/floor.harness.sql
+	for kind in place reserve decide; do
+		cat >"$s" <<-EOF
+			SELECT nextval('public.floor_harness') AS b \gset
+			SELECT body AS p FROM public.floor_calls WHERE b = :b AND kind = '$kind' \gset
+		EOF
+		"${PSQL[@]}" -d "$FLOOR_DB" -c "SELECT setval('floor_harness', 1, false)" >/dev/null &&
+			floor_pgbench "$FLOOR_DB" "harness$kind$1" "$s" "$2" "SELECT body" || return 1
+	done
 }
 floor_figures() { # TAG N ORDERS: R[d_<TAG>calls N], us per order of the three kinds of call, and their CPU and WAL
 	local t=$1 n=$2 o=$3 k
 	for k in place reserve decide; do FLOOR_US[$t$k$n]=$(awk -v us="${FLOOR_US[$t$k$n]}" -v n="$n" 'BEGIN { printf "%.0f", us / n }'); done
 	R[d_${t}calls$n]=$((FLOOR_US[${t}place$n] + FLOOR_US[${t}reserve$n] + FLOOR_US[${t}decide$n]))
 	# CPU of the backends (every postgres process, 1/CLK_TCK s resolution) and WAL, per order
-	R[d_${t}callscpu$n]=$(awk -v t=$((FLOOR_CPU[${t}place$n] + FLOOR_CPU[${t}reserve$n] + FLOOR_CPU[${t}decide$n])) -v hz="$TCK" -v o="$o" 'BEGIN { printf "%.1f", t / hz * 1e6 / o }')
+	# less the harness's statements, the same calls on both trees
+	R[d_${t}callscpu$n]=$(awk -v t=$((FLOOR_CPU[${t}place$n] + FLOOR_CPU[${t}reserve$n] + FLOOR_CPU[${t}decide$n] -
+		FLOOR_CPU[harnessplace$n] - FLOOR_CPU[harnessreserve$n] - FLOOR_CPU[harnessdecide$n])) -v hz="$TCK" -v o="$o" \
+		'BEGIN { printf "%.1f", t / hz * 1e6 / o }')
 	R[d_${t}callswal$n]=$(((FLOOR_WAL[${t}place$n] + FLOOR_WAL[${t}reserve$n] + FLOOR_WAL[${t}decide$n]) / o))
 }
 stage_d() {
@@ -945,8 +967,8 @@ stage_d() {
 		R[d_bare$n]=$(awk -v us="${FLOOR_US[bare$n]}" -v n="$n" 'BEGIN { printf "%.0f", us / n }')
 		R[d_barecpu$n]=$(awk -v t="${FLOOR_CPU[bare$n]}" -v hz="$TCK" -v o=$((n * b)) 'BEGIN { printf "%.1f", t / hz * 1e6 / o }')
 		R[d_barewal$n]=$((FLOOR_WAL[bare$n] / (n * b)))
-		say "calls of $n order(s), $b calls: services' calls ${R[d_calls$n]} us/order (place ${FLOOR_US[place$n]}, reserve ${FLOOR_US[reserve$n]}, decide ${FLOOR_US[decide$n]}, each with its mark); bare writes ${R[d_bare$n]} us/order"
-		say "           PostgreSQL CPU: calls ${R[d_callscpu$n]} us/order, bare ${R[d_barecpu$n]} us/order; WAL: calls ${R[d_callswal$n]} B/order, bare ${R[d_barewal$n]} B/order"
+		say "calls of $n order(s), $b calls: services' calls ${R[d_calls$n]} us/order (place ${FLOOR_US[place$n]}, reserve ${FLOOR_US[reserve$n]}, decide ${FLOOR_US[decide$n]}, each with its mark); bare writes ${R[d_bare$n]} us/order (place $((FLOOR_US[bareplace$n] / n)), reserve $((FLOOR_US[barereserve$n] / n)), decide $((FLOOR_US[baredecide$n] / n)))"
+		say "           PostgreSQL CPU: calls ${R[d_callscpu$n]} us/order (the harness's statements, $(awk -v t=$((FLOOR_CPU[harnessplace$n] + FLOOR_CPU[harnessreserve$n] + FLOOR_CPU[harnessdecide$n])) -v hz="$TCK" -v o=$((n * b)) 'BEGIN { printf "%.1f", t / hz * 1e6 / o }') us/order, taken out), bare ${R[d_barecpu$n]} us/order; WAL: calls ${R[d_callswal$n]} B/order, bare ${R[d_barewal$n]} B/order"
 		if [[ -n $BENCH_D_BASE ]]; then
 			floor_figures base "$n" $((n * b))
 			say "           at $BENCH_D_BASE: calls ${R[d_basecalls$n]} us/order (place ${FLOOR_US[baseplace$n]}, reserve ${FLOOR_US[basereserve$n]}, decide ${FLOOR_US[basedecide$n]}); CPU ${R[d_basecallscpu$n]} us/order; WAL ${R[d_basecallswal$n]} B/order"

@@ -35,6 +35,7 @@ SELECT f.b, 'decide',
   FROM floor_ids f GROUP BY f.b;
 CREATE INDEX ON floor_calls (b, kind);
 CREATE SEQUENCE floor_batch;
+CREATE SEQUENCE floor_harness; -- the harness's own statements, measured alone (bench.sh floor_harness)
 
 -- The bare writes: the rows the contract names and nothing else. An order with its unique key and
 -- its ReserveStock outbox row (unique dedup key); a hold, the stock and the StockReserved row; the
@@ -52,39 +53,42 @@ CREATE TABLE bare.holds (order_id text COLLATE "C" NOT NULL, product_id text COL
                          created_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (order_id, product_id));
 INSERT INTO bare.products (id, name, stock) SELECT 'SKU-' || i, 'floor', 1000000000 FROM generate_series(1, 50) AS i;
 
--- The bare writes of batch `batch`: three transactions, as the three services' calls are.
-CREATE PROCEDURE floor_bare(batch int) LANGUAGE plpgsql AS $$
+-- The bare writes of batch `batch` of one kind: the transaction one service's call makes (place,
+-- reserve, decide), a statement of its own (CALL), as a service's call is: each of the three pays a
+-- round trip and a commit.
+CREATE PROCEDURE floor_bare(batch int, kind text) LANGUAGE plpgsql AS $$
 BEGIN
-    INSERT INTO bare.orders (id, idempotency_key, customer_id, items, request_hash, status, correlation_id)
-    SELECT f.oid, f.k, 'cust-1', jsonb_build_array(jsonb_build_object('product_id', f.pid, 'quantity', 1)),
-           '0123456789abcdef', 'PENDING', 'cid-' || f.i
-      FROM floor_ids f WHERE f.b = batch;
-    INSERT INTO bare.outbox (dedup_key, topic, msg_key, correlation_id, payload)
-    SELECT 'order:' || f.oid || ':reserve', 'inventory.commands', f.oid, 'cid-' || f.i,
-           '{"type":"ReserveStock","idempotency_key":"order:' || f.oid || ':reserve","order_id":"' || f.oid
-           || '","items":[{"product_id":"' || f.pid || '","quantity":1}]}'
-      FROM floor_ids f WHERE f.b = batch;
-    COMMIT;
-    UPDATE bare.products p SET stock = p.stock - t.q, updated_at = now()
-      FROM (SELECT f.pid, count(*) AS q FROM floor_ids f WHERE f.b = batch GROUP BY f.pid) t WHERE p.id = t.pid;
-    INSERT INTO bare.holds (order_id, product_id, quantity) SELECT f.oid, f.pid, 1 FROM floor_ids f WHERE f.b = batch;
-    INSERT INTO bare.outbox (dedup_key, topic, msg_key, correlation_id, payload)
-    SELECT 'inv:order:' || f.oid || ':reserve', 'inventory.events', f.oid, 'cid-' || f.i,
-           '{"type":"StockReserved","idempotency_key":"order:' || f.oid || ':reserve","order_id":"' || f.oid
-           || '","items":[{"product_id":"' || f.pid || '","quantity":1}],"event_id":"inventory-1",'
-           || '"occurred_at":"2026-01-01T00:00:00.000000Z"}'
-      FROM floor_ids f WHERE f.b = batch;
-    COMMIT;
-    UPDATE bare.orders SET status = 'CONFIRMED', updated_at = now()
-     WHERE id = ANY (ARRAY(SELECT f.oid FROM floor_ids f WHERE f.b = batch));
-    INSERT INTO bare.outbox (dedup_key, topic, msg_key, correlation_id, payload)
-    SELECT 'order:' || f.oid || ':result:CONFIRMED', 'orders.results', f.oid, 'cid-' || f.i,
-           '{"type":"OrderResult","order_id":"' || f.oid || '","idempotency_key":"' || f.k
-           || '","customer_id":"cust-1","status":"CONFIRMED","reason":null,"items":[{"product_id":"' || f.pid
-           || '","quantity":1}],"request_hash":"0123456789abcdef","event_id":"orders-1",'
-           || '"occurred_at":"2026-01-01T00:00:00.000000Z"}'
-      FROM floor_ids f WHERE f.b = batch;
-    COMMIT;
+    IF kind = 'place' THEN
+        INSERT INTO bare.orders (id, idempotency_key, customer_id, items, request_hash, status, correlation_id)
+        SELECT f.oid, f.k, 'cust-1', jsonb_build_array(jsonb_build_object('product_id', f.pid, 'quantity', 1)),
+               '0123456789abcdef', 'PENDING', 'cid-' || f.i
+          FROM floor_ids f WHERE f.b = batch;
+        INSERT INTO bare.outbox (dedup_key, topic, msg_key, correlation_id, payload)
+        SELECT 'order:' || f.oid || ':reserve', 'inventory.commands', f.oid, 'cid-' || f.i,
+               '{"type":"ReserveStock","idempotency_key":"order:' || f.oid || ':reserve","order_id":"' || f.oid
+               || '","items":[{"product_id":"' || f.pid || '","quantity":1}]}'
+          FROM floor_ids f WHERE f.b = batch;
+    ELSIF kind = 'reserve' THEN
+        UPDATE bare.products p SET stock = p.stock - t.q, updated_at = now()
+          FROM (SELECT f.pid, count(*) AS q FROM floor_ids f WHERE f.b = batch GROUP BY f.pid) t WHERE p.id = t.pid;
+        INSERT INTO bare.holds (order_id, product_id, quantity) SELECT f.oid, f.pid, 1 FROM floor_ids f WHERE f.b = batch;
+        INSERT INTO bare.outbox (dedup_key, topic, msg_key, correlation_id, payload)
+        SELECT 'inv:order:' || f.oid || ':reserve', 'inventory.events', f.oid, 'cid-' || f.i,
+               '{"type":"StockReserved","idempotency_key":"order:' || f.oid || ':reserve","order_id":"' || f.oid
+               || '","items":[{"product_id":"' || f.pid || '","quantity":1}],"event_id":"inventory-1",'
+               || '"occurred_at":"2026-01-01T00:00:00.000000Z"}'
+          FROM floor_ids f WHERE f.b = batch;
+    ELSE
+        UPDATE bare.orders SET status = 'CONFIRMED', updated_at = now()
+         WHERE id = ANY (ARRAY(SELECT f.oid FROM floor_ids f WHERE f.b = batch));
+        INSERT INTO bare.outbox (dedup_key, topic, msg_key, correlation_id, payload)
+        SELECT 'order:' || f.oid || ':result:CONFIRMED', 'orders.results', f.oid, 'cid-' || f.i,
+               '{"type":"OrderResult","order_id":"' || f.oid || '","idempotency_key":"' || f.k
+               || '","customer_id":"cust-1","status":"CONFIRMED","reason":null,"items":[{"product_id":"' || f.pid
+               || '","quantity":1}],"request_hash":"0123456789abcdef","event_id":"orders-1",'
+               || '"occurred_at":"2026-01-01T00:00:00.000000Z"}'
+          FROM floor_ids f WHERE f.b = batch;
+    END IF;
 END $$;
 
 -- Statistics as a running service has them, then no autovacuum while the clock runs, on either side
