@@ -912,7 +912,7 @@ floor_round() { # N BATCHES: the calls of batches of N orders (and, with BENCH_D
 	done
 	floor_harness "$n" "$batches"
 }
-floor_harness() { # N CALLS: FLOOR_CPU[harness KIND N], the CPU of the two statements by which pgbench
+floor_harness() { # N CALLS: FLOOR_CPU[harness N], the CPU of the two statements by which pgbench
 	# draws each call's batch and fetches its arguments, alone: floor_figures takes it out of the calls'
 	# CPU (the bare writes have no such statements: their CALL draws its batch itself)
 	local kind s=$OUT/floor.harness.sql
@@ -923,6 +923,7 @@ floor_harness() { # N CALLS: FLOOR_CPU[harness KIND N], the CPU of the two state
 		EOF
 		"${PSQL[@]}" -d "$FLOOR_DB" -c "SELECT setval('floor_harness', 1, false)" >/dev/null &&
 			floor_pgbench "$FLOOR_DB" "harness$kind$1" "$s" "$2" "SELECT body" || return 1
+		FLOOR_CPU[harness$1]=$((${FLOOR_CPU[harness$1]:-0} + FLOOR_CPU[harness$kind$1]))
 	done
 }
 floor_figures() { # TAG N ORDERS: R[d_<TAG>calls N], us per order of the three kinds of call, and their CPU and WAL
@@ -932,8 +933,7 @@ floor_figures() { # TAG N ORDERS: R[d_<TAG>calls N], us per order of the three k
 	# CPU of the backends (every postgres process, 1/CLK_TCK s resolution) and WAL, per order
 	# less the harness's statements, the same calls on both trees
 	R[d_${t}callscpu$n]=$(awk -v t=$((FLOOR_CPU[${t}place$n] + FLOOR_CPU[${t}reserve$n] + FLOOR_CPU[${t}decide$n] -
-		FLOOR_CPU[harnessplace$n] - FLOOR_CPU[harnessreserve$n] - FLOOR_CPU[harnessdecide$n])) -v hz="$TCK" -v o="$o" \
-		'BEGIN { printf "%.1f", t / hz * 1e6 / o }')
+		FLOOR_CPU[harness$n])) -v hz="$TCK" -v o="$o" 'BEGIN { printf "%.1f", t / hz * 1e6 / o }')
 	R[d_${t}callswal$n]=$(((FLOOR_WAL[${t}place$n] + FLOOR_WAL[${t}reserve$n] + FLOOR_WAL[${t}decide$n]) / o))
 }
 stage_d() {
@@ -968,7 +968,7 @@ stage_d() {
 		R[d_barecpu$n]=$(awk -v t="${FLOOR_CPU[bare$n]}" -v hz="$TCK" -v o=$((n * b)) 'BEGIN { printf "%.1f", t / hz * 1e6 / o }')
 		R[d_barewal$n]=$((FLOOR_WAL[bare$n] / (n * b)))
 		say "calls of $n order(s), $b calls: services' calls ${R[d_calls$n]} us/order (place ${FLOOR_US[place$n]}, reserve ${FLOOR_US[reserve$n]}, decide ${FLOOR_US[decide$n]}, each with its mark); bare writes ${R[d_bare$n]} us/order (place $((FLOOR_US[bareplace$n] / n)), reserve $((FLOOR_US[barereserve$n] / n)), decide $((FLOOR_US[baredecide$n] / n)))"
-		say "           PostgreSQL CPU: calls ${R[d_callscpu$n]} us/order (the harness's statements, $(awk -v t=$((FLOOR_CPU[harnessplace$n] + FLOOR_CPU[harnessreserve$n] + FLOOR_CPU[harnessdecide$n])) -v hz="$TCK" -v o=$((n * b)) 'BEGIN { printf "%.1f", t / hz * 1e6 / o }') us/order, taken out), bare ${R[d_barecpu$n]} us/order; WAL: calls ${R[d_callswal$n]} B/order, bare ${R[d_barewal$n]} B/order"
+		say "           PostgreSQL CPU: calls ${R[d_callscpu$n]} us/order (the harness's statements, $(awk -v t="${FLOOR_CPU[harness$n]}" -v hz="$TCK" -v o=$((n * b)) 'BEGIN { printf "%.1f", t / hz * 1e6 / o }') us/order, taken out), bare ${R[d_barecpu$n]} us/order; WAL: calls ${R[d_callswal$n]} B/order, bare ${R[d_barewal$n]} B/order"
 		if [[ -n $BENCH_D_BASE ]]; then
 			floor_figures base "$n" $((n * b))
 			say "           at $BENCH_D_BASE: calls ${R[d_basecalls$n]} us/order (place ${FLOOR_US[baseplace$n]}, reserve ${FLOOR_US[basereserve$n]}, decide ${FLOOR_US[basedecide$n]}); CPU ${R[d_basecallscpu$n]} us/order; WAL ${R[d_basecallswal$n]} B/order"
