@@ -575,8 +575,9 @@ BEGIN
             -- Only when every order was decided: its result, under outbox ids drawn in input order
             -- (PostgreSQL computes a volatile output column such as nextval after the sort beneath it;
             -- it_sql compares the ids with the general code's) and only then, so that a call the
-            -- general code takes finds the sequence as it was. (The orders decided used to be gathered into eight arrays, each
-            -- aggregate sorting the rows again, and taken apart in a second statement.)
+            -- general code takes finds the sequence as it was. (The orders decided used to be gathered
+            -- into eight arrays, each aggregate sorting the rows again, and taken apart in a second
+            -- statement.)
             r AS (
                 SELECT upd.*, nextval('outbox_id_seq') AS xid FROM upd
                  WHERE (SELECT count(*) FROM upd) = cardinality(oids) ORDER BY upd.n),

@@ -849,19 +849,25 @@ floor_setup() { # DB ROOT N BATCHES: database DB migrated by ROOT's migrations, 
 		"${PSQL[@]}" -d "$db" -v batches="$batches" -v n="$n" -f tests/bench/floor.sql &&
 		"${PSQL[@]}" -d "$db" -c "INSERT INTO inv.products (id, name, stock) SELECT 'SKU-' || i, 'floor', 1000000000 FROM generate_series(1, 50) AS i"
 }
+floor_add() { # TO FROM US: FLOOR_US[TO] += US, and FROM's CPU and WAL to TO's
+	FLOOR_US[$1]=$((${FLOOR_US[$1]:-0} + $3))
+	FLOOR_CPU[$1]=$((${FLOOR_CPU[$1]:-0} + FLOOR_CPU[$2]))
+	FLOOR_WAL[$1]=$((${FLOOR_WAL[$1]:-0} + FLOOR_WAL[$2]))
+}
+floor_fetch() { # SEQUENCE KIND: pgbench's harness, the statements that draw a call's batch from SEQUENCE
+	# and fetch that batch's arguments of KIND into :p (the calls' scripts and floor_harness share them)
+	cat <<-EOF
+		SELECT nextval('public.$1') AS b \gset
+		SELECT body AS p FROM public.floor_calls WHERE b = :b AND kind = '$2' \gset
+	EOF
+}
 floor_kind() { # DB TAG KIND N CALLS: CALLS more calls of one kind (the database's batch sequence goes on);
 	# FLOOR_*[TAG KIND N] add up their time (us), CPU and WAL, FLOOR_US[last] is their us per call
-	local db=$1 kind=$3 calls=$5 fn=ord_apply_batch opts= s=$OUT/floor k=$2$3$4
+	local db=$1 kind=$3 calls=$5 fn=ord_apply_batch opts= s=$OUT/floor
 	[[ $kind == reserve ]] && fn=inv_apply_batch opts="-c search_path=inv,public"
-	cat >"$s.$kind.sql" <<-EOF
-		SELECT nextval('public.floor_batch') AS b \gset
-		SELECT body AS p FROM public.floor_calls WHERE b = :b AND kind = '$kind' \gset
-		SELECT * FROM $fn(:p::jsonb);
-	EOF
+	{ floor_fetch floor_batch "$kind" && printf '%s\n' "SELECT * FROM $fn(:p::jsonb);"; } >"$s.$kind.sql"
 	floor_pgbench "$db" last "$s.$kind.sql" "$calls" "$fn(" "$opts" || return 1
-	FLOOR_US[$k]=$((${FLOOR_US[$k]:-0} + FLOOR_US[last] * calls))
-	FLOOR_CPU[$k]=$((${FLOOR_CPU[$k]:-0} + FLOOR_CPU[last]))
-	FLOOR_WAL[$k]=$((${FLOOR_WAL[$k]:-0} + FLOOR_WAL[last]))
+	floor_add "$2$3$4" last $((FLOOR_US[last] * calls))
 }
 floor_mark() { # DB TAG KIND N CALLS: the relay's mark of the outbox rows the calls wrote, in one statement,
 	# committed without waiting for the flush as vx_outbox_mark does (the relay marks what many calls
@@ -870,9 +876,8 @@ floor_mark() { # DB TAG KIND N CALLS: the relay's mark of the outbox rows the ca
 	[[ $3 == reserve ]] && opts="-c search_path=inv,public"
 	printf '%s\n' 'DELETE FROM outbox_pending WHERE id = ANY (ARRAY(SELECT id FROM outbox_pending));' >"$OUT/floor.mark.sql"
 	floor_pgbench "$1" "mark$k" "$OUT/floor.mark.sql" 1 "DELETE FROM outbox_pending" "$opts -c synchronous_commit=off" || return 1
-	FLOOR_US[$k]=$(((FLOOR_US[$k] + FLOOR_US[mark$k]) / $5))
-	FLOOR_CPU[$k]=$((FLOOR_CPU[$k] + FLOOR_CPU[mark$k]))
-	FLOOR_WAL[$k]=$((FLOOR_WAL[$k] + FLOOR_WAL[mark$k]))
+	floor_add "$k" "mark$k" "${FLOOR_US[mark$k]}"
+	FLOOR_US[$k]=$((FLOOR_US[$k] / $5))
 }
 floor_round() { # N BATCHES: the calls of batches of N orders (and, with BENCH_D_BASE, the same calls on that
 	# commit's migrations, in BENCH_D_ROUNDS rounds of each kind, this tree's share of a round right
@@ -906,9 +911,7 @@ floor_round() { # N BATCHES: the calls of batches of N orders (and, with BENCH_D
 		printf '%s\n' "CALL floor_bare(nextval('public.floor_batch')::int, '$kind');" >"$s.bare.sql"
 		"${PSQL[@]}" -d "$FLOOR_DB" -c "SELECT setval('floor_batch', 1, false)" >/dev/null &&
 			floor_pgbench "$FLOOR_DB" "bare$kind$n" "$s.bare.sql" "$batches" "CALL floor_bare" || return 1
-		FLOOR_US[bare$n]=$((${FLOOR_US[bare$n]:-0} + FLOOR_US[bare$kind$n]))
-		FLOOR_CPU[bare$n]=$((${FLOOR_CPU[bare$n]:-0} + FLOOR_CPU[bare$kind$n]))
-		FLOOR_WAL[bare$n]=$((${FLOOR_WAL[bare$n]:-0} + FLOOR_WAL[bare$kind$n]))
+		floor_add "bare$n" "bare$kind$n" "${FLOOR_US[bare$kind$n]}"
 	done
 	floor_harness "$n" "$batches"
 }
@@ -917,10 +920,7 @@ floor_harness() { # N CALLS: FLOOR_CPU[harness N], the CPU of the two statements
 	# CPU (the bare writes have no such statements: their CALL draws its batch itself)
 	local kind s=$OUT/floor.harness.sql
 	for kind in place reserve decide; do
-		cat >"$s" <<-EOF
-			SELECT nextval('public.floor_harness') AS b \gset
-			SELECT body AS p FROM public.floor_calls WHERE b = :b AND kind = '$kind' \gset
-		EOF
+		floor_fetch floor_harness "$kind" >"$s"
 		"${PSQL[@]}" -d "$FLOOR_DB" -c "SELECT setval('floor_harness', 1, false)" >/dev/null &&
 			floor_pgbench "$FLOOR_DB" "harness$kind$1" "$s" "$2" "SELECT body" || return 1
 		FLOOR_CPU[harness$1]=$((${FLOOR_CPU[harness$1]:-0} + FLOOR_CPU[harness$kind$1]))
