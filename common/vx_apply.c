@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "vx_chaos.h"
+#include "vx_fast.h"
 #include "vx_kafka.h"
 #include "vx_log.h"
 #include "vx_metrics.h"
@@ -93,6 +94,9 @@ struct vx_apply_s {
     long long dlq_pending, dlq_failed;
     unsigned long long seq;
     int prepared_pid; /* the backend on which the call statement is prepared (STMT); 0: none */
+    vx_fast_t *fast;  /* the fast paths the database lists (vx_fast.h) */
+    json_object **fast_entries; /* the call's entries, for a fast path */
+    vx_metric_t *m_fast;
     vx_metric_t *m_consumed, *m_dlq, *m_entries, *m_duration, *m_retries, *m_lock_waits;
 };
 
@@ -146,6 +150,7 @@ static int find_columns(vx_apply_t *a, char *errstr, size_t errstr_size) {
     }
     a->ocols = (vx_outbox_cols_t){a->col[COL_ID],      a->col[COL_TOPIC], a->col[COL_KEY],
                                   a->col[COL_PAYLOAD], a->col[COL_CID],   a->col[COL_HEADERS]};
+    if (!(a->fast = vx_fast_load(a->db, r, errstr, errstr_size))) goto out;
     rc = 0;
 out:
     errstr[strcspn(errstr, "\n")] = '\0';
@@ -164,7 +169,9 @@ vx_apply_t *vx_apply_new(const vx_apply_opts_t *o, PGconn *db, rd_kafka_t *produ
     a->producer = producer;
     a->outbox = outbox;
     a->stopping = stopping;
-    if (!(a->call = calloc((size_t)o->batch_max, sizeof(*a->call)))) goto oom;
+    if (!(a->call = calloc((size_t)o->batch_max, sizeof(*a->call))) ||
+        !(a->fast_entries = calloc((size_t)o->batch_max, sizeof(*a->fast_entries))))
+        goto oom;
     static const double entries[] = {1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000};
     a->m_consumed = vx_metric_new(VX_COUNTER, "valerix_messages_consumed_total",
                                   "Messages consumed, by topic, message type and outcome (applied, duplicate, rejected,"
@@ -182,6 +189,10 @@ vx_apply_t *vx_apply_new(const vx_apply_opts_t *o, PGconn *db, rd_kafka_t *produ
                                  "Apply calls tried again after a transient failure, by reason.", "reason", NULL, 0);
     for (const char *const *r = vx_pg_retry_reasons; *r; r++)
         vx_metric_add(a->m_retries, VX_L(*r), 0); /* every reason there is, from 0 */
+    a->m_fast = vx_metric_new(VX_COUNTER, "valerix_apply_fast_calls_total",
+                              "Apply calls a fast path took, by path and outcome (applied; fallback: handed to the"
+                              " apply function).",
+                              "path,outcome", NULL, 0);
     a->m_lock_waits = vx_metric_new(VX_COUNTER, "valerix_lock_waits_total",
                                     "Messages set aside because their call waited on a lock past VX_LOCK_TIMEOUT_MS.",
                                     NULL, NULL, 0);
@@ -427,10 +438,27 @@ static PGresult *prepare(vx_apply_t *a) {
     return NULL;
 }
 
-/* The prepared call; a server that has forgotten it or refuses its plan has it prepared again at the
- * retry. */
-static PGresult *exec_prepared(vx_apply_t *a, const char *const *params) {
-    PGresult *r = PQexecPrepared(a->db, STMT, 1, params, NULL, NULL, 0);
+/* A call: its entries, and the path that takes them (vx_fast.h), -1 when none; the general
+ * statement's JSON array of them (arr, borrowed) is printed when that statement first runs. */
+typedef struct {
+    entry_t **v;
+    size_t n;
+    int path;
+    json_object *arr;
+    const char *json;
+} call_t;
+
+/* The call's statement, once prepared: the fast path's pipeline, or the prepared call statement. A
+ * server that has forgotten a statement or refuses its plan has it prepared again at the next try. */
+static PGresult *run(vx_apply_t *a, call_t *c, int fast) {
+    PGresult *r;
+
+    if (fast) {
+        for (size_t i = 0; i < c->n; i++) a->fast_entries[i] = c->v[i]->e.json;
+        return vx_fast_run(a->fast, a->db, c->path, a->fast_entries, c->n);
+    }
+    if (!c->json) c->json = json_object_to_json_string_ext(c->arr, JSON_C_TO_STRING_PLAIN);
+    r = PQexecPrepared(a->db, STMT, 1, &c->json, NULL, NULL, 0);
     if (sqlstate_is(r, "26000") || sqlstate_is(r, "0A000")) a->prepared_pid = 0;
     return r;
 }
@@ -438,15 +466,15 @@ static PGresult *exec_prepared(vx_apply_t *a, const char *const *params) {
 /* One transaction: the statement alone (its own transaction: one round trip), or, while crash point
  * before_commit is armed, BEGIN, the statement, the point, COMMIT. Returns the statement's rows, or
  * the first failed step's result (the transaction rolled back). */
-static PGresult *exec_txn(vx_apply_t *a, const char *const *params) {
+static PGresult *exec_txn(vx_apply_t *a, call_t *call, int fast) {
     PGresult *r, *c;
 
-    if ((r = prepare(a))) return r;
-    if (!vx_chaos_armed("before_commit")) return exec_prepared(a, params);
+    if ((r = fast ? vx_fast_prepare(a->fast, a->db) : prepare(a))) return r;
+    if (!vx_chaos_armed("before_commit")) return run(a, call, fast);
     r = PQexec(a->db, "BEGIN");
     if (PQresultStatus(r) != PGRES_COMMAND_OK) return r;
     PQclear(r);
-    r = exec_prepared(a, params);
+    r = run(a, call, fast);
     if (PQresultStatus(r) != PGRES_TUPLES_OK) {
         PQclear(PQexec(a->db, "ROLLBACK"));
         return r;
@@ -461,19 +489,56 @@ static PGresult *exec_txn(vx_apply_t *a, const char *const *params) {
     return r;
 }
 
-/* Runs the call until it commits or fails for good. Whose fault a failure is, vx_pg_fault says: the
- * database's (connection, read-only, privileges, out of disk, a concurrent twin ...) is retried, the
- * same call, with backoff, for as long as it lasts (nothing is dead-lettered for it, no offset moves);
- * the entries' is reported (EXEC_FATAL: the caller splits the call down to the entry at fault); a lock
+/* The fast path, once: EXEC_OK with its rows, EXEC_LOCK, or EXEC_FATAL when the call is for the
+ * apply statement (the path found it is not its kind, or failed otherwise: the apply statement then
+ * meets the same database and decides, a lost connection counted and logged first). */
+static exec_t exec_fast(vx_apply_t *a, call_t *c, PGresult **out) {
+    const char *name = vx_fast_name(a->fast, c->path);
+    PGresult *r;
+
+    if (vx_pg_ensure(a->db)) return EXEC_FATAL;
+    r = exec_txn(a, c, 1);
+    if (PQresultStatus(r) == PGRES_TUPLES_OK) {
+        vx_metric_add(a->m_fast, VX_L(name, "applied"), 1);
+        *out = r;
+        return EXEC_OK;
+    }
+    if (vx_pg_fault_of(a->db, r) == VX_PG_LOCK) {
+        PQclear(r);
+        return EXEC_LOCK;
+    }
+    if (PQstatus(a->db) != CONNECTION_OK) { /* lost: told as the apply statement's failures are; its loop connects again */
+        const char *state = PQresultErrorField(r, PG_DIAG_SQLSTATE);
+        vx_metric_add(a->m_retries, VX_L(vx_pg_retry_reason(a->db, state)), 1);
+        vx_log(VX_LOG_WARN, "batch_failed", "sqlstate", state, "error", PQresultErrorMessage(r), NULL);
+        PQclear(r);
+        return EXEC_FATAL;
+    }
+    vx_metric_add(a->m_fast, VX_L(name, "fallback"), 1);
+    if (vx_log_enabled(VX_LOG_DEBUG))
+        vx_log(VX_LOG_DEBUG, "fast_path_fallback", "path", name, "sqlstate",
+               PQresultErrorField(r, PG_DIAG_SQLSTATE), "error", PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY), NULL);
+    PQclear(r);
+    return EXEC_FATAL;
+}
+
+/* Runs the call until it commits or fails for good: its fast path first, when it has one, then the
+ * apply statement. Whose fault a failure of the apply statement is, vx_pg_fault says: the database's
+ * (connection, read-only, privileges, out of disk, a concurrent twin ...) is retried, the same call,
+ * with backoff, for as long as it lasts (nothing is dead-lettered for it, no offset moves); the
+ * entries' is reported (EXEC_FATAL: the caller splits the call down to the entry at fault); a lock
  * wait longer than lock_timeout is reported at once. */
-static exec_t exec(vx_apply_t *a, const char *json, PGresult **out, char *detail, size_t detail_size) {
-    const char *params[1] = {json};
+static exec_t exec(vx_apply_t *a, call_t *c, PGresult **out, char *detail, size_t detail_size) {
     int backoff_ms = 50;
     long long give_up = 0;
 
+    if (c->path >= 0) {
+        exec_t st = exec_fast(a, c, out);
+        if (st != EXEC_FATAL) return st;
+    }
     for (;;) {
         if (vx_pg_ensure(a->db) == 0) {
-            PGresult *r = exec_txn(a, params);
+            PGresult *r = exec_txn(a, c, 0);
             const char *state;
             vx_pg_fault_t fault;
             int retry;
@@ -634,8 +699,11 @@ static int apply_call(vx_apply_t *a, entry_t **v, size_t n) {
     if (!(n = k)) return 0;
     arr = json_object_new_array_ext((int)n);
     for (size_t i = 0; i < n; i++) json_object_array_add(arr, json_object_get(v[i]->e.json));
+    call_t call = {v, n, vx_fast_path(a->fast, v[0]->e.type), arr, NULL};
+    for (size_t i = 1; i < n && call.path >= 0; i++) /* one path for every entry, or none */
+        if (vx_fast_path(a->fast, v[i]->e.type) != call.path) call.path = -1;
     t0 = now_us();
-    st = exec(a, json_object_to_json_string_ext(arr, JSON_C_TO_STRING_PLAIN), &r, detail, sizeof(detail));
+    st = exec(a, &call, &r, detail, sizeof(detail));
     json_object_put(arr);
     switch (st) {
     case EXEC_OK:
@@ -840,6 +908,8 @@ void vx_apply_destroy(vx_apply_t *a) {
     free(a->parts);
     free(a->ready);
     free(a->call);
+    free(a->fast_entries);
+    vx_fast_destroy(a->fast);
     for (int t = 0; t < a->ntopics; t++) {
         vx_strset_free(&a->blocked[t]);
         free(a->topics[t]);

@@ -14,6 +14,7 @@
 #   VX_BROKER_PORT         [9092]   Kafka PLAINTEXT listener
 #   VX_CONTROLLER_PORT     [9093]   KRaft controller listener
 #   VX_BROKER_HEAP         [512m]   broker JVM heap (-Xms and -Xmx)
+#   VX_BROKER_JVM_OPTS     [G1, 20 ms pauses]  the broker JVM's other options (garbage collector and its settings)
 #   VX_KAFKA_READY_SECS    [90]     how long `up`/`start` waits for the broker to answer
 #   VX_KAFKA_STOP_SECS     [60]     how long `stop` waits after SIGTERM before SIGKILL
 #   VX_PG_PORT             [55432]  PostgreSQL TCP port
@@ -51,6 +52,7 @@ VX_KAFKA_LIBS=$(realpath -m "${VX_KAFKA_LIBS:-$VX_DATA_DIR/kafka/libs}")
 VX_BROKER_PORT=${VX_BROKER_PORT:-9092}
 VX_CONTROLLER_PORT=${VX_CONTROLLER_PORT:-9093}
 VX_BROKER_HEAP=${VX_BROKER_HEAP:-512m}
+VX_BROKER_JVM_OPTS=${VX_BROKER_JVM_OPTS:--XX:+UseG1GC -XX:MaxGCPauseMillis=20 -XX:InitiatingHeapOccupancyPercent=35 -XX:+ExplicitGCInvokesConcurrent}
 VX_KAFKA_READY_SECS=${VX_KAFKA_READY_SECS:-90}
 VX_KAFKA_STOP_SECS=${VX_KAFKA_STOP_SECS:-60}
 VX_PG_PORT=${VX_PG_PORT:-55432}
@@ -497,10 +499,11 @@ kafka_start() {
 	tls_make
 	kafka_write_props
 	kafka_format
+	local jvm
+	read -ra jvm <<<"$VX_BROKER_JVM_OPTS"
 	spawn "$KAFKA_PIDFILE" "$LOG_DIR/kafka.log" \
 		java -Xms"$VX_BROKER_HEAP" -Xmx"$VX_BROKER_HEAP" \
-		-XX:+UseG1GC -XX:MaxGCPauseMillis=20 -XX:InitiatingHeapOccupancyPercent=35 \
-		-XX:+ExplicitGCInvokesConcurrent -Djava.awt.headless=true \
+		"${jvm[@]}" -Djava.awt.headless=true \
 		-Dlog4j.configuration="file:$KAFKA_LOG4J" -Dkafka.logs.dir="$LOG_DIR/kafka" \
 		-cp "$VX_KAFKA_LIBS/*" kafka.Kafka "$KAFKA_PROPS"
 	kafka_wait_ready "$t0"

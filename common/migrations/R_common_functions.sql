@@ -15,3 +15,11 @@
 CREATE OR REPLACE FUNCTION vx_js(x text) RETURNS text LANGUAGE sql STABLE AS $$
     SELECT coalesce(to_json(x)::text, 'null')
 $$;
+
+-- vx_fail(msg): raises SQLSTATE VX001 with msg. A fast path's step calls it (in a CASE, or on the rows
+-- that show it) when it finds its call is not its kind: the pipeline's transaction rolls back and the
+-- service applies the call with its apply function (common/vx_fast.h).
+CREATE OR REPLACE FUNCTION vx_fail(msg text) RETURNS boolean LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE SQLSTATE 'VX001' USING MESSAGE = msg;
+END $$;

@@ -30,13 +30,15 @@
 -- twice; a batch that breaks the rule is refused with an error, and the service then applies its
 -- entries one at a time.
 --
--- ord_apply_batch has two fast paths, for the two kinds of call that carry almost every order: a
--- call of PlaceOrders for new orders, and a call of inventory answers to orders that wait for them.
--- Each writes what the general code (ord_apply_general) would write for such a call, in a few
--- set-based statements; any other call goes to the general code, which loads and locks everything
--- the batch touches, applies the entries one after another on in-memory arrays, and writes orders,
--- history and outbox back in a few set-based statements. tests/it/it_sql.c applies hundreds of random
--- calls both ways and expects the same rows and tables.
+-- Two fast paths take the two kinds of call that carry almost every order: a call of PlaceOrders for
+-- new orders (the place path, prepared statements that order-svc runs in one pipeline instead of
+-- calling ord_apply_batch: vx_fast_step, at the end of this file), and a call of inventory answers to
+-- orders that wait for them (in ord_apply_batch). Each writes what the general code
+-- (ord_apply_general) would write for such a call, in a few set-based statements; any other call
+-- goes to the general code, which loads and locks everything the batch touches, applies the entries
+-- one after another on in-memory arrays, and writes orders, history and outbox back in a few
+-- set-based statements. tests/it/it_sql.c applies hundreds of random calls both ways and expects the
+-- same rows and tables.
 --
 -- How their statements are planned, each rule measured (tests/it/it_sql.c checks the outcome):
 -- - plan_cache_mode = force_generic_plan: a statement is planned once per connection. The parameter
@@ -98,11 +100,15 @@ LANGUAGE sql STABLE AS $$
            || CASE WHEN event_id IS NULL THEN '' ELSE ', "occurred_at": ' || vx_js(occurred_at) END
            || ', "request_hash": ' || vx_js(request_hash) || ', "idempotency_key": ' || vx_js(ikey) || '}'
 $$;
--- The ReserveStock of a new order, as jsonb prints it (vx_js): the fast path writes this text, the
+-- The idempotency key of an order's ReserveStock, and the dedup key of its outbox row.
+CREATE OR REPLACE FUNCTION ord_reserve_key(oid text) RETURNS text LANGUAGE sql IMMUTABLE AS $$
+    SELECT 'order:' || oid || ':reserve'
+$$;
+-- The ReserveStock of a new order, as jsonb prints it (vx_js): the place path writes this text, the
 -- general code takes it as jsonb.
 CREATE OR REPLACE FUNCTION ord_reserve_text(oid text, items jsonb) RETURNS text LANGUAGE sql STABLE AS $$
     SELECT '{"type": "ReserveStock", "items": ' || coalesce(items::text, 'null') || ', "order_id": ' || vx_js(oid)
-           || ', "idempotency_key": ' || vx_js('order:' || oid || ':reserve') || '}'
+           || ', "idempotency_key": ' || vx_js(ord_reserve_key(oid)) || '}'
 $$;
 -- The OrderResult of an order: it answers the command that decided it, the CancelOrder for CANCELLED,
 -- the PlaceOrder otherwise.
@@ -301,7 +307,7 @@ BEGIN
             note := 'order_cancelled';
 
         ELSIF t = 'PlaceOrder' AND (fresh->>oid)::bigint = i THEN
-            dk := 'order:' || oid || ':reserve'; tp := 'inventory.commands'; mk := oid; rcid := cid;
+            dk := ord_reserve_key(oid); tp := 'inventory.commands'; mk := oid; rcid := cid;
             pay := ord_reserve_text(oid, c->'items')::jsonb;
             note := 'order_placed';
 
@@ -362,7 +368,7 @@ BEGIN
             -- while the order waits for it; anything else (a redelivery, an order created in this very
             -- batch, someone else's reservation under the same order id) changes nothing.
             IF o.id IS NULL OR o.status <> 'PENDING' OR fresh ? oid OR coalesce((e->>'fresh')::boolean, false)
-               OR coalesce(k, 'order:' || oid || ':reserve') <> 'order:' || oid || ':reserve' THEN
+               OR coalesce(k, ord_reserve_key(oid)) <> ord_reserve_key(oid) THEN
                 note := 'event_ignored';
             ELSIF t = 'StockReserved' AND o.cancel_requested THEN
                 lcid := o.cancel_correlation_id;
@@ -506,44 +512,7 @@ BEGIN
     SELECT array_agg(DISTINCT x.e->'c'->>'type'), count(DISTINCT x.e->>'oid') = n, array_agg(x.e->>'oid')
       INTO kinds, one_each, oids FROM jsonb_array_elements(cmds) AS x(e);
 
-    IF kinds = '{PlaceOrder}' AND one_each THEN
-        -- New orders: each gets its ReserveStock, as the general code gives it, by plain inserts that
-        -- check nothing first. An order id or a key known already, or a key twice in the call, fails
-        -- the first insert with unique_violation before a sequence is drawn from; the block (a
-        -- subtransaction) is then undone and the general code takes the call.
-        -- The unique indexes do the probing once. (A NOT EXISTS over the call's ids and keys first
-        -- probed them twice, and its plan, made once per connection, became a scan of a whole index
-        -- filtered on the id when it was made on tables ANALYZEd while empty.) An order that a
-        -- CancelOrder came for before it (early_cancels, read under the placing lock) is the general
-        -- code's too.
-        BEGIN
-            PERFORM pg_advisory_xact_lock_shared(ord_place_lock());
-            INSERT INTO orders (id, idempotency_key, customer_id, items, request_hash, status, correlation_id)
-            SELECT x.e->>'oid', x.e->'c'->>'idempotency_key', x.e->'c'->>'customer_id', x.e->'c'->'items',
-                   x.e->>'hash', 'PENDING', x.e->>'cid'
-              FROM jsonb_array_elements(cmds) AS x(e) ORDER BY x.e->>'oid';
-            IF EXISTS (SELECT 1 FROM early_cancels c WHERE c.order_id = ANY (oids)) THEN
-                RAISE unique_violation
-                      USING MESSAGE = 'ord_apply_batch: an order of the call was cancelled before it came';
-            END IF;
-            WITH e AS (
-                SELECT x.n, nextval('outbox_id_seq') AS id, x.oid, x.cid, x.h, x.c->>'idempotency_key' AS ikey,
-                       ord_reserve_text(x.oid, x.c->'items') AS pay
-                  FROM ROWS FROM (jsonb_to_recordset(cmds) AS (c jsonb, oid text, cid text, h jsonb)) WITH ORDINALITY AS x(c, oid, cid, h, n)),
-            ins AS (
-                INSERT INTO outbox (id, dedup_key, topic, msg_key, correlation_id, headers, payload)
-                SELECT e.id, 'order:' || e.oid || ':reserve', 'inventory.commands', e.oid, e.cid, e.h, e.pay
-                  FROM e ORDER BY e.n)
-            SELECT array_agg(ROW(e.id, 'inventory.commands', e.oid, e.pay, e.cid, e.h, 'order_placed', e.oid, e.ikey,
-                                 'PENDING', NULL)::ord_out ORDER BY e.n)
-              INTO outs FROM e;
-            RETURN QUERY SELECT * FROM unnest(outs);
-            RETURN;
-        EXCEPTION WHEN unique_violation THEN
-            NULL; -- not every order is new, or one was cancelled already: the general code below
-        END;
-
-    ELSIF kinds <@ '{StockReserved,StockRejected}' AND one_each AND NOT cmds @? '$[*] ? (@.fresh == true)' THEN
+    IF kinds <@ '{StockReserved,StockRejected}' AND one_each AND NOT cmds @? '$[*] ? (@.fresh == true)' THEN
         -- Inventory's answers: when every one is the answer to its order's own ReserveStock and the
         -- order waits for it with no cancellation asked, each order is decided here: CONFIRMED or
         -- REJECTED, an OrderResult with the PlaceOrder's correlation id. Nothing is checked first:
@@ -566,7 +535,7 @@ BEGIN
                                     updated_at = now()
                   FROM e
                  WHERE b.id = e.oid AND b.id = ANY (oids) AND b.status = 'PENDING' AND NOT b.cancel_requested
-                   AND coalesce(e.ikey, 'order:' || b.id || ':reserve') = 'order:' || b.id || ':reserve'
+                   AND coalesce(e.ikey, ord_reserve_key(b.id)) = ord_reserve_key(b.id)
                 RETURNING e.n, e.h, e.ikey, b.id, b.status, b.correlation_id, b.created_at,
                           ord_result_key_of(b.id, b.status, b.cancel_key) AS dk,
                           ord_result_text(b.id, b.idempotency_key, b.customer_id, b.status, b.reason, b.items,
@@ -601,3 +570,53 @@ BEGIN
 
     RETURN QUERY SELECT * FROM ord_apply_general(cmds);
 END $$;
+
+
+-- The place path (common/vx_fast.h): a call of PlaceOrders for new orders, each with its ReserveStock
+-- as the general code gives it, in four prepared statements that order-svc sends in one pipeline, one
+-- round trip and one transaction, instead of calling ord_apply_batch. Its parameters are arrays of one
+-- value per entry. Nothing is checked first: an order id or a key known already, or twice in the
+-- call, fails the orders' insert with a unique violation before a sequence is drawn from; an order
+-- that a CancelOrder came for before it (early_cancels) fails the third step (vx_fail). Either
+-- rolls the whole transaction back, and order-svc hands the call to ord_apply_batch.
+-- Measured against the same statements in ord_apply_batch (README, "Second round"): a PL/pgSQL body
+-- pays an executor's start-up per statement, the subtransaction that let it fall back, and one jsonb
+-- argument walked by each statement.
+-- 1. The placing lock (ord_place_lock), shared, before anything is read or written: every later
+--    step has a snapshot taken after it.
+-- 2. The orders, inserted in id order as the general code locks them.
+-- 3. The early cancels of these orders: any fails the call.
+-- 4. The outbox rows, their ids drawn in input order, and the rows to publish.
+-- Each statement reaches its rows by a unique index whatever the statistics (none of the apply
+-- functions' planner settings is needed: tests/it/it_sql.c counts the rows read after the tables grow
+-- on plans made while they were empty).
+DELETE FROM vx_fast_step WHERE path = 'place';
+INSERT INTO vx_fast_step (path, step, types, args, sql) VALUES
+('place', 1, '{PlaceOrder}', '{}', $sql$
+SELECT pg_advisory_xact_lock_shared(ord_place_lock())
+$sql$),
+('place', 2, '{PlaceOrder}', '{oid,c.idempotency_key,c.customer_id,c.items,hash,cid}', $sql$
+INSERT INTO orders (id, idempotency_key, customer_id, items, request_hash, status, correlation_id)
+SELECT x.oid, x.ikey, x.customer_id, x.items::jsonb, x.hash, 'PENDING', x.cid
+  FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[])
+       AS x(oid, ikey, customer_id, items, hash, cid)
+ ORDER BY x.oid
+$sql$),
+('place', 3, '{PlaceOrder}', '{oid}', $sql$
+SELECT vx_fail('the place path: an order of the call was cancelled before it came')
+  FROM early_cancels c WHERE c.order_id = ANY ($1::text[])
+$sql$),
+('place', 4, '{PlaceOrder}', '{oid,c.items,cid,h,c.idempotency_key}', $sql$
+WITH x AS (
+    SELECT x.n, nextval('outbox_id_seq') AS id, x.oid, x.cid, x.h::jsonb AS h, x.ikey,
+           ord_reserve_text(x.oid, x.items::jsonb) AS pay
+      FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[]) WITH ORDINALITY AS x(oid, items, cid, h, ikey, n)
+     ORDER BY x.n),
+ins AS (
+    INSERT INTO outbox (id, dedup_key, topic, msg_key, correlation_id, headers, payload)
+    SELECT x.id, ord_reserve_key(x.oid), 'inventory.commands', x.oid, x.cid, x.h, x.pay FROM x ORDER BY x.n)
+SELECT x.id AS out_id, 'inventory.commands'::text AS out_topic, x.oid AS out_key, x.pay AS out_payload,
+       x.cid AS out_cid, x.h AS out_headers, 'order_placed'::text AS out_note, x.oid AS out_order,
+       x.ikey AS out_ikey, 'PENDING'::text AS out_status, NULL::float8 AS out_age
+  FROM x ORDER BY x.n
+$sql$);

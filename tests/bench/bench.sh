@@ -847,26 +847,74 @@ floor_setup() { # DB ROOT N BATCHES: database DB migrated by ROOT's migrations, 
 		"$VXBENCH" migrate "$PG_URL/$db?options=-csearch_path%3Dinv" \
 			"$root/common/migrations:$root/inventory-svc/migrations" &&
 		"${PSQL[@]}" -d "$db" -v batches="$batches" -v n="$n" -f tests/bench/floor.sql &&
-		"${PSQL[@]}" -d "$db" -c "INSERT INTO inv.products (id, name, stock) SELECT 'SKU-' || i, 'floor', 1000000000 FROM generate_series(1, 50) AS i"
+		"${PSQL[@]}" -d "$db" -c "INSERT INTO inv.products (id, name, stock) SELECT 'SKU-' || i, 'floor', 1000000000 FROM generate_series(1, 50) AS i" ||
+		return 1
+	local kind arg
+	for kind in place reserve decide; do # the arrays of the kinds that have a fast path
+		floor_path "$db" "$kind" || return 1
+		for arg in "${FLOOR_ARGS[@]}"; do
+			"${PSQL[@]}" -d "$db" -c "INSERT INTO floor_args SELECT b, kind, '$arg', floor_arg(body, '$arg')
+				FROM floor_calls WHERE kind = '$kind'" || return 1
+		done
+	done
 }
 floor_add() { # TO FROM US: FLOOR_US[TO] += US, and FROM's CPU and WAL to TO's
 	FLOOR_US[$1]=$((${FLOOR_US[$1]:-0} + $3))
 	FLOOR_CPU[$1]=$((${FLOOR_CPU[$1]:-0} + FLOOR_CPU[$2]))
 	FLOOR_WAL[$1]=$((${FLOOR_WAL[$1]:-0} + FLOOR_WAL[$2]))
 }
-floor_fetch() { # SEQUENCE KIND: pgbench's harness, the statements that draw a call's batch from SEQUENCE
-	# and fetch that batch's arguments of KIND into :p (the calls' scripts and floor_harness share them)
-	cat <<-EOF
-		SELECT nextval('public.$1') AS b \gset
-		SELECT body AS p FROM public.floor_calls WHERE b = :b AND kind = '$2' \gset
-	EOF
+declare -A FLOOR_TYPE=([place]=PlaceOrder [reserve]=ReserveStock [decide]=StockReserved)
+floor_opts() { # KIND: the PGOPTIONS that put the schema of KIND's service first
+	[[ $1 == reserve ]] && printf '%s' "-c search_path=inv,public"
+	return 0
 }
-floor_kind() { # DB TAG KIND N CALLS: CALLS more calls of one kind (the database's batch sequence goes on);
-	# FLOOR_*[TAG KIND N] add up their time (us), CPU and WAL, FLOOR_US[last] is their us per call
-	local db=$1 kind=$3 calls=$5 fn=ord_apply_batch opts= s=$OUT/floor
-	[[ $kind == reserve ]] && fn=inv_apply_batch opts="-c search_path=inv,public"
-	{ floor_fetch floor_batch "$kind" && printf '%s\n' "SELECT * FROM $fn(:p::jsonb);"; } >"$s.$kind.sql"
-	floor_pgbench "$db" last "$s.$kind.sql" "$calls" "$fn(" "$opts" || return 1
+floor_path() { # DB KIND: FLOOR_STEPS, the statements of the fast path that takes KIND's calls on DB
+	# (vx_fast_step, common/vx_fast.h) for pgbench, each parameter $j read from a variable :aK, and
+	# FLOOR_ARGS, the paths of those parameters (aK is the Kth); both empty when DB has no such path
+	local q=(env PGOPTIONS="-c client_min_messages=warning $(floor_opts "$2")" psql -X -q -At -v ON_ERROR_STOP=1
+		-h 127.0.0.1 -p 55432 -U valerix -d "$1") step args sql j k a
+	FLOOR_STEPS=() FLOOR_ARGS=()
+	[[ $("${q[@]}" -c "SELECT to_regclass('vx_fast_step') IS NOT NULL") == t ]] || return 0
+	while IFS=$'\x1f' read -r -d $'\x1e' step args sql || [[ -n $step ]]; do
+		IFS=, read -ra a <<<"$args"
+		for ((j = ${#a[@]}; j >= 1; j--)); do # $10 before $1
+			for ((k = 0; k < ${#FLOOR_ARGS[@]}; k++)); do [[ ${FLOOR_ARGS[k]} == "${a[j - 1]}" ]] && break; done
+			((k < ${#FLOOR_ARGS[@]})) || FLOOR_ARGS+=("${a[j - 1]}")
+			sql=${sql//\$$j/:a$((k + 1))}
+		done
+		FLOOR_STEPS+=("$sql;")
+		step=
+	done < <("${q[@]}" -F $'\x1f' -R $'\x1e' -c "SELECT step, array_to_string(args, ','), sql FROM vx_fast_step
+		WHERE '${FLOOR_TYPE[$2]}' = ANY (types) ORDER BY step")
+}
+floor_fetch() { # SEQUENCE KIND: pgbench's harness, the statements that draw a call's batch from SEQUENCE
+	# and fetch that batch's arguments of KIND: into :p, or into :a1, :a2 ... for the fast path that
+	# floor_path found last (the calls' scripts and floor_harness share them)
+	local k cols=
+	printf '%s\n' "SELECT nextval('public.$1') AS b \gset"
+	if ((${#FLOOR_ARGS[@]} == 0)); then
+		printf '%s\n' "SELECT body AS p FROM public.floor_calls WHERE b = :b AND kind = '$2' \gset"
+		return
+	fi
+	for ((k = 0; k < ${#FLOOR_ARGS[@]}; k++)); do
+		cols+="${k:+, }max(v) FILTER (WHERE arg = '${FLOOR_ARGS[k]}') AS a$((k + 1))"
+	done
+	printf '%s\n' "SELECT ${cols#, } FROM public.floor_args WHERE b = :b AND kind = '$2' \gset"
+}
+floor_kind() { # DB TAG KIND N CALLS: CALLS more calls of one kind (the database's batch sequence goes on),
+	# through the kind's fast path where DB has one, as the service makes them; FLOOR_*[TAG KIND N] add
+	# up their time (us), CPU and WAL, FLOOR_US[last] is their us per call
+	local db=$1 kind=$3 calls=$5 fn=ord_apply_batch s=$OUT/floor pattern
+	[[ $kind == reserve ]] && fn=inv_apply_batch
+	floor_path "$db" "$kind" || return 1
+	if ((${#FLOOR_STEPS[@]})); then
+		{ floor_fetch floor_batch "$kind" && printf '%s\n' '\startpipeline' "${FLOOR_STEPS[@]}" '\endpipeline'; } >"$s.$kind.sql"
+		pattern=endpipeline
+	else
+		{ floor_fetch floor_batch "$kind" && printf '%s\n' "SELECT * FROM $fn(:p::jsonb);"; } >"$s.$kind.sql"
+		pattern="$fn("
+	fi
+	floor_pgbench "$db" last "$s.$kind.sql" "$calls" "$pattern" "$(floor_opts "$kind")" || return 1
 	floor_add "$2$3$4" last $((FLOOR_US[last] * calls))
 }
 floor_mark() { # DB TAG KIND N CALLS: the relay's mark of the outbox rows the calls wrote, in one statement,
@@ -918,11 +966,13 @@ floor_round() { # N BATCHES: the calls of batches of N orders (and, with BENCH_D
 floor_harness() { # N CALLS: FLOOR_CPU[harness N], the CPU of the two statements by which pgbench
 	# draws each call's batch and fetches its arguments, alone: floor_figures takes it out of the calls'
 	# CPU (the bare writes have no such statements: their CALL draws its batch itself)
-	local kind s=$OUT/floor.harness.sql
+	local kind s=$OUT/floor.harness.sql fetch
 	for kind in place reserve decide; do
-		floor_fetch floor_harness "$kind" >"$s"
+		floor_path "$FLOOR_DB" "$kind" && floor_fetch floor_harness "$kind" >"$s" || return 1
+		fetch="SELECT body" # (pgbench -r prints a statement's first 80 characters or so)
+		((${#FLOOR_ARGS[@]} == 0)) || fetch="SELECT max(v)"
 		"${PSQL[@]}" -d "$FLOOR_DB" -c "SELECT setval('floor_harness', 1, false)" >/dev/null &&
-			floor_pgbench "$FLOOR_DB" "harness$kind$1" "$s" "$2" "SELECT body" || return 1
+			floor_pgbench "$FLOOR_DB" "harness$kind$1" "$s" "$2" "$fetch" || return 1
 		FLOOR_CPU[harness$1]=$((${FLOOR_CPU[harness$1]:-0} + FLOOR_CPU[harness$kind$1]))
 	done
 }

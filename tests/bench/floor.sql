@@ -34,6 +34,16 @@ SELECT f.b, 'decide',
                  'oid', f.oid, 'cid', 'cid-' || f.i) ORDER BY f.i)::text
   FROM floor_ids f GROUP BY f.b;
 CREATE INDEX ON floor_calls (b, kind);
+-- A service's fast path (common/vx_fast.h) takes its call as text arrays, one per path into the
+-- entries ("c.items"): floor_arg builds one from a call's arguments as vx_fast does (a string as it is,
+-- any other value as JSON text, a missing one NULL); bench.sh stores them in floor_args for the kinds
+-- that have a fast path, so that the harness fetches them as it fetches a call's body.
+CREATE FUNCTION floor_arg(body text, path text) RETURNS text LANGUAGE sql IMMUTABLE AS $$
+    SELECT array_agg(CASE WHEN v IS NULL OR jsonb_typeof(v) = 'null' THEN NULL
+                          WHEN jsonb_typeof(v) = 'string' THEN v #>> '{}' ELSE v::text END ORDER BY n)::text
+      FROM jsonb_array_elements(body::jsonb) WITH ORDINALITY AS e(x, n), LATERAL (SELECT x #> string_to_array(path, '.')) AS l(v)
+$$;
+CREATE TABLE floor_args (b int NOT NULL, kind text NOT NULL, arg text NOT NULL, v text, PRIMARY KEY (b, kind, arg));
 CREATE SEQUENCE floor_batch;
 CREATE SEQUENCE floor_harness; -- the harness's own statements, measured alone (bench.sh floor_harness)
 
