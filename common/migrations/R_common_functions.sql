@@ -16,10 +16,13 @@ CREATE OR REPLACE FUNCTION vx_js(x text) RETURNS text LANGUAGE sql STABLE AS $$
     SELECT coalesce(to_json(x)::text, 'null')
 $$;
 
--- vx_fail(msg): raises SQLSTATE VX001 with msg. A fast path's step calls it (in a CASE, or on the rows
--- that show it) when it finds its call is not its kind: the pipeline's transaction rolls back and the
--- service applies the call with its apply function (common/vx_fast.h).
-CREATE OR REPLACE FUNCTION vx_fail(msg text) RETURNS boolean LANGUAGE plpgsql AS $$
+-- vx_fail(msg): raises SQLSTATE VX001 with msg. A fast path's step calls it (on the rows that show
+-- it, or in a condition of the statement) when it finds its call is not its kind: the pipeline's
+-- transaction rolls back and the service applies the call with its apply function
+-- (common/vx_fast.h). STABLE (it reads and writes nothing), so that a condition `ok OR vx_fail(...)`
+-- that names no row is a one-time filter, tested even when the statement has no row; a VOLATILE one
+-- would be tested per row, never on none, and an IMMUTABLE one folded while planning.
+CREATE OR REPLACE FUNCTION vx_fail(msg text) RETURNS boolean LANGUAGE plpgsql STABLE AS $$
 BEGIN
     RAISE SQLSTATE 'VX001' USING MESSAGE = msg;
 END $$;

@@ -776,7 +776,7 @@ Test(sql, orders_fast_paths_do_what_the_general_code_does) {
                                " WHERE o.status = 'CANCELLED'", NULL);
     cr_log_info("%" PRId64 " orders placed after a CancelOrder of theirs", early);
     cr_expect_gt(early, 0, "no call placed an order whose CancelOrder came first");
-    cr_log_info("%d of %d calls through the place path's pipeline", p.piped, p.calls);
+    cr_log_info("%d of %d calls through a fast path's pipeline", p.piped, p.calls);
     cr_expect_geq(p.piped * 10, p.calls, "the place path took only %d of %d calls", p.piped, p.calls);
     vx_fast_destroy(p.paths);
     PQfinish(c);
