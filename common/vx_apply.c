@@ -438,8 +438,9 @@ static PGresult *prepare(vx_apply_t *a) {
     return NULL;
 }
 
-/* A call: its entries, and the path that takes them (vx_fast.h), -1 when none; the general
- * statement's JSON array of them (arr, borrowed) is printed when that statement first runs. */
+/* A call: its entries, and the path that takes them (vx_fast.h), -1 when none. The general
+ * statement's JSON array of them (arr, owned, and its text) is made when that statement first runs,
+ * so a call its fast path takes never builds it. */
 typedef struct {
     entry_t **v;
     size_t n;
@@ -457,7 +458,11 @@ static PGresult *run(vx_apply_t *a, call_t *c, int fast) {
         for (size_t i = 0; i < c->n; i++) a->fast_entries[i] = c->v[i]->e.json;
         return vx_fast_run(a->fast, a->db, c->path, a->fast_entries, c->n);
     }
-    if (!c->json) c->json = json_object_to_json_string_ext(c->arr, JSON_C_TO_STRING_PLAIN);
+    if (!c->json) {
+        c->arr = json_object_new_array_ext((int)c->n);
+        for (size_t i = 0; i < c->n; i++) json_object_array_add(c->arr, json_object_get(c->v[i]->e.json));
+        c->json = json_object_to_json_string_ext(c->arr, JSON_C_TO_STRING_PLAIN);
+    }
     r = PQexecPrepared(a->db, STMT, 1, &c->json, NULL, NULL, 0);
     if (sqlstate_is(r, "26000") || sqlstate_is(r, "0A000")) a->prepared_pid = 0;
     return r;
@@ -686,7 +691,6 @@ static void defer(vx_apply_t *a, entry_t *x) {
 /* Applies v[0..n-1] in one call; when the database refuses it, in halves, down to the entry at fault.
  * Returns 0, or -1 when it gave up because the service is stopping. */
 static int apply_call(vx_apply_t *a, entry_t **v, size_t n) {
-    json_object *arr;
     PGresult *r = NULL;
     char detail[512];
     size_t k = 0;
@@ -697,14 +701,12 @@ static int apply_call(vx_apply_t *a, entry_t **v, size_t n) {
     for (size_t i = 0; i < n; i++) /* a deferral earlier in this turn may hold some back now */
         if (!stays(a, v[i])) v[k++] = v[i];
     if (!(n = k)) return 0;
-    arr = json_object_new_array_ext((int)n);
-    for (size_t i = 0; i < n; i++) json_object_array_add(arr, json_object_get(v[i]->e.json));
-    call_t call = {v, n, vx_fast_path(a->fast, v[0]->e.type), arr, NULL};
+    call_t call = {v, n, vx_fast_path(a->fast, v[0]->e.type), NULL, NULL};
     for (size_t i = 1; i < n && call.path >= 0; i++) /* one path for every entry, or none */
         if (vx_fast_path(a->fast, v[i]->e.type) != call.path) call.path = -1;
     t0 = now_us();
     st = exec(a, &call, &r, detail, sizeof(detail));
-    json_object_put(arr);
+    json_object_put(call.arr);
     switch (st) {
     case EXEC_OK:
         vx_metric_observe(a->m_duration, VX_NOLABELS, (double)(now_us() - t0) / 1e6);

@@ -27,10 +27,16 @@ typedef struct {
     int nsteps;
 } path_t;
 
+typedef struct {
+    char *s;
+    size_t len, cap;
+} buf_t;
+
 struct vx_fast_s {
     path_t *paths;
     int npaths;
-    int prepared_pid; /* the backend on which every step is prepared; 0: none */
+    int prepared_pid;                 /* the backend on which every step is prepared; 0: none */
+    buf_t bufs[MAX_STEPS][MAX_ARGS]; /* a run's array literals, step by step, reused from run to run */
 };
 
 /* Splits a comma-separated list into *out (owned, NULL-terminated copy); returns its length or -1. */
@@ -71,6 +77,8 @@ void vx_fast_destroy(vx_fast_t *f) {
         strv_free(x->types);
     }
     free(f->paths);
+    for (int s = 0; s < MAX_STEPS; s++)
+        for (int a = 0; a < MAX_ARGS; a++) free(f->bufs[s][a].s);
     free(f);
 }
 
@@ -197,11 +205,6 @@ const char *vx_fast_name(const vx_fast_t *f, int p) { return f->paths[p].name; }
 
 /* ---- a run ----------------------------------------------------------------------------------------- */
 
-typedef struct {
-    char *s;
-    size_t len, cap;
-} buf_t;
-
 static int put(buf_t *b, const char *s, size_t n) {
     if (b->len + n + 1 > b->cap) {
         size_t cap = b->cap ? b->cap : 256;
@@ -258,7 +261,8 @@ static int array_of(buf_t *b, json_object *const *entries, size_t n, const char 
     return put(b, "}", 1);
 }
 
-/* Builds every step's arrays into bufs: 0, or -1 when out of memory. */
+/* Builds every step's arrays into bufs (their memory kept for the next run): 0, or -1 when out of
+ * memory. */
 static int arrays(const path_t *x, json_object *const *entries, size_t n, buf_t bufs[][MAX_ARGS]) {
     for (int s = 0; s < x->nsteps; s++)
         for (int a = 0; a < x->steps[s].nargs; a++)
@@ -268,23 +272,16 @@ static int arrays(const path_t *x, json_object *const *entries, size_t n, buf_t 
 
 PGresult *vx_fast_run(vx_fast_t *f, PGconn *db, int p, json_object *const *entries, size_t n) {
     const path_t *x = &f->paths[p];
-    buf_t bufs[MAX_STEPS][MAX_ARGS] = {{{0}}};
     PGresult *r, *out = NULL;
     int sent = 0;
 
     if ((r = vx_fast_prepare(f, db))) return r;
-    if (arrays(x, entries, n, bufs)) {
-        out = PQmakeEmptyPGresult(db, PGRES_FATAL_ERROR);
-        goto done;
-    }
-    if (PQenterPipelineMode(db) != 1) {
-        out = failed(db);
-        goto done;
-    }
+    if (arrays(x, entries, n, f->bufs)) return failed(db);
+    if (PQenterPipelineMode(db) != 1) return failed(db);
     for (; sent < x->nsteps; sent++) {
         const char *values[MAX_ARGS];
         const step_t *st = &x->steps[sent];
-        for (int a = 0; a < st->nargs; a++) values[a] = bufs[sent][a].s;
+        for (int a = 0; a < st->nargs; a++) values[a] = f->bufs[sent][a].s;
         if (!PQsendQueryPrepared(db, st->name, st->nargs, values, NULL, NULL, 0)) break;
     }
     if (sent < x->nsteps || PQpipelineSync(db) != 1) {
@@ -292,7 +289,7 @@ PGresult *vx_fast_run(vx_fast_t *f, PGconn *db, int p, json_object *const *entri
          * back whatever reached the server. */
         out = failed(db);
         PQreset(db);
-        goto done;
+        return out;
     }
     /* Each step gives one result and then NULL: its rows or its error, or PGRES_PIPELINE_ABORTED after
      * an earlier step failed; then the sync gives PGRES_PIPELINE_SYNC. A lost connection gives an error
@@ -314,8 +311,5 @@ PGresult *vx_fast_run(vx_fast_t *f, PGconn *db, int p, json_object *const *entri
     }
     if (!out) out = failed(db);
     if (sqlstate_is(out, "26000") || sqlstate_is(out, "0A000")) f->prepared_pid = 0;
-done:
-    for (int s = 0; s < MAX_STEPS; s++)
-        for (int a = 0; a < MAX_ARGS; a++) free(bufs[s][a].s);
     return out;
 }
