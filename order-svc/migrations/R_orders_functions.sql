@@ -506,7 +506,6 @@ DECLARE
     kinds text[];   -- the distinct types of the call's commands
     one_each boolean; -- no order id twice in the call
     ready int;      -- events that answer a waiting order
-    outs ord_out[]; -- what a fast path wrote
     oids text[];    -- the order ids of the call's entries
 BEGIN
     SELECT array_agg(DISTINCT x.e->'c'->>'type'), count(DISTINCT x.e->>'oid') = n, array_agg(x.e->>'oid')
@@ -524,6 +523,7 @@ BEGIN
         -- takes the call. (Reading the orders first to see whether all qualify probed the index twice;
         -- locking them first, FOR UPDATE, wrote a WAL record per order.)
         BEGIN
+            RETURN QUERY
             WITH e AS (
                 SELECT x.oid, x.n, x.h, x.c->>'idempotency_key' AS ikey, x.c->>'type' = 'StockReserved' AS ok,
                        x.c->>'reason' AS why, x.c->>'product_id' AS pid
@@ -553,15 +553,15 @@ BEGIN
             ins AS (
                 INSERT INTO outbox (id, dedup_key, topic, msg_key, correlation_id, headers, payload)
                 SELECT r.xid, r.dk, 'orders.results', r.id, r.correlation_id, r.h, r.pay FROM r ORDER BY r.n)
-            SELECT array_agg(ROW(r.xid, 'orders.results', r.id, r.pay, r.correlation_id, r.h,
-                                 CASE WHEN r.status = 'CONFIRMED' THEN 'order_confirmed' ELSE 'order_rejected' END,
-                                 r.id, r.ikey, r.status, extract(epoch FROM now() - r.created_at)::float8)::ord_out
-                             ORDER BY r.n)
-              INTO outs FROM r;
-            IF outs IS NULL THEN -- no row: not every order was decided (a call has one entry at least)
+            SELECT r.xid, 'orders.results'::text, r.id, r.pay, r.correlation_id, r.h,
+                   CASE WHEN r.status = 'CONFIRMED' THEN 'order_confirmed' ELSE 'order_rejected' END,
+                   r.id, r.ikey, r.status, extract(epoch FROM now() - r.created_at)::float8
+              FROM r ORDER BY r.n;
+            -- No row: not every order was decided (a call has one entry at least), and nothing was
+            -- returned, since r yields a row only once the update has taken every order.
+            IF NOT FOUND THEN
                 RAISE SQLSTATE 'VX001' USING MESSAGE = 'ord_apply_batch: not every answer decides its order';
             END IF;
-            RETURN QUERY SELECT * FROM unnest(outs);
             RETURN;
         EXCEPTION WHEN SQLSTATE 'VX001' THEN
             NULL; -- not every answer decides its order: the general code below
