@@ -837,9 +837,62 @@ Test(sql, inventory_fast_path_does_what_the_general_code_does) {
     PQfinish(c);
 }
 
+/* A twin of a reservation (the same key, taken by another instance from another partition) commits
+ * while inventory's fast path is under way: the fast path's outbox insert meets the key, its block
+ * is undone, and the call returns the general code's rows only, the twin's answered as a duplicate.
+ * (The fast path returns its rows only after every outbox row is written.) */
+Test(sql, inventory_fast_path_meeting_a_twin_returns_the_general_codes_rows_only) {
+    PGconn *c = db_open(INV_DB "_twin", "inventory-svc", "", 0), *twin = NULL, *watch = NULL;
+    char err[IT_ERR_SIZE], pid[16];
+    const char *call = "[{\"c\":{\"type\":\"ReserveStock\",\"idempotency_key\":\"order:o1:reserve\",\"order_id\":\"o1\","
+                       "\"items\":[{\"product_id\":\"P0\",\"quantity\":3}]},\"cid\":\"c1\"},"
+                       "{\"c\":{\"type\":\"ReserveStock\",\"idempotency_key\":\"order:o2:reserve\",\"order_id\":\"o2\","
+                       "\"items\":[{\"product_id\":\"P0\",\"quantity\":5}]},\"cid\":\"c2\"}]";
+    PGresult *r;
+
+    IT_OK(it_pg_connect(&twin, INV_DB "_twin", err, sizeof err), err);
+    IT_OK(it_pg_connect(&watch, INV_DB "_twin", err, sizeof err), err);
+    exec_ok(c, "SET lock_timeout = '30s'");
+    r = PQexec(c, "SELECT * FROM inv_apply_batch('[{\"c\":{\"type\":\"Restock\",\"idempotency_key\":\"s0\","
+                  "\"product_id\":\"P0\",\"quantity\":100}}]')");
+    cr_assert(PQresultStatus(r) == PGRES_TUPLES_OK, "%s", PQresultErrorMessage(r));
+    PQclear(r);
+    exec_ok(twin, "BEGIN");
+    exec_ok(twin, "INSERT INTO outbox (dedup_key, topic, msg_key, payload) VALUES ('order:o2:reserve', 'events', 'o2',"
+                  " '{\"type\": \"StockReserved\", \"order_id\": \"o2\", \"idempotency_key\": \"order:o2:reserve\"}')");
+
+    /* The call takes the fast path (the twin's key is not committed yet) and waits on the key. */
+    cr_assert(PQsendQueryParams(c, "SELECT * FROM inv_apply_batch($1::jsonb)", 1, NULL, &call, NULL, NULL, 0),
+              "%s", PQerrorMessage(c));
+    snprintf(pid, sizeof pid, "%d", PQbackendPID(c));
+    int waited = 0;
+    for (int i = 0; i < 300 && !waited; i++) {
+        waited = sql_int(watch, "SELECT count(*) FROM pg_stat_activity WHERE pid = $1::int AND wait_event_type = 'Lock'",
+                         pid) == 1;
+        if (!waited) usleep(100 * 1000);
+    }
+    cr_assert(waited, "the call never waited on the twin's key");
+    exec_ok(twin, "COMMIT");
+
+    r = PQgetResult(c);
+    cr_assert(PQresultStatus(r) == PGRES_TUPLES_OK, "%s", PQresultErrorMessage(r));
+    char *rows = dump(r, 1);
+    int n = PQntuples(r);
+    PQclear(r);
+    cr_assert_null(PQgetResult(c));
+    cr_assert(n == 2 && strstr(rows, "command_duplicate") && strstr(rows, "stock_reserved"),
+              "one row per command expected, o1 reserved and o2 a duplicate:\n%s", rows);
+    free(rows);
+    cr_assert_eq(sql_int(c, "SELECT stock FROM products WHERE id = 'P0'", NULL), 97);
+    cr_assert_eq(sql_int(c, "SELECT count(*) FROM holds", NULL), 1);
+    PQfinish(watch);
+    PQfinish(twin);
+    PQfinish(c);
+}
+
 int main(int argc, char **argv) {
     static const char *const databases[] = {ORD_DB,        INV_DB,        ORD_DB "_an",  INV_DB "_an", ORD_DB "_eq",
                                              INV_DB "_eq", ORD_DB "_lin", INV_DB "_lin", MIG_DB,
-                                             INV_DB "_pending", INV_DB "_prune", INV_DB "_sweep", NULL};
+                                             INV_DB "_pending", INV_DB "_prune", INV_DB "_sweep", INV_DB "_twin", NULL};
     return it_main(argc, argv, databases);
 }
