@@ -250,6 +250,7 @@ DECLARE
     n int := jsonb_array_length(cmds);
     ts text := to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"');
     fits boolean;
+    outs inv_out[]; -- what the fast path wrote
 BEGIN
     IF n > 0 AND NOT cmds @? '$[*] ? (@.c.type != "ReserveStock")'
        AND NOT EXISTS (SELECT 1 FROM released_orders r WHERE r.order_id = ANY (ARRAY(
@@ -287,10 +288,6 @@ BEGIN
             SELECT x.e->'c'->>'order_id', i->>'product_id', sum((i->>'quantity')::bigint)
               FROM jsonb_array_elements(cmds) AS x(e), jsonb_array_elements(x.e->'c'->'items') AS i
              GROUP BY 1, 2;
-            -- The rows are returned only once every outbox row is written (the count below, taken
-            -- before the first row leaves): an insert that meets a twin's key returns nothing, so the
-            -- general code's rows are all the call returns.
-            RETURN QUERY
             WITH e AS (
                 SELECT x.n, nextval('outbox_id_seq') AS id, x.c->>'idempotency_key' AS ikey, x.c->>'order_id' AS oid,
                        coalesce(x.k, x.c->>'idempotency_key') AS mk, x.cid, x.h,
@@ -298,10 +295,11 @@ BEGIN
                   FROM ROWS FROM (jsonb_to_recordset(cmds) AS (c jsonb, k text, cid text, h jsonb)) WITH ORDINALITY AS x(c, k, cid, h, n)),
             ins AS (
                 INSERT INTO outbox (id, dedup_key, topic, msg_key, correlation_id, headers, payload)
-                SELECT e.id, e.ikey, 'events', e.mk, e.cid, e.h, e.pay FROM e ORDER BY e.n RETURNING 1)
-            SELECT e.id, 'events'::text, e.mk, e.pay, e.cid, e.h, 'stock_reserved'::text, 'StockReserved'::text, e.ikey,
-                   e.oid, NULL::text
-              FROM e WHERE (SELECT count(*) FROM ins) = (SELECT count(*) FROM e) ORDER BY e.n;
+                SELECT e.id, e.ikey, 'events', e.mk, e.cid, e.h, e.pay FROM e ORDER BY e.n)
+            SELECT array_agg(ROW(e.id, 'events', e.mk, e.pay, e.cid, e.h, 'stock_reserved', 'StockReserved', e.ikey,
+                                 e.oid, NULL)::inv_out ORDER BY e.n)
+              INTO outs FROM e;
+            RETURN QUERY SELECT * FROM unnest(outs);
             RETURN;
         EXCEPTION WHEN unique_violation OR SQLSTATE 'VX001' THEN
             NULL; -- not every reservation fits, or one was seen before: the general code below
