@@ -932,9 +932,15 @@ floor_round() { # N BATCHES: the calls of batches of N orders (and, with BENCH_D
 	# after the base's: this machine's speed drifts within a minute, and a round's pair sees the same
 	# speed; FLOOR_WINS[KIND N] counts the rounds in which this tree's calls took less time), then the
 	# bare writes of the same orders
-	local n=$1 batches=$2 kind r per=$(($2 / BENCH_D_ROUNDS)) s=$OUT/floor t
+	local n=$1 batches=$2 kind r per=$(($2 / BENCH_D_ROUNDS)) s=$OUT/floor t c
+	# A checkpoint before the databases are made: no page the runs touch predates the last
+	# checkpoint, so no run pays full-page images for its pages (a timed checkpoint in the middle of
+	# one tree's share once wrote 12,013 B/order where its pair wrote 3,717). One during the runs is
+	# reported.
+	"${PSQL[@]}" -c CHECKPOINT >/dev/null || return 1
 	floor_setup "$FLOOR_DB" "$REPO" "$n" "$batches" || return 1
 	if [[ -n $BENCH_D_BASE ]]; then floor_setup "${FLOOR_DB}_base" "$OUT/base" "$n" "$batches" || return 1; fi
+	c=$(checkpoints)
 	for kind in place reserve decide; do
 		"${PSQL[@]}" -d "$FLOOR_DB" -c "SELECT setval('floor_batch', 1, false)" >/dev/null || return 1
 		if [[ -z $BENCH_D_BASE ]]; then
@@ -962,7 +968,10 @@ floor_round() { # N BATCHES: the calls of batches of N orders (and, with BENCH_D
 		floor_add "bare$n" "bare$kind$n" "${FLOOR_US[bare$kind$n]}"
 	done
 	floor_harness "$n" "$batches"
+	[[ $(checkpoints) == "$c" ]] ||
+		say "!! a checkpoint ran during the calls of $n order(s): the full-page images after it count in their figures" >&2
 }
+checkpoints() { "${PSQL[@]}" -At -c "SELECT checkpoints_timed + checkpoints_req FROM pg_stat_bgwriter"; }
 floor_harness() { # N CALLS: FLOOR_CPU[harness N], the CPU of the two statements by which pgbench
 	# draws each call's batch and fetches its arguments, alone: floor_figures takes it out of the calls'
 	# CPU (the bare writes have no such statements: their CALL draws its batch itself)
