@@ -935,12 +935,14 @@ floor_round() { # N BATCHES: the calls of batches of N orders (and, with BENCH_D
 	local n=$1 batches=$2 kind r per=$(($2 / BENCH_D_ROUNDS)) s=$OUT/floor t c
 	# A checkpoint before the databases are made: no page the runs touch predates the last
 	# checkpoint, so no run pays full-page images for its pages (a timed checkpoint in the middle of
-	# one tree's share once wrote 12,013 B/order where its pair wrote 3,717). One during the runs is
-	# reported.
-	"${PSQL[@]}" -c CHECKPOINT >/dev/null || return 1
+	# one tree's share once wrote 12,013 B/order where its pair wrote 3,717). The old databases go
+	# first: DROP DATABASE forces a checkpoint of its own, which would leave the pages of the
+	# database made before it to pay. One from here to the end of the runs is reported.
+	"${PSQL[@]}" -c "DROP DATABASE IF EXISTS $FLOOR_DB WITH (FORCE)" -c "DROP DATABASE IF EXISTS ${FLOOR_DB}_base WITH (FORCE)" \
+		-c CHECKPOINT >/dev/null || return 1
+	c=$(checkpoints)
 	floor_setup "$FLOOR_DB" "$REPO" "$n" "$batches" || return 1
 	if [[ -n $BENCH_D_BASE ]]; then floor_setup "${FLOOR_DB}_base" "$OUT/base" "$n" "$batches" || return 1; fi
-	c=$(checkpoints)
 	for kind in place reserve decide; do
 		"${PSQL[@]}" -d "$FLOOR_DB" -c "SELECT setval('floor_batch', 1, false)" >/dev/null || return 1
 		if [[ -z $BENCH_D_BASE ]]; then
@@ -969,7 +971,7 @@ floor_round() { # N BATCHES: the calls of batches of N orders (and, with BENCH_D
 	done
 	floor_harness "$n" "$batches"
 	[[ $(checkpoints) == "$c" ]] ||
-		say "!! a checkpoint ran during the calls of $n order(s): the full-page images after it count in their figures" >&2
+		say "!! a checkpoint ran while the calls of $n order(s) were made or run: the full-page images after it count in their figures" >&2
 }
 checkpoints() { "${PSQL[@]}" -At -c "SELECT checkpoints_timed + checkpoints_req FROM pg_stat_bgwriter"; }
 floor_harness() { # N CALLS: FLOOR_CPU[harness N], the CPU of the two statements by which pgbench
