@@ -1540,9 +1540,9 @@ static double metric_at(const char *addr, const char *series) {
 }
 
 /* Every connection of both services to their databases is cut (pg_terminate_backend, what a
- * failover or an operator does): each service connects again, prepares its call statement on the
- * new backend (common/vx_apply.c) and decides the next orders; nothing is dead-lettered (the
- * orders_zz check). */
+ * failover or an operator does): each service connects again, prepares its call statement and its
+ * place path's steps on the new backend (common/vx_apply.c, common/vx_fast.c) and decides the next
+ * orders, placing them through that path; nothing is dead-lettered (the orders_zz check). */
 Test(orders, services_whose_database_connections_are_cut_connect_again_and_decide_orders) {
     stack s;
     char err[IT_ERR_SIZE];
@@ -1555,6 +1555,8 @@ Test(orders, services_whose_database_connections_are_cut_connect_again_and_decid
     cr_assert_eq(r.status, 201, "before the cut: %d %s", r.status, r.body);
     vt_http_resp_clear(&r);
     double before = metric_at(ORD_ADDR, "valerix_apply_retries_total{reason=\"connection\"}");
+    double placed = metric_at(ORD_ADDR, "valerix_apply_fast_calls_total{path=\"place\",outcome=\"applied\"}");
+    cr_assert_geq(placed, 1, "order-svc placed the first order without its place path (common/vx_fast.h)");
 
     for (size_t i = 0; i < 2; i++) {
         IT_OK(it_pg_int(dbs[i],
@@ -1570,6 +1572,8 @@ Test(orders, services_whose_database_connections_are_cut_connect_again_and_decid
     vt_http_resp_clear(&r);
     cr_assert_gt(metric_at(ORD_ADDR, "valerix_apply_retries_total{reason=\"connection\"}"), before,
                  "order-svc never met the cut connection: the test did not test the reconnection");
+    cr_assert_gt(metric_at(ORD_ADDR, "valerix_apply_fast_calls_total{path=\"place\",outcome=\"applied\"}"), placed,
+                 "after the cut, order-svc placed no order through its place path: its steps were not prepared again");
     it_assert_stock(INV_DB, "dc-p", 7);
     free(body);
     stack_down(&s);
