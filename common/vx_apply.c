@@ -95,7 +95,7 @@ struct vx_apply_s {
     unsigned long long seq;
     int prepared_pid; /* the backend on which the call statement is prepared (STMT); 0: none */
     vx_fast_t *fast;  /* the fast paths the database lists (vx_fast.h) */
-    json_object **fast_entries; /* the call's entries, for a fast path */
+    json_object **fast_entries; /* the call's entries (their JSON), for its fast path */
     vx_metric_t *m_fast;
     vx_metric_t *m_consumed, *m_dlq, *m_entries, *m_duration, *m_retries, *m_lock_waits;
 };
@@ -413,27 +413,14 @@ void vx_apply_add(vx_apply_t *a, rd_kafka_message_t *m) {
  * the database's faults, so exec retries the call, which then prepares anew. */
 #define STMT "vx_apply"
 
-static int sqlstate_is(const PGresult *r, const char *st) {
-    const char *s = PQresultErrorField(r, PG_DIAG_SQLSTATE);
-    return s && strcmp(s, st) == 0;
-}
-
-/* Prepares the call statement where it is not: NULL when it is, or the failed step's result. Never
- * inside a transaction block: a PREPARE that fails there (42P05) aborts the block, and so would the
- * DEALLOCATE that follows. */
+/* Prepares the call statement where it is not (vx_pg_prepare): NULL when it is, or the failed
+ * step's result. */
 static PGresult *prepare(vx_apply_t *a) {
     int pid = PQbackendPID(a->db);
     PGresult *r;
 
     if (a->prepared_pid == pid) return NULL;
-    r = PQprepare(a->db, STMT, a->o.sql, 1, NULL);
-    if (sqlstate_is(r, "42P05")) { /* prepared already: a stale one, or a pid the server used again */
-        PQclear(r);
-        PQclear(PQexec(a->db, "DEALLOCATE " STMT));
-        r = PQprepare(a->db, STMT, a->o.sql, 1, NULL);
-    }
-    if (PQresultStatus(r) != PGRES_COMMAND_OK) return r;
-    PQclear(r);
+    if ((r = vx_pg_prepare(a->db, STMT, a->o.sql, 1))) return r;
     a->prepared_pid = pid;
     return NULL;
 }
@@ -454,17 +441,14 @@ typedef struct {
 static PGresult *run(vx_apply_t *a, call_t *c, int fast) {
     PGresult *r;
 
-    if (fast) {
-        for (size_t i = 0; i < c->n; i++) a->fast_entries[i] = c->v[i]->e.json;
-        return vx_fast_run(a->fast, a->db, c->path, a->fast_entries, c->n);
-    }
+    if (fast) return vx_fast_run(a->fast, a->db, c->path, a->fast_entries, c->n);
     if (!c->json) {
         c->arr = json_object_new_array_ext((int)c->n);
         for (size_t i = 0; i < c->n; i++) json_object_array_add(c->arr, json_object_get(c->v[i]->e.json));
         c->json = json_object_to_json_string_ext(c->arr, JSON_C_TO_STRING_PLAIN);
     }
     r = PQexecPrepared(a->db, STMT, 1, &c->json, NULL, NULL, 0);
-    if (sqlstate_is(r, "26000") || sqlstate_is(r, "0A000")) a->prepared_pid = 0;
+    if (vx_pg_unprepared(r)) a->prepared_pid = 0;
     return r;
 }
 
@@ -701,9 +685,8 @@ static int apply_call(vx_apply_t *a, entry_t **v, size_t n) {
     for (size_t i = 0; i < n; i++) /* a deferral earlier in this turn may hold some back now */
         if (!stays(a, v[i])) v[k++] = v[i];
     if (!(n = k)) return 0;
-    call_t call = {v, n, vx_fast_path(a->fast, v[0]->e.type), NULL, NULL};
-    for (size_t i = 1; i < n && call.path >= 0; i++) /* one path for every entry, or none */
-        if (vx_fast_path(a->fast, v[i]->e.type) != call.path) call.path = -1;
+    for (size_t i = 0; i < n; i++) a->fast_entries[i] = v[i]->e.json;
+    call_t call = {v, n, vx_fast_call_path(a->fast, a->fast_entries, n), NULL, NULL};
     t0 = now_us();
     st = exec(a, &call, &r, detail, sizeof(detail));
     json_object_put(call.arr);

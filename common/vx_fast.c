@@ -8,6 +8,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "vx_pg.h"
+
 #define NAME_MAX_LEN 64
 #define MAX_STEPS 8 /* steps of a path */
 #define MAX_ARGS 16  /* parameters of a step */
@@ -82,11 +84,6 @@ void vx_fast_destroy(vx_fast_t *f) {
     free(f);
 }
 
-static int sqlstate_is(const PGresult *r, const char *st) {
-    const char *s = PQresultErrorField(r, PG_DIAG_SQLSTATE);
-    return s && strcmp(s, st) == 0;
-}
-
 /* A result of status PGRES_FATAL_ERROR with the connection's error message (PQmakeEmptyPGresult). */
 static PGresult *failed(PGconn *db) { return PQmakeEmptyPGresult(db, PGRES_FATAL_ERROR); }
 
@@ -99,16 +96,8 @@ PGresult *vx_fast_prepare(vx_fast_t *f, PGconn *db) {
     for (int p = 0; p < f->npaths; p++)
         for (int s = 0; s < f->paths[p].nsteps; s++) {
             const step_t *st = &f->paths[p].steps[s];
-            PGresult *r = PQprepare(db, st->name, st->sql, 0, NULL);
-            if (sqlstate_is(r, "42P05")) { /* prepared already: a stale one, or a pid the server used again */
-                char sql[NAME_MAX_LEN + 16];
-                PQclear(r);
-                snprintf(sql, sizeof(sql), "DEALLOCATE %s", st->name);
-                PQclear(PQexec(db, sql));
-                r = PQprepare(db, st->name, st->sql, 0, NULL);
-            }
-            if (PQresultStatus(r) != PGRES_COMMAND_OK) return r;
-            PQclear(r);
+            PGresult *r = vx_pg_prepare(db, st->name, st->sql, 0);
+            if (r) return r;
         }
     f->prepared_pid = pid;
     return NULL;
@@ -194,7 +183,8 @@ err:
     return NULL;
 }
 
-int vx_fast_path(const vx_fast_t *f, const char *type) {
+/* The path that takes entries of message type `type`, or -1. */
+static int path_of(const vx_fast_t *f, const char *type) {
     for (int p = 0; f && type && p < f->npaths; p++)
         for (int t = 0; t < f->paths[p].ntypes; t++)
             if (strcmp(f->paths[p].types[t], type) == 0) return p;
@@ -233,6 +223,14 @@ static json_object *at(json_object *e, const char *path) {
         path += n + (path[n] == '.');
     }
     return e;
+}
+
+int vx_fast_call_path(const vx_fast_t *f, json_object *const *entries, size_t n) {
+    int path = n ? path_of(f, json_object_get_string(at(entries[0], "c.type"))) : -1;
+
+    for (size_t i = 1; i < n && path >= 0; i++)
+        if (path_of(f, json_object_get_string(at(entries[i], "c.type"))) != path) path = -1;
+    return path;
 }
 
 /* A PostgreSQL array literal of each entry's value at path: {"v1",NULL,...}, with '"' and '\' escaped. */
@@ -310,6 +308,6 @@ PGresult *vx_fast_run(vx_fast_t *f, PGconn *db, int p, json_object *const *entri
         PQreset(db);
     }
     if (!out) out = failed(db);
-    if (sqlstate_is(out, "26000") || sqlstate_is(out, "0A000")) f->prepared_pid = 0;
+    if (vx_pg_unprepared(out)) f->prepared_pid = 0;
     return out;
 }

@@ -34,8 +34,9 @@ vx_fast_t *vx_fast_load(PGconn *db, const PGresult *shape, char *errstr, size_t 
 /* Accepts NULL. */
 void vx_fast_destroy(vx_fast_t *f);
 
-/* The path that takes entries of message type `type`, or -1. */
-int vx_fast_path(const vx_fast_t *f, const char *type);
+/* The path that takes a call of entries[0..n-1] (borrowed): the one whose types list the type of every
+ * entry ("c.type"), or -1 when the entries' types are not all one path's. f may be NULL (no path). */
+int vx_fast_call_path(const vx_fast_t *f, json_object *const *entries, size_t n);
 /* Path p's name, for logs and metrics. */
 const char *vx_fast_name(const vx_fast_t *f, int p);
 

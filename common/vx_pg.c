@@ -157,6 +157,28 @@ int vx_pg_exec(PGconn *conn, const char *sql, char *errstr, size_t errstr_size) 
     return ok ? 0 : -1;
 }
 
+static int sqlstate_is(const PGresult *r, const char *st) {
+    const char *s = PQresultErrorField(r, PG_DIAG_SQLSTATE);
+    return s && strcmp(s, st) == 0;
+}
+
+PGresult *vx_pg_prepare(PGconn *conn, const char *name, const char *sql, int nparams) {
+    PGresult *r = PQprepare(conn, name, sql, nparams, NULL);
+
+    if (sqlstate_is(r, "42P05")) {
+        char dealloc[128];
+        PQclear(r);
+        snprintf(dealloc, sizeof(dealloc), "DEALLOCATE %s", name);
+        PQclear(PQexec(conn, dealloc));
+        r = PQprepare(conn, name, sql, nparams, NULL);
+    }
+    if (PQresultStatus(r) != PGRES_COMMAND_OK) return r;
+    PQclear(r);
+    return NULL;
+}
+
+int vx_pg_unprepared(const PGresult *res) { return sqlstate_is(res, "26000") || sqlstate_is(res, "0A000"); }
+
 vx_pg_fault_t vx_pg_fault(const char *st) {
     static const char *const entry_classes[] = {"21", "22", "23", "27", "2F", "39", "44", "54", "P0", NULL};
 

@@ -32,6 +32,17 @@ int vx_pg_migrate(PGconn *conn, const char *dirs, char *errstr, size_t errstr_si
 /* Runs one parameterless statement that returns no rows. Returns 0 or -1 with errstr. */
 int vx_pg_exec(PGconn *conn, const char *sql, char *errstr, size_t errstr_size);
 
+/* Prepares statement `name` on conn, replacing one of that name the session has already (42P05: a
+ * stale one, or a backend pid the server used again). NULL when prepared, or the failed result
+ * (caller clears). Never inside a transaction block: a PREPARE that fails there aborts the block, and
+ * so would the DEALLOCATE that follows. */
+PGresult *vx_pg_prepare(PGconn *conn, const char *name, const char *sql, int nparams);
+
+/* Whether res says the server forgot a prepared statement (26000) or refuses its cached plan (0A000:
+ * "cached plan must not change result type", after a migration changed what it returns): the caller
+ * prepares it again before the next try. */
+int vx_pg_unprepared(const PGresult *res);
+
 /* Whose fault a failed statement is, from its SQLSTATE: the one place that decides it.
  *   VX_PG_RETRY  the database's, not the statement's: the connection is gone (08), the server shuts
  *                down or restarts (57P0x), is read-only (25006), refuses the role (42501), is out of

@@ -103,17 +103,9 @@ static PGresult *service_call(PGconn *c, vx_fast_t *paths, const char *fn, const
     if (paths) {
         json_object *arr = json_tokener_parse(call), *e[8];
         size_t n = json_object_array_length(arr);
-        int path = -1;
         cr_assert(n <= 8);
-        for (size_t i = 0; i < n; i++) {
-            json_object *cmd, *type;
-            e[i] = json_object_array_get_idx(arr, i);
-            int x = json_object_object_get_ex(e[i], "c", &cmd) && json_object_object_get_ex(cmd, "type", &type)
-                        ? vx_fast_path(paths, json_object_get_string(type))
-                        : -1;
-            path = i == 0 || x == path ? x : -1;
-            if (path < 0) break;
-        }
+        for (size_t i = 0; i < n; i++) e[i] = json_object_array_get_idx(arr, i);
+        int path = vx_fast_call_path(paths, e, n);
         if (path >= 0) {
             char err[IT_ERR_SIZE];
             IT_OK(vx_pg_exec(c, "SAVEPOINT piped", err, sizeof err), err);
