@@ -871,8 +871,7 @@ floor_opts() { # KIND: the PGOPTIONS that put the schema of KIND's service first
 floor_path() { # DB KIND: FLOOR_STEPS, the statements of the fast path that takes KIND's calls on DB
 	# (vx_fast_step, common/vx_fast.h) for pgbench, each parameter $j read from a variable :aK, and
 	# FLOOR_ARGS, the paths of those parameters (aK is the Kth); both empty when DB has no such path
-	local q=(env PGOPTIONS="-c client_min_messages=warning $(floor_opts "$2")" psql -X -q -At -v ON_ERROR_STOP=1
-		-h 127.0.0.1 -p 55432 -U valerix -d "$1") step args sql j k a
+	local q=(env PGOPTIONS="-c client_min_messages=warning $(floor_opts "$2")" "${PSQL[@]:2}" -At -d "$1") step args sql j k a
 	FLOOR_STEPS=() FLOOR_ARGS=()
 	[[ $("${q[@]}" -c "SELECT to_regclass('vx_fast_step') IS NOT NULL") == t ]] || return 0
 	while IFS=$'\x1f' read -r -d $'\x1e' step args sql || [[ -n $step ]]; do
