@@ -50,7 +50,8 @@
 #   BENCH_FLOOR_BATCHES [20]    calls of 1,000 per kind in D  BENCH_FLOOR_BATCHES10 [500] calls of 10 in D
 #   BENCH_NULL_PACED_RATE [100] PlaceOrder/s in N's paced run (BENCH_PACED_SECS long)
 #   BENCH_D_BASE []             a commit (git ref) whose SQL stage D also measures, kind by kind beside
-#                               this tree's: the before of a before/after from the same run
+#                               this tree's: the before of a before/after from the same run, and the
+#                               distance to the bare writes (calls less bare), now over then
 #   BENCH_D_ROUNDS [5]          with BENCH_D_BASE: each kind's calls in this many rounds, this tree's
 #                               share of a round right after the base's
 #   VXBENCH [build/vxbench]     the measuring tool
@@ -1106,6 +1107,8 @@ sum() {
 	done
 	echo "$t"
 }
+# minus A B: figure A less figure B (values, not keys), empty when either is missing.
+minus() { [[ -n $1 && -n $2 ]] && awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1f", a - b }'; }
 head1 "Ratios (each from this run's figures)"
 ratio "kcat path / null pipeline, orders/s" "C, N" "C" "${R[c_rate]:-}" "N" "${R[n_rate]:-}"
 for n in 1000 10; do
@@ -1118,6 +1121,18 @@ if [[ -n $BENCH_D_BASE ]]; then
 		ratio "SQL now / SQL at $BENCH_D_BASE, latency, calls of $n" "D" "now" "${R[d_calls$n]:-}" "then" "${R[d_basecalls$n]:-}"
 	done
 	ratio "WAL now / WAL at $BENCH_D_BASE, calls of 1000" "D" "now" "${R[d_callswal1000]:-}" "then" "${R[d_basecallswal1000]:-}"
+	# The distance to the floor, now and then: what either tree's SQL costs above the same bare writes.
+	for n in 1000 10 1; do
+		ratio "distance to bare now / at $BENCH_D_BASE, CPU, calls of $n" "D" \
+			"now" "$(minus "${R[d_callscpu$n]:-}" "${R[d_barecpu$n]:-}")" \
+			"then" "$(minus "${R[d_basecallscpu$n]:-}" "${R[d_barecpu$n]:-}")"
+		ratio "distance to bare now / at $BENCH_D_BASE, latency, calls of $n" "D" \
+			"now" "$(minus "${R[d_calls$n]:-}" "${R[d_bare$n]:-}")" \
+			"then" "$(minus "${R[d_basecalls$n]:-}" "${R[d_bare$n]:-}")"
+	done
+	ratio "distance to bare now / at $BENCH_D_BASE, WAL, calls of 1000" "D" \
+		"now" "$(minus "${R[d_callswal1000]:-}" "${R[d_barewal1000]:-}")" \
+		"then" "$(minus "${R[d_basecallswal1000]:-}" "${R[d_barewal1000]:-}")"
 fi
 R[c_cpu]=$(sum cpu_c_postgres cpu_c_kafka cpu_c_order-svc cpu_c_inventory-svc)
 R[b64_cpu]=$(sum cpu_b64_postgres cpu_b64_kafka cpu_b64_gateway cpu_b64_order-svc cpu_b64_inventory-svc)
